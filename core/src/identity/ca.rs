@@ -1,0 +1,349 @@
+//! The cluster certificate authority and workload key material.
+//!
+//! `mesh ca` / `mesh up` create a self-signed root per cluster; the controller loads it and signs
+//! CSRs from its sidecars and gateway. Issued certificates carry exactly one SPIFFE URI SAN, both
+//! server and client EKUs (every workload is both), and a short validity. The CA never copies
+//! extensions from a CSR: it only takes the public key and the requested SPIFFE ID, which must be
+//! in its own trust domain.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::OffsetDateTime;
+
+use super::spiffe::SpiffeId;
+
+/// File name of a CA certificate inside a cluster's state directory.
+const CA_CERT_FILE: &str = "ca.crt";
+/// File name of a CA key inside a cluster's state directory.
+const CA_KEY_FILE: &str = "ca.key";
+/// How long a cluster root is valid: roots are rotated by re-linking, not by expiry.
+const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Clock skew tolerated between a CA and the machines that verify its certificates.
+const BACKDATE: Duration = Duration::from_secs(300);
+
+/// Errors of the CA and key material.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate, key or CSR failed to parse or generate.
+    #[error("{what}: {source}")]
+    Crypto {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A CSR that asks for something this CA will not sign.
+    #[error("certificate request refused: {0}")]
+    Refused(String),
+}
+
+fn crypto(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CaError {
+    let what = what.into();
+    move |source| CaError::Crypto { what, source }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A cluster's certificate authority.
+pub struct ClusterCa {
+    trust_domain: String,
+    cert_pem: String,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCa")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterCa {
+    /// Creates a new self-signed root for `trust_domain`.
+    pub fn generate(trust_domain: &str) -> Result<Self, CaError> {
+        let key = KeyPair::generate().map_err(crypto("generating the CA key"))?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("mesh root {trust_domain}"));
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, trust_domain);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.subject_alt_names = vec![SanType::URI(
+            format!("spiffe://{trust_domain}")
+                .try_into()
+                .map_err(crypto("encoding the trust domain"))?,
+        )];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + ROOT_VALIDITY;
+        let cert = params
+            .self_signed(&key)
+            .map_err(crypto("self-signing the CA"))?;
+        Ok(Self {
+            trust_domain: trust_domain.to_string(),
+            cert_pem: cert.pem(),
+            key,
+        })
+    }
+
+    /// Writes `ca.crt` and `ca.key` (mode 0600) into `dir`, creating it.
+    pub fn write_to(&self, dir: &Path) -> Result<(), CaError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let cert = dir.join(CA_CERT_FILE);
+        std::fs::write(&cert, &self.cert_pem).map_err(io(&cert))?;
+        let key = dir.join(CA_KEY_FILE);
+        write_private(&key, &self.key.serialize_pem())?;
+        Ok(())
+    }
+
+    /// Whether `dir` already holds CA material.
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join(CA_CERT_FILE).exists() && dir.join(CA_KEY_FILE).exists()
+    }
+
+    /// Loads CA material written by [`write_to`](Self::write_to).
+    pub fn load(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        let cert_path = dir.join(CA_CERT_FILE);
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
+        let key_path = dir.join(CA_KEY_FILE);
+        let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(crypto(format!("{}: parsing the CA key", key_path.display())))?;
+        Issuer::from_ca_cert_pem(&cert_pem, &key)
+            .map_err(crypto(format!("{}: parsing the CA certificate", cert_path.display())))?;
+        Ok(Self {
+            trust_domain: trust_domain.to_string(),
+            cert_pem,
+            key,
+        })
+    }
+
+    /// The trust domain this CA issues for.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The root certificate in PEM: the cluster's trust bundle.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Signs a CSR. The CSR must request exactly one SPIFFE ID in this CA's trust domain, and
+    /// `authorise` must accept it.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        validity: Duration,
+        authorise: impl FnOnce(&SpiffeId) -> Result<(), String>,
+    ) -> Result<(SpiffeId, String), CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(crypto("parsing the certificate request"))?;
+        let ids: Vec<&str> = csr
+            .params
+            .subject_alt_names
+            .iter()
+            .filter_map(|san| match san {
+                SanType::URI(uri) => Some(uri.as_str()),
+                _ => None,
+            })
+            .collect();
+        let [uri] = ids.as_slice() else {
+            return Err(CaError::Refused(format!(
+                "the request must carry exactly one spiffe:// URI, it carries {}",
+                ids.len()
+            )));
+        };
+        let id: SpiffeId = uri.parse().map_err(|e| CaError::Refused(format!("{e}")))?;
+        if id.trust_domain != self.trust_domain {
+            return Err(CaError::Refused(format!(
+                "{id} is outside this CA's trust domain {}",
+                self.trust_domain
+            )));
+        }
+        authorise(&id).map_err(CaError::Refused)?;
+        let params = leaf_params(&id, validity)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
+            .map_err(crypto("loading the CA as issuer"))?;
+        let cert = params
+            .signed_by(&csr.public_key, &issuer)
+            .map_err(crypto("signing the certificate"))?;
+        Ok((id, cert.pem()))
+    }
+
+    /// Issues a certificate for `id` with a freshly generated key (the controller's own serving
+    /// certificate; tests).
+    pub fn issue(&self, id: &SpiffeId, validity: Duration) -> Result<WorkloadIdentity, CaError> {
+        let csr = WorkloadCsr::generate(id)?;
+        let (_, cert_pem) = self.sign_csr(&csr.csr_pem, validity, |_| Ok(()))?;
+        WorkloadIdentity::from_pem(&cert_pem, &csr.key_pem)
+    }
+}
+
+fn leaf_params(id: &SpiffeId, validity: Duration) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, id.to_string());
+    params.subject_alt_names = vec![SanType::URI(
+        id.to_string()
+            .try_into()
+            .map_err(crypto("encoding the SPIFFE ID"))?,
+    )];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + validity;
+    Ok(params)
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(contents.as_bytes()).map_err(io(path))
+}
+
+/// A freshly generated key and the CSR for it.
+pub struct WorkloadCsr {
+    /// The PKCS#8 private key in PEM; never leaves the workload.
+    pub key_pem: String,
+    /// The CSR in PEM, carrying the SPIFFE ID as URI SAN.
+    pub csr_pem: String,
+}
+
+impl WorkloadCsr {
+    /// Generates a key and a CSR for `id`.
+    pub fn generate(id: &SpiffeId) -> Result<Self, CaError> {
+        let key = KeyPair::generate().map_err(crypto("generating a workload key"))?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, id.to_string());
+        params.subject_alt_names = vec![SanType::URI(
+            id.to_string()
+                .try_into()
+                .map_err(crypto("encoding the SPIFFE ID"))?,
+        )];
+        let csr = params
+            .serialize_request(&key)
+            .map_err(crypto("creating the certificate request"))?;
+        Ok(Self {
+            key_pem: key.serialize_pem(),
+            csr_pem: csr.pem().map_err(crypto("encoding the certificate request"))?,
+        })
+    }
+}
+
+/// A workload's certificate and key, ready for rustls.
+#[derive(Debug, Clone)]
+pub struct WorkloadIdentity {
+    /// The SPIFFE ID in the certificate.
+    pub id: SpiffeId,
+    /// The certificate chain (leaf first).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key (PKCS#8 DER).
+    pub key_der: Vec<u8>,
+}
+
+impl WorkloadIdentity {
+    /// Builds an identity from a PEM certificate chain and PEM key.
+    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| CaError::Refused(format!("certificate PEM is malformed: {e}")))?;
+        let first = chain
+            .first()
+            .ok_or_else(|| CaError::Refused("certificate PEM holds no certificate".into()))?;
+        let id = super::spiffe::spiffe_id_of_cert(first)
+            .map_err(|e| CaError::Refused(e.to_string()))?;
+        let key = KeyPair::from_pem(key_pem).map_err(crypto("parsing the workload key"))?;
+        Ok(Self {
+            id,
+            chain,
+            key_der: key.serialize_der(),
+        })
+    }
+
+    /// The private key for rustls.
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_signs_requests_in_its_trust_domain_only() {
+        let ca = ClusterCa::generate("us-east.mesh").unwrap();
+        let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
+        let csr = WorkloadCsr::generate(&id).unwrap();
+        let (signed_id, pem) = ca.sign_csr(&csr.csr_pem, Duration::from_secs(3600), |_| Ok(())).unwrap();
+        assert_eq!(signed_id, id);
+        let ident = WorkloadIdentity::from_pem(&pem, &csr.key_pem).unwrap();
+        assert_eq!(ident.id, id);
+
+        let foreign = WorkloadCsr::generate(&SpiffeId::workload("eu-central.mesh", "demo", "echo")).unwrap();
+        let err = ca.sign_csr(&foreign.csr_pem, Duration::from_secs(60), |_| Ok(())).unwrap_err();
+        assert!(err.to_string().contains("outside this CA's trust domain"), "{err}");
+
+        let err = ca
+            .sign_csr(&csr.csr_pem, Duration::from_secs(60), |_| Err("token does not allow it".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("token does not allow it"));
+        assert!(ca.sign_csr("garbage", Duration::from_secs(60), |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn ca_material_round_trips_through_files() {
+        let dir = std::env::temp_dir().join(format!("mesh-ca-test-{}", std::process::id()));
+        let ca = ClusterCa::generate("us-west.mesh").unwrap();
+        ca.write_to(&dir).unwrap();
+        assert!(ClusterCa::exists_in(&dir));
+        let loaded = ClusterCa::load(&dir, "us-west.mesh").unwrap();
+        assert_eq!(loaded.cert_pem(), ca.cert_pem());
+        let ident = loaded.issue(&SpiffeId::gateway("us-west.mesh"), Duration::from_secs(60)).unwrap();
+        assert_eq!(ident.id.path, "gateway");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,27 @@
+//! Shared library of the mesh: configuration types and validation, identity and certificates,
+//! the catalog model, the wire header of QUIC streams, the JSON API between components, and the
+//! pure traffic logic (load balancing, outlier detection, circuit breaking, retry budgets,
+//! priority spill, locality order).
+//!
+//! The pure-logic modules take time as an argument (`now: Instant`) and never touch sockets, so
+//! they are deterministic and tested without sleeps. The few I/O helpers here (admin server,
+//! controller client, TLS builders) are shared by every component; component behaviour lives in
+//! the component crates, not here.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod balance;
+pub mod breaker;
+pub mod catalog;
+pub mod config;
+pub mod control_client;
+pub mod http;
+pub mod identity;
+pub mod locality;
+pub mod names;
+pub mod outlier;
+pub mod retry_budget;
+pub mod spill;
+pub mod telemetry;
+pub mod wire;

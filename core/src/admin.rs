@@ -1,0 +1,143 @@
+//! The admin port every component exposes (`/healthz`, `/readyz`, `/metrics`, plus
+//! component-specific routes), and the plain-HTTP accept loop it and the demo app share.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::http::{BoxBody, full, text};
+
+/// Whether a component is ready to serve; flipped by the component, read by `/readyz`.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A boxed future answering one request.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
+
+/// Component-specific admin routes; answer `None` for paths you do not own (404 follows).
+pub trait AdminRoutes: Send + Sync + 'static {
+    /// Handles a request, or returns it back as not owned.
+    fn route(&self, req: Request<Incoming>) -> Option<ResponseFuture>;
+}
+
+/// The admin endpoint of one component.
+pub struct AdminServer {
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    routes: Option<Arc<dyn AdminRoutes>>,
+}
+
+impl AdminServer {
+    /// An admin server exposing `registry` and `readiness`, plus `routes` if given.
+    pub fn new(
+        registry: Arc<Registry>,
+        readiness: Readiness,
+        routes: Option<Arc<dyn AdminRoutes>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            readiness,
+            routes,
+        })
+    }
+
+    /// Answers one admin request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (&Method::GET, "/readyz") => {
+                if self.readiness.get() {
+                    text(StatusCode::OK, "ready")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }
+            (&Method::GET, "/metrics") => self.metrics(),
+            _ => match &self.routes {
+                Some(routes) => {
+                    let path = req.uri().path().to_string();
+                    match routes.route(req) {
+                        Some(fut) => fut.await,
+                        None => text(StatusCode::NOT_FOUND, format!("no admin route {path}")),
+                    }
+                }
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    format!("no admin route {}", req.uri().path()),
+                ),
+            },
+        }
+    }
+
+    fn metrics(&self) -> Response<BoxBody> {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}"));
+        }
+        let mut rsp = Response::new(full(out));
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        rsp
+    }
+
+    /// Serves admin requests on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        serve_http(listener, move |req| self.clone().handle(req)).await
+    }
+}
+
+/// Accepts plain-text HTTP/1.1 and HTTP/2 (prior knowledge) connections on `listener` and
+/// answers each request with `handler`, until the task is dropped.
+pub async fn serve_http<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+            });
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -23,11 +23,11 @@ const SLOW_START_FLOOR: f64 = 0.1;
 /// Share of the traffic each level gets, given each level's health in [0, 1]. Shares sum to 1,
 /// or are all 0 when no level has any health (the caller then answers 503).
 pub fn priority_loads(healths: &[f64], overprovisioning: f64) -> Vec<f64> {
-    // `f64::max` maps NaN to the other operand, so NaN health or factor counts as 0.
+    // `f64::max` maps NaN to the other operand, so a NaN factor counts as 0.
     let overprovisioning = overprovisioning.max(0.0);
     let capacities: Vec<f64> = healths
         .iter()
-        .map(|health| (health.max(0.0).min(1.0) * overprovisioning).min(1.0))
+        .map(|health| (unit_interval(*health) * overprovisioning).min(1.0))
         .collect();
     let total: f64 = capacities.iter().sum();
     if total <= 0.0 {
@@ -46,6 +46,15 @@ pub fn priority_loads(healths: &[f64], overprovisioning: f64) -> Vec<f64> {
             share
         })
         .collect()
+}
+
+/// `value` clamped to [0, 1], with NaN read as 0.
+fn unit_interval(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(0.0, 1.0)
+    }
 }
 
 /// The level a request goes to, given the loads and a uniform `random` in [0, 1); `None` when

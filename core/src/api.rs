@@ -325,7 +325,7 @@ pub struct ReadyFile {
     pub component: String,
     /// The cluster.
     pub cluster: String,
-    /// Bound addresses by role (`admin`, `control`, `quic`, `tunnel`, `outbound`, `inbound`, `http`).
+    /// Bound addresses by role (`admin`, `control`, `quic`, `tunnel`, `outbound`, `inbound`, `listen`), named after the flag that sets each.
     pub addrs: BTreeMap<String, SocketAddr>,
     /// The process id.
     pub pid: u32,

@@ -1,0 +1,107 @@
+//! `mesh up`: the embedded default. Runs a whole cluster-set as local processes, links it, waits
+//! until traffic flows, prints what to try, and stops everything cleanly on Ctrl-C.
+
+use std::path::PathBuf;
+
+use mesh_core::config::{ConfigError, Topology};
+
+use crate::cluster_set::{ClusterSet, LaunchError, read_manifest};
+
+/// Arguments of `mesh up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Topology file (YAML) naming the clusters, their regions and failover priorities. Without
+    /// it: us-east, us-west and eu-central, client proxies on ports 15001, 15101 and 15201.
+    #[arg(long)]
+    pub topology: Option<PathBuf>,
+    /// Where CA material, logs and run files go. Reusable across runs; remove it to start afresh.
+    #[arg(long, default_value = ".mesh")]
+    pub state_dir: PathBuf,
+    /// Let every listener, client proxies included, pick a free port (several cluster-sets on
+    /// one machine, tests).
+    #[arg(long)]
+    pub ephemeral_ports: bool,
+}
+
+/// Errors of `mesh up`.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// The topology file is broken.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Something failed while starting.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// Another `mesh up` runs in the same state directory.
+    #[error("a cluster-set is already running from {0} (mesh up pid {1}); stop it first or use another --state-dir")]
+    AlreadyRunning(PathBuf, u32),
+    /// The running binary could not be found.
+    #[error("cannot find the mesh binary to start components: {0}")]
+    Binary(std::io::Error),
+}
+
+/// Runs `mesh up` until SIGINT or SIGTERM.
+pub async fn run(args: UpArgs) -> Result<(), UpError> {
+    let mut topology = match &args.topology {
+        Some(path) => Topology::load(path)?,
+        None => Topology::default_set(),
+    };
+    if args.ephemeral_ports {
+        topology = topology.with_ephemeral_ports();
+    }
+    if let Ok(m) = read_manifest(&args.state_dir)
+        && crate::cluster_set::send_signal(m.pid, crate::cluster_set::Signal::Cont).is_ok()
+        && m.pid != std::process::id()
+    {
+        return Err(UpError::AlreadyRunning(args.state_dir.clone(), m.pid));
+    }
+    let mesh_bin = std::env::current_exe().map_err(UpError::Binary)?;
+    eprintln!(
+        "mesh: starting {} clusters ({}), state in {}",
+        topology.clusters.len(),
+        topology.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+        args.state_dir.display()
+    );
+    let mut set = ClusterSet::start(&topology, &args.state_dir, &mesh_bin).await?;
+    println!("{}", instructions(&set, &args.state_dir));
+    mesh_core::telemetry::shutdown_signal().await;
+    eprintln!("mesh: stopping every process");
+    set.stop().await;
+    eprintln!("mesh: stopped; state kept in {}", args.state_dir.display());
+    Ok(())
+}
+
+fn instructions(set: &ClusterSet, state_dir: &std::path::Path) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("mesh: the cluster-set is up and linked.\n");
+    let first = set.clusters.first().map(|c| c.spec.name.clone()).unwrap_or_default();
+    let last = set.clusters.last().map(|c| c.spec.name.clone()).unwrap_or_default();
+    for c in &set.clusters {
+        let proxy = c.client_proxy().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+        let admin = c.controller_admin().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+        let _ = writeln!(out, "\n{} (region {}), controller admin http://{admin}", c.spec.name, c.spec.region);
+        let _ = writeln!(out, "  curl -x http://{proxy} http://echo.demo.svc.clusterset.local/");
+        let _ = writeln!(out, "  curl -x http://{proxy} http://echo.demo.svc.{last}.clusterset.local/");
+    }
+    let pids: Vec<String> = set
+        .cluster(&first)
+        .map(|c| {
+            c.processes
+                .iter()
+                .filter(|(n, _)| n.starts_with("echo-"))
+                .filter_map(|(_, p)| p.pid())
+                .map(|p| p.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\nSee failover: kill {first}'s echo replicas (kill {}) and repeat the first curl of {first}:\n\
+         the answer now comes from the next region. `mesh status --state-dir {}` shows links,\n\
+         endpoints, breakers and failovers. Logs are in {}/logs. Ctrl-C stops everything.",
+        pids.join(" "),
+        state_dir.display(),
+        state_dir.display()
+    );
+    out
+}

@@ -1,0 +1,142 @@
+//! `mesh demo-app`: the demo `echo` service. It answers with the cluster and replica that served
+//! the request and echoes request bodies byte for byte (streamed, never buffered whole), so
+//! failover is visible by hand and body integrity can be checked by digest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use mesh_core::admin::{AdminServer, Readiness, serve_http};
+use mesh_core::api::ReadyFile;
+use mesh_core::http::{BoxBody, text};
+use mesh_core::telemetry::{BindError, bind_tcp, shutdown_signal};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Response header naming the cluster of the replica that answered.
+pub const HEADER_ECHO_CLUSTER: &str = "x-echo-cluster";
+/// Response header naming the replica that answered.
+pub const HEADER_ECHO_REPLICA: &str = "x-echo-replica";
+
+/// Arguments of `mesh demo-app`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoAppArgs {
+    /// Cluster this replica runs in (shown in every answer).
+    #[arg(long)]
+    pub cluster: String,
+    /// Replica name, e.g. `echo-0` (shown in every answer).
+    #[arg(long)]
+    pub replica: String,
+    /// Plain HTTP/1.1 and HTTP/2 (prior knowledge) listener for requests.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
+    /// Write the bound addresses here once listening.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Errors of the demo app.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoAppError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The ready file could not be written.
+    #[error("writing ready file {path}: {source}")]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    status: u16,
+}
+
+struct DemoApp {
+    cluster: HeaderValue,
+    replica: HeaderValue,
+    greeting: String,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl DemoApp {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
+        let method = req.method().clone();
+        let mut rsp = if method == Method::GET || method == Method::HEAD {
+            text(StatusCode::OK, self.greeting.clone())
+        } else {
+            // Echo the body as it arrives: a 64 MiB upload streams through in constant memory.
+            let body = req.into_body().map_err(|e| e.into()).boxed();
+            let mut rsp = Response::new(body);
+            rsp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            rsp
+        };
+        rsp.headers_mut().insert(HEADER_ECHO_CLUSTER, self.cluster.clone());
+        rsp.headers_mut().insert(HEADER_ECHO_REPLICA, self.replica.clone());
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                status: rsp.status().as_u16(),
+            })
+            .inc();
+        rsp
+    }
+}
+
+/// Runs the demo app until SIGINT or SIGTERM.
+pub async fn run(args: DemoAppArgs) -> Result<(), DemoAppError> {
+    let header = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let mut registry = Registry::with_prefix("mesh_demo_app");
+    let requests = Family::<RequestLabels, Counter>::default();
+    registry.register("requests", "Requests answered, by method and status", requests.clone());
+    let app = Arc::new(DemoApp {
+        cluster: header(&args.cluster),
+        replica: header(&args.replica),
+        greeting: format!(
+            "echo from cluster={} replica={}",
+            args.cluster, args.replica
+        ),
+        requests,
+    });
+    let listener = bind_tcp("demo-app", "http", args.listen).await?;
+    let admin_listener = bind_tcp("demo-app", "admin", args.admin).await?;
+    let readiness = Readiness::default();
+    let admin = AdminServer::new(Arc::new(registry), readiness.clone(), None);
+    let http_addr = listener.local_addr().map_err(|e| mesh_core::telemetry::bind_error("demo-app", "http", args.listen, &e))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| mesh_core::telemetry::bind_error("demo-app", "admin", args.admin, &e))?;
+    let serving = tokio::spawn(serve_http(listener, move |req| app.clone().handle(req)));
+    let admin_task = tokio::spawn(admin.serve(admin_listener));
+    readiness.set(true);
+    if let Some(path) = &args.ready_file {
+        let ready = ReadyFile {
+            component: "demo-app".into(),
+            cluster: args.cluster.clone(),
+            addrs: [("listen".to_string(), http_addr), ("admin".to_string(), admin_addr)].into(),
+            pid: std::process::id(),
+        };
+        ready.write(path).map_err(|source| DemoAppError::ReadyFile { path: path.clone(), source })?;
+    }
+    tracing::info!(%http_addr, %admin_addr, replica = %args.replica, "demo app serving");
+    shutdown_signal().await;
+    serving.abort();
+    admin_task.abort();
+    tracing::info!("demo app stopped");
+    Ok(())
+}

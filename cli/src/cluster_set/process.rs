@@ -31,6 +31,8 @@ pub enum Signal {
     Stop,
     /// Resume a frozen process.
     Cont,
+    /// Interrupt, as Ctrl-C does.
+    Int,
 }
 
 /// Sends `signal` to `pid`.
@@ -41,6 +43,7 @@ pub fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
         Signal::Kill => libc::SIGKILL,
         Signal::Stop => libc::SIGSTOP,
         Signal::Cont => libc::SIGCONT,
+        Signal::Int => libc::SIGINT,
     };
     let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
     // SAFETY: kill(2) has no memory-safety preconditions; it only takes integers.

@@ -1,0 +1,69 @@
+//! End to end with real processes: failover of a service whose local replicas all die, under
+//! steady load, and failback when they return.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Load, Running, share_served_by};
+
+const URL: &str = "http://echo.demo.svc.clusterset.local/";
+const RATE: u32 = 120;
+
+#[tokio::test(flavor = "current_thread")]
+async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
+    let mut run = Running::default_set("failover").await;
+    let proxy = run.proxy("us-east");
+    let load = Load::start(proxy, URL, RATE);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = load.snapshot();
+    assert!(before.iter().all(|o| o.served_by.as_deref() == Some("us-east")), "steady state is local");
+
+    // Both us-east echo replicas die: app and sidecar processes, with SIGKILL.
+    let fault = Instant::now();
+    for r in ["echo-0", "echo-1"] {
+        run.set.kill("us-east", r).await.unwrap();
+        run.set.kill("us-east", &format!("sidecar-{r}")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // They come back.
+    let heal = Instant::now();
+    for r in ["echo-0", "echo-1"] {
+        run.set.restart("us-east", r).await.unwrap();
+        run.set.restart("us-east", &format!("sidecar-{r}")).await.unwrap();
+    }
+    let mut back_at = None;
+    let deadline = heal + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = Instant::now();
+        let (share, n) = share_served_by(&load.snapshot(), now - Duration::from_secs(1), now, "us-east");
+        if n > 0 && share >= 0.99 {
+            back_at = Some(now);
+            break;
+        }
+    }
+    let outcomes = load.finish().await;
+    let logs = run.logs();
+    run.stop().await;
+
+    let total = outcomes.len();
+    let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok).collect();
+    assert!(total as u32 >= RATE * 10, "load ran: {total} requests");
+    assert!(
+        failed.len() as f64 <= total as f64 * 0.01,
+        "{} of {total} requests failed (> 1%): {:?}\n{logs}",
+        failed.len(),
+        failed.iter().take(5).map(|o| &o.error).collect::<Vec<_>>()
+    );
+    let late_failures: Vec<_> = failed
+        .iter()
+        .filter(|o| o.sent_at >= fault + Duration::from_secs(2) && o.sent_at < heal)
+        .collect();
+    assert!(late_failures.is_empty(), "failures more than 2 s after the fault: {:?}", late_failures.iter().map(|o| &o.error).collect::<Vec<_>>());
+    // From 2 s after the fault until the heal, everything is served by us-west (next in priority).
+    let (share, n) = share_served_by(&outcomes, fault + Duration::from_secs(2), heal, "us-west");
+    assert!(n > 0 && share >= 0.99, "only {:.1}% of {n} requests served by us-west after failover\n{logs}", share * 100.0);
+    assert!(back_at.is_some(), "traffic did not return to us-east within 15 s of the replicas' restart\n{logs}");
+}

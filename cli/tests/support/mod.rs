@@ -1,0 +1,245 @@
+//! Shared support for end-to-end tests: start a real cluster-set from the built `mesh` binary,
+//! send requests through a client sidecar's proxy, and drive open-loop load.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_cli::cluster_set::ClusterSet;
+use mesh_core::config::Topology;
+use sha2::{Digest, Sha256};
+
+/// A unique scratch directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("mesh-e2e-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn mesh_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mesh"))
+}
+
+/// A running cluster-set that is stopped (every process) when dropped or stopped.
+pub struct Running {
+    pub set: ClusterSet,
+    pub scratch: Scratch,
+}
+
+impl Running {
+    pub async fn start(tag: &str, topology: Topology) -> Self {
+        let scratch = Scratch::new(tag);
+        let topology = topology.with_ephemeral_ports();
+        let set = match ClusterSet::start(&topology, &scratch.0, &mesh_bin()).await {
+            Ok(s) => s,
+            Err(e) => panic!("cluster-set did not start: {e}"),
+        };
+        Self { set, scratch }
+    }
+
+    pub async fn default_set(tag: &str) -> Self {
+        Self::start(tag, Topology::default_set()).await
+    }
+
+    pub fn proxy(&self, cluster: &str) -> SocketAddr {
+        self.set.cluster(cluster).and_then(|c| c.client_proxy()).expect("client proxy")
+    }
+
+    pub fn admin(&self, cluster: &str) -> SocketAddr {
+        self.set.cluster(cluster).and_then(|c| c.controller_admin()).expect("controller admin")
+    }
+
+    pub async fn status(&self, cluster: &str) -> mesh_core::api::ControllerStatus {
+        mesh_cli::admin_client::get_json(self.admin(cluster), mesh_core::api::PATH_STATUS)
+            .await
+            .expect("status")
+    }
+
+    /// Dumps the tail of every log (for failing tests).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for c in &self.set.clusters {
+            for (name, p) in &c.processes {
+                out.push_str(&format!("--- {}/{name}\n{}\n", c.spec.name, mesh_cli::cluster_set::log_tail(&p.log, 15)));
+            }
+        }
+        out
+    }
+
+    pub async fn stop(mut self) {
+        self.set.stop().await;
+    }
+}
+
+/// One answer through the proxy.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub served_by: Option<String>,
+    pub mesh_error: Option<String>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// HTTP version used towards the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+/// Sends one request to `url` through the sidecar proxy at `proxy`.
+pub async fn send(proxy: SocketAddr, proto: Proto, method: &str, url: &str, body: Bytes) -> Result<Answer, String> {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let rsp = match proto {
+        Proto::Http1 => {
+            let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            s.send_request(req).await.map_err(|e| e.to_string())?
+        }
+        Proto::Http2 => {
+            let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            s.send_request(req).await.map_err(|e| e.to_string())?
+        }
+    };
+    let status = rsp.status();
+    let header = |name: &str| rsp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let served_by = header(mesh_core::api::HEADER_SERVED_BY_CLUSTER);
+    let mesh_error = header(mesh_core::api::HEADER_MESH_ERROR);
+    let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Answer { status, served_by, mesh_error, body })
+}
+
+pub async fn get(proxy: SocketAddr, url: &str) -> Answer {
+    send(proxy, Proto::Http1, "GET", url, Bytes::new()).await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+pub fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One request's outcome under load.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub sent_at: Instant,
+    pub latency: Duration,
+    pub ok: bool,
+    pub served_by: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Open-loop load: one request every `1/rate`, whatever the system does, each recorded.
+pub struct Load {
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub fn start(proxy: SocketAddr, url: &str, rate: u32) -> Self {
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = url.to_string();
+        let (o, st) = (outcomes.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut inflight = tokio::task::JoinSet::new();
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                tick.tick().await;
+                let (o, url) = (o.clone(), url.clone());
+                inflight.spawn(async move {
+                    let sent_at = Instant::now();
+                    let r = tokio::time::timeout(Duration::from_secs(10), send(proxy, Proto::Http1, "GET", &url, Bytes::new())).await;
+                    let latency = sent_at.elapsed();
+                    let outcome = match r {
+                        Ok(Ok(a)) => Outcome {
+                            sent_at,
+                            latency,
+                            ok: a.status == StatusCode::OK,
+                            served_by: a.served_by.clone(),
+                            error: (a.status != StatusCode::OK).then(|| format!("{} {}", a.status, a.text().trim())),
+                        },
+                        Ok(Err(e)) => Outcome { sent_at, latency, ok: false, served_by: None, error: Some(e) },
+                        Err(_) => Outcome { sent_at, latency, ok: false, served_by: None, error: Some("timeout".into()) },
+                    };
+                    o.lock().unwrap().push(outcome);
+                });
+                while inflight.try_join_next().is_some() {}
+            }
+            while inflight.join_next().await.is_some() {}
+        });
+        Self { outcomes, stop, task }
+    }
+
+    /// Outcomes so far.
+    pub fn snapshot(&self) -> Vec<Outcome> {
+        self.outcomes.lock().unwrap().clone()
+    }
+
+    /// Stops sending, waits for requests in flight, returns every outcome sorted by send time.
+    pub async fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.task.await;
+        let mut v = self.outcomes.lock().unwrap().clone();
+        v.sort_by_key(|o| o.sent_at);
+        v
+    }
+}
+
+/// Share of outcomes sent at or after `from` (and before `to`) served by `cluster`.
+pub fn share_served_by(outcomes: &[Outcome], from: Instant, to: Instant, cluster: &str) -> (f64, usize) {
+    let window: Vec<_> = outcomes.iter().filter(|o| o.sent_at >= from && o.sent_at < to).collect();
+    if window.is_empty() {
+        return (0.0, 0);
+    }
+    let n = window.iter().filter(|o| o.ok && o.served_by.as_deref() == Some(cluster)).count();
+    (n as f64 / window.len() as f64, window.len())
+}

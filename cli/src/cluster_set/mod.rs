@@ -473,3 +473,27 @@ pub fn read_manifest(state_dir: &Path) -> Result<Manifest, LaunchError> {
     let bytes = std::fs::read(&path).map_err(|e| LaunchError::io(&path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| LaunchError::io(&path, std::io::Error::other(e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_starts_each_cluster_controller_first_and_client_last_with_credentials() {
+        let set = ClusterSet::plan(&Topology::default_set(), Path::new("/state"), Path::new("/bin/mesh"));
+        assert_eq!(set.clusters.len(), 3);
+        let east = &set.clusters[0];
+        let names: Vec<&str> = east.processes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["controller", "gateway", "echo-0", "sidecar-echo-0", "echo-1", "sidecar-echo-1", "client"]);
+        let argv = |name: &str| east.process(name).unwrap().argv.join(" ");
+        assert!(argv("controller").contains("--region-priority us-west,eu-central"), "{}", argv("controller"));
+        assert!(argv("controller").contains("--lease-grace-ms 30000"));
+        assert!(argv("client").contains("--outbound 127.0.0.1:15001"));
+        assert!(argv("gateway").contains("--token-file /state/us-east/join-token"));
+        assert!(!argv("echo-0").contains("--token-file"), "the demo app needs no credentials");
+        for (name, p) in &east.processes {
+            assert!(p.argv.windows(2).any(|w| w[0] == "--cluster" && w[1] == "us-east"), "{name} shows its cluster");
+            assert!(p.argv.iter().any(|a| a == "--ready-file"), "{name}");
+        }
+    }
+}

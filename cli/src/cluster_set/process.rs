@@ -208,3 +208,49 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_argv_replaces_only_ephemeral_listeners_with_their_bound_addresses() {
+        let mut p = Process {
+            label: "us-east/gateway".into(),
+            argv: ["gateway", "--quic", "127.0.0.1:0", "--tunnel", "127.0.0.1:7000", "--admin", "127.0.0.1:0", "--cluster", "us-east"]
+                .map(String::from)
+                .to_vec(),
+            log: PathBuf::from("/dev/null"),
+            ready_path: PathBuf::from("/dev/null"),
+            child: None,
+            ready: None,
+        };
+        assert_eq!(p.pinned_argv(), p.argv, "nothing to pin before the first start");
+        p.ready = Some(ReadyFile {
+            component: "gateway".into(),
+            cluster: "us-east".into(),
+            addrs: [
+                ("quic".to_string(), "127.0.0.1:4001".parse().unwrap()),
+                ("tunnel".to_string(), "127.0.0.1:7000".parse().unwrap()),
+                ("admin".to_string(), "127.0.0.1:4002".parse().unwrap()),
+            ]
+            .into(),
+            pid: 1,
+        });
+        assert_eq!(
+            p.pinned_argv(),
+            ["gateway", "--quic", "127.0.0.1:4001", "--tunnel", "127.0.0.1:7000", "--admin", "127.0.0.1:4002", "--cluster", "us-east"]
+                .map(String::from)
+                .to_vec()
+        );
+    }
+
+    #[test]
+    fn log_tail_returns_the_last_lines() {
+        let path = std::env::temp_dir().join(format!("mesh-tail-{}", std::process::id()));
+        std::fs::write(&path, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(log_tail(&path, 2), "c\nd");
+        assert_eq!(log_tail(Path::new("/nonexistent/x"), 2), "");
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -73,6 +73,11 @@ impl AdminServer {
                 }
             }
             (&Method::GET, "/metrics") => self.metrics(),
+            (_, "/healthz" | "/readyz" | "/metrics") => {
+                let mut rsp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here");
+                rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+                rsp
+            }
             _ => match &self.routes {
                 Some(routes) => {
                     let path = req.uri().path().to_string();

@@ -11,7 +11,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -165,6 +165,7 @@ impl ControlClient {
                 .await
                 .map_err(|e| self.connect_error(format!("TLS handshake failed: {e}")))?;
             let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .handshake(TokioIo::new(tls))

@@ -1,1 +1,257 @@
+//! The federation controller of one cluster (`mesh controller`): its registry of local
+//! services (registration API and static file, behind one trait), its certificate authority
+//! (CSRs authenticated by the join token), its links with peer clusters (persisted in the state
+//! directory), the peers' catalogs held under lease, the failover decision per service, and
+//! the discovery streams that publish that decision to the cluster's sidecars and gateway.
+//!
+//! It does not carry traffic or talk to other clusters itself: the gateway moves catalog
+//! messages between clusters and reports link health, and sidecars route by the snapshots.
+//! The decision (failover order, export health, leases, expiry) is pure code over injected
+//! instants; the listeners around it only parse, authenticate and call into the shared state
+//! behind one lock, which recomputes and publishes the view on every change.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+mod admin_api;
+mod breaker_reports;
+mod ca_service;
+mod config;
+mod control_api;
+mod control_listener;
+mod controller;
+mod discovery;
+mod error;
+mod failover;
+mod links;
+mod metrics;
+mod peering;
+mod registry;
+mod state;
+mod view;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_core::admin::{AdminServer, Readiness};
+use mesh_core::api::{ALPN_H2, ReadyFile};
+use mesh_core::identity::{TrustStore, server_config};
+use mesh_core::locality::LocalityPolicy;
+use mesh_core::telemetry::{bind_tcp, shutdown_signal};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{ControllerArgs, ControllerConfig};
+pub use error::{ApiError, FederationError};
+pub use registry::StaticFileError;
+
+use crate::admin_api::AdminApi;
+use crate::ca_service::CaService;
+use crate::control_api::ControlApi;
+use crate::control_listener::{ServingTls, serve_control};
+use crate::controller::Controller;
+use crate::links::LinkStore;
+use crate::metrics::Metrics;
+use crate::registry::StaticServices;
+use crate::state::{FederationState, StateConfig};
+
+/// How often leases, registrations and reports are expired and the view recomputed: well
+/// inside the one-second convergence the design promises.
+const TICK: Duration = Duration::from_millis(500);
+/// Breaker quorum: a majority of reporting sidecars (see `LocalityPolicy`).
+const BREAKER_QUORUM: f64 = 0.5;
+/// Retry delay when reissuing the serving certificate failed.
+const CERT_RETRY: Duration = Duration::from_secs(60);
+
+/// A controller started by [`start`]: its bound addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct RunningController {
+    /// The bound control (TLS) address.
+    pub control_addr: SocketAddr,
+    /// The bound admin (plain HTTP) address.
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+}
+
+impl RunningController {
+    /// Stops accepting, ends the streams, drains open requests and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.admin.abort();
+        let _ = self.admin.await;
+        tracing::info!("controller stopped");
+    }
+}
+
+/// Loads the state directory, binds the listeners and starts serving; returns once ready
+/// (and, with `--ready-file`, after writing it).
+pub async fn start(args: ControllerArgs) -> Result<RunningController, FederationError> {
+    let config = ControllerConfig::from_args(args)?;
+    let ca = CaService::load(&config.state_dir, &config.cluster, config.cert_ttl)?;
+    let trust_domain = ca.trust_domain().to_string();
+    let links = LinkStore::load(&config.state_dir, &config.cluster, &trust_domain)?;
+    let static_services = match &config.services_file {
+        Some(path) => {
+            let s = StaticServices::load(path, &trust_domain)?;
+            tracing::info!(file = %path.display(), endpoints = s.len(), "static services loaded");
+            Some(s)
+        }
+        None => None,
+    };
+    let tls = ServingTls::new(serving_config(&ca)?);
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let state = FederationState::new(
+        StateConfig {
+            cluster: config.cluster.clone(),
+            region: config.region.clone(),
+            own_bundle: ca.bundle(),
+            policy: LocalityPolicy {
+                region_priority: config.region_priority.clone(),
+                breaker_quorum: BREAKER_QUORUM,
+            },
+            lease_grace: config.lease_grace,
+            registration_ttl: config.registration_ttl,
+            initial_version: unix_millis(),
+        },
+        links,
+        static_services,
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let controller = Controller::new(state, ca, metrics, shutdown_rx.clone());
+
+    let control = bind_tcp("controller", "control", config.control).await?;
+    let admin = bind_tcp("controller", "admin", config.admin).await?;
+    let bound = |l: &tokio::net::TcpListener, addr| l.local_addr().unwrap_or(addr);
+    let control_addr = bound(&control, config.control);
+    let admin_addr = bound(&admin, config.admin);
+
+    let readiness = Readiness::default();
+    let admin_server = AdminServer::new(
+        Arc::new(registry),
+        readiness.clone(),
+        Some(Arc::new(AdminApi::new(controller.clone()))),
+    );
+    let admin_task = tokio::spawn(admin_server.serve(admin));
+    let tasks = vec![
+        tokio::spawn(serve_control(
+            control,
+            tls.clone(),
+            ControlApi::new(controller.clone()),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(tick_loop(controller.clone(), shutdown_rx.clone())),
+        tokio::spawn(rotate_serving_cert(
+            controller.clone(),
+            tls,
+            config.cert_ttl,
+            shutdown_rx,
+        )),
+    ];
+    readiness.set(true);
+    let links = controller.read(|s, _| s.links().len());
+    tracing::info!(
+        cluster = %config.cluster,
+        region = %config.region,
+        control = %control_addr,
+        admin = %admin_addr,
+        links,
+        "controller ready"
+    );
+    let running = RunningController {
+        control_addr,
+        admin_addr,
+        shutdown: shutdown_tx,
+        tasks,
+        admin: admin_task,
+    };
+    if let Some(path) = &config.ready_file {
+        let ready = ReadyFile {
+            component: "controller".into(),
+            cluster: config.cluster.clone(),
+            addrs: BTreeMap::from([
+                ("control".to_string(), control_addr),
+                ("admin".to_string(), admin_addr),
+            ]),
+            pid: std::process::id(),
+        };
+        if let Err(source) = ready.write(path) {
+            running.shutdown().await;
+            return Err(FederationError::ReadyFile {
+                path: path.clone(),
+                source,
+            });
+        }
+    }
+    Ok(running)
+}
+
+/// Runs the controller until SIGINT or SIGTERM, then shuts it down cleanly.
+pub async fn run(args: ControllerArgs) -> Result<(), FederationError> {
+    let running = start(args).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn serving_config(ca: &CaService) -> Result<rustls::ServerConfig, FederationError> {
+    let identity = ca.controller_identity()?;
+    // Only this cluster's own sidecars and gateway talk to its controller.
+    let trust = TrustStore::new(&[ca.bundle()])?;
+    Ok(server_config(&identity, trust, &[ALPN_H2], true)?)
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn tick_loop(controller: Arc<Controller>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => controller.tick(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Reissues the controller's serving certificate at half its validity, so clients never see
+/// an expired one.
+async fn rotate_serving_cert(
+    controller: Arc<Controller>,
+    tls: ServingTls,
+    validity: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut wait = validity / 2;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        match serving_config(controller.ca()) {
+            Ok(config) => {
+                tls.replace(config);
+                tracing::info!("controller serving certificate reissued");
+                wait = validity / 2;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reissuing the serving certificate failed; retrying");
+                wait = CERT_RETRY;
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The controller's command line (`mesh controller --help`) and its validated form.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_core::names::check_label;
+
+use crate::error::FederationError;
+
+/// Sidecars heartbeat every second; three missed beats expire a workload.
+const DEFAULT_REGISTRATION_TTL_MS: u64 = 3_000;
+/// Matches `catalog::DEFAULT_LEASE_GRACE`: rides out a gateway restart, not a dead region.
+const DEFAULT_LEASE_GRACE_MS: u64 = 30_000;
+/// Workload certificates live a day and are rotated well before they expire.
+const DEFAULT_CERT_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Shorter certificates would expire between a sidecar's rotation checks.
+const MIN_CERT_TTL_MS: u64 = 60_000;
+
+/// `mesh controller`: the federation controller of one cluster (registry, CA, peering, failover
+/// decisions, discovery streams to sidecars and the gateway, link management).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Name of this cluster, a DNS label (e.g. `us-east`). Its trust domain is `<cluster>.mesh`.
+    #[arg(long)]
+    pub cluster: String,
+
+    /// Region this cluster runs in, used by peers for failover priority. Default: the cluster
+    /// name.
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// The cluster's state directory, holding `ca.crt`, `ca.key` and `join-token` (written by
+    /// `mesh ca`). The controller keeps its links in `links.json` there.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+
+    /// Control listener (TLS, HTTP/2) for sidecars and the gateway.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+
+    /// Admin listener (plain HTTP): /healthz, /readyz, /metrics, /v1/status, /v1/links,
+    /// /v1/link-info. Keep it on loopback or a private network.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
+
+    /// Other regions in failover preference order, comma-separated (e.g. `eu,ap`). Clusters
+    /// in unlisted regions come after listed ones, ordered by measured round-trip time.
+    #[arg(long, value_delimiter = ',')]
+    pub region_priority: Vec<String>,
+
+    /// How long a peer's catalog stays usable after its link drops (static stability), in
+    /// milliseconds; then it is withdrawn so stale endpoints cannot attract traffic.
+    #[arg(long, default_value_t = DEFAULT_LEASE_GRACE_MS)]
+    pub lease_grace_ms: u64,
+
+    /// A workload registration expires this many milliseconds after its last heartbeat.
+    /// Sidecars heartbeat every second, so the default tolerates two lost beats.
+    #[arg(long, default_value_t = DEFAULT_REGISTRATION_TTL_MS)]
+    pub registration_ttl_ms: u64,
+
+    /// Optional YAML file of static endpoints (VMs, services without a sidecar that
+    /// registers): a list of `{service: echo.demo, address: ip:port, identity: spiffe://...}`.
+    #[arg(long)]
+    pub services_file: Option<PathBuf>,
+
+    /// Validity of the certificates the CA signs, in milliseconds (default one day).
+    #[arg(long, default_value_t = DEFAULT_CERT_TTL_MS)]
+    pub cert_ttl_ms: u64,
+
+    /// Once ready, write a JSON file with the bound addresses (`control`, `admin`) and the
+    /// pid here, so a supervisor learns the real ports.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The validated configuration the controller runs with.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// The cluster.
+    pub cluster: String,
+    /// Its region.
+    pub region: String,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Control listener address.
+    pub control: SocketAddr,
+    /// Admin listener address.
+    pub admin: SocketAddr,
+    /// Other regions in failover order.
+    pub region_priority: Vec<String>,
+    /// Peer catalog lease grace.
+    pub lease_grace: Duration,
+    /// Registration lifetime without a heartbeat.
+    pub registration_ttl: Duration,
+    /// Static services file.
+    pub services_file: Option<PathBuf>,
+    /// Validity of signed certificates.
+    pub cert_ttl: Duration,
+    /// Where to write the ready file.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl ControllerConfig {
+    /// Checks every flag and builds the configuration.
+    pub fn from_args(args: ControllerArgs) -> Result<Self, FederationError> {
+        let config = |flag, reason: String| FederationError::Config { flag, reason };
+        check_label(&args.cluster).map_err(|e| config("cluster", e.to_string()))?;
+        let region = args.region.unwrap_or_else(|| args.cluster.clone());
+        check_label(&region).map_err(|e| config("region", e.to_string()))?;
+        let mut region_priority = Vec::new();
+        for r in args.region_priority {
+            let r = r.trim().to_string();
+            check_label(&r).map_err(|e| config("region-priority", e.to_string()))?;
+            if region_priority.contains(&r) {
+                return Err(config(
+                    "region-priority",
+                    format!("region {r} is listed twice"),
+                ));
+            }
+            region_priority.push(r);
+        }
+        if args.registration_ttl_ms == 0 {
+            return Err(config(
+                "registration-ttl-ms",
+                "must be above 0 (sidecars heartbeat every 1000 ms; 3000 is the default)".into(),
+            ));
+        }
+        if args.cert_ttl_ms < MIN_CERT_TTL_MS {
+            return Err(config(
+                "cert-ttl-ms",
+                format!("must be at least {MIN_CERT_TTL_MS} (one minute)"),
+            ));
+        }
+        Ok(Self {
+            cluster: args.cluster,
+            region,
+            state_dir: args.state_dir,
+            control: args.control,
+            admin: args.admin,
+            region_priority,
+            lease_grace: Duration::from_millis(args.lease_grace_ms),
+            registration_ttl: Duration::from_millis(args.registration_ttl_ms),
+            services_file: args.services_file,
+            cert_ttl: Duration::from_millis(args.cert_ttl_ms),
+            ready_file: args.ready_file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ControllerConfig, FederationError> {
+        let mut argv = vec!["mesh", "--cluster", "us-east", "--state-dir", "/tmp/x"];
+        argv.extend_from_slice(extra);
+        ControllerConfig::from_args(Cli::parse_from(argv).args)
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.region, "us-east");
+        assert_eq!(c.control, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.lease_grace, Duration::from_secs(30));
+        assert_eq!(c.registration_ttl, Duration::from_secs(3));
+        assert_eq!(c.cert_ttl, Duration::from_secs(86_400));
+        assert!(c.region_priority.is_empty());
+    }
+
+    #[test]
+    fn region_priority_is_a_comma_list_of_labels() {
+        let c = parse(&["--region", "us", "--region-priority", "eu,ap"]).unwrap();
+        assert_eq!(c.region_priority, ["eu", "ap"]);
+        let err = parse(&["--region-priority", "eu,EU_1"]).unwrap_err();
+        assert!(err.to_string().contains("--region-priority"), "{err}");
+        let err = parse(&["--region-priority", "eu,eu"]).unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = ControllerConfig::from_args(ControllerArgs {
+            cluster: "Us East".into(),
+            ..Cli::parse_from(["mesh", "--cluster", "x", "--state-dir", "d"]).args
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("invalid --cluster"), "{err}");
+        let err = parse(&["--cert-ttl-ms", "10"]).unwrap_err();
+        assert!(err.to_string().contains("--cert-ttl-ms"), "{err}");
+        let err = parse(&["--registration-ttl-ms", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--registration-ttl-ms"), "{err}");
+    }
+}

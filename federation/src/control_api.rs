@@ -1,0 +1,339 @@
+//! The control API (TLS, HTTP/2) used by the cluster's sidecars and gateway. The CSR call is
+//! authenticated by the join token; every other call by the client certificate, which must be
+//! of this cluster's trust domain (gateway-only calls also need the gateway's identity).
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use mesh_core::api::{
+    BreakerReport, CsrRequest, GatewayReport, PATH_BREAKER_REPORTS, PATH_CERTIFICATES,
+    PATH_DISCOVERY, PATH_FEDERATION, PATH_GATEWAY_REPORT, PATH_GATEWAY_STREAM, PATH_WORKLOADS,
+    WorkloadRegistration,
+};
+use mesh_core::catalog::{CatalogError, CatalogMessage};
+use mesh_core::http::{BoxBody, json, read_json, text};
+use mesh_core::identity::SpiffeId;
+
+use crate::controller::Controller;
+use crate::discovery::{gateway_stream, parse_services_query, sidecar_stream};
+use crate::error::{ApiError, into_response};
+use crate::registry::RegistrationError;
+use crate::state::CatalogRefusal;
+
+/// Largest CSR body.
+const MAX_CSR_BODY: usize = 64 * 1024;
+/// Largest registration body.
+const MAX_REGISTRATION_BODY: usize = 64 * 1024;
+/// Largest breaker report body (one entry per (service, cluster) a sidecar calls).
+const MAX_BREAKER_BODY: usize = 4 * 1024 * 1024;
+/// Largest gateway report body.
+const MAX_REPORT_BODY: usize = 1024 * 1024;
+/// Largest catalog message: the frame limit of the control stream between gateways.
+const MAX_CATALOG_BODY: usize = 16 * 1024 * 1024;
+
+/// The control routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Certificates,
+    Workload(String),
+    BreakerReports,
+    Discovery,
+    GatewayStream,
+    GatewayReport,
+    Federation(String),
+}
+
+impl Route {
+    fn parse(path: &str) -> Option<Route> {
+        let segment = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+                .map(str::to_string)
+        };
+        Some(match path {
+            PATH_CERTIFICATES => Route::Certificates,
+            PATH_BREAKER_REPORTS => Route::BreakerReports,
+            PATH_DISCOVERY => Route::Discovery,
+            PATH_GATEWAY_STREAM => Route::GatewayStream,
+            PATH_GATEWAY_REPORT => Route::GatewayReport,
+            _ => {
+                if let Some(id) = segment(PATH_WORKLOADS) {
+                    Route::Workload(id)
+                } else if let Some(peer) = segment(PATH_FEDERATION) {
+                    Route::Federation(peer)
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    fn allowed(&self) -> &'static str {
+        match self {
+            Route::Certificates | Route::Federation(_) => "POST",
+            Route::Workload(_) => "PUT, DELETE",
+            Route::BreakerReports | Route::GatewayReport => "PUT",
+            Route::Discovery | Route::GatewayStream => "GET",
+        }
+    }
+
+    fn gateway_only(&self) -> bool {
+        matches!(
+            self,
+            Route::GatewayStream | Route::GatewayReport | Route::Federation(_)
+        )
+    }
+}
+
+/// Answers control requests.
+#[derive(Debug, Clone)]
+pub struct ControlApi {
+    controller: Arc<Controller>,
+}
+
+impl ControlApi {
+    /// The API over `controller`.
+    pub fn new(controller: Arc<Controller>) -> Self {
+        Self { controller }
+    }
+
+    /// Answers one request from a client that presented `caller` (verified by the TLS layer).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        caller: Option<SpiffeId>,
+    ) -> Response<BoxBody> {
+        into_response(self.dispatch(req, caller).await)
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        caller: Option<SpiffeId>,
+    ) -> Result<Response<BoxBody>, ApiError> {
+        let path = req.uri().path().to_string();
+        let Some(route) = Route::parse(&path) else {
+            return Err(ApiError::NotFound(format!("no control route {path}")));
+        };
+        let method = req.method().clone();
+        let allowed = route.allowed();
+        if !allowed.split(", ").any(|m| m == method.as_str()) {
+            return Err(ApiError::MethodNotAllowed {
+                method,
+                path,
+                allowed,
+            });
+        }
+        if route == Route::Certificates {
+            return self.sign(req).await;
+        }
+        let caller = self.authenticate(caller.as_ref(), &route)?;
+        match route {
+            Route::Workload(id) if method == Method::PUT => self.register(req, &id, caller).await,
+            Route::Workload(id) => self.deregister(&id, caller),
+            Route::BreakerReports => self.breaker_report(req, caller).await,
+            Route::Discovery => {
+                let services = parse_services_query(req.uri().query())?;
+                tracing::debug!(%caller, services = services.len(), "discovery stream opened");
+                Ok(sidecar_stream(&self.controller, services))
+            }
+            Route::GatewayStream => {
+                tracing::info!(%caller, "gateway stream opened");
+                Ok(gateway_stream(&self.controller))
+            }
+            Route::GatewayReport => self.gateway_report(req).await,
+            Route::Federation(peer) => self.federation(req, &peer).await,
+            // Answered above without a client certificate; with one it is the same call.
+            Route::Certificates => self.sign(req).await,
+        }
+    }
+
+    fn authenticate<'a>(
+        &self,
+        caller: Option<&'a SpiffeId>,
+        route: &Route,
+    ) -> Result<&'a SpiffeId, ApiError> {
+        let own = self.controller.ca().trust_domain();
+        let Some(caller) = caller else {
+            return Err(ApiError::Unauthorized(format!(
+                "this call needs a client certificate of trust domain {own}; obtain one with \
+                 POST {PATH_CERTIFICATES} and the join token"
+            )));
+        };
+        if caller.trust_domain != own {
+            return Err(ApiError::Unauthorized(format!(
+                "{caller} is not of this cluster's trust domain {own}"
+            )));
+        }
+        if route.gateway_only() && caller.path != "gateway" {
+            return Err(ApiError::Forbidden(format!(
+                "only the cluster's gateway (spiffe://{own}/gateway) may call this, not {caller}"
+            )));
+        }
+        Ok(caller)
+    }
+
+    async fn sign(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, ApiError> {
+        let metrics = self.controller.metrics();
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let csr: CsrRequest = read_json(req.into_body(), MAX_CSR_BODY)
+            .await
+            .inspect_err(|_| {
+                metrics.csr_refused("malformed");
+            })?;
+        match self.controller.ca().sign(authorization.as_deref(), &csr) {
+            Ok((id, answer)) => {
+                metrics.csrs_signed.inc();
+                tracing::info!(identity = %id, "certificate signed");
+                Ok(json(StatusCode::OK, &answer))
+            }
+            Err(refusal) => {
+                metrics.csr_refused(refusal.reason);
+                tracing::warn!(reason = refusal.reason, error = %refusal.error, "certificate request refused");
+                Err(refusal.error)
+            }
+        }
+    }
+
+    async fn register(
+        &self,
+        req: Request<Incoming>,
+        id: &str,
+        caller: &SpiffeId,
+    ) -> Result<Response<BoxBody>, ApiError> {
+        let reg: WorkloadRegistration = read_json(req.into_body(), MAX_REGISTRATION_BODY).await?;
+        let service = reg.service.clone();
+        let address = reg.address;
+        let new = self
+            .controller
+            .update(|state, now| state.register(id, reg, caller, now))
+            .map_err(registration_error)?;
+        if new {
+            tracing::info!(workload = %id, %service, %address, identity = %caller, "workload registered");
+        }
+        Ok(no_content())
+    }
+
+    fn deregister(&self, id: &str, caller: &SpiffeId) -> Result<Response<BoxBody>, ApiError> {
+        self.controller
+            .update(|state, _| state.deregister(id, caller))
+            .map_err(registration_error)?;
+        tracing::info!(workload = %id, "workload deregistered");
+        Ok(no_content())
+    }
+
+    async fn breaker_report(
+        &self,
+        req: Request<Incoming>,
+        caller: &SpiffeId,
+    ) -> Result<Response<BoxBody>, ApiError> {
+        let report: BreakerReport = read_json(req.into_body(), MAX_BREAKER_BODY).await?;
+        self.controller
+            .update(|state, now| state.put_breakers(caller, report, now))
+            .map_err(ApiError::BadRequest)?;
+        Ok(no_content())
+    }
+
+    async fn gateway_report(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, ApiError> {
+        let report: GatewayReport = read_json(req.into_body(), MAX_REPORT_BODY).await?;
+        for p in &report.peers {
+            if !(0.0..=1.0).contains(&p.loss) {
+                return Err(ApiError::BadRequest(format!(
+                    "peer {}: loss {} is not in [0, 1]",
+                    p.cluster, p.loss
+                )));
+            }
+            if p.rtt_seconds.is_some_and(|r| !r.is_finite() || r < 0.0) {
+                return Err(ApiError::BadRequest(format!(
+                    "peer {}: rtt_seconds must be finite and >= 0",
+                    p.cluster
+                )));
+            }
+        }
+        self.controller
+            .update(|state, now| state.gateway_report(report, now));
+        Ok(no_content())
+    }
+
+    async fn federation(
+        &self,
+        req: Request<Incoming>,
+        peer: &str,
+    ) -> Result<Response<BoxBody>, ApiError> {
+        let metrics = self.controller.metrics();
+        let msg: CatalogMessage = read_json(req.into_body(), MAX_CATALOG_BODY).await?;
+        let kind = match &msg {
+            CatalogMessage::Snapshot { .. } => "snapshot",
+            CatalogMessage::Delta { .. } => "delta",
+            CatalogMessage::ResyncRequest => "resync_request",
+        };
+        let result = self
+            .controller
+            .update(|state, _| state.apply_catalog(peer, &msg));
+        match result {
+            Ok(()) => {
+                metrics.catalog_message(peer, kind, "applied");
+                tracing::debug!(%peer, kind, "catalog message applied");
+                Ok(no_content())
+            }
+            Err(CatalogRefusal::NotLinked(_)) => {
+                metrics.catalog_message("unlinked", kind, "not_linked");
+                let err = CatalogRefusal::NotLinked(peer.to_string());
+                Err(ApiError::Forbidden(err.to_string()))
+            }
+            Err(CatalogRefusal::Catalog(e @ CatalogError::VersionGap { .. })) => {
+                metrics.catalog_message(peer, kind, "version_gap");
+                tracing::info!(%peer, error = %e, "catalog delta out of order; the gateway will ask for a snapshot");
+                Err(ApiError::Conflict(e.to_string()))
+            }
+            Err(CatalogRefusal::Catalog(e)) => {
+                metrics.catalog_message(peer, kind, "refused");
+                Err(ApiError::BadRequest(e.to_string()))
+            }
+        }
+    }
+}
+
+fn registration_error(e: RegistrationError) -> ApiError {
+    match e {
+        RegistrationError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+        RegistrationError::NotAllowed(_) => ApiError::Forbidden(e.to_string()),
+        RegistrationError::Taken(_) => ApiError::Conflict(e.to_string()),
+        RegistrationError::Unknown(_) => ApiError::NotFound(e.to_string()),
+    }
+}
+
+fn no_content() -> Response<BoxBody> {
+    let mut rsp = text(StatusCode::NO_CONTENT, "");
+    rsp.headers_mut().remove(header::CONTENT_TYPE);
+    *rsp.body_mut() = mesh_core::http::empty();
+    rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_recognised_with_their_segments() {
+        assert_eq!(Route::parse("/v1/certificates"), Some(Route::Certificates));
+        assert_eq!(
+            Route::parse("/v1/workloads/echo-0"),
+            Some(Route::Workload("echo-0".into()))
+        );
+        assert_eq!(Route::parse("/v1/workloads/"), None);
+        assert_eq!(Route::parse("/v1/workloads/a/b"), None);
+        assert_eq!(
+            Route::parse("/v1/federation/eu"),
+            Some(Route::Federation("eu".into()))
+        );
+        assert_eq!(Route::parse("/v1/nothing"), None);
+        assert!(Route::Federation("eu".into()).gateway_only());
+        assert!(!Route::Discovery.gateway_only());
+    }
+}

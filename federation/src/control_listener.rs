@@ -1,0 +1,137 @@
+//! The control listener: TLS 1.3 accept loop serving HTTP/2 to the [`ControlApi`], with the
+//! serving certificate swappable at run time (it is reissued before it expires) and a graceful
+//! drain on shutdown.
+
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use mesh_core::identity::peer_spiffe_id;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::control_api::ControlApi;
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on idle connections, so a vanished sidecar's streams are noticed and freed.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A ping unanswered for this long closes the connection.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long shutdown waits for open requests before cutting connections.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The TLS configuration new connections get; replaced when the certificate is reissued.
+#[derive(Debug, Clone)]
+pub struct ServingTls(Arc<RwLock<Arc<ServerConfig>>>);
+
+impl ServingTls {
+    /// Serves with `config`.
+    pub fn new(config: ServerConfig) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(config))))
+    }
+
+    /// Uses `config` for new connections from now on.
+    pub fn replace(&self, config: ServerConfig) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Accepts TLS connections on `listener` and serves them until `shutdown` flips, then drains.
+pub async fn serve_control(
+    listener: TcpListener,
+    tls: ServingTls,
+    api: ControlApi,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "control accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let acceptor = tls.acceptor();
+                let api = api.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "control TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "control TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let caller = peer_spiffe_id(tls.get_ref().1.peer_certificates());
+                    serve_connection(tls, caller, api, shutdown, peer).await;
+                });
+            }
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            open = connections.len(),
+            "control connections did not drain in time; closing them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+async fn serve_connection(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    caller: Option<mesh_core::identity::SpiffeId>,
+    api: ControlApi,
+    mut shutdown: watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) {
+    let svc = hyper::service::service_fn(move |req| {
+        let api = api.clone();
+        let caller = caller.clone();
+        async move { Ok::<_, Infallible>(api.handle(req, caller).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "control connection ended with an error");
+    }
+}

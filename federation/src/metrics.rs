@@ -1,0 +1,292 @@
+//! The controller's Prometheus metrics, registered in one place.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels naming a peer cluster.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// The peer cluster.
+    pub peer: String,
+}
+
+/// Labels of a received catalog message.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CatalogMessageLabels {
+    /// The peer cluster (`unlinked` when the sender is not linked).
+    pub peer: String,
+    /// `snapshot`, `delta` or `resync_request`.
+    pub kind: String,
+    /// `applied`, `version_gap`, `refused` or `not_linked`.
+    pub result: String,
+}
+
+/// Labels of a refused CSR.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `token`, `policy` or `malformed`.
+    pub reason: String,
+}
+
+/// Labels of a discovery stream.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// `sidecar` or `gateway`.
+    pub stream: String,
+}
+
+/// Labels naming a service.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// The service, `name.namespace`.
+    pub service: String,
+}
+
+/// Every metric of the controller.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Workloads registered through the API.
+    pub registered_workloads: Gauge,
+    /// Services known locally or from peers.
+    pub services: Gauge,
+    /// Services this cluster exports.
+    pub exported_services: Gauge,
+    /// 1 when the link to a peer is up.
+    pub peer_link_up: Family<PeerLabels, Gauge>,
+    /// Endpoints in a peer's held catalog.
+    pub peer_catalog_endpoints: Family<PeerLabels, Gauge>,
+    /// Catalog messages received from peers.
+    pub catalog_messages: Family<CatalogMessageLabels, Counter>,
+    /// Certificates signed.
+    pub csrs_signed: Counter,
+    /// Certificate requests refused.
+    pub csrs_refused: Family<RefusalLabels, Counter>,
+    /// Open discovery streams.
+    pub discovery_subscribers: Family<StreamLabels, Gauge>,
+    /// Version of the published view.
+    pub view_version: Gauge,
+    /// 1 when a service's traffic is not all going to the own cluster.
+    pub failover_active: Family<ServiceLabels, Gauge>,
+    /// Label values set last time, so vanished peers and services are removed.
+    known: Mutex<KnownLabels>,
+}
+
+#[derive(Debug, Default)]
+struct KnownLabels {
+    peers: BTreeSet<String>,
+    services: BTreeSet<String>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            registered_workloads: Gauge::default(),
+            services: Gauge::default(),
+            exported_services: Gauge::default(),
+            peer_link_up: Family::default(),
+            peer_catalog_endpoints: Family::default(),
+            catalog_messages: Family::default(),
+            csrs_signed: Counter::default(),
+            csrs_refused: Family::default(),
+            discovery_subscribers: Family::default(),
+            view_version: Gauge::default(),
+            failover_active: Family::default(),
+            known: Mutex::new(KnownLabels::default()),
+        };
+        registry.register(
+            "mesh_controller_registered_workloads",
+            "Workloads registered through the control API",
+            m.registered_workloads.clone(),
+        );
+        registry.register(
+            "mesh_controller_services",
+            "Services known locally or from linked peers",
+            m.services.clone(),
+        );
+        registry.register(
+            "mesh_controller_exported_services",
+            "Services this cluster exports to its peers",
+            m.exported_services.clone(),
+        );
+        registry.register(
+            "mesh_controller_peer_link_up",
+            "1 when the gateway's link to the peer is up",
+            m.peer_link_up.clone(),
+        );
+        registry.register(
+            "mesh_controller_peer_catalog_endpoints",
+            "Endpoints in the peer's catalog held here",
+            m.peer_catalog_endpoints.clone(),
+        );
+        registry.register(
+            "mesh_controller_catalog_messages",
+            "Catalog messages received from peers, by kind and result",
+            m.catalog_messages.clone(),
+        );
+        registry.register(
+            "mesh_controller_csrs_signed",
+            "Certificates signed for sidecars and the gateway",
+            m.csrs_signed.clone(),
+        );
+        registry.register(
+            "mesh_controller_csrs_refused",
+            "Certificate requests refused, by reason",
+            m.csrs_refused.clone(),
+        );
+        registry.register(
+            "mesh_controller_discovery_subscribers",
+            "Open discovery streams",
+            m.discovery_subscribers.clone(),
+        );
+        registry.register(
+            "mesh_controller_view_version",
+            "Version of the published view",
+            m.view_version.clone(),
+        );
+        registry.register(
+            "mesh_controller_failover_active",
+            "1 when the service's traffic from this cluster is not all going to this cluster",
+            m.failover_active.clone(),
+        );
+        m
+    }
+
+    /// Counts a catalog message.
+    pub fn catalog_message(&self, peer: &str, kind: &str, result: &str) {
+        self.catalog_messages
+            .get_or_create(&CatalogMessageLabels {
+                peer: peer.to_string(),
+                kind: kind.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused CSR.
+    pub fn csr_refused(&self, reason: &str) {
+        self.csrs_refused
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the per-peer gauges; peers not listed any more lose their series.
+    pub fn set_peers(&self, peers: &[(String, bool, usize)]) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let now: BTreeSet<String> = peers.iter().map(|(p, _, _)| p.clone()).collect();
+        for gone in known.peers.difference(&now) {
+            let labels = PeerLabels { peer: gone.clone() };
+            self.peer_link_up.remove(&labels);
+            self.peer_catalog_endpoints.remove(&labels);
+        }
+        for (peer, up, endpoints) in peers {
+            let labels = PeerLabels { peer: peer.clone() };
+            self.peer_link_up.get_or_create(&labels).set(i64::from(*up));
+            self.peer_catalog_endpoints
+                .get_or_create(&labels)
+                .set(i64::try_from(*endpoints).unwrap_or(i64::MAX));
+        }
+        known.peers = now;
+    }
+
+    /// Sets the per-service failover gauges; services not listed any more lose their series.
+    pub fn set_failover(&self, services: &[(String, bool)]) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let now: BTreeSet<String> = services.iter().map(|(s, _)| s.clone()).collect();
+        for gone in known.services.difference(&now) {
+            self.failover_active.remove(&ServiceLabels {
+                service: gone.clone(),
+            });
+        }
+        for (service, active) in services {
+            self.failover_active
+                .get_or_create(&ServiceLabels {
+                    service: service.clone(),
+                })
+                .set(i64::from(*active));
+        }
+        known.services = now;
+    }
+
+    /// A guard counting one open discovery stream of `stream` kind until dropped.
+    pub fn subscriber(&self, stream: &str) -> SubscriberGuard {
+        let gauge = self
+            .discovery_subscribers
+            .get_or_create(&StreamLabels {
+                stream: stream.to_string(),
+            })
+            .clone();
+        gauge.inc();
+        SubscriberGuard(gauge)
+    }
+}
+
+/// Decrements the subscriber gauge when the stream ends.
+#[derive(Debug)]
+pub struct SubscriberGuard(Gauge);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn vanished_peers_lose_their_series() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        m.set_peers(&[("eu".into(), true, 3), ("ap".into(), false, 0)]);
+        let text = encode(&registry);
+        assert!(
+            text.contains("mesh_controller_peer_link_up{peer=\"eu\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mesh_controller_peer_catalog_endpoints{peer=\"eu\"} 3"),
+            "{text}"
+        );
+        m.set_peers(&[("eu".into(), false, 3)]);
+        let text = encode(&registry);
+        assert!(!text.contains("peer=\"ap\""), "{text}");
+        assert!(
+            text.contains("mesh_controller_peer_link_up{peer=\"eu\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn subscriber_guards_count_open_streams() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        let a = m.subscriber("sidecar");
+        let _b = m.subscriber("sidecar");
+        drop(a);
+        let text = encode(&registry);
+        assert!(
+            text.contains("mesh_controller_discovery_subscribers{stream=\"sidecar\"} 1"),
+            "{text}"
+        );
+        m.csr_refused("token");
+        assert!(
+            encode(&registry).contains("mesh_controller_csrs_refused_total{reason=\"token\"} 1")
+        );
+    }
+}

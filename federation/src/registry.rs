@@ -1,0 +1,105 @@
+//! The cluster's own services and endpoints, behind the [`ServiceRegistry`] trait so backends
+//! (the registration API, a static file, later Kubernetes EndpointSlices) combine into one view.
+
+mod registration;
+mod static_file;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mesh_core::names::ServiceKey;
+
+pub use registration::{RegistrationError, Registrations};
+pub use static_file::{StaticFileError, StaticServices};
+
+/// One endpoint of a local service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEndpoint {
+    /// The service it serves.
+    pub service: ServiceKey,
+    /// Its sidecar's inbound (mTLS) address.
+    pub address: SocketAddr,
+    /// The SPIFFE ID its sidecar presents.
+    pub identity: String,
+    /// Whether it is healthy now.
+    pub healthy: bool,
+}
+
+/// A source of the cluster's own endpoints.
+pub trait ServiceRegistry: Send + Sync + std::fmt::Debug {
+    /// A short name for logs (`registrations`, `static file services.yaml`).
+    fn name(&self) -> &str;
+
+    /// Every endpoint the backend knows at `now`, with its health.
+    fn endpoints(&self, now: Instant) -> Vec<RegistryEndpoint>;
+}
+
+/// Several backends seen as one; the first backend that lists an address for a service wins.
+#[derive(Debug, Clone, Default)]
+pub struct CombinedRegistry {
+    backends: Vec<Arc<dyn ServiceRegistry>>,
+}
+
+impl CombinedRegistry {
+    /// A registry over `backends`, in precedence order.
+    pub fn new(backends: Vec<Arc<dyn ServiceRegistry>>) -> Self {
+        for b in &backends {
+            tracing::debug!(backend = b.name(), "registry backend enabled");
+        }
+        Self { backends }
+    }
+}
+
+impl ServiceRegistry for CombinedRegistry {
+    fn name(&self) -> &str {
+        "combined"
+    }
+
+    fn endpoints(&self, now: Instant) -> Vec<RegistryEndpoint> {
+        let mut seen = HashSet::new();
+        let mut out: Vec<RegistryEndpoint> = self
+            .backends
+            .iter()
+            .flat_map(|b| b.endpoints(now))
+            .filter(|e| seen.insert((e.service.clone(), e.address)))
+            .collect();
+        out.sort_by(|a, b| (&a.service, a.address).cmp(&(&b.service, b.address)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(Vec<RegistryEndpoint>);
+
+    impl ServiceRegistry for Fixed {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+        fn endpoints(&self, _now: Instant) -> Vec<RegistryEndpoint> {
+            self.0.clone()
+        }
+    }
+
+    fn ep(port: u16, healthy: bool) -> RegistryEndpoint {
+        RegistryEndpoint {
+            service: "echo.demo".parse().unwrap(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            identity: "spiffe://us-east.mesh/ns/demo/sa/echo".into(),
+            healthy,
+        }
+    }
+
+    #[test]
+    fn combined_registry_merges_sorts_and_lets_the_first_backend_win() {
+        let a: Arc<dyn ServiceRegistry> = Arc::new(Fixed(vec![ep(2, false)]));
+        let b: Arc<dyn ServiceRegistry> = Arc::new(Fixed(vec![ep(2, true), ep(1, true)]));
+        let all = CombinedRegistry::new(vec![a, b]).endpoints(Instant::now());
+        assert_eq!(all, vec![ep(1, true), ep(2, false)]);
+    }
+}

@@ -1,7 +1,8 @@
 //! `mesh`: a multi-cluster gateway and failover mesh. One binary for every component.
 
 use clap::{Parser, Subcommand};
-use mesh_cli::commands::{ca, link, status, up};
+use mesh_cli::commands::{link, status, up};
+use mesh_launcher::ca;
 use mesh_cli::demo_app;
 
 /// A multi-cluster gateway and failover mesh: sidecars route locally, QUIC gateways join

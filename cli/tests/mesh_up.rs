@@ -6,7 +6,7 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mesh_cli::cluster_set::{Signal, read_manifest, send_signal};
+use mesh_launcher::cluster_set::{Signal, read_manifest, send_signal};
 use support::{Scratch, eventually, mesh_bin};
 
 fn alive(pid: u32) -> bool {

@@ -84,7 +84,7 @@ async fn sidecars_keep_serving_without_their_controller_and_resubscribe() {
     // client sidecar's discovery stream reconnects.
     let client_admin = run.set.process("us-east", "client").and_then(|p| p.ready.as_ref()).and_then(|r| r.addr("admin")).unwrap();
     eventually(Duration::from_secs(15), "client sidecar resubscribed", || async {
-        let m = mesh_cli::admin_client::call(client_admin, http::Method::GET, "/metrics", None).await;
+        let m = mesh_launcher::admin_client::call(client_admin, http::Method::GET, "/metrics", None).await;
         m.map(|b| String::from_utf8_lossy(&b).lines().any(|l| l.starts_with("mesh_sidecar_discovery_connected") && l.trim_end().ends_with(" 1")))
             .unwrap_or(false)
     })

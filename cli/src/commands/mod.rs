@@ -1,6 +1,5 @@
 //! The `mesh` subcommands that are not components: `ca`, `up`, `link`, `unlink`, `status`.
 
-pub mod ca;
 pub mod link;
 pub mod status;
 pub mod up;

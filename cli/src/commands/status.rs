@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use mesh_core::api::{ControllerStatus, PATH_STATUS};
 
-use crate::admin_client;
-use crate::cluster_set::read_manifest;
+use mesh_launcher::admin_client;
+use mesh_launcher::cluster_set::read_manifest;
 
 /// Arguments of `mesh status`.
 #[derive(Debug, clap::Args)]

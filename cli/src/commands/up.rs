@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use mesh_core::config::{ConfigError, Topology};
 
-use crate::cluster_set::{ClusterSet, LaunchError, read_manifest};
+use mesh_launcher::cluster_set::{ClusterSet, LaunchError, read_manifest};
 
 /// Arguments of `mesh up`.
 #[derive(Debug, clap::Args)]

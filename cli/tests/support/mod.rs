@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_cli::cluster_set::ClusterSet;
+use mesh_launcher::cluster_set::ClusterSet;
 use mesh_core::config::Topology;
 use sha2::{Digest, Sha256};
 
@@ -71,7 +71,7 @@ impl Running {
     }
 
     pub async fn status(&self, cluster: &str) -> mesh_core::api::ControllerStatus {
-        mesh_cli::admin_client::get_json(self.admin(cluster), mesh_core::api::PATH_STATUS)
+        mesh_launcher::admin_client::get_json(self.admin(cluster), mesh_core::api::PATH_STATUS)
             .await
             .expect("status")
     }
@@ -81,7 +81,7 @@ impl Running {
         let mut out = String::new();
         for c in &self.set.clusters {
             for (name, p) in &c.processes {
-                out.push_str(&format!("--- {}/{name}\n{}\n", c.spec.name, mesh_cli::cluster_set::log_tail(&p.log, 15)));
+                out.push_str(&format!("--- {}/{name}\n{}\n", c.spec.name, mesh_launcher::cluster_set::log_tail(&p.log, 15)));
             }
         }
         out

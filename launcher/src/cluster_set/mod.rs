@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 pub use process::{Process, Signal, log_tail, send_signal};
 
 use crate::admin_client;
-use crate::commands::ca::{JOIN_TOKEN_FILE, ensure_cluster_ca};
-use crate::commands::link::link_pair;
+use crate::ca::{JOIN_TOKEN_FILE, ensure_cluster_ca};
+use crate::link::link_pair;
 
 /// The service every demo cluster runs.
 pub const DEMO_SERVICE: &str = "echo.demo";
@@ -71,7 +71,7 @@ pub enum LaunchError {
     },
     /// CA material could not be made.
     #[error(transparent)]
-    Ca(#[from] crate::commands::ca::CaCommandError),
+    Ca(#[from] crate::ca::CaCommandError),
     /// Linking failed.
     #[error("linking {a} and {b}: {reason}")]
     Link {
@@ -178,9 +178,39 @@ fn s(v: impl ToString) -> String {
     v.to_string()
 }
 
+/// Where a cluster's processes run: the address their listeners bind, and a command prefix that
+/// places them (e.g. `ip netns exec mesh-us-east` for the chaos suite's network namespaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Address every listener of the cluster binds (port 0 unless the topology fixes one).
+    pub bind_ip: std::net::IpAddr,
+    /// Program and arguments to run `mesh` under; empty to run it directly.
+    pub exec_prefix: Vec<String>,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self {
+            bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            exec_prefix: Vec::new(),
+        }
+    }
+}
+
 impl ClusterSet {
-    /// Plans the processes of every cluster (nothing runs yet).
+    /// Plans the processes of every cluster on loopback (nothing runs yet).
     pub fn plan(topology: &Topology, state_dir: &Path, mesh_bin: &Path) -> Self {
+        Self::plan_placed(topology, state_dir, mesh_bin, &BTreeMap::new())
+    }
+
+    /// Plans the processes of every cluster, each placed as `placements` says (loopback for
+    /// clusters it does not name).
+    pub fn plan_placed(
+        topology: &Topology,
+        state_dir: &Path,
+        mesh_bin: &Path,
+        placements: &BTreeMap<String, Placement>,
+    ) -> Self {
         let clusters = topology
             .clusters
             .iter()
@@ -197,10 +227,14 @@ impl ClusterSet {
         let grace = topology.lease_grace.as_millis();
         for i in 0..set.clusters.len() {
             let spec = set.clusters[i].spec.clone();
+            let placement = placements.get(&spec.name).cloned().unwrap_or_default();
+            let any = format!("{}:0", placement.bind_ip);
+            let any = any.as_str();
             let dir = set.state_dir.join(&spec.name);
             let mut add = |name: &str, argv: Vec<String>| {
                 let process = Process {
                     label: format!("{}/{name}", spec.name),
+                    exec_prefix: placement.exec_prefix.clone(),
                     argv,
                     log: set.state_dir.join("logs").join(&spec.name).join(format!("{name}.log")),
                     ready_path: dir.join("run").join(format!("{name}.json")),
@@ -212,7 +246,7 @@ impl ClusterSet {
             let mut controller = vec![
                 s("controller"), s("--cluster"), s(&spec.name), s("--region"), s(&spec.region),
                 s("--state-dir"), s(dir.display()), s("--lease-grace-ms"), s(grace),
-                s("--control"), s("127.0.0.1:0"), s("--admin"), s("127.0.0.1:0"),
+                s("--control"), s(any), s("--admin"), s(any),
             ];
             if !spec.region_priority.is_empty() {
                 controller.extend([s("--region-priority"), spec.region_priority.join(",")]);
@@ -220,25 +254,25 @@ impl ClusterSet {
             add("controller", controller);
             add("gateway", vec![
                 s("gateway"), s("--cluster"), s(&spec.name),
-                s("--quic"), s("127.0.0.1:0"), s("--tunnel"), s("127.0.0.1:0"), s("--admin"), s("127.0.0.1:0"),
+                s("--quic"), s(any), s("--tunnel"), s(any), s("--admin"), s(any),
             ]);
             for r in 0..spec.echo_replicas {
                 let replica = format!("echo-{r}");
                 add(&replica, vec![
                     s("demo-app"), s("--cluster"), s(&spec.name), s("--replica"), s(&replica),
-                    s("--listen"), s("127.0.0.1:0"), s("--admin"), s("127.0.0.1:0"),
+                    s("--listen"), s(any), s("--admin"), s(any),
                 ]);
                 add(&format!("sidecar-{replica}"), vec![
                     s("sidecar"), s("--cluster"), s(&spec.name), s("--id"), s(&replica),
                     s("--service"), s(DEMO_SERVICE), s("--service-account"), s("echo"),
-                    s("--inbound"), s("127.0.0.1:0"), s("--outbound"), s("127.0.0.1:0"), s("--admin"), s("127.0.0.1:0"),
+                    s("--inbound"), s(any), s("--outbound"), s(any), s("--admin"), s(any),
                 ]);
             }
             let client_port = spec.client_port.unwrap_or(0);
             add("client", vec![
                 s("sidecar"), s("--cluster"), s(&spec.name), s("--id"), s("client"),
                 s("--service-account"), s("client"),
-                s("--outbound"), format!("127.0.0.1:{client_port}"), s("--admin"), s("127.0.0.1:0"),
+                s("--outbound"), format!("{}:{client_port}", placement.bind_ip), s("--admin"), s(any),
             ]);
             for (name, p) in &mut set.clusters[i].processes {
                 p.argv.extend([s("--ready-file"), s(p.ready_path.display())]);
@@ -255,7 +289,17 @@ impl ClusterSet {
 
     /// Starts every process, cluster by cluster, links all pairs and waits for convergence.
     pub async fn start(topology: &Topology, state_dir: &Path, mesh_bin: &Path) -> Result<Self, LaunchError> {
-        let mut set = Self::plan(topology, state_dir, mesh_bin);
+        Self::start_placed(topology, state_dir, mesh_bin, &BTreeMap::new()).await
+    }
+
+    /// Like [`start`](Self::start), with each cluster placed as `placements` says.
+    pub async fn start_placed(
+        topology: &Topology,
+        state_dir: &Path,
+        mesh_bin: &Path,
+        placements: &BTreeMap<String, Placement>,
+    ) -> Result<Self, LaunchError> {
+        let mut set = Self::plan_placed(topology, state_dir, mesh_bin, placements);
         if let Err(e) = set.start_processes().await {
             set.stop().await;
             return Err(e);

@@ -60,6 +60,8 @@ pub fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
 pub struct Process {
     /// Human name, e.g. `us-east/controller`.
     pub label: String,
+    /// Program and arguments that run the binary (e.g. `ip netns exec <ns>`); empty = direct.
+    pub exec_prefix: Vec<String>,
     /// Arguments after the binary.
     pub argv: Vec<String>,
     /// Where its stdout and stderr go.
@@ -85,7 +87,14 @@ impl Process {
             .open(&self.log)
             .map_err(|e| LaunchError::io(&self.log, e))?;
         let log_err = log.try_clone().map_err(|e| LaunchError::io(&self.log, e))?;
-        let mut cmd = Command::new(mesh_bin);
+        let mut cmd = match self.exec_prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(mesh_bin);
+                c
+            }
+            None => Command::new(mesh_bin),
+        };
         cmd.args(&self.argv)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -217,6 +226,7 @@ mod tests {
     fn pinned_argv_replaces_only_ephemeral_listeners_with_their_bound_addresses() {
         let mut p = Process {
             label: "us-east/gateway".into(),
+            exec_prefix: Vec::new(),
             argv: ["gateway", "--quic", "127.0.0.1:0", "--tunnel", "127.0.0.1:7000", "--admin", "127.0.0.1:0", "--cluster", "us-east"]
                 .map(String::from)
                 .to_vec(),

@@ -1,0 +1,168 @@
+//! The command line of `mesh gateway`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::GatewayError;
+
+/// Runs the east-west gateway of one cluster: QUIC links to the gateways of linked clusters,
+/// and the tunnel port through which local sidecars reach endpoints in those clusters.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Name of the cluster this gateway serves (e.g. `us-east`); its trust domain is
+    /// `<cluster>.mesh`.
+    #[arg(long)]
+    pub cluster: String,
+
+    /// The cluster controller's control address (TLS, HTTP/2), e.g. `127.0.0.1:7443`.
+    #[arg(long)]
+    pub controller: SocketAddr,
+
+    /// The cluster's root certificate (PEM), e.g. `<state>/<cluster>/ca.crt`; the controller's
+    /// serving certificate chains to it.
+    #[arg(long)]
+    pub ca_file: PathBuf,
+
+    /// File holding the cluster's join token, used once to obtain the gateway's certificate.
+    #[arg(long)]
+    pub token_file: PathBuf,
+
+    /// UDP address of the QUIC endpoint that peer gateways dial (port 0 picks a free port; the
+    /// controller learns the real one from the gateway's report).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub quic: SocketAddr,
+
+    /// TCP address of the tunnel port (mTLS, HTTP/2 CONNECT) that local sidecars dial.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub tunnel: SocketAddr,
+
+    /// Admin address serving /healthz, /readyz, /metrics and /v1/status (the link report as JSON).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
+
+    /// QUIC keep-alive interval in milliseconds. Keeps NAT bindings open and lets a dead peer be
+    /// noticed: it must be well below --idle-timeout-ms so a few lost keep-alives are tolerated.
+    #[arg(long, default_value_t = 500)]
+    pub keep_alive_ms: u64,
+
+    /// QUIC idle timeout in milliseconds: a peer that stops answering (frozen, partitioned) is
+    /// declared down after this long. 3 s stays well inside the 5 s failover promise.
+    #[arg(long, default_value_t = 3000)]
+    pub idle_timeout_ms: u64,
+
+    /// Once listeners are bound and the identity obtained, write a JSON ready file here with the
+    /// bound addresses (roles `admin`, `quic`, `tunnel`) and the pid.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl GatewayArgs {
+    /// The keep-alive interval.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_ms)
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Cross-field checks, run before anything starts.
+    pub fn validate(&self) -> Result<(), GatewayError> {
+        mesh_core::names::check_label(&self.cluster)
+            .map_err(|e| GatewayError::InvalidArgs(format!("--cluster: {e}")))?;
+        check_timing(self.keep_alive(), self.idle_timeout())
+    }
+}
+
+/// Checks keep-alive and idle timeout together: a keep-alive at or above the idle timeout would
+/// let healthy idle links time out.
+pub(crate) fn check_timing(
+    keep_alive: Duration,
+    idle_timeout: Duration,
+) -> Result<(), GatewayError> {
+    if keep_alive.is_zero() {
+        return Err(GatewayError::InvalidArgs(
+            "--keep-alive-ms must be above 0".into(),
+        ));
+    }
+    if keep_alive >= idle_timeout {
+        return Err(GatewayError::InvalidArgs(format!(
+            "--keep-alive-ms ({} ms) must be below --idle-timeout-ms ({} ms), or idle links \
+             would time out between keep-alives",
+            keep_alive.as_millis(),
+            idle_timeout.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<GatewayArgs, clap::Error> {
+        let mut argv = vec![
+            "gateway",
+            "--cluster",
+            "us-east",
+            "--controller",
+            "127.0.0.1:7443",
+            "--ca-file",
+            "ca.crt",
+            "--token-file",
+            "join-token",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults_are_loopback_ephemeral_and_fast_failure_detection() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.quic, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.tunnel, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.keep_alive(), Duration::from_millis(500));
+        assert_eq!(args.idle_timeout(), Duration::from_secs(3));
+        args.validate().unwrap();
+    }
+
+    #[test]
+    fn help_explains_every_flag() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--cluster",
+            "--controller",
+            "--ca-file",
+            "--token-file",
+            "--quic",
+            "--tunnel",
+            "--admin",
+            "--keep-alive-ms",
+            "--idle-timeout-ms",
+            "--ready-file",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+        assert!(help.contains("[default: 3000]"), "{help}");
+    }
+
+    #[test]
+    fn keep_alive_must_be_below_idle_timeout() {
+        let args = parse(&["--keep-alive-ms", "3000"]).unwrap();
+        let err = args.validate().unwrap_err().to_string();
+        assert!(err.contains("--idle-timeout-ms"), "{err}");
+        let mut args = parse(&[]).unwrap();
+        args.cluster = "Bad_Name".into();
+        assert!(args.validate().is_err());
+    }
+}

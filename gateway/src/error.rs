@@ -1,0 +1,45 @@
+//! The gateway's error type at its crate boundary.
+
+use std::path::PathBuf;
+
+use mesh_core::control_client::ControlError;
+use mesh_core::identity::TlsError;
+use mesh_core::telemetry::BindError;
+
+/// Why the gateway could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Arguments that contradict each other or do not parse.
+    #[error("invalid arguments: {0}")]
+    InvalidArgs(String),
+    /// A listener could not be bound (names the role and address).
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A file given on the command line could not be read.
+    #[error("gateway: cannot read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ready file could not be written.
+    #[error("gateway: cannot write the ready file {path}: {source}")]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The controller refused or failed a call the gateway cannot start without.
+    #[error("gateway: {0}")]
+    Control(#[from] ControlError),
+    /// A TLS configuration could not be built from the identity and trust bundles.
+    #[error("gateway: {0}")]
+    Tls(#[from] TlsError),
+    /// The QUIC endpoint could not be configured.
+    #[error("gateway: QUIC configuration: {0}")]
+    Quic(String),
+}

@@ -1,0 +1,89 @@
+//! Driving one established connection to a peer: the own control stream, every stream the peer
+//! opens, confirmation, and the end of the connection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::Connection;
+
+use crate::control_stream;
+use crate::link_context::LinkContext;
+use crate::peer_link::{PeerLink, Role};
+use crate::quic_endpoint::{codes, describe, handshake_failure_label};
+use crate::stream_dispatch;
+
+/// How long a new connection may stay unconfirmed (no control stream from the peer) before it
+/// is dropped: the peer opens its control stream right after its handshake, so only a peer
+/// that refused us, or a broken one, takes longer.
+pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why driving a connection stopped.
+pub(crate) enum Ended {
+    /// The connection closed, or was given up.
+    Closed(String),
+    /// A newer connection from the peer replaces this one.
+    Replaced(Connection),
+    /// The peer's configuration changed (address, trust bundle): reconnect.
+    ConfigChanged,
+}
+
+/// Runs `conn` until it closes or `interrupt` resolves; returns why it ended and whether it had
+/// been confirmed up.
+pub(crate) async fn drive(
+    ctx: &Arc<LinkContext>,
+    link: &Arc<PeerLink>,
+    conn: Connection,
+    interrupt: impl Future<Output = Ended>,
+) -> (Ended, bool) {
+    let id = conn.stable_id();
+    link.set_connecting(conn.clone());
+    tracing::debug!(peer = %link.cluster, remote = %conn.remote_address(), "connection established; waiting for the peer's control stream");
+    let sender = tokio::spawn(control_stream::run_sender(
+        ctx.clone(),
+        link.cluster.clone(),
+        conn.clone(),
+    ));
+    let confirm = tokio::time::sleep(CONFIRM_TIMEOUT);
+    tokio::pin!(confirm, interrupt);
+    let ended = loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    tokio::spawn(stream_dispatch::handle(ctx.clone(), link.clone(), id, send, recv));
+                }
+                Err(e) => {
+                    if link.role == Role::Dial && !link.is_confirmed(id) {
+                        // It died before the peer confirmed it: the link was never made, most
+                        // often because the peer refused our certificate after our handshake.
+                        let reason = handshake_failure_label(&e);
+                        ctx.metrics.handshake_failure(reason);
+                        tracing::warn!(peer = %link.cluster, remote = %conn.remote_address(), reason, error = %describe(&e), "link not established");
+                    }
+                    break Ended::Closed(describe(&e));
+                }
+            },
+            _ = &mut confirm, if !link.is_confirmed(id) => {
+                let msg = format!("the peer did not open its control stream within {CONFIRM_TIMEOUT:?}");
+                conn.close(codes::UNCONFIRMED, msg.as_bytes());
+                break Ended::Closed(msg);
+            }
+            ended = &mut interrupt => {
+                match &ended {
+                    Ended::Replaced(_) => conn.close(codes::REPLACED, b"replaced by a newer connection"),
+                    Ended::ConfigChanged => conn.close(codes::CLOSED, b"link configuration changed"),
+                    Ended::Closed(reason) => conn.close(codes::CLOSED, reason.as_bytes()),
+                }
+                break ended;
+            }
+        }
+    };
+    sender.abort();
+    let reason = match &ended {
+        Ended::Closed(reason) => reason.clone(),
+        Ended::Replaced(_) => "replaced by a newer connection from the peer".into(),
+        Ended::ConfigChanged => "the link configuration changed; reconnecting".into(),
+    };
+    let was_up = link.set_down(ctx, id, &reason);
+    (ended, was_up)
+}

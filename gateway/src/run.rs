@@ -1,0 +1,136 @@
+//! `mesh gateway`: bind, bootstrap, start the core, serve admin, follow the controller, and shut
+//! down cleanly on SIGINT or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use mesh_core::admin::{AdminRoutes, AdminServer, Readiness, ResponseFuture};
+use mesh_core::api::{PATH_STATUS, ReadyFile};
+use mesh_core::telemetry::{bind_tcp, shutdown_signal};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::args::GatewayArgs;
+use crate::controller_session::{FederationSink, bootstrap, follow_snapshots, report_loop};
+use crate::error::GatewayError;
+use crate::gateway_core::{GatewayCore, GatewaySettings, LinkBoard};
+
+/// Runs the gateway until SIGINT or SIGTERM.
+pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
+    args.validate()?;
+    let ca_pem = read_file(&args.ca_file)?;
+    let token = read_file(&args.token_file)?;
+    let admin_listener = bind_tcp("gateway", "admin", args.admin).await?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| {
+        GatewayError::Bind(mesh_core::telemetry::bind_error(
+            "gateway", "admin", args.admin, &e,
+        ))
+    })?;
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let (client, identity, own_bundle) = tokio::select! {
+        r = bootstrap(args.controller, &args.cluster, &ca_pem, &token) => r?,
+        _ = &mut shutdown => {
+            tracing::info!("shutdown requested before the gateway was ready");
+            return Ok(());
+        }
+    };
+
+    let mut registry = Registry::default();
+    let (snapshots_tx, snapshots_rx) = watch::channel(None);
+    let settings = GatewaySettings {
+        cluster: args.cluster.clone(),
+        quic_addr: args.quic,
+        tunnel_addr: args.tunnel,
+        keep_alive: args.keep_alive(),
+        idle_timeout: args.idle_timeout(),
+    };
+    let sink = Arc::new(FederationSink {
+        client: client.clone(),
+    });
+    let core = GatewayCore::start(
+        settings,
+        identity,
+        own_bundle,
+        snapshots_rx,
+        sink,
+        &mut registry,
+    )
+    .await?;
+    let board = core.board();
+
+    let readiness = Readiness::default();
+    let admin = AdminServer::new(
+        Arc::new(registry),
+        readiness.clone(),
+        Some(Arc::new(StatusRoute {
+            board: board.clone(),
+        })),
+    );
+    let tasks = [
+        tokio::spawn(admin.serve(admin_listener)),
+        tokio::spawn(follow_snapshots(
+            client.clone(),
+            args.cluster.clone(),
+            snapshots_tx,
+        )),
+        tokio::spawn(report_loop(client, board.clone())),
+    ];
+    readiness.set(true);
+    if let Some(path) = &args.ready_file {
+        let ready = ReadyFile {
+            component: "gateway".into(),
+            cluster: args.cluster.clone(),
+            addrs: BTreeMap::from([
+                ("admin".to_string(), admin_addr),
+                ("quic".to_string(), board.quic_addr()),
+                ("tunnel".to_string(), board.tunnel_addr()),
+            ]),
+            pid: std::process::id(),
+        };
+        ready
+            .write(path)
+            .map_err(|source| GatewayError::ReadyFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    tracing::info!(cluster = %args.cluster, admin = %admin_addr, quic = %board.quic_addr(), tunnel = %board.tunnel_addr(), "gateway ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: closing links");
+    readiness.set(false);
+    for task in &tasks {
+        task.abort();
+    }
+    core.shutdown().await;
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<String, GatewayError> {
+    std::fs::read_to_string(path).map_err(|source| GatewayError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `GET /v1/status` on the admin port: the report the controller receives.
+struct StatusRoute {
+    board: LinkBoard,
+}
+
+impl AdminRoutes for StatusRoute {
+    fn route(&self, req: Request<Incoming>) -> Option<ResponseFuture> {
+        if req.method() != Method::GET || req.uri().path() != PATH_STATUS {
+            return None;
+        }
+        let report = self.board.report();
+        Some(Box::pin(async move {
+            mesh_core::http::json(StatusCode::OK, &report)
+        }))
+    }
+}

@@ -1,0 +1,296 @@
+//! The sidecar's client of the controller's control API: bootstrap (CSR with the join token),
+//! JSON calls and NDJSON snapshot streams over one pooled mTLS HTTP/2 connection.
+//!
+//! A local copy of `mesh_core::control_client::ControlClient` with one fix: core builds its
+//! HTTP/2 connection with keep-alive pings but no timer, which makes hyper panic ("You must
+//! supply a timer") on the first connection. Delete this module once core adds
+//! `.timer(TokioTimer::new())` to its builder; the API here is the same.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Request, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use mesh_core::api::{ALPN_H2, CsrRequest, CsrResponse, PATH_CERTIFICATES};
+use mesh_core::control_client::ControlError;
+use mesh_core::http::{BoxBody, empty, full};
+use mesh_core::identity::{
+    SpiffeId, TrustBundle, TrustStore, WorkloadCsr, WorkloadIdentity, client_config,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio_rustls::TlsConnector;
+
+/// Bound on connecting (TCP and TLS) to the controller: it is on the same network, so a slow
+/// connect means it is down, and callers have a last snapshot to fall back on.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on one unary call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest unary answer accepted.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// Largest single NDJSON message accepted on a stream.
+const MAX_STREAM_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// A client of one cluster's controller.
+pub struct ControlClient {
+    addr: SocketAddr,
+    tls: TlsConnector,
+    conn: Mutex<Option<SendRequest<BoxBody>>>,
+}
+
+impl std::fmt::Debug for ControlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlClient")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ControlClient {
+    /// Obtains a certificate for `id` from the controller at `addr` with the join `token`, and
+    /// returns a client that authenticates with it. `ca_pem` is the cluster's root, which the
+    /// controller's serving certificate chains to.
+    pub async fn bootstrap(
+        addr: SocketAddr,
+        cluster: &str,
+        ca_pem: &str,
+        token: &str,
+        id: &SpiffeId,
+    ) -> Result<(Arc<Self>, WorkloadIdentity, TrustBundle), ControlError> {
+        let bundle = TrustBundle {
+            trust_domain: id.trust_domain.clone(),
+            cluster: cluster.to_string(),
+            ca_pem: ca_pem.to_string(),
+        };
+        let trust = TrustStore::new(std::slice::from_ref(&bundle))?;
+        let anonymous = Self::new(addr, client_config(None, trust.clone(), &[ALPN_H2])?);
+        let csr = WorkloadCsr::generate(id)?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("https://controller{PATH_CERTIFICATES}"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full(
+                serde_json::to_vec(&CsrRequest {
+                    csr_pem: csr.csr_pem.clone(),
+                })
+                .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?,
+            ))
+            .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?;
+        let bytes = anonymous.call(PATH_CERTIFICATES, req).await?;
+        let answer: CsrResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?;
+        let identity = WorkloadIdentity::from_pem(&answer.cert_chain_pem, &csr.key_pem)?;
+        let client = Self::new(addr, client_config(Some(&identity), trust, &[ALPN_H2])?);
+        Ok((Arc::new(client), identity, answer.trust_bundle))
+    }
+
+    fn new(addr: SocketAddr, cfg: rustls::ClientConfig) -> Self {
+        Self {
+            addr,
+            tls: TlsConnector::from(Arc::new(cfg)),
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The controller's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn malformed(&self, path: &str, e: impl std::fmt::Display) -> ControlError {
+        ControlError::Malformed {
+            path: path.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn connect_error(&self, e: impl std::fmt::Display) -> ControlError {
+        ControlError::Connect {
+            addr: self.addr,
+            reason: e.to_string(),
+        }
+    }
+
+    async fn sender(&self) -> Result<SendRequest<BoxBody>, ControlError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(s) = guard.as_ref()
+            && !s.is_closed()
+        {
+            return Ok(s.clone());
+        }
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| self.connect_error(e))?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::try_from("controller.mesh.invalid")
+                .map_err(|e| self.connect_error(e))?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| self.connect_error(format!("TLS handshake failed: {e}")))?;
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| self.connect_error(e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok::<_, ControlError>(sender)
+        };
+        let sender = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| self.connect_error("connect timed out"))??;
+        *guard = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn send(&self, req: Request<BoxBody>) -> Result<http::Response<Incoming>, ControlError> {
+        let mut sender = self.sender().await?;
+        match sender.send_request(req).await {
+            Ok(rsp) => Ok(rsp),
+            Err(e) => {
+                *self.conn.lock().await = None;
+                Err(self.connect_error(e))
+            }
+        }
+    }
+
+    async fn call(&self, path: &str, req: Request<BoxBody>) -> Result<Bytes, ControlError> {
+        let fut = async {
+            let rsp = self.send(req).await?;
+            let status = rsp.status();
+            let body = mesh_core::http::read_body(rsp.into_body(), MAX_ANSWER)
+                .await
+                .map_err(|e| self.connect_error(e))?;
+            if !status.is_success() {
+                return Err(ControlError::Status {
+                    path: path.to_string(),
+                    status,
+                    body: String::from_utf8_lossy(&body).trim().to_string(),
+                });
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| self.connect_error(format!("{path} timed out")))?
+    }
+
+    /// Sends `body` as JSON with `method` to `path`; returns the answer body.
+    pub async fn send_json<T: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&T>,
+    ) -> Result<Bytes, ControlError> {
+        let body = match body {
+            Some(b) => full(serde_json::to_vec(b).map_err(|e| self.malformed(path, e))?),
+            None => empty(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("https://controller{path}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .map_err(|e| self.malformed(path, e))?;
+        self.call(path, req).await
+    }
+
+    /// Opens an NDJSON stream at `path_and_query`.
+    pub async fn stream<T: DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> Result<NdjsonStream<T>, ControlError> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("https://controller{path_and_query}"))
+            .body(empty())
+            .map_err(|e| self.malformed(path_and_query, e))?;
+        let rsp = tokio::time::timeout(CALL_TIMEOUT, self.send(req))
+            .await
+            .map_err(|_| self.connect_error("opening stream timed out"))??;
+        let status = rsp.status();
+        if !status.is_success() {
+            let body = mesh_core::http::read_body(rsp.into_body(), 64 * 1024)
+                .await
+                .unwrap_or_default();
+            return Err(ControlError::Status {
+                path: path_and_query.to_string(),
+                status,
+                body: String::from_utf8_lossy(&body).trim().to_string(),
+            });
+        }
+        Ok(NdjsonStream {
+            path: path_and_query.to_string(),
+            body: rsp.into_body(),
+            buf: BytesMut::new(),
+            _t: std::marker::PhantomData,
+        })
+    }
+}
+
+/// A stream of newline-delimited JSON messages.
+pub struct NdjsonStream<T> {
+    path: String,
+    body: Incoming,
+    buf: BytesMut,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> NdjsonStream<T> {
+    /// The next message; `Ok(None)` when the controller closed the stream.
+    pub async fn next(&mut self) -> Result<Option<T>, ControlError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(pos + 1);
+                let line = &line[..pos];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return serde_json::from_slice(line).map(Some).map_err(|e| {
+                    ControlError::Malformed {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    }
+                });
+            }
+            if self.buf.len() > MAX_STREAM_MESSAGE {
+                return Err(ControlError::Malformed {
+                    path: self.path.clone(),
+                    reason: format!("message exceeds {MAX_STREAM_MESSAGE} bytes"),
+                });
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(ControlError::Malformed {
+                        path: self.path.clone(),
+                        reason: format!("stream broke: {e}"),
+                    });
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(mut data) = frame.into_data() {
+                        while data.has_remaining() {
+                            let chunk = data.chunk();
+                            self.buf.extend_from_slice(chunk);
+                            let n = chunk.len();
+                            data.advance(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The sidecar's workload identity: bootstrap from the controller, the trust store (own bundle
+//! plus linked clusters' bundles from every snapshot), and the rustls configurations of both
+//! directions built on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::api::ALPN_H2;
+use mesh_core::control_client::ControlError;
+
+use crate::control::ControlClient;
+use mesh_core::identity::{
+    SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadIdentity, client_config,
+    default_trust_domain, server_config,
+};
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::args::SidecarConfig;
+use crate::error::SidecarError;
+
+/// How long bootstrap keeps retrying an unreachable controller: `mesh up` starts the controller
+/// first, but it may still be binding; a refused token fails at once instead.
+const BOOTSTRAP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The identity a sidecar presents and the trust it verifies peers with.
+#[derive(Debug, Clone)]
+pub struct SidecarIdentity {
+    /// Certificate and key.
+    pub identity: WorkloadIdentity,
+    /// The own cluster's bundle, always kept in the trust store.
+    pub own_bundle: TrustBundle,
+    /// Own and linked bundles; swapped on every snapshot, consulted on every handshake.
+    pub trust: TrustStore,
+    /// Inbound: mandatory client certificates, ALPN h2.
+    pub server: Arc<ServerConfig>,
+    /// Outbound (endpoints, gateway, tunnels): presents the identity, ALPN h2.
+    pub client: Arc<ClientConfig>,
+}
+
+impl SidecarIdentity {
+    /// Builds the TLS configurations for `identity`, trusting `own_bundle` to begin with.
+    pub fn new(identity: WorkloadIdentity, own_bundle: TrustBundle) -> Result<Self, TlsError> {
+        let trust = TrustStore::new(std::slice::from_ref(&own_bundle))?;
+        let server = Arc::new(server_config(&identity, trust.clone(), &[ALPN_H2], false)?);
+        let client = Arc::new(client_config(Some(&identity), trust.clone(), &[ALPN_H2])?);
+        Ok(Self {
+            identity,
+            own_bundle,
+            trust,
+            server,
+            client,
+        })
+    }
+
+    /// Replaces the trusted bundles with a snapshot's; the own bundle stays even if the
+    /// snapshot lacks it, so a bad snapshot cannot cut the sidecar off its own cluster.
+    pub fn update_trust(&self, bundles: &[TrustBundle]) -> Result<(), TlsError> {
+        let mut all: Vec<TrustBundle> = bundles.to_vec();
+        if !all
+            .iter()
+            .any(|b| b.trust_domain == self.own_bundle.trust_domain)
+        {
+            all.push(self.own_bundle.clone());
+        }
+        self.trust.replace(&all)
+    }
+
+    /// The SPIFFE ID this sidecar presents.
+    pub fn id(&self) -> &SpiffeId {
+        &self.identity.id
+    }
+}
+
+/// Obtains the workload certificate from the controller with the join token, retrying while
+/// the controller is unreachable (up to 30 s).
+pub async fn bootstrap(
+    config: &SidecarConfig,
+) -> Result<(Arc<ControlClient>, SidecarIdentity), SidecarError> {
+    let args = &config.args;
+    let ca_pem =
+        std::fs::read_to_string(&args.ca_file).map_err(|source| SidecarError::ReadFile {
+            what: "CA certificate",
+            path: args.ca_file.clone(),
+            source,
+        })?;
+    let token =
+        std::fs::read_to_string(&args.token_file).map_err(|source| SidecarError::ReadFile {
+            what: "join token",
+            path: args.token_file.clone(),
+            source,
+        })?;
+    let td = default_trust_domain(&args.cluster);
+    let id = SpiffeId::workload(&td, &args.namespace, &config.service_account);
+    let deadline = tokio::time::Instant::now() + BOOTSTRAP_PATIENCE;
+    let mut delay = Duration::from_millis(100);
+    let (client, identity, bundle) = loop {
+        match ControlClient::bootstrap(args.controller, &args.cluster, &ca_pem, &token, &id).await {
+            Ok(done) => break done,
+            Err(ControlError::Connect { addr, reason })
+                if tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::info!(controller = %addr, %reason, "controller not reachable yet, retrying bootstrap");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(SidecarError::Bootstrap(e)),
+        }
+    };
+    tracing::info!(id = %identity.id, "workload identity issued");
+    Ok((client, SidecarIdentity::new(identity, bundle)?))
+}

@@ -1,0 +1,167 @@
+//! The sidecar's Prometheus metrics, registered once in one [`Metrics`] struct.
+
+use mesh_core::breaker::BreakerState;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one request counted by the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    /// The destination service (`name.namespace`), or `-` when the authority was not one.
+    pub service: String,
+    /// The cluster that answered, or `-` when none did (the sidecar answered itself).
+    pub cluster: String,
+    /// The HTTP status returned to the caller.
+    pub status: u16,
+}
+
+/// Labels of the request duration histogram.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    /// The service.
+    pub service: String,
+}
+
+/// Labels naming a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// The service.
+    pub service: String,
+}
+
+/// Labels naming a service in one cluster (a breaker or a locality).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LocalityLabels {
+    /// The service.
+    pub service: String,
+    /// The cluster.
+    pub cluster: String,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms .. ~33 s: loopback hops up to the longest per-try timeout people configure.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric the sidecar exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `mesh_sidecar_requests_total{direction,service,cluster,status}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `mesh_sidecar_request_duration_seconds{direction,service}`.
+    pub duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    /// `mesh_sidecar_retries_total{service}`.
+    pub retries: Family<ServiceLabels, Counter>,
+    /// `mesh_sidecar_breaker_state{service,cluster}`: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: Family<LocalityLabels, Gauge>,
+    /// `mesh_sidecar_outlier_ejections_total{service,cluster}`.
+    pub ejections: Family<LocalityLabels, Counter>,
+    /// `mesh_sidecar_discovery_connected`: 1 while the discovery stream is open.
+    pub discovery_connected: Gauge,
+    /// `mesh_sidecar_snapshot_version`: version of the last snapshot applied.
+    pub snapshot_version: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            retries: Family::default(),
+            breaker_state: Family::default(),
+            ejections: Family::default(),
+            discovery_connected: Gauge::default(),
+            snapshot_version: Gauge::default(),
+        };
+        registry.register(
+            "mesh_sidecar_requests",
+            "Requests handled, by direction, destination service, serving cluster and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_request_duration_seconds",
+            "Time from request to response headers, retries included",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_retries",
+            "Retries sent, by destination service",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_breaker_state",
+            "Circuit breaker state per service and cluster: 0 closed, 1 half-open, 2 open",
+            metrics.breaker_state.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_outlier_ejections",
+            "Endpoints ejected by outlier detection, per service and cluster",
+            metrics.ejections.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_discovery_connected",
+            "1 while the discovery stream from the controller is open",
+            metrics.discovery_connected.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_snapshot_version",
+            "Version of the last discovery snapshot applied",
+            metrics.snapshot_version.clone(),
+        );
+        metrics
+    }
+
+    /// Metrics registered nowhere (tests, tools).
+    pub fn unregistered() -> Self {
+        Self::new(&mut Registry::default())
+    }
+
+    /// Sets the breaker gauge of (service, cluster).
+    pub fn set_breaker_state(&self, service: &str, cluster: &str, state: BreakerState) {
+        let value = match state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        self.breaker_state
+            .get_or_create(&LocalityLabels {
+                service: service.to_string(),
+                cluster: cluster.to_string(),
+            })
+            .set(value);
+    }
+
+    /// Counts one request and its duration.
+    pub fn observe_request(
+        &self,
+        direction: &'static str,
+        service: &str,
+        cluster: &str,
+        status: u16,
+        seconds: f64,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction,
+                service: service.to_string(),
+                cluster: cluster.to_string(),
+                status,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&DurationLabels {
+                direction,
+                service: service.to_string(),
+            })
+            .observe(seconds);
+    }
+}

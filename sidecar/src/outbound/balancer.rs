@@ -1,0 +1,406 @@
+//! Where one request of one service goes: the locality (priority level) and the endpoint in it.
+//!
+//! Level health = the controller's health for the locality x the local view (share of its
+//! endpoints not ejected by outlier detection, and 0 while the (service, cluster) breaker is
+//! open), ramped by `SlowStart` after a recovery, split by `priority_loads` (overprovisioning
+//! 1.4). Inside the chosen level, power of two choices over `Ewma x (in_flight + 1)` among
+//! endpoints that are healthy, not ejected and not already tried by this request. Outcomes feed
+//! the outlier detector, the level's breaker and the latency estimate. Pure logic: time and
+//! randomness come in as arguments, so it is tested without sockets or sleeps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mesh_core::api::{LocalityRoute, RouteEndpoint, ServiceRoute};
+use mesh_core::balance::{DEFAULT_EWMA_DECAY, Ewma, p2c_pick};
+use mesh_core::breaker::{BreakerState, CircuitBreaker};
+use mesh_core::outlier::OutlierDetector;
+use mesh_core::retry_budget::RetryBudget;
+use mesh_core::spill::{SlowStart, pick_level, priority_loads};
+use rand::Rng;
+
+pub use super::resilience::ResilienceConfig;
+
+/// Latency assumed for an endpoint before its first response: zero, so a new endpoint wins its
+/// first comparisons and its real latency is learnt at once (the first sample replaces it).
+const DEFAULT_RTT: Duration = Duration::ZERO;
+
+/// An endpoint of a given cluster: what a request remembers having tried.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointRef {
+    /// The endpoint's cluster.
+    pub cluster: String,
+    /// Its sidecar's inbound address.
+    pub addr: SocketAddr,
+}
+
+/// Counts a request in flight on an endpoint until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The balancer's choice for one try.
+#[derive(Debug)]
+pub struct Pick {
+    /// The locality.
+    pub cluster: String,
+    /// The endpoint.
+    pub endpoint: RouteEndpoint,
+    /// Held while the request is in flight.
+    pub in_flight: InFlight,
+}
+
+impl Pick {
+    /// The endpoint as a tried-set key.
+    pub fn key(&self) -> EndpointRef {
+        EndpointRef {
+            cluster: self.cluster.clone(),
+            addr: self.endpoint.address,
+        }
+    }
+}
+
+/// A breaker state change, to be reported to the controller and shown in metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerTransition {
+    /// The locality.
+    pub cluster: String,
+    /// State before.
+    pub from: BreakerState,
+    /// State after.
+    pub to: BreakerState,
+}
+
+/// What recording an outcome changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordEffect {
+    /// The endpoint was ejected by this outcome.
+    pub ejected: bool,
+}
+
+#[derive(Debug)]
+struct EndpointStats {
+    ewma: Ewma,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One locality's local view.
+#[derive(Debug)]
+struct LevelState {
+    breaker: CircuitBreaker,
+    outlier: OutlierDetector,
+    endpoints: HashMap<SocketAddr, EndpointStats>,
+    /// The endpoints the controller lists healthy, as last seen in a route.
+    listed: Vec<SocketAddr>,
+}
+
+impl LevelState {
+    fn new(config: &ResilienceConfig) -> Self {
+        Self {
+            breaker: CircuitBreaker::new(config.breaker.clone()),
+            outlier: OutlierDetector::new(config.outlier.clone()),
+            endpoints: HashMap::new(),
+            listed: Vec::new(),
+        }
+    }
+
+    fn see(&mut self, route: &LocalityRoute) {
+        self.listed = route
+            .endpoints
+            .iter()
+            .filter(|e| e.healthy)
+            .map(|e| e.address)
+            .collect();
+    }
+
+    fn stats(&mut self, addr: SocketAddr) -> &mut EndpointStats {
+        self.endpoints.entry(addr).or_insert_with(|| EndpointStats {
+            ewma: Ewma::new(DEFAULT_RTT, DEFAULT_EWMA_DECAY),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+}
+
+/// The balancer of one service: its localities' local views, failback ramp and retry budget.
+#[derive(Debug)]
+pub struct ServiceBalancer {
+    config: ResilienceConfig,
+    levels: HashMap<String, LevelState>,
+    slow_start: SlowStart,
+    retry_budget: RetryBudget,
+    transitions: Vec<BreakerTransition>,
+}
+
+impl ServiceBalancer {
+    /// A balancer that has seen no traffic.
+    pub fn new(config: ResilienceConfig) -> Self {
+        Self {
+            slow_start: SlowStart::new(config.slow_start_window),
+            retry_budget: RetryBudget::new(config.retry_budget.clone()),
+            levels: HashMap::new(),
+            transitions: Vec::new(),
+            config,
+        }
+    }
+
+    /// Each level's share of the traffic at `now` (cluster, load), in failover order; only the
+    /// named cluster when `only_cluster` is set.
+    pub fn level_loads(
+        &mut self,
+        route: &ServiceRoute,
+        only_cluster: Option<&str>,
+        now: Instant,
+    ) -> Vec<(String, f64)> {
+        let levels = select_levels(route, only_cluster);
+        let loads = priority_loads(&self.healths(&levels, now), self.config.overprovisioning);
+        levels
+            .iter()
+            .map(|l| l.entry.cluster.clone())
+            .zip(loads)
+            .collect()
+    }
+
+    /// Each level's effective health: controller x local view, through the failback ramp.
+    fn healths(&mut self, levels: &[&LocalityRoute], now: Instant) -> Vec<f64> {
+        let Self {
+            config,
+            levels: states,
+            slow_start,
+            transitions,
+            ..
+        } = self;
+        levels
+            .iter()
+            .map(|level| {
+                let cluster = &level.entry.cluster;
+                let state = states
+                    .entry(cluster.clone())
+                    .or_insert_with(|| LevelState::new(config));
+                state.see(level);
+                let local_share = state.outlier.healthy_share(&state.listed, now);
+                let breaker_open = state.breaker.state(now) == BreakerState::Open;
+                note_transition(transitions, cluster, &mut state.breaker);
+                let controller = if level.entry.health.is_nan() {
+                    0.0
+                } else {
+                    level.entry.health.clamp(0.0, 1.0)
+                };
+                let raw = if breaker_open {
+                    0.0
+                } else {
+                    controller * local_share
+                };
+                slow_start.effective_health(cluster, raw, now)
+            })
+            .collect()
+    }
+
+    /// Chooses the endpoint for one try, skipping endpoints in `tried`; `None` when no level has
+    /// a usable endpoint left.
+    pub fn pick(
+        &mut self,
+        route: &ServiceRoute,
+        only_cluster: Option<&str>,
+        tried: &[EndpointRef],
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Option<Pick> {
+        let levels = select_levels(route, only_cluster);
+        let mut healths = self.healths(&levels, now);
+        loop {
+            // A level this request has used up counts as having no health, so the spill sends
+            // the retry down the order even when the level's share was everything.
+            let loads = priority_loads(&healths, self.config.overprovisioning);
+            let total: f64 = loads.iter().sum();
+            if total <= 0.0 || total.is_nan() {
+                return None;
+            }
+            let level_index = pick_level(&loads, rng.random::<f64>() * total)?;
+            let level = levels[level_index];
+            let cluster = &level.entry.cluster;
+            let state = self.levels.get_mut(cluster)?;
+            let candidates: Vec<&RouteEndpoint> = level
+                .endpoints
+                .iter()
+                .filter(|e| e.healthy && !state.outlier.is_ejected(e.address, now))
+                .filter(|e| {
+                    !tried
+                        .iter()
+                        .any(|t| &t.cluster == cluster && t.addr == e.address)
+                })
+                .collect();
+            // A half-open breaker admits only its probes; the rest spill to other levels.
+            let admitted = !candidates.is_empty() && state.breaker.allow_request(now);
+            note_transition(&mut self.transitions, cluster, &mut state.breaker);
+            if !admitted {
+                healths[level_index] = 0.0;
+                continue;
+            }
+            let costs: Vec<f64> = candidates
+                .iter()
+                .map(|e| {
+                    let stats = state.stats(e.address);
+                    stats.ewma.get(now) * (stats.in_flight.load(Ordering::Relaxed) + 1) as f64
+                })
+                .collect();
+            let chosen = candidates[p2c_pick(&costs, rng)?];
+            let in_flight = state.stats(chosen.address).in_flight.clone();
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            return Some(Pick {
+                cluster: cluster.clone(),
+                endpoint: chosen.clone(),
+                in_flight: InFlight(in_flight),
+            });
+        }
+    }
+
+    /// Records the outcome of one try on `endpoint` that took `latency`: outlier detection, the
+    /// latency estimate, and the locality's healthy share for its breaker.
+    pub fn record_try(
+        &mut self,
+        endpoint: &EndpointRef,
+        success: bool,
+        latency: Duration,
+        now: Instant,
+    ) -> RecordEffect {
+        let Self {
+            config,
+            levels,
+            transitions,
+            ..
+        } = self;
+        let state = levels
+            .entry(endpoint.cluster.clone())
+            .or_insert_with(|| LevelState::new(config));
+        let mut effect = RecordEffect::default();
+        if success {
+            state.outlier.record_success(endpoint.addr, now);
+        } else {
+            effect.ejected = state.outlier.record_failure(endpoint.addr, now);
+        }
+        // Failures are recorded at their real latency, with no penalty: taking a failing
+        // endpoint out is outlier detection's job, and a penalty would hide it from P2C before
+        // it could collect the consecutive failures that eject it.
+        state.stats(endpoint.addr).ewma.observe(latency, now);
+        if !state.listed.is_empty() {
+            let share = state.outlier.healthy_share(&state.listed, now);
+            state.breaker.observe_healthy_share(share, now);
+        }
+        note_transition(transitions, &endpoint.cluster, &mut state.breaker);
+        effect
+    }
+
+    /// Records whether `cluster` served a request (its breaker's failure rate; a half-open
+    /// breaker's probe result). Called once per request and locality tried.
+    pub fn record_request(&mut self, cluster: &str, success: bool, now: Instant) {
+        let Self {
+            config,
+            levels,
+            transitions,
+            ..
+        } = self;
+        let state = levels
+            .entry(cluster.to_string())
+            .or_insert_with(|| LevelState::new(config));
+        if success {
+            state.breaker.record_success(now);
+        } else {
+            state.breaker.record_failure(now);
+        }
+        note_transition(transitions, cluster, &mut state.breaker);
+    }
+
+    /// Breaker changes since the last call.
+    pub fn take_transitions(&mut self) -> Vec<BreakerTransition> {
+        std::mem::take(&mut self.transitions)
+    }
+
+    /// Every breaker's state at `now` (advancing cool-downs), by cluster.
+    pub fn breaker_states(&mut self, now: Instant) -> Vec<(String, BreakerState)> {
+        let Self {
+            levels,
+            transitions,
+            ..
+        } = self;
+        let mut states: Vec<(String, BreakerState)> = levels
+            .iter_mut()
+            .map(|(cluster, level)| {
+                let state = level.breaker.state(now);
+                note_transition(transitions, cluster, &mut level.breaker);
+                (cluster.clone(), state)
+            })
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
+    /// Whether outlier detection has ejected the endpoint at `now`.
+    pub fn is_ejected(&self, endpoint: &EndpointRef, now: Instant) -> bool {
+        self.levels
+            .get(&endpoint.cluster)
+            .is_some_and(|l| l.outlier.is_ejected(endpoint.addr, now))
+    }
+
+    /// Credits one request to the retry budget.
+    pub fn deposit(&mut self, now: Instant) {
+        self.retry_budget.deposit(now);
+    }
+
+    /// Takes one retry from the budget, if it allows one.
+    pub fn try_withdraw_retry(&mut self, now: Instant) -> bool {
+        self.retry_budget.try_withdraw(now)
+    }
+
+    /// Follows a new route: forgets endpoints and localities it no longer lists.
+    pub fn retain(&mut self, route: &ServiceRoute) {
+        let clusters: Vec<&str> = route
+            .localities
+            .iter()
+            .map(|l| l.entry.cluster.as_str())
+            .collect();
+        for level in &route.localities {
+            if let Some(state) = self.levels.get_mut(&level.entry.cluster) {
+                let addrs: Vec<SocketAddr> = level.endpoints.iter().map(|e| e.address).collect();
+                state.outlier.retain(&addrs);
+                state.endpoints.retain(|addr, _| addrs.contains(addr));
+                state.see(level);
+            }
+        }
+        // Breakers of vanished localities are kept: their state is still reported until the
+        // locality is gone from every route, and a returning locality remembers it was broken.
+        self.slow_start.retain(&clusters);
+    }
+}
+
+fn select_levels<'a>(
+    route: &'a ServiceRoute,
+    only_cluster: Option<&str>,
+) -> Vec<&'a LocalityRoute> {
+    route
+        .localities
+        .iter()
+        .filter(|l| only_cluster.is_none_or(|c| l.entry.cluster == c))
+        .collect()
+}
+
+fn note_transition(out: &mut Vec<BreakerTransition>, cluster: &str, breaker: &mut CircuitBreaker) {
+    if let Some((from, to)) = breaker.take_transition() {
+        out.push(BreakerTransition {
+            cluster: cluster.to_string(),
+            from,
+            to,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "balancer_tests.rs"]
+mod tests;

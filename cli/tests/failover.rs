@@ -40,12 +40,17 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
         let now = Instant::now();
         let (share, n) = share_served_by(&load.snapshot(), now - Duration::from_secs(1), now, "us-east");
         if n > 0 && share >= 0.99 {
+            eprintln!("back on us-east {:?} after the heal", now - heal);
             back_at = Some(now);
             break;
         }
     }
     let outcomes = load.finish().await;
-    let logs = run.logs();
+    let status = serde_json::to_string_pretty(&run.status("us-east").await).unwrap();
+    let client_admin = run.set.process("us-east", "client").and_then(|p| p.ready.as_ref()).and_then(|r| r.addr("admin")).unwrap();
+    let metrics = mesh_launcher::admin_client::call(client_admin, http::Method::GET, "/metrics", None).await.unwrap();
+    let metrics: String = String::from_utf8_lossy(&metrics).lines().filter(|l| l.contains("breaker") || l.contains("requests_total")).collect::<Vec<_>>().join("\n");
+    let logs = format!("{}\nus-east status: {status}\nclient metrics:\n{metrics}", run.logs());
     run.stop().await;
 
     let total = outcomes.len();

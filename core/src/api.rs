@@ -274,7 +274,7 @@ pub struct EndpointCount {
 pub struct BreakerSummary {
     /// The locality.
     pub cluster: String,
-    /// Sidecars reporting it open (or half-open).
+    /// Sidecars reporting it open (half-open ones are probing and do not count).
     pub open: u32,
     /// Sidecars reporting on it at all.
     pub reporters: u32,

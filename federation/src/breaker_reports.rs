@@ -100,7 +100,9 @@ impl BreakerReports {
             let mut seen = BTreeSet::new();
             for b in &report.breakers {
                 let key = (b.service.clone(), b.cluster.clone());
-                let open = b.state != BreakerState::Closed;
+                // Half-open means the sidecar is probing the locality: counting it as open would
+                // publish health 0, starve the probes and keep the breaker from ever closing.
+                let open = b.state == BreakerState::Open;
                 if !seen.insert(key.clone()) {
                     continue;
                 }
@@ -163,7 +165,7 @@ mod tests {
         assert_eq!(
             tally[&key("us-east")],
             BreakerCount {
-                open: 2,
+                open: 1,
                 reporters: 2
             }
         );
@@ -174,7 +176,7 @@ mod tests {
                 reporters: 1
             }
         );
-        // "a" recovers: its new report replaces the old one.
+        // "a" recovers: its new report replaces the old one ("b" is half-open: probing).
         let t5 = t0 + Duration::from_secs(5);
         store
             .put(ID, report("a", &[("us-east", BreakerState::Closed)]), t5)
@@ -182,7 +184,7 @@ mod tests {
         assert_eq!(
             store.tally(t5)[&key("us-east")],
             BreakerCount {
-                open: 1,
+                open: 0,
                 reporters: 2
             }
         );

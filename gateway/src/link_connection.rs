@@ -46,6 +46,9 @@ pub(crate) async fn drive(
     ));
     let confirm = tokio::time::sleep(CONFIRM_TIMEOUT);
     tokio::pin!(confirm, interrupt);
+    // The guard below is only evaluated when the loop turns, but confirmation happens in the
+    // stream handler's task: the timer can fire on a link confirmed meanwhile, so it re-checks.
+    let mut confirm_armed = true;
     let ended = loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -63,7 +66,11 @@ pub(crate) async fn drive(
                     break Ended::Closed(describe(&e));
                 }
             },
-            _ = &mut confirm, if !link.is_confirmed(id) => {
+            _ = &mut confirm, if confirm_armed => {
+                confirm_armed = false;
+                if link.is_confirmed(id) {
+                    continue;
+                }
                 let msg = format!("the peer did not open its control stream within {CONFIRM_TIMEOUT:?}");
                 conn.close(codes::UNCONFIRMED, msg.as_bytes());
                 break Ended::Closed(msg);

@@ -87,7 +87,7 @@ impl Running {
         out
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         self.set.stop().await;
     }
 }

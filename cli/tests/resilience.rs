@@ -72,6 +72,8 @@ async fn sidecars_keep_serving_without_their_controller_and_resubscribe() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut run = Running::default_set("controller-loss").await;
     let proxy = run.proxy("us-east");
+    // Traffic before the loss: the client sidecar's last snapshot includes the service.
+    assert_eq!(get(proxy, ANY).await.status, StatusCode::OK);
     run.set.kill("us-east", "controller").await.unwrap();
     for _ in 0..20 {
         let a = get(proxy, ANY).await;

@@ -15,7 +15,7 @@ const EU: &str = "http://echo.demo.svc.eu-central.clusterset.local/";
 
 #[tokio::test(flavor = "current_thread")]
 async fn requests_route_locally_and_across_clusters_with_intact_bodies() {
-    let run = Running::default_set("routing").await;
+    let mut run = Running::default_set("routing").await;
     let proxy = run.proxy("us-east");
 
     let a = get(proxy, LOCAL).await;

@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use mesh_cli::commands::{link, status, up};
-use mesh_launcher::ca;
 use mesh_cli::demo_app;
+use mesh_launcher::ca;
 
 /// A multi-cluster gateway and failover mesh: sidecars route locally, QUIC gateways join
 /// clusters, controllers fail traffic over between regions and back.
@@ -70,10 +70,16 @@ fn main() -> std::process::ExitCode {
     // `mesh up` spawns children with a parent-death signal, which fires when the spawning
     // *thread* exits: a current-thread runtime keeps every spawn on the main thread.
     let runtime = match &cli.command {
-        Command::Up(_) | Command::Link(_) | Command::Unlink(_) | Command::Status(_) | Command::Ca(_) => {
-            tokio::runtime::Builder::new_current_thread().enable_all().build()
-        }
-        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        Command::Up(_)
+        | Command::Link(_)
+        | Command::Unlink(_)
+        | Command::Status(_)
+        | Command::Ca(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
     };
     let runtime = match runtime {
         Ok(r) => r,

@@ -17,13 +17,21 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
     let load = Load::start(proxy, URL, RATE);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = load.snapshot();
-    assert!(before.iter().all(|o| o.served_by.as_deref() == Some("us-east")), "steady state is local");
+    assert!(
+        before
+            .iter()
+            .all(|o| o.served_by.as_deref() == Some("us-east")),
+        "steady state is local"
+    );
 
     // Both us-east echo replicas die: app and sidecar processes, with SIGKILL.
     let fault = Instant::now();
     for r in ["echo-0", "echo-1"] {
         run.set.kill("us-east", r).await.unwrap();
-        run.set.kill("us-east", &format!("sidecar-{r}")).await.unwrap();
+        run.set
+            .kill("us-east", &format!("sidecar-{r}"))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
 
@@ -31,14 +39,22 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
     let heal = Instant::now();
     for r in ["echo-0", "echo-1"] {
         run.set.restart("us-east", r).await.unwrap();
-        run.set.restart("us-east", &format!("sidecar-{r}")).await.unwrap();
+        run.set
+            .restart("us-east", &format!("sidecar-{r}"))
+            .await
+            .unwrap();
     }
     let mut back_at = None;
     let deadline = heal + Duration::from_secs(15);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = Instant::now();
-        let (share, n) = share_served_by(&load.snapshot(), now - Duration::from_secs(1), now, "us-east");
+        let (share, n) = share_served_by(
+            &load.snapshot(),
+            now - Duration::from_secs(1),
+            now,
+            "us-east",
+        );
         if n > 0 && share >= 0.99 {
             eprintln!("back on us-east {:?} after the heal", now - heal);
             back_at = Some(now);
@@ -47,10 +63,25 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
     }
     let outcomes = load.finish().await;
     let status = serde_json::to_string_pretty(&run.status("us-east").await).unwrap();
-    let client_admin = run.set.process("us-east", "client").and_then(|p| p.ready.as_ref()).and_then(|r| r.addr("admin")).unwrap();
-    let metrics = mesh_launcher::admin_client::call(client_admin, http::Method::GET, "/metrics", None).await.unwrap();
-    let metrics: String = String::from_utf8_lossy(&metrics).lines().filter(|l| l.contains("breaker") || l.contains("requests_total")).collect::<Vec<_>>().join("\n");
-    let logs = format!("{}\nus-east status: {status}\nclient metrics:\n{metrics}", run.logs());
+    let client_admin = run
+        .set
+        .process("us-east", "client")
+        .and_then(|p| p.ready.as_ref())
+        .and_then(|r| r.addr("admin"))
+        .unwrap();
+    let metrics =
+        mesh_launcher::admin_client::call(client_admin, http::Method::GET, "/metrics", None)
+            .await
+            .unwrap();
+    let metrics: String = String::from_utf8_lossy(&metrics)
+        .lines()
+        .filter(|l| l.contains("breaker") || l.contains("requests_total"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let logs = format!(
+        "{}\nus-east status: {status}\nclient metrics:\n{metrics}",
+        run.logs()
+    );
     run.stop().await;
 
     let total = outcomes.len();
@@ -66,9 +97,20 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
         .iter()
         .filter(|o| o.sent_at >= fault + Duration::from_secs(2) && o.sent_at < heal)
         .collect();
-    assert!(late_failures.is_empty(), "failures more than 2 s after the fault: {:?}", late_failures.iter().map(|o| &o.error).collect::<Vec<_>>());
+    assert!(
+        late_failures.is_empty(),
+        "failures more than 2 s after the fault: {:?}",
+        late_failures.iter().map(|o| &o.error).collect::<Vec<_>>()
+    );
     // From 2 s after the fault until the heal, everything is served by us-west (next in priority).
     let (share, n) = share_served_by(&outcomes, fault + Duration::from_secs(2), heal, "us-west");
-    assert!(n > 0 && share >= 0.99, "only {:.1}% of {n} requests served by us-west after failover\n{logs}", share * 100.0);
-    assert!(back_at.is_some(), "traffic did not return to us-east within 15 s of the replicas' restart\n{logs}");
+    assert!(
+        n > 0 && share >= 0.99,
+        "only {:.1}% of {n} requests served by us-west after failover\n{logs}",
+        share * 100.0
+    );
+    assert!(
+        back_at.is_some(),
+        "traffic did not return to us-east within 15 s of the replicas' restart\n{logs}"
+    );
 }

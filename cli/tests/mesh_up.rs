@@ -33,7 +33,10 @@ async fn mesh_up_serves_curl_and_stops_everything_on_sigint() {
         if let Ok(m) = read_manifest(&scratch.0) {
             break m;
         }
-        assert!(started.elapsed() < Duration::from_secs(90), "mesh up did not become ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "mesh up did not become ready"
+        );
         assert!(up.try_wait().unwrap().is_none(), "mesh up exited early");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -47,16 +50,33 @@ async fn mesh_up_serves_curl_and_stops_everything_on_sigint() {
         .expect("curl is installed");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("x-mesh-cluster: us-east"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-mesh-cluster: us-east"),
+        "{text}"
+    );
     assert!(text.contains("cluster=us-east"), "{text}");
 
-    let pids: Vec<u32> = manifest.clusters.iter().flat_map(|c| c.processes.values().filter_map(|p| p.pid)).collect();
+    let pids: Vec<u32> = manifest
+        .clusters
+        .iter()
+        .flat_map(|c| c.processes.values().filter_map(|p| p.pid))
+        .collect();
     assert!(pids.len() >= 18, "{} processes", pids.len());
     send_signal(up.id().unwrap(), Signal::Int).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), up.wait()).await.expect("mesh up exits").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .expect("mesh up exits")
+        .unwrap();
     assert!(status.success(), "{status}");
-    eventually(Duration::from_secs(5), "no child left", || async { pids.iter().all(|p| !alive(*p)) }).await;
-    assert!(read_manifest(&scratch.0).is_err(), "manifest removed on stop");
+    eventually(Duration::from_secs(5), "no child left", || async {
+        pids.iter().all(|p| !alive(*p))
+    })
+    .await;
+    assert!(
+        read_manifest(&scratch.0).is_err(),
+        "manifest removed on stop"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -74,7 +94,10 @@ async fn a_broken_topology_names_file_line_and_field() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("topology.yaml") && err.contains("line 3") && err.contains("replicas"), "{err}");
+    assert!(
+        err.contains("topology.yaml") && err.contains("line 3") && err.contains("replicas"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -82,12 +105,24 @@ async fn a_port_in_use_is_reported_with_component_and_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let out = tokio::process::Command::new(mesh_bin())
-        .args(["demo-app", "--cluster", "us-east", "--replica", "echo-0", "--listen"])
+        .args([
+            "demo-app",
+            "--cluster",
+            "us-east",
+            "--replica",
+            "echo-0",
+            "--listen",
+        ])
         .arg(addr.to_string())
         .output()
         .await
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("demo-app") && err.contains(&addr.to_string()) && err.contains("already in use"), "{err}");
+    assert!(
+        err.contains("demo-app")
+            && err.contains(&addr.to_string())
+            && err.contains("already in use"),
+        "{err}"
+    );
 }

@@ -30,20 +30,27 @@ async fn losing_a_gateway_drops_its_cluster_everywhere_and_it_rejoins() {
     // Make us-east depend on remote clusters: its replicas are gone, us-west is next.
     for r in ["echo-0", "echo-1"] {
         run.set.kill("us-east", r).await.unwrap();
-        run.set.kill("us-east", &format!("sidecar-{r}")).await.unwrap();
+        run.set
+            .kill("us-east", &format!("sidecar-{r}"))
+            .await
+            .unwrap();
     }
     let proxy = run.proxy("us-east");
-    eventually(Duration::from_secs(10), "us-east traffic served by us-west", || async {
-        get(proxy, ANY).await.served_by.as_deref() == Some("us-west")
-    })
+    eventually(
+        Duration::from_secs(10),
+        "us-east traffic served by us-west",
+        || async { get(proxy, ANY).await.served_by.as_deref() == Some("us-west") },
+    )
     .await;
 
     run.set.kill("us-west", "gateway").await.unwrap();
     let killed = std::time::Instant::now();
     for c in ["us-east", "eu-central"] {
-        eventually(Duration::from_secs(5).saturating_sub(killed.elapsed()), &format!("us-west out of {c}'s order"), || async {
-            !in_order(&run.status(c).await, "us-west")
-        })
+        eventually(
+            Duration::from_secs(5).saturating_sub(killed.elapsed()),
+            &format!("us-west out of {c}'s order"),
+            || async { !in_order(&run.status(c).await, "us-west") },
+        )
         .await;
     }
     // Requests that went to us-west now go to eu-central.
@@ -55,14 +62,18 @@ async fn losing_a_gateway_drops_its_cluster_everywhere_and_it_rejoins() {
 
     run.set.restart("us-west", "gateway").await.unwrap();
     for c in ["us-east", "eu-central"] {
-        eventually(Duration::from_secs(15), &format!("us-west back in {c}'s order"), || async {
-            in_order(&run.status(c).await, "us-west")
-        })
+        eventually(
+            Duration::from_secs(15),
+            &format!("us-west back in {c}'s order"),
+            || async { in_order(&run.status(c).await, "us-west") },
+        )
         .await;
     }
-    eventually(Duration::from_secs(15), "us-east traffic back on us-west", || async {
-        get(proxy, ANY).await.served_by.as_deref() == Some("us-west")
-    })
+    eventually(
+        Duration::from_secs(15),
+        "us-east traffic back on us-west",
+        || async { get(proxy, ANY).await.served_by.as_deref() == Some("us-west") },
+    )
     .await;
     run.stop().await;
 }
@@ -77,27 +88,68 @@ async fn sidecars_keep_serving_without_their_controller_and_resubscribe() {
     run.set.kill("us-east", "controller").await.unwrap();
     for _ in 0..20 {
         let a = get(proxy, ANY).await;
-        assert_eq!((a.status, a.served_by.as_deref()), (StatusCode::OK, Some("us-east")), "{}", a.text());
+        assert_eq!(
+            (a.status, a.served_by.as_deref()),
+            (StatusCode::OK, Some("us-east")),
+            "{}",
+            a.text()
+        );
         let a = get(proxy, "http://echo.demo.svc.eu-central.clusterset.local/").await;
-        assert_eq!((a.status, a.served_by.as_deref()), (StatusCode::OK, Some("eu-central")), "{}", a.text());
+        assert_eq!(
+            (a.status, a.served_by.as_deref()),
+            (StatusCode::OK, Some("eu-central")),
+            "{}",
+            a.text()
+        );
     }
     run.set.restart("us-east", "controller").await.unwrap();
     // The sidecars come back: the controller sees the echo replicas register again, and the
     // client sidecar's discovery stream reconnects.
-    let client_admin = run.set.process("us-east", "client").and_then(|p| p.ready.as_ref()).and_then(|r| r.addr("admin")).unwrap();
-    eventually(Duration::from_secs(15), "client sidecar resubscribed", || async {
-        let m = mesh_launcher::admin_client::call(client_admin, http::Method::GET, "/metrics", None).await;
-        m.map(|b| String::from_utf8_lossy(&b).lines().any(|l| l.starts_with("mesh_sidecar_discovery_connected") && l.trim_end().ends_with(" 1")))
+    let client_admin = run
+        .set
+        .process("us-east", "client")
+        .and_then(|p| p.ready.as_ref())
+        .and_then(|r| r.addr("admin"))
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "client sidecar resubscribed",
+        || async {
+            let m = mesh_launcher::admin_client::call(
+                client_admin,
+                http::Method::GET,
+                "/metrics",
+                None,
+            )
+            .await;
+            m.map(|b| {
+                String::from_utf8_lossy(&b).lines().any(|l| {
+                    l.starts_with("mesh_sidecar_discovery_connected")
+                        && l.trim_end().ends_with(" 1")
+                })
+            })
             .unwrap_or(false)
-    })
+        },
+    )
     .await;
-    eventually(Duration::from_secs(15), "echo replicas registered again", || async {
-        let s = run.status("us-east").await;
-        s.services.iter().any(|svc| svc.endpoints.iter().any(|e| e.cluster == "us-east" && e.healthy == 2))
-    })
+    eventually(
+        Duration::from_secs(15),
+        "echo replicas registered again",
+        || async {
+            let s = run.status("us-east").await;
+            s.services.iter().any(|svc| {
+                svc.endpoints
+                    .iter()
+                    .any(|e| e.cluster == "us-east" && e.healthy == 2)
+            })
+        },
+    )
     .await;
     let a = get(proxy, ANY).await;
-    assert_eq!((a.status, a.served_by.as_deref()), (StatusCode::OK, Some("us-east")));
+    assert_eq!(
+        (a.status, a.served_by.as_deref()),
+        (StatusCode::OK, Some("us-east"))
+    );
     run.stop().await;
 }
 
@@ -109,18 +161,28 @@ async fn a_peer_down_longer_than_the_grace_period_is_withdrawn() {
     let mut run = Running::start("stale-peer", topology).await;
     let proxy = run.proxy("us-east");
     let eu = "http://echo.demo.svc.eu-central.clusterset.local/";
-    assert_eq!(get(proxy, eu).await.served_by.as_deref(), Some("eu-central"));
+    assert_eq!(
+        get(proxy, eu).await.served_by.as_deref(),
+        Some("eu-central")
+    );
 
     run.set.kill("eu-central", "gateway").await.unwrap();
-    eventually(Duration::from_secs(15), "eu-central withdrawn in us-east", || async {
-        let s = run.status("us-east").await;
-        let link_withdrawn = s.links.iter().any(|l| l.cluster == "eu-central" && l.state == "withdrawn");
-        let no_endpoints = s
-            .services
-            .iter()
-            .all(|svc| svc.endpoints.iter().all(|e| e.cluster != "eu-central"));
-        link_withdrawn && no_endpoints
-    })
+    eventually(
+        Duration::from_secs(15),
+        "eu-central withdrawn in us-east",
+        || async {
+            let s = run.status("us-east").await;
+            let link_withdrawn = s
+                .links
+                .iter()
+                .any(|l| l.cluster == "eu-central" && l.state == "withdrawn");
+            let no_endpoints = s
+                .services
+                .iter()
+                .all(|svc| svc.endpoints.iter().all(|e| e.cluster != "eu-central"));
+            link_withdrawn && no_endpoints
+        },
+    )
     .await;
     let a = get(proxy, eu).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());

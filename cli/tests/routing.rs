@@ -38,7 +38,11 @@ async fn requests_route_locally_and_across_clusters_with_intact_bodies() {
                 .await
                 .unwrap_or_else(|e| panic!("{proto:?} {size} B: {e}\n{}", run.logs()));
             assert_eq!(a.status, StatusCode::OK, "{proto:?} {size} B: {}", a.text());
-            assert_eq!(a.served_by.as_deref(), Some("eu-central"), "{proto:?} {size} B");
+            assert_eq!(
+                a.served_by.as_deref(),
+                Some("eu-central"),
+                "{proto:?} {size} B"
+            );
             assert_eq!(a.body.len(), size, "{proto:?} {size} B length");
             assert_eq!(sha256(&a.body), digest, "{proto:?} {size} B digest");
         }
@@ -49,7 +53,11 @@ async fn requests_route_locally_and_across_clusters_with_intact_bodies() {
     let a = get(proxy, "http://nosuch.demo.svc.clusterset.local/").await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(a.text().contains("nosuch.demo"), "{}", a.text());
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 
     // A name that is not a mesh name is refused with the accepted forms.
     let a = get(proxy, "http://www.example.com/").await;
@@ -58,7 +66,9 @@ async fn requests_route_locally_and_across_clusters_with_intact_bodies() {
 
     // Malformed HTTP from the app gets a 400.
     let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    tcp.write_all(b"GARBAGE \x01\x02 NOT-HTTP\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GARBAGE \x01\x02 NOT-HTTP\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
     let head = String::from_utf8_lossy(&buf);

@@ -75,7 +75,8 @@ impl AdminServer {
             (&Method::GET, "/metrics") => self.metrics(),
             (_, "/healthz" | "/readyz" | "/metrics") => {
                 let mut rsp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed here");
-                rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+                rsp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
                 rsp
             }
             _ => match &self.routes {
@@ -97,7 +98,10 @@ impl AdminServer {
     fn metrics(&self) -> Response<BoxBody> {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}"));
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics: {e}"),
+            );
         }
         let mut rsp = Response::new(full(out));
         rsp.headers_mut().insert(

@@ -318,7 +318,10 @@ mod tests {
             services: services
                 .iter()
                 .map(|(k, eps)| {
-                    let svc = ExportedService { healthy: true, endpoints: eps.clone() };
+                    let svc = ExportedService {
+                        healthy: true,
+                        endpoints: eps.clone(),
+                    };
                     (k.parse().unwrap(), svc)
                 })
                 .collect(),
@@ -327,8 +330,20 @@ mod tests {
 
     #[test]
     fn diff_then_apply_reaches_the_newer_catalog() {
-        let v1 = catalog(1, &[("echo.demo", vec![ep(1, true)]), ("old.demo", vec![ep(2, true)])]);
-        let v2 = catalog(2, &[("echo.demo", vec![ep(1, true), ep(3, true)]), ("new.demo", vec![])]);
+        let v1 = catalog(
+            1,
+            &[
+                ("echo.demo", vec![ep(1, true)]),
+                ("old.demo", vec![ep(2, true)]),
+            ],
+        );
+        let v2 = catalog(
+            2,
+            &[
+                ("echo.demo", vec![ep(1, true), ep(3, true)]),
+                ("new.demo", vec![]),
+            ],
+        );
         let delta = v1.diff(&v2);
         assert_eq!(delta.removals, vec!["old.demo".parse().unwrap()]);
         assert_eq!(delta.upserts.len(), 2);
@@ -342,9 +357,16 @@ mod tests {
         let mut store = PeerCatalogs::new(DEFAULT_LEASE_GRACE);
         let v1 = catalog(1, &[("echo.demo", vec![ep(1, true)])]);
         let v3 = catalog(3, &[]);
-        let gap = CatalogMessage::Delta { delta: catalog(2, &[]).diff(&v3) };
-        assert!(matches!(store.apply("eu-central", &gap), Err(CatalogError::VersionGap { held: None, .. })));
-        store.apply("eu-central", &CatalogMessage::Snapshot { catalog: v1 }).unwrap();
+        let gap = CatalogMessage::Delta {
+            delta: catalog(2, &[]).diff(&v3),
+        };
+        assert!(matches!(
+            store.apply("eu-central", &gap),
+            Err(CatalogError::VersionGap { held: None, .. })
+        ));
+        store
+            .apply("eu-central", &CatalogMessage::Snapshot { catalog: v1 })
+            .unwrap();
         assert!(matches!(
             store.apply("eu-central", &gap),
             Err(CatalogError::VersionGap { held: Some(1), .. })
@@ -355,8 +377,13 @@ mod tests {
     #[test]
     fn snapshot_from_another_cluster_is_refused() {
         let mut store = PeerCatalogs::new(DEFAULT_LEASE_GRACE);
-        let msg = CatalogMessage::Snapshot { catalog: catalog(1, &[]) };
-        assert!(matches!(store.apply("us-west", &msg), Err(CatalogError::WrongCluster { .. })));
+        let msg = CatalogMessage::Snapshot {
+            catalog: catalog(1, &[]),
+        };
+        assert!(matches!(
+            store.apply("us-west", &msg),
+            Err(CatalogError::WrongCluster { .. })
+        ));
         assert!(store.get("us-west").is_none());
     }
 
@@ -365,7 +392,9 @@ mod tests {
         let t0 = Instant::now();
         let grace = Duration::from_secs(30);
         let mut store = PeerCatalogs::new(grace);
-        let snap = CatalogMessage::Snapshot { catalog: catalog(1, &[("echo.demo", vec![ep(1, true)])]) };
+        let snap = CatalogMessage::Snapshot {
+            catalog: catalog(1, &[("echo.demo", vec![ep(1, true)])]),
+        };
         store.apply("eu-central", &snap).unwrap();
         store.set_link("eu-central", false, t0);
         assert!(store.expire(t0 + Duration::from_secs(29)).is_empty());
@@ -382,7 +411,10 @@ mod tests {
 
     #[test]
     fn healthy_endpoint_count_honours_the_service_verdict() {
-        let mut svc = ExportedService { healthy: true, endpoints: vec![ep(1, true), ep(2, false)] };
+        let mut svc = ExportedService {
+            healthy: true,
+            endpoints: vec![ep(1, true), ep(2, false)],
+        };
         assert_eq!(svc.healthy_endpoints(), 1);
         svc.healthy = false;
         assert_eq!(svc.healthy_endpoints(), 0);
@@ -392,8 +424,11 @@ mod tests {
     fn messages_have_a_stable_json_form() {
         let json = serde_json::to_value(CatalogMessage::ResyncRequest).unwrap();
         assert_eq!(json, serde_json::json!({"type": "resync_request"}));
-        let snap = CatalogMessage::Snapshot { catalog: catalog(4, &[("echo.demo", vec![ep(9, true)])]) };
-        let back: CatalogMessage = serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
+        let snap = CatalogMessage::Snapshot {
+            catalog: catalog(4, &[("echo.demo", vec![ep(9, true)])]),
+        };
+        let back: CatalogMessage =
+            serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
         assert_eq!(back, snap);
     }
 }

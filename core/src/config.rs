@@ -187,7 +187,10 @@ impl Topology {
                     return Err(invalid(
                         r.referenced.line(),
                         "region_priority",
-                        format!("`{}` is this cluster's own region; list only other regions", r.value),
+                        format!(
+                            "`{}` is this cluster's own region; list only other regions",
+                            r.value
+                        ),
                     ));
                 }
             }
@@ -287,9 +290,15 @@ lease_grace_ms: 5000
     #[test]
     fn semantic_errors_name_file_line_and_field() {
         let e = err("clusters:\n  - name: a\n  - name: a\n");
-        assert!(e.contains("topo.yaml: line 3: field `name`") && e.contains("declared twice"), "{e}");
+        assert!(
+            e.contains("topo.yaml: line 3: field `name`") && e.contains("declared twice"),
+            "{e}"
+        );
         let e = err("clusters:\n  - name: a\n    region_priority:\n      - mars\n");
-        assert!(e.contains("line 4: field `region_priority`") && e.contains("mars"), "{e}");
+        assert!(
+            e.contains("line 4: field `region_priority`") && e.contains("mars"),
+            "{e}"
+        );
         let e = err("clusters:\n  - name: a\n    echo_replicas: 0\n");
         assert!(e.contains("line 3: field `echo_replicas`"), "{e}");
         let e = err("clusters:\n  - name: Bad_Name\n");
@@ -305,6 +314,11 @@ lease_grace_ms: 5000
         let t = Topology::default_set();
         let names: Vec<_> = t.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["us-east", "us-west", "eu-central"]);
-        assert!(t.with_ephemeral_ports().clusters.iter().all(|c| c.client_port.is_none()));
+        assert!(
+            t.with_ephemeral_ports()
+                .clusters
+                .iter()
+                .all(|c| c.client_port.is_none())
+        );
     }
 }

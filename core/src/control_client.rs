@@ -19,7 +19,10 @@ use tokio_rustls::TlsConnector;
 
 use crate::api::{ALPN_H2, CsrRequest, CsrResponse, PATH_CERTIFICATES};
 use crate::http::{BoxBody, empty, full};
-use crate::identity::{CaError, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadCsr, WorkloadIdentity, client_config};
+use crate::identity::{
+    CaError, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadCsr, WorkloadIdentity,
+    client_config,
+};
 
 /// Bound on connecting (TCP and TLS) to the controller: it is on the same network, so a slow
 /// connect means it is down, and callers have a last snapshot to fall back on.
@@ -77,7 +80,9 @@ pub struct ControlClient {
 
 impl std::fmt::Debug for ControlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlClient").field("addr", &self.addr).finish()
+        f.debug_struct("ControlClient")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -106,8 +111,10 @@ impl ControlClient {
             .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(
-                serde_json::to_vec(&CsrRequest { csr_pem: csr.csr_pem.clone() })
-                    .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?,
+                serde_json::to_vec(&CsrRequest {
+                    csr_pem: csr.csr_pem.clone(),
+                })
+                .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?,
             ))
             .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?;
         let bytes = anonymous.call(PATH_CERTIFICATES, req).await?;
@@ -166,8 +173,11 @@ impl ControlClient {
                 .map_err(|e| self.connect_error(format!("TLS handshake failed: {e}")))?;
             let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                // Pings even while idle: a dead controller is noticed within ~10 s although a
+                // snapshot stream would otherwise wait on it forever.
                 .keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
                 .handshake(TokioIo::new(tls))
                 .await
                 .map_err(|e| self.connect_error(e))?;

@@ -86,7 +86,9 @@ pub enum NameError {
     )]
     Malformed(String),
     /// A label that is not a DNS label (lowercase letters, digits, '-', at most 63).
-    #[error("`{0}` is not a valid DNS label (lowercase letters, digits and '-', 1 to 63 characters)")]
+    #[error(
+        "`{0}` is not a valid DNS label (lowercase letters, digits and '-', 1 to 63 characters)"
+    )]
     BadLabel(String),
 }
 
@@ -108,7 +110,9 @@ pub fn check_label(label: &str) -> Result<(), NameError> {
 
 /// Maps an HTTP authority (host, optionally with a port) to a destination.
 pub fn parse_authority(authority: &str) -> Result<Destination, NameError> {
-    let host = strip_port(authority).trim_end_matches('.').to_ascii_lowercase();
+    let host = strip_port(authority)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let malformed = || NameError::Malformed(authority.to_string());
     let labels: Vec<&str> = host.split('.').collect();
     let (name, ns, cluster) = match labels.as_slice() {
@@ -161,7 +165,14 @@ mod tests {
 
     #[test]
     fn other_names_are_refused_with_the_forms_listed() {
-        for a in ["www.example.com:80", "echo", "a.b.c", "echo.demo.svc", "127.0.0.1:80", ""] {
+        for a in [
+            "www.example.com:80",
+            "echo",
+            "a.b.c",
+            "echo.demo.svc",
+            "127.0.0.1:80",
+            "",
+        ] {
             let err = parse_authority(a).unwrap_err();
             assert!(err.to_string().contains("clusterset.local"), "{a}: {err}");
         }

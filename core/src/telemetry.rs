@@ -44,7 +44,9 @@ pub async fn bind_tcp(
 /// The [`BindError`] for an I/O error while binding.
 pub fn bind_error(component: &str, role: &str, addr: SocketAddr, e: &std::io::Error) -> BindError {
     let reason = match e.kind() {
-        std::io::ErrorKind::AddrInUse => "the port is already in use by another process".to_string(),
+        std::io::ErrorKind::AddrInUse => {
+            "the port is already in use by another process".to_string()
+        }
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => e.to_string(),
     };

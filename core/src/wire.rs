@@ -163,7 +163,11 @@ impl StreamHeader {
         let endpoint = if endpoint.is_empty() {
             None
         } else {
-            Some(endpoint.parse().map_err(|_| HeaderError::BadField("endpoint"))?)
+            Some(
+                endpoint
+                    .parse()
+                    .map_err(|_| HeaderError::BadField("endpoint"))?,
+            )
         };
         if kind == StreamKind::Tunnel && endpoint.is_none() {
             return Err(HeaderError::BadField("endpoint"));
@@ -299,7 +303,8 @@ mod tests {
     use super::*;
 
     fn tunnel() -> StreamHeader {
-        let mut h = StreamHeader::tunnel("eu-central", "echo.demo", "10.1.2.3:15006".parse().unwrap());
+        let mut h =
+            StreamHeader::tunnel("eu-central", "echo.demo", "10.1.2.3:15006".parse().unwrap());
         h.trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into();
         h
     }
@@ -321,14 +326,26 @@ mod tests {
 
         let mut bad_version = good.clone();
         bad_version[4] = 9;
-        assert_eq!(StreamHeader::decode(&bad_version), Err(HeaderError::UnsupportedVersion(9)));
+        assert_eq!(
+            StreamHeader::decode(&bad_version),
+            Err(HeaderError::UnsupportedVersion(9))
+        );
 
         let mut oversized = good.clone();
         oversized[5..7].copy_from_slice(&5000u16.to_be_bytes());
-        assert_eq!(StreamHeader::decode(&oversized), Err(HeaderError::TooLarge(5000)));
+        assert_eq!(
+            StreamHeader::decode(&oversized),
+            Err(HeaderError::TooLarge(5000))
+        );
 
-        assert_eq!(StreamHeader::decode(&good[..good.len() - 1]), Err(HeaderError::Truncated));
-        assert_eq!(StreamHeader::decode(&good[..3]), Err(HeaderError::Truncated));
+        assert_eq!(
+            StreamHeader::decode(&good[..good.len() - 1]),
+            Err(HeaderError::Truncated)
+        );
+        assert_eq!(
+            StreamHeader::decode(&good[..3]),
+            Err(HeaderError::Truncated)
+        );
 
         let mut trailing = good.clone();
         trailing.push(0);
@@ -338,7 +355,10 @@ mod tests {
 
         let mut kind = good.clone();
         kind[PREFIX_LEN] = 7;
-        assert_eq!(StreamHeader::decode(&kind), Err(HeaderError::UnknownKind(7)));
+        assert_eq!(
+            StreamHeader::decode(&kind),
+            Err(HeaderError::UnknownKind(7))
+        );
     }
 
     #[test]
@@ -346,13 +366,19 @@ mod tests {
         let mut h = tunnel();
         h.endpoint = None;
         let bytes = h.encode().unwrap();
-        assert_eq!(StreamHeader::decode(&bytes), Err(HeaderError::BadField("endpoint")));
+        assert_eq!(
+            StreamHeader::decode(&bytes),
+            Err(HeaderError::BadField("endpoint"))
+        );
 
         let mut body = vec![1u8];
         for s in ["c", "s", "not-an-address", ""] {
             put_str8(&mut body, "x", s).unwrap();
         }
-        assert_eq!(StreamHeader::decode_body(&body), Err(HeaderError::BadField("endpoint")));
+        assert_eq!(
+            StreamHeader::decode_body(&body),
+            Err(HeaderError::BadField("endpoint"))
+        );
     }
 
     #[test]
@@ -366,11 +392,17 @@ mod tests {
     fn replies_round_trip() {
         for r in [
             TunnelReply::Accepted,
-            TunnelReply::Refused(TunnelRefusal::NotExported, "10.0.0.1:1 is not exported".into()),
+            TunnelReply::Refused(
+                TunnelRefusal::NotExported,
+                "10.0.0.1:1 is not exported".into(),
+            ),
         ] {
             let bytes = r.encode();
             let len = bytes[1] as usize;
-            assert_eq!(TunnelReply::decode(bytes[0], &bytes[2..2 + len]).unwrap(), r);
+            assert_eq!(
+                TunnelReply::decode(bytes[0], &bytes[2..2 + len]).unwrap(),
+                r
+            );
         }
         assert!(TunnelReply::decode(200, b"").is_err());
         let long = TunnelReply::Refused(TunnelRefusal::Other, "é".repeat(200)).encode();

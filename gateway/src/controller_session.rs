@@ -11,7 +11,7 @@ use mesh_core::api::{GatewaySnapshot, PATH_FEDERATION, PATH_GATEWAY_REPORT, PATH
 use mesh_core::catalog::CatalogMessage;
 use mesh_core::control_client::ControlError;
 
-use crate::controller_client::ControllerClient;
+use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{SpiffeId, TrustBundle, WorkloadIdentity, default_trust_domain};
 use tokio::sync::watch;
 
@@ -33,12 +33,12 @@ pub(crate) async fn bootstrap(
     cluster: &str,
     ca_pem: &str,
     token: &str,
-) -> Result<(Arc<ControllerClient>, WorkloadIdentity, TrustBundle), GatewayError> {
+) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), GatewayError> {
     let id = SpiffeId::gateway(&default_trust_domain(cluster));
     let mut backoff = Backoff::new(Duration::from_millis(100), MAX_CONTROLLER_BACKOFF);
     let mut attempts = 0u32;
     loop {
-        match ControllerClient::bootstrap(controller, cluster, ca_pem, token, &id).await {
+        match ControlClient::bootstrap(controller, cluster, ca_pem, token, &id).await {
             Ok(x) => {
                 tracing::info!(%id, %controller, "gateway identity obtained");
                 return Ok(x);
@@ -57,7 +57,7 @@ pub(crate) async fn bootstrap(
 
 /// Follows the controller's snapshot stream forever, publishing each snapshot into `tx`.
 pub(crate) async fn follow_snapshots(
-    client: Arc<ControllerClient>,
+    client: Arc<ControlClient>,
     cluster: String,
     tx: watch::Sender<Option<GatewaySnapshot>>,
 ) {
@@ -105,7 +105,7 @@ pub(crate) async fn follow_snapshots(
 }
 
 /// Sends the gateway report every [`REPORT_INTERVAL`] and at once on every link change.
-pub(crate) async fn report_loop(client: Arc<ControllerClient>, board: LinkBoard) {
+pub(crate) async fn report_loop(client: Arc<ControlClient>, board: LinkBoard) {
     let mut changes = board.changes();
     let mut tick = tokio::time::interval(REPORT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,7 +143,7 @@ pub(crate) async fn report_loop(client: Arc<ControllerClient>, board: LinkBoard)
 /// Delivers peers' catalog messages to the controller's federation endpoint.
 pub(crate) struct FederationSink {
     /// The controller client.
-    pub client: Arc<ControllerClient>,
+    pub client: Arc<ControlClient>,
 }
 
 impl CatalogSink for FederationSink {

@@ -19,7 +19,6 @@ mod catalog_frame;
 mod catalog_sink;
 mod connect_request;
 mod control_stream;
-mod controller_client;
 mod controller_session;
 mod error;
 mod export_policy;

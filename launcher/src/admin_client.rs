@@ -78,9 +78,10 @@ pub async fn call(
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| connect_err(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, BoxBody>(TokioIo::new(tcp))
-            .await
-            .map_err(|e| connect_err(&e))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, BoxBody>(TokioIo::new(tcp))
+                .await
+                .map_err(|e| connect_err(&e))?;
         tokio::spawn(conn);
         let req = Request::builder()
             .method(method.clone())
@@ -89,7 +90,10 @@ pub async fn call(
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.map(full).unwrap_or_else(empty))
             .map_err(|e| connect_err(&e))?;
-        let rsp = sender.send_request(req).await.map_err(|e| connect_err(&e))?;
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| connect_err(&e))?;
         let status = rsp.status();
         let bytes = read_body(rsp.into_body(), MAX_ANSWER)
             .await

@@ -52,7 +52,11 @@ pub enum CaOutcome {
 }
 
 /// Creates `<cluster_dir>/ca.crt`, `ca.key` and `join-token` unless they exist (or `force`).
-pub fn ensure_cluster_ca(cluster: &str, cluster_dir: &Path, force: bool) -> Result<CaOutcome, CaCommandError> {
+pub fn ensure_cluster_ca(
+    cluster: &str,
+    cluster_dir: &Path,
+    force: bool,
+) -> Result<CaOutcome, CaCommandError> {
     mesh_core::names::check_label(cluster)?;
     let token_path = cluster_dir.join(JOIN_TOKEN_FILE);
     if !force && ClusterCa::exists_in(cluster_dir) && token_path.exists() {

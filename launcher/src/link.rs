@@ -14,7 +14,10 @@ pub async fn link_info(admin: SocketAddr, wait: Duration) -> Result<LinkInfo, Ad
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match admin_client::get_json::<LinkInfo>(admin, PATH_LINK_INFO).await {
-            Err(e) if e.status() == Some(StatusCode::SERVICE_UNAVAILABLE) && tokio::time::Instant::now() < deadline => {
+            Err(e)
+                if e.status() == Some(StatusCode::SERVICE_UNAVAILABLE)
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             other => return other,
@@ -24,7 +27,11 @@ pub async fn link_info(admin: SocketAddr, wait: Duration) -> Result<LinkInfo, Ad
 
 /// Links the clusters whose controllers' admin APIs are at `a` and `b`, both directions.
 /// Returns their names.
-pub async fn link_pair(a: SocketAddr, b: SocketAddr, wait: Duration) -> Result<(String, String), AdminError> {
+pub async fn link_pair(
+    a: SocketAddr,
+    b: SocketAddr,
+    wait: Duration,
+) -> Result<(String, String), AdminError> {
     let info_a = link_info(a, wait).await?;
     let info_b = link_info(b, wait).await?;
     admin_client::send_json(a, Method::POST, PATH_LINKS, &info_b).await?;
@@ -37,7 +44,8 @@ pub async fn unlink_pair(a: SocketAddr, b: SocketAddr) -> Result<(String, String
     let info_a = admin_client::get_json::<LinkInfo>(a, PATH_LINK_INFO).await?;
     let info_b = admin_client::get_json::<LinkInfo>(b, PATH_LINK_INFO).await?;
     for (admin, peer) in [(a, &info_b.cluster), (b, &info_a.cluster)] {
-        match admin_client::call(admin, Method::DELETE, &format!("{PATH_LINKS}/{peer}"), None).await {
+        match admin_client::call(admin, Method::DELETE, &format!("{PATH_LINKS}/{peer}"), None).await
+        {
             Ok(_) => {}
             Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
             Err(e) => return Err(e),
@@ -45,4 +53,3 @@ pub async fn unlink_pair(a: SocketAddr, b: SocketAddr) -> Result<(String, String
     }
     Ok((info_a.cluster, info_b.cluster))
 }
-

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::ControlClient;
 use http::Method;
 use mesh_core::api::PATH_BREAKER_REPORTS;
+use mesh_core::control_client::ControlClient;
 
 use crate::state::{SidecarState, now};
 

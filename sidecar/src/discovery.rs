@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::ControlClient;
 use mesh_core::api::{PATH_DISCOVERY, SidecarSnapshot};
+use mesh_core::control_client::ControlClient;
 use rand::Rng;
 
 use crate::state::SidecarState;

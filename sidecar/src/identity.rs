@@ -8,7 +8,7 @@ use std::time::Duration;
 use mesh_core::api::ALPN_H2;
 use mesh_core::control_client::ControlError;
 
-use crate::control::ControlClient;
+use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{
     SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadIdentity, client_config,
     default_trust_domain, server_config,

@@ -11,13 +11,12 @@
 //! (the gateway does), or implement the pure traffic logic (`mesh-core` does). The core of the
 //! sidecar, [`state::SidecarState`], runs without a controller: tests push snapshots into it;
 //! [`discovery`], [`registration`] and [`breaker_reports`] connect it to the controller through
-//! [`control::ControlClient`].
+//! [`mesh_core::control_client::ControlClient`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod args;
 pub mod breaker_reports;
-pub mod control;
 pub mod discovery;
 pub mod error;
 pub mod headers;
@@ -176,7 +175,7 @@ pub async fn run_until(
 async fn stop(
     mut tasks: JoinSet<()>,
     heartbeat: Option<tokio::task::AbortHandle>,
-    client: &control::ControlClient,
+    client: &mesh_core::control_client::ControlClient,
     config: &SidecarConfig,
 ) {
     if let Some(heartbeat) = heartbeat {

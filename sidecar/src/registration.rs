@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::ControlClient;
 use http::Method;
 use mesh_core::admin::Readiness;
 use mesh_core::api::{PATH_WORKLOADS, WorkloadRegistration};
+use mesh_core::control_client::ControlClient;
 use tokio::sync::watch;
 
 /// How often the app is checked: a dead app is out of rotation within about a second.

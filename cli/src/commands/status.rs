@@ -29,7 +29,9 @@ pub struct StatusArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     /// No addresses given and no running cluster-set found.
-    #[error("no --admin given and no running cluster-set in {0} ({1}); start one with `mesh up` or pass --admin")]
+    #[error(
+        "no --admin given and no running cluster-set in {0} ({1}); start one with `mesh up` or pass --admin"
+    )]
     NoClusterSet(PathBuf, String),
     /// A controller could not be asked.
     #[error(transparent)]
@@ -41,7 +43,11 @@ pub async fn collect(args: &StatusArgs) -> Result<Vec<ControllerStatus>, StatusE
     let admins = if args.admins.is_empty() {
         let manifest = read_manifest(&args.state_dir)
             .map_err(|e| StatusError::NoClusterSet(args.state_dir.clone(), e.to_string()))?;
-        manifest.clusters.iter().filter_map(|c| c.controller_admin).collect()
+        manifest
+            .clusters
+            .iter()
+            .filter_map(|c| c.controller_admin)
+            .collect()
     } else {
         args.admins.clone()
     };
@@ -53,20 +59,28 @@ pub async fn collect(args: &StatusArgs) -> Result<Vec<ControllerStatus>, StatusE
 }
 
 fn ms(rtt: Option<f64>) -> String {
-    rtt.map(|s| format!("{:.1}ms", s * 1000.0)).unwrap_or_else(|| "-".into())
+    rtt.map(|s| format!("{:.1}ms", s * 1000.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// Renders statuses as tables for people.
 pub fn render(statuses: &[ControllerStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "LINKS");
-    let _ = writeln!(out, "{:<14} {:<14} {:<10} {:<10} {:>9} {:>6}  CATALOG", "CLUSTER", "PEER", "PEER-REGION", "STATE", "RTT", "LOSS");
+    let _ = writeln!(
+        out,
+        "{:<14} {:<14} {:<10} {:<10} {:>9} {:>6}  CATALOG",
+        "CLUSTER", "PEER", "PEER-REGION", "STATE", "RTT", "LOSS"
+    );
     for s in statuses {
         if s.links.is_empty() {
             let _ = writeln!(out, "{:<14} {:<14}", s.cluster, "(no links)");
         }
         for l in &s.links {
-            let catalog = l.catalog_version.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into());
+            let catalog = l
+                .catalog_version
+                .map(|v| format!("v{v}"))
+                .unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
                 "{:<14} {:<14} {:<10} {:<10} {:>9} {:>5.1}%  {}{}",
@@ -77,15 +91,26 @@ pub fn render(statuses: &[ControllerStatus]) -> String {
                 ms(l.rtt_seconds),
                 l.loss * 100.0,
                 catalog,
-                l.last_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default()
+                l.last_error
+                    .as_deref()
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
             );
         }
         if !s.gateway_connected {
-            let _ = writeln!(out, "{:<14} gateway has not reported recently: every link counts as down", s.cluster);
+            let _ = writeln!(
+                out,
+                "{:<14} gateway has not reported recently: every link counts as down",
+                s.cluster
+            );
         }
     }
     let _ = writeln!(out, "\nSERVICES (as routed from each cluster)");
-    let _ = writeln!(out, "{:<14} {:<16} {:<9} {:<44} {:<30} BREAKERS", "FROM", "SERVICE", "FAILOVER", "LOCALITY ORDER (health)", "ENDPOINTS healthy/total");
+    let _ = writeln!(
+        out,
+        "{:<14} {:<16} {:<9} {:<44} {:<30} BREAKERS",
+        "FROM", "SERVICE", "FAILOVER", "LOCALITY ORDER (health)", "ENDPOINTS healthy/total"
+    );
     for s in statuses {
         for svc in &s.services {
             let order = svc
@@ -113,9 +138,17 @@ pub fn render(statuses: &[ControllerStatus]) -> String {
                 s.cluster,
                 svc.service.to_string(),
                 if svc.failover_active { "ACTIVE" } else { "no" },
-                if order.is_empty() { "(no reachable locality)".to_string() } else { order },
+                if order.is_empty() {
+                    "(no reachable locality)".to_string()
+                } else {
+                    order
+                },
                 endpoints,
-                if breakers.is_empty() { "all closed".to_string() } else { breakers }
+                if breakers.is_empty() {
+                    "all closed".to_string()
+                } else {
+                    breakers
+                }
             );
         }
     }
@@ -126,7 +159,10 @@ pub fn render(statuses: &[ControllerStatus]) -> String {
 pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
     let statuses = collect(&args).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&statuses).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).unwrap_or_default()
+        );
     } else {
         print!("{}", render(&statuses));
     }

@@ -33,7 +33,9 @@ pub enum UpError {
     #[error(transparent)]
     Launch(#[from] LaunchError),
     /// Another `mesh up` runs in the same state directory.
-    #[error("a cluster-set is already running from {0} (mesh up pid {1}); stop it first or use another --state-dir")]
+    #[error(
+        "a cluster-set is already running from {0} (mesh up pid {1}); stop it first or use another --state-dir"
+    )]
     AlreadyRunning(PathBuf, u32),
     /// The running binary could not be found.
     #[error("cannot find the mesh binary to start components: {0}")]
@@ -59,7 +61,12 @@ pub async fn run(args: UpArgs) -> Result<(), UpError> {
     eprintln!(
         "mesh: starting {} clusters ({}), state in {}",
         topology.clusters.len(),
-        topology.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+        topology
+            .clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         args.state_dir.display()
     );
     let mut set = ClusterSet::start(&topology, &args.state_dir, &mesh_bin).await?;
@@ -74,14 +81,38 @@ pub async fn run(args: UpArgs) -> Result<(), UpError> {
 fn instructions(set: &ClusterSet, state_dir: &std::path::Path) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("mesh: the cluster-set is up and linked.\n");
-    let first = set.clusters.first().map(|c| c.spec.name.clone()).unwrap_or_default();
-    let last = set.clusters.last().map(|c| c.spec.name.clone()).unwrap_or_default();
+    let first = set
+        .clusters
+        .first()
+        .map(|c| c.spec.name.clone())
+        .unwrap_or_default();
+    let last = set
+        .clusters
+        .last()
+        .map(|c| c.spec.name.clone())
+        .unwrap_or_default();
     for c in &set.clusters {
-        let proxy = c.client_proxy().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
-        let admin = c.controller_admin().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
-        let _ = writeln!(out, "\n{} (region {}), controller admin http://{admin}", c.spec.name, c.spec.region);
-        let _ = writeln!(out, "  curl -x http://{proxy} http://echo.demo.svc.clusterset.local/");
-        let _ = writeln!(out, "  curl -x http://{proxy} http://echo.demo.svc.{last}.clusterset.local/");
+        let proxy = c
+            .client_proxy()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "?".into());
+        let admin = c
+            .controller_admin()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            out,
+            "\n{} (region {}), controller admin http://{admin}",
+            c.spec.name, c.spec.region
+        );
+        let _ = writeln!(
+            out,
+            "  curl -x http://{proxy} http://echo.demo.svc.clusterset.local/"
+        );
+        let _ = writeln!(
+            out,
+            "  curl -x http://{proxy} http://echo.demo.svc.{last}.clusterset.local/"
+        );
     }
     let pids: Vec<String> = set
         .cluster(&first)

@@ -1,6 +1,10 @@
 //! `mesh demo-app`: the demo `echo` service. It answers with the cluster and replica that served
 //! the request and echoes request bodies byte for byte (streamed, never buffered whole), so
-//! failover is visible by hand and body integrity can be checked by digest.
+//! failover is visible by hand and body integrity can be checked by digest: a request with
+//! `x-echo-digest: sha256` gets `x-echo-body-sha256` (the digest of the body the app received;
+//! such bodies, up to 8 MiB, are buffered). Its admin port can inject faults (see [`faults`]).
+
+pub mod faults;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,17 +15,24 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use mesh_core::admin::{AdminServer, Readiness, serve_http};
 use mesh_core::api::ReadyFile;
-use mesh_core::http::{BoxBody, text};
+use mesh_core::http::{BoxBody, full, read_body, text};
 use mesh_core::telemetry::{BindError, bind_tcp, shutdown_signal};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
 
 /// Response header naming the cluster of the replica that answered.
 pub const HEADER_ECHO_CLUSTER: &str = "x-echo-cluster";
 /// Response header naming the replica that answered.
 pub const HEADER_ECHO_REPLICA: &str = "x-echo-replica";
+/// Request header asking for the digest of the received body (value `sha256`).
+pub const HEADER_ECHO_DIGEST: &str = "x-echo-digest";
+/// Response header with the hex SHA-256 of the body the app received.
+pub const HEADER_ECHO_BODY_SHA256: &str = "x-echo-body-sha256";
+/// Largest body buffered to digest it; larger ones are refused with 413 when a digest is asked.
+const MAX_DIGEST_BODY: usize = 8 * 1024 * 1024;
 
 /// Arguments of `mesh demo-app`.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,7 +46,8 @@ pub struct DemoAppArgs {
     /// Plain HTTP/1.1 and HTTP/2 (prior knowledge) listener for requests.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Admin listener (`/healthz`, `/readyz`, `/metrics`).
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`, and `/v1/faults` to inject 500s or
+    /// latency for a share of requests).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
     /// Write the bound addresses here once listening.
@@ -71,25 +83,49 @@ struct DemoApp {
     replica: HeaderValue,
     greeting: String,
     requests: Family<RequestLabels, Counter>,
+    faults: faults::Faults,
 }
 
 impl DemoApp {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
         let method = req.method().clone();
-        let mut rsp = if method == Method::GET || method == Method::HEAD {
+        let fault = self.faults.decide();
+        if !fault.delay.is_zero() {
+            tokio::time::sleep(fault.delay).await;
+        }
+        let wants_digest = req
+            .headers()
+            .get(HEADER_ECHO_DIGEST)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"sha256"));
+        let mut rsp = if fault.fail {
+            text(StatusCode::INTERNAL_SERVER_ERROR, "injected fault")
+        } else if method == Method::GET || method == Method::HEAD {
             text(StatusCode::OK, self.greeting.clone())
+        } else if wants_digest {
+            // Buffered so the digest can go in a header before the body.
+            match read_body(req.into_body(), MAX_DIGEST_BODY).await {
+                Ok(body) => {
+                    let digest = hex::encode(Sha256::digest(&body));
+                    let mut rsp = Response::new(full(body));
+                    if let Ok(v) = HeaderValue::from_str(&digest) {
+                        rsp.headers_mut().insert(HEADER_ECHO_BODY_SHA256, v);
+                    }
+                    octet_stream(&mut rsp);
+                    rsp
+                }
+                Err(e) => e.response(),
+            }
         } else {
             // Echo the body as it arrives: a 64 MiB upload streams through in constant memory.
             let body = req.into_body().map_err(|e| e.into()).boxed();
             let mut rsp = Response::new(body);
-            rsp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+            octet_stream(&mut rsp);
             rsp
         };
-        rsp.headers_mut().insert(HEADER_ECHO_CLUSTER, self.cluster.clone());
-        rsp.headers_mut().insert(HEADER_ECHO_REPLICA, self.replica.clone());
+        rsp.headers_mut()
+            .insert(HEADER_ECHO_CLUSTER, self.cluster.clone());
+        rsp.headers_mut()
+            .insert(HEADER_ECHO_REPLICA, self.replica.clone());
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
@@ -100,12 +136,24 @@ impl DemoApp {
     }
 }
 
+fn octet_stream(rsp: &mut Response<BoxBody>) {
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+}
+
 /// Runs the demo app until SIGINT or SIGTERM.
 pub async fn run(args: DemoAppArgs) -> Result<(), DemoAppError> {
-    let header = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let header =
+        |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let mut registry = Registry::with_prefix("mesh_demo_app");
     let requests = Family::<RequestLabels, Counter>::default();
-    registry.register("requests", "Requests answered, by method and status", requests.clone());
+    registry.register(
+        "requests",
+        "Requests answered, by method and status",
+        requests.clone(),
+    );
     let app = Arc::new(DemoApp {
         cluster: header(&args.cluster),
         replica: header(&args.replica),
@@ -114,13 +162,19 @@ pub async fn run(args: DemoAppArgs) -> Result<(), DemoAppError> {
             args.cluster, args.replica
         ),
         requests,
+        faults: faults::Faults::default(),
     });
+    let fault_routes: Arc<dyn mesh_core::admin::AdminRoutes> = Arc::new(app.faults.clone());
     let listener = bind_tcp("demo-app", "http", args.listen).await?;
     let admin_listener = bind_tcp("demo-app", "admin", args.admin).await?;
     let readiness = Readiness::default();
-    let admin = AdminServer::new(Arc::new(registry), readiness.clone(), None);
-    let http_addr = listener.local_addr().map_err(|e| mesh_core::telemetry::bind_error("demo-app", "http", args.listen, &e))?;
-    let admin_addr = admin_listener.local_addr().map_err(|e| mesh_core::telemetry::bind_error("demo-app", "admin", args.admin, &e))?;
+    let admin = AdminServer::new(Arc::new(registry), readiness.clone(), Some(fault_routes));
+    let http_addr = listener
+        .local_addr()
+        .map_err(|e| mesh_core::telemetry::bind_error("demo-app", "http", args.listen, &e))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| mesh_core::telemetry::bind_error("demo-app", "admin", args.admin, &e))?;
     let serving = tokio::spawn(serve_http(listener, move |req| app.clone().handle(req)));
     let admin_task = tokio::spawn(admin.serve(admin_listener));
     readiness.set(true);
@@ -128,10 +182,19 @@ pub async fn run(args: DemoAppArgs) -> Result<(), DemoAppError> {
         let ready = ReadyFile {
             component: "demo-app".into(),
             cluster: args.cluster.clone(),
-            addrs: [("listen".to_string(), http_addr), ("admin".to_string(), admin_addr)].into(),
+            addrs: [
+                ("listen".to_string(), http_addr),
+                ("admin".to_string(), admin_addr),
+            ]
+            .into(),
             pid: std::process::id(),
         };
-        ready.write(path).map_err(|source| DemoAppError::ReadyFile { path: path.clone(), source })?;
+        ready
+            .write(path)
+            .map_err(|source| DemoAppError::ReadyFile {
+                path: path.clone(),
+                source,
+            })?;
     }
     tracing::info!(%http_addr, %admin_addr, replica = %args.replica, "demo app serving");
     shutdown_signal().await;

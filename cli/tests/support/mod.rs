@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_launcher::cluster_set::ClusterSet;
 use mesh_core::config::Topology;
+use mesh_launcher::cluster_set::ClusterSet;
 use sha2::{Digest, Sha256};
 
 /// A unique scratch directory, removed on drop.
@@ -63,11 +63,17 @@ impl Running {
     }
 
     pub fn proxy(&self, cluster: &str) -> SocketAddr {
-        self.set.cluster(cluster).and_then(|c| c.client_proxy()).expect("client proxy")
+        self.set
+            .cluster(cluster)
+            .and_then(|c| c.client_proxy())
+            .expect("client proxy")
     }
 
     pub fn admin(&self, cluster: &str) -> SocketAddr {
-        self.set.cluster(cluster).and_then(|c| c.controller_admin()).expect("controller admin")
+        self.set
+            .cluster(cluster)
+            .and_then(|c| c.controller_admin())
+            .expect("controller admin")
     }
 
     pub async fn status(&self, cluster: &str) -> mesh_core::api::ControllerStatus {
@@ -81,7 +87,11 @@ impl Running {
         let mut out = String::new();
         for c in &self.set.clusters {
             for (name, p) in &c.processes {
-                out.push_str(&format!("--- {}/{name}\n{}\n", c.spec.name, mesh_launcher::cluster_set::log_tail(&p.log, 15)));
+                out.push_str(&format!(
+                    "--- {}/{name}\n{}\n",
+                    c.spec.name,
+                    mesh_launcher::cluster_set::log_tail(&p.log, 15)
+                ));
             }
         }
         out
@@ -115,8 +125,16 @@ pub enum Proto {
 }
 
 /// Sends one request to `url` through the sidecar proxy at `proxy`.
-pub async fn send(proxy: SocketAddr, proto: Proto, method: &str, url: &str, body: Bytes) -> Result<Answer, String> {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+pub async fn send(
+    proxy: SocketAddr,
+    proto: Proto,
+    method: &str,
+    url: &str,
+    body: Bytes,
+) -> Result<Answer, String> {
+    let tcp = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| e.to_string())?;
     let req = Request::builder()
         .method(method)
         .uri(url)
@@ -124,28 +142,48 @@ pub async fn send(proxy: SocketAddr, proto: Proto, method: &str, url: &str, body
         .map_err(|e| e.to_string())?;
     let rsp = match proto {
         Proto::Http1 => {
-            let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            s.send_request(req).await.map_err(|e| e.to_string())?
-        }
-        Proto::Http2 => {
-            let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             s.send_request(req).await.map_err(|e| e.to_string())?
         }
+        Proto::Http2 => {
+            let (mut s, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            s.send_request(req).await.map_err(|e| e.to_string())?
+        }
     };
     let status = rsp.status();
-    let header = |name: &str| rsp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        rsp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let served_by = header(mesh_core::api::HEADER_SERVED_BY_CLUSTER);
     let mesh_error = header(mesh_core::api::HEADER_MESH_ERROR);
-    let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer { status, served_by, mesh_error, body })
+    let body = rsp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        served_by,
+        mesh_error,
+        body,
+    })
 }
 
 pub async fn get(proxy: SocketAddr, url: &str) -> Answer {
-    send(proxy, Proto::Http1, "GET", url, Bytes::new()).await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    send(proxy, Proto::Http1, "GET", url, Bytes::new())
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 pub fn sha256(b: &[u8]) -> String {
@@ -160,7 +198,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -197,7 +238,11 @@ impl Load {
                 let (o, url) = (o.clone(), url.clone());
                 inflight.spawn(async move {
                     let sent_at = Instant::now();
-                    let r = tokio::time::timeout(Duration::from_secs(10), send(proxy, Proto::Http1, "GET", &url, Bytes::new())).await;
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        send(proxy, Proto::Http1, "GET", &url, Bytes::new()),
+                    )
+                    .await;
                     let latency = sent_at.elapsed();
                     let outcome = match r {
                         Ok(Ok(a)) => Outcome {
@@ -205,10 +250,23 @@ impl Load {
                             latency,
                             ok: a.status == StatusCode::OK,
                             served_by: a.served_by.clone(),
-                            error: (a.status != StatusCode::OK).then(|| format!("{} {}", a.status, a.text().trim())),
+                            error: (a.status != StatusCode::OK)
+                                .then(|| format!("{} {}", a.status, a.text().trim())),
                         },
-                        Ok(Err(e)) => Outcome { sent_at, latency, ok: false, served_by: None, error: Some(e) },
-                        Err(_) => Outcome { sent_at, latency, ok: false, served_by: None, error: Some("timeout".into()) },
+                        Ok(Err(e)) => Outcome {
+                            sent_at,
+                            latency,
+                            ok: false,
+                            served_by: None,
+                            error: Some(e),
+                        },
+                        Err(_) => Outcome {
+                            sent_at,
+                            latency,
+                            ok: false,
+                            served_by: None,
+                            error: Some("timeout".into()),
+                        },
                     };
                     o.lock().unwrap().push(outcome);
                 });
@@ -216,7 +274,11 @@ impl Load {
             }
             while inflight.join_next().await.is_some() {}
         });
-        Self { outcomes, stop, task }
+        Self {
+            outcomes,
+            stop,
+            task,
+        }
     }
 
     /// Outcomes so far.
@@ -235,11 +297,22 @@ impl Load {
 }
 
 /// Share of outcomes sent at or after `from` (and before `to`) served by `cluster`.
-pub fn share_served_by(outcomes: &[Outcome], from: Instant, to: Instant, cluster: &str) -> (f64, usize) {
-    let window: Vec<_> = outcomes.iter().filter(|o| o.sent_at >= from && o.sent_at < to).collect();
+pub fn share_served_by(
+    outcomes: &[Outcome],
+    from: Instant,
+    to: Instant,
+    cluster: &str,
+) -> (f64, usize) {
+    let window: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.sent_at >= from && o.sent_at < to)
+        .collect();
     if window.is_empty() {
         return (0.0, 0);
     }
-    let n = window.iter().filter(|o| o.ok && o.served_by.as_deref() == Some(cluster)).count();
+    let n = window
+        .iter()
+        .filter(|o| o.ok && o.served_by.as_deref() == Some(cluster))
+        .count();
     (n as f64 / window.len() as f64, window.len())
 }

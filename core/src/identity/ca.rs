@@ -132,10 +132,14 @@ impl ClusterCa {
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let key_path = dir.join(CA_KEY_FILE);
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(crypto(format!("{}: parsing the CA key", key_path.display())))?;
-        Issuer::from_ca_cert_pem(&cert_pem, &key)
-            .map_err(crypto(format!("{}: parsing the CA certificate", cert_path.display())))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(crypto(format!(
+            "{}: parsing the CA key",
+            key_path.display()
+        )))?;
+        Issuer::from_ca_cert_pem(&cert_pem, &key).map_err(crypto(format!(
+            "{}: parsing the CA certificate",
+            cert_path.display()
+        )))?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
             cert_pem,
@@ -268,7 +272,9 @@ impl WorkloadCsr {
             .map_err(crypto("creating the certificate request"))?;
         Ok(Self {
             key_pem: key.serialize_pem(),
-            csr_pem: csr.pem().map_err(crypto("encoding the certificate request"))?,
+            csr_pem: csr
+                .pem()
+                .map_err(crypto("encoding the certificate request"))?,
         })
     }
 }
@@ -293,8 +299,8 @@ impl WorkloadIdentity {
         let first = chain
             .first()
             .ok_or_else(|| CaError::Refused("certificate PEM holds no certificate".into()))?;
-        let id = super::spiffe::spiffe_id_of_cert(first)
-            .map_err(|e| CaError::Refused(e.to_string()))?;
+        let id =
+            super::spiffe::spiffe_id_of_cert(first).map_err(|e| CaError::Refused(e.to_string()))?;
         let key = KeyPair::from_pem(key_pem).map_err(crypto("parsing the workload key"))?;
         Ok(Self {
             id,
@@ -318,20 +324,33 @@ mod tests {
         let ca = ClusterCa::generate("us-east.mesh").unwrap();
         let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
         let csr = WorkloadCsr::generate(&id).unwrap();
-        let (signed_id, pem) = ca.sign_csr(&csr.csr_pem, Duration::from_secs(3600), |_| Ok(())).unwrap();
+        let (signed_id, pem) = ca
+            .sign_csr(&csr.csr_pem, Duration::from_secs(3600), |_| Ok(()))
+            .unwrap();
         assert_eq!(signed_id, id);
         let ident = WorkloadIdentity::from_pem(&pem, &csr.key_pem).unwrap();
         assert_eq!(ident.id, id);
 
-        let foreign = WorkloadCsr::generate(&SpiffeId::workload("eu-central.mesh", "demo", "echo")).unwrap();
-        let err = ca.sign_csr(&foreign.csr_pem, Duration::from_secs(60), |_| Ok(())).unwrap_err();
-        assert!(err.to_string().contains("outside this CA's trust domain"), "{err}");
+        let foreign =
+            WorkloadCsr::generate(&SpiffeId::workload("eu-central.mesh", "demo", "echo")).unwrap();
+        let err = ca
+            .sign_csr(&foreign.csr_pem, Duration::from_secs(60), |_| Ok(()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("outside this CA's trust domain"),
+            "{err}"
+        );
 
         let err = ca
-            .sign_csr(&csr.csr_pem, Duration::from_secs(60), |_| Err("token does not allow it".into()))
+            .sign_csr(&csr.csr_pem, Duration::from_secs(60), |_| {
+                Err("token does not allow it".into())
+            })
             .unwrap_err();
         assert!(err.to_string().contains("token does not allow it"));
-        assert!(ca.sign_csr("garbage", Duration::from_secs(60), |_| Ok(())).is_err());
+        assert!(
+            ca.sign_csr("garbage", Duration::from_secs(60), |_| Ok(()))
+                .is_err()
+        );
     }
 
     #[test]
@@ -342,7 +361,9 @@ mod tests {
         assert!(ClusterCa::exists_in(&dir));
         let loaded = ClusterCa::load(&dir, "us-west.mesh").unwrap();
         assert_eq!(loaded.cert_pem(), ca.cert_pem());
-        let ident = loaded.issue(&SpiffeId::gateway("us-west.mesh"), Duration::from_secs(60)).unwrap();
+        let ident = loaded
+            .issue(&SpiffeId::gateway("us-west.mesh"), Duration::from_secs(60))
+            .unwrap();
         assert_eq!(ident.id.path, "gateway");
         let _ = std::fs::remove_dir_all(&dir);
     }

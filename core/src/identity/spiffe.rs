@@ -128,7 +128,14 @@ mod tests {
         let id: SpiffeId = "spiffe://us-east.mesh/ns/demo/sa/echo".parse().unwrap();
         assert_eq!(id, SpiffeId::workload("us-east.mesh", "demo", "echo"));
         assert_eq!(id.to_string(), "spiffe://us-east.mesh/ns/demo/sa/echo");
-        for bad in ["http://x/y", "spiffe://", "spiffe://td", "spiffe://td/", "spiffe://TD/x", "spiffe://td//x"] {
+        for bad in [
+            "http://x/y",
+            "spiffe://",
+            "spiffe://td",
+            "spiffe://td/",
+            "spiffe://TD/x",
+            "spiffe://td//x",
+        ] {
             assert!(bad.parse::<SpiffeId>().is_err(), "{bad}");
         }
     }

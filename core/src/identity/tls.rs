@@ -89,8 +89,12 @@ mod tests {
         client_id: &WorkloadIdentity,
         client_trust: TrustStore,
     ) -> Result<Option<SpiffeId>, String> {
-        let server = TlsAcceptor::from(Arc::new(server_config(server_id, server_trust, &[b"h2"], false).unwrap()));
-        let client = TlsConnector::from(Arc::new(client_config(Some(client_id), client_trust, &[b"h2"]).unwrap()));
+        let server = TlsAcceptor::from(Arc::new(
+            server_config(server_id, server_trust, &[b"h2"], false).unwrap(),
+        ));
+        let client = TlsConnector::from(Arc::new(
+            client_config(Some(client_id), client_trust, &[b"h2"]).unwrap(),
+        ));
         let (a, b) = tokio::io::duplex(64 * 1024);
         let srv = tokio::spawn(async move {
             let mut s = server.accept(a).await.map_err(|e| e.to_string())?;
@@ -111,8 +115,12 @@ mod tests {
         let east = ClusterCa::generate("us-east.mesh").unwrap();
         let eu = ClusterCa::generate("eu-central.mesh").unwrap();
         let day = Duration::from_secs(86400);
-        let a = east.issue(&SpiffeId::workload("us-east.mesh", "demo", "client"), day).unwrap();
-        let b = eu.issue(&SpiffeId::workload("eu-central.mesh", "demo", "echo"), day).unwrap();
+        let a = east
+            .issue(&SpiffeId::workload("us-east.mesh", "demo", "client"), day)
+            .unwrap();
+        let b = eu
+            .issue(&SpiffeId::workload("eu-central.mesh", "demo", "echo"), day)
+            .unwrap();
         let both = TrustStore::new(&[bundle(&east, "us-east"), bundle(&eu, "eu-central")]).unwrap();
         let peer = handshake(&b, both.clone(), &a, both.clone()).await.unwrap();
         assert_eq!(peer, Some(a.id.clone()));
@@ -123,18 +131,33 @@ mod tests {
         let east = ClusterCa::generate("us-east.mesh").unwrap();
         let eu = ClusterCa::generate("eu-central.mesh").unwrap();
         let day = Duration::from_secs(86400);
-        let a = east.issue(&SpiffeId::workload("us-east.mesh", "demo", "client"), day).unwrap();
-        let b = eu.issue(&SpiffeId::workload("eu-central.mesh", "demo", "echo"), day).unwrap();
+        let a = east
+            .issue(&SpiffeId::workload("us-east.mesh", "demo", "client"), day)
+            .unwrap();
+        let b = eu
+            .issue(&SpiffeId::workload("eu-central.mesh", "demo", "echo"), day)
+            .unwrap();
         let only_east = TrustStore::new(&[bundle(&east, "us-east")]).unwrap();
-        let err = handshake(&a, only_east.clone(), &b, TrustStore::new(&[bundle(&east, "us-east"), bundle(&eu, "eu-central")]).unwrap())
-            .await
-            .unwrap_err();
+        let err = handshake(
+            &a,
+            only_east.clone(),
+            &b,
+            TrustStore::new(&[bundle(&east, "us-east"), bundle(&eu, "eu-central")]).unwrap(),
+        )
+        .await
+        .unwrap_err();
         assert!(!err.is_empty());
         // The verifier's own message, as the server logs it:
         let bundles = only_east.current();
         let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        let msg = bundles.verify_chain(&b.chain[0], &[], rustls::pki_types::UnixTime::now(), &algs).unwrap_err().to_string();
-        assert!(msg.contains("trust domain eu-central.mesh, which is not linked"), "{msg}");
+        let msg = bundles
+            .verify_chain(&b.chain[0], &[], rustls::pki_types::UnixTime::now(), &algs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("trust domain eu-central.mesh, which is not linked"),
+            "{msg}"
+        );
         assert!(msg.contains("mesh link"), "{msg}");
     }
 
@@ -145,14 +168,25 @@ mod tests {
         // A rogue CA that claims eu-central's trust domain.
         let rogue = ClusterCa::generate("eu-central.mesh").unwrap();
         let day = Duration::from_secs(86400);
-        let forged = rogue.issue(&SpiffeId::gateway("eu-central.mesh"), day).unwrap();
-        let trust = TrustStore::new(&[bundle(&east, "us-east"), bundle(&eu, "eu-central")]).unwrap();
+        let forged = rogue
+            .issue(&SpiffeId::gateway("eu-central.mesh"), day)
+            .unwrap();
+        let trust =
+            TrustStore::new(&[bundle(&east, "us-east"), bundle(&eu, "eu-central")]).unwrap();
         let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
         let err = trust
             .current()
-            .verify_chain(&forged.chain[0], &[], rustls::pki_types::UnixTime::now(), &algs)
+            .verify_chain(
+                &forged.chain[0],
+                &[],
+                rustls::pki_types::UnixTime::now(),
+                &algs,
+            )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("does not chain to that domain's root"), "{err}");
+        assert!(
+            err.contains("does not chain to that domain's root"),
+            "{err}"
+        );
     }
 }

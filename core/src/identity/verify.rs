@@ -14,7 +14,10 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    SignatureScheme,
+};
 use serde::{Deserialize, Serialize};
 
 use super::spiffe::spiffe_id_of_cert;
@@ -43,9 +46,10 @@ impl TrustBundles {
     pub fn parse(bundles: &[TrustBundle]) -> Result<Self, TlsError> {
         let mut by_domain = BTreeMap::new();
         for b in bundles {
-            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut b.ca_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| TlsError::BadBundle(b.trust_domain.clone(), e.to_string()))?;
+            let certs: Vec<CertificateDer<'static>> =
+                rustls_pemfile::certs(&mut b.ca_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TlsError::BadBundle(b.trust_domain.clone(), e.to_string()))?;
             let mut roots = RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
@@ -116,7 +120,9 @@ impl std::fmt::Display for Untrusted {
 impl std::error::Error for Untrusted {}
 
 fn untrusted(msg: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Untrusted(msg)))))
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Untrusted(
+        msg,
+    )))))
 }
 
 /// The current trust bundles, swappable at run time.
@@ -126,7 +132,9 @@ pub struct TrustStore(Arc<RwLock<Arc<TrustBundles>>>);
 impl TrustStore {
     /// A store holding `bundles`.
     pub fn new(bundles: &[TrustBundle]) -> Result<Self, TlsError> {
-        Ok(Self(Arc::new(RwLock::new(Arc::new(TrustBundles::parse(bundles)?)))))
+        Ok(Self(Arc::new(RwLock::new(Arc::new(TrustBundles::parse(
+            bundles,
+        )?)))))
     }
 
     /// Replaces the bundles; new handshakes use them at once.
@@ -151,7 +159,11 @@ pub(super) struct SpiffeVerifier {
 }
 
 impl SpiffeVerifier {
-    pub(super) fn new(store: TrustStore, provider: &CryptoProvider, client_auth_optional: bool) -> Self {
+    pub(super) fn new(
+        store: TrustStore,
+        provider: &CryptoProvider,
+        client_auth_optional: bool,
+    ) -> Self {
         Self {
             store,
             algs: provider.signature_verification_algorithms,

@@ -110,11 +110,17 @@ pub struct Cluster {
 
 impl Cluster {
     fn process(&self, name: &str) -> Option<&Process> {
-        self.processes.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+        self.processes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
     }
 
     fn process_mut(&mut self, name: &str) -> Option<&mut Process> {
-        self.processes.iter_mut().find(|(n, _)| n == name).map(|(_, p)| p)
+        self.processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
     }
 
     fn addr(&self, process: &str, role: &str) -> Option<SocketAddr> {
@@ -236,7 +242,11 @@ impl ClusterSet {
                     label: format!("{}/{name}", spec.name),
                     exec_prefix: placement.exec_prefix.clone(),
                     argv,
-                    log: set.state_dir.join("logs").join(&spec.name).join(format!("{name}.log")),
+                    log: set
+                        .state_dir
+                        .join("logs")
+                        .join(&spec.name)
+                        .join(format!("{name}.log")),
                     ready_path: dir.join("run").join(format!("{name}.json")),
                     child: None,
                     ready: None,
@@ -244,42 +254,101 @@ impl ClusterSet {
                 set.clusters[i].processes.push((name.to_string(), process));
             };
             let mut controller = vec![
-                s("controller"), s("--cluster"), s(&spec.name), s("--region"), s(&spec.region),
-                s("--state-dir"), s(dir.display()), s("--lease-grace-ms"), s(grace),
-                s("--control"), s(any), s("--admin"), s(any),
+                s("controller"),
+                s("--cluster"),
+                s(&spec.name),
+                s("--region"),
+                s(&spec.region),
+                s("--state-dir"),
+                s(dir.display()),
+                s("--lease-grace-ms"),
+                s(grace),
+                s("--control"),
+                s(any),
+                s("--admin"),
+                s(any),
             ];
             if !spec.region_priority.is_empty() {
                 controller.extend([s("--region-priority"), spec.region_priority.join(",")]);
             }
             add("controller", controller);
-            add("gateway", vec![
-                s("gateway"), s("--cluster"), s(&spec.name),
-                s("--quic"), s(any), s("--tunnel"), s(any), s("--admin"), s(any),
-            ]);
+            add(
+                "gateway",
+                vec![
+                    s("gateway"),
+                    s("--cluster"),
+                    s(&spec.name),
+                    s("--quic"),
+                    s(any),
+                    s("--tunnel"),
+                    s(any),
+                    s("--admin"),
+                    s(any),
+                ],
+            );
             for r in 0..spec.echo_replicas {
                 let replica = format!("echo-{r}");
-                add(&replica, vec![
-                    s("demo-app"), s("--cluster"), s(&spec.name), s("--replica"), s(&replica),
-                    s("--listen"), s(any), s("--admin"), s(any),
-                ]);
-                add(&format!("sidecar-{replica}"), vec![
-                    s("sidecar"), s("--cluster"), s(&spec.name), s("--id"), s(&replica),
-                    s("--service"), s(DEMO_SERVICE), s("--service-account"), s("echo"),
-                    s("--inbound"), s(any), s("--outbound"), s(any), s("--admin"), s(any),
-                ]);
+                add(
+                    &replica,
+                    vec![
+                        s("demo-app"),
+                        s("--cluster"),
+                        s(&spec.name),
+                        s("--replica"),
+                        s(&replica),
+                        s("--listen"),
+                        s(any),
+                        s("--admin"),
+                        s(any),
+                    ],
+                );
+                add(
+                    &format!("sidecar-{replica}"),
+                    vec![
+                        s("sidecar"),
+                        s("--cluster"),
+                        s(&spec.name),
+                        s("--id"),
+                        s(&replica),
+                        s("--service"),
+                        s(DEMO_SERVICE),
+                        s("--service-account"),
+                        s("echo"),
+                        s("--inbound"),
+                        s(any),
+                        s("--outbound"),
+                        s(any),
+                        s("--admin"),
+                        s(any),
+                    ],
+                );
             }
             let client_port = spec.client_port.unwrap_or(0);
-            add("client", vec![
-                s("sidecar"), s("--cluster"), s(&spec.name), s("--id"), s("client"),
-                s("--service-account"), s("client"),
-                s("--outbound"), format!("{}:{client_port}", placement.bind_ip), s("--admin"), s(any),
-            ]);
+            add(
+                "client",
+                vec![
+                    s("sidecar"),
+                    s("--cluster"),
+                    s(&spec.name),
+                    s("--id"),
+                    s("client"),
+                    s("--service-account"),
+                    s("client"),
+                    s("--outbound"),
+                    format!("{}:{client_port}", placement.bind_ip),
+                    s("--admin"),
+                    s(any),
+                ],
+            );
             for (name, p) in &mut set.clusters[i].processes {
-                p.argv.extend([s("--ready-file"), s(p.ready_path.display())]);
+                p.argv
+                    .extend([s("--ready-file"), s(p.ready_path.display())]);
                 if name != "controller" && !name.starts_with("echo-") {
                     p.argv.extend([
-                        s("--ca-file"), s(dir.join("ca.crt").display()),
-                        s("--token-file"), s(dir.join(JOIN_TOKEN_FILE).display()),
+                        s("--ca-file"),
+                        s(dir.join("ca.crt").display()),
+                        s("--token-file"),
+                        s(dir.join(JOIN_TOKEN_FILE).display()),
                     ]);
                 }
             }
@@ -288,7 +357,11 @@ impl ClusterSet {
     }
 
     /// Starts every process, cluster by cluster, links all pairs and waits for convergence.
-    pub async fn start(topology: &Topology, state_dir: &Path, mesh_bin: &Path) -> Result<Self, LaunchError> {
+    pub async fn start(
+        topology: &Topology,
+        state_dir: &Path,
+        mesh_bin: &Path,
+    ) -> Result<Self, LaunchError> {
         Self::start_placed(topology, state_dir, mesh_bin, &BTreeMap::new()).await
     }
 
@@ -340,10 +413,10 @@ impl ClusterSet {
     fn dependency_args(&self, ci: usize, name: &str) -> Vec<String> {
         let cluster = &self.clusters[ci];
         let mut extra = Vec::new();
-        if name == "gateway" || name.starts_with("sidecar-") || name == "client" {
-            if let Some(control) = cluster.addr("controller", "control") {
-                extra.extend([s("--controller"), s(control)]);
-            }
+        if (name == "gateway" || name.starts_with("sidecar-") || name == "client")
+            && let Some(control) = cluster.addr("controller", "control")
+        {
+            extra.extend([s("--controller"), s(control)]);
         }
         if let Some(replica) = name.strip_prefix("sidecar-")
             && let Some(app) = cluster.addr(replica, "listen")
@@ -361,11 +434,13 @@ impl ClusterSet {
                 let (Some(aa), Some(ba)) = (a.controller_admin(), b.controller_admin()) else {
                     continue;
                 };
-                link_pair(aa, ba, Duration::from_secs(20)).await.map_err(|e| LaunchError::Link {
-                    a: a.spec.name.clone(),
-                    b: b.spec.name.clone(),
-                    reason: e.to_string(),
-                })?;
+                link_pair(aa, ba, Duration::from_secs(20))
+                    .await
+                    .map_err(|e| LaunchError::Link {
+                        a: a.spec.name.clone(),
+                        b: b.spec.name.clone(),
+                        reason: e.to_string(),
+                    })?;
             }
         }
         Ok(())
@@ -407,10 +482,17 @@ impl ClusterSet {
         if up < n - 1 {
             return Some(format!("{up} of {} links up", n - 1));
         }
-        let echo = status.services.iter().find(|s| s.service.to_string() == DEMO_SERVICE);
-        let localities = echo.map(|s| s.localities.iter().filter(|l| l.health > 0.0).count()).unwrap_or(0);
+        let echo = status
+            .services
+            .iter()
+            .find(|s| s.service.to_string() == DEMO_SERVICE);
+        let localities = echo
+            .map(|s| s.localities.iter().filter(|l| l.health > 0.0).count())
+            .unwrap_or(0);
         if localities < n {
-            return Some(format!("{DEMO_SERVICE} healthy in {localities} of {n} clusters"));
+            return Some(format!(
+                "{DEMO_SERVICE} healthy in {localities} of {n} clusters"
+            ));
         }
         if let Some(admin) = c.addr("client", "admin")
             && let Err(e) = admin_client::call(admin, http::Method::GET, "/readyz", None).await
@@ -496,7 +578,11 @@ impl ClusterSet {
                         .map(|(n, p)| {
                             let mp = ManifestProcess {
                                 pid: p.pid(),
-                                addrs: p.ready.as_ref().map(|r| r.addrs.clone()).unwrap_or_default(),
+                                addrs: p
+                                    .ready
+                                    .as_ref()
+                                    .map(|r| r.addrs.clone())
+                                    .unwrap_or_default(),
                                 log: p.log.clone(),
                             };
                             (n.clone(), mp)
@@ -506,7 +592,8 @@ impl ClusterSet {
                 .collect(),
         };
         let path = self.state_dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| LaunchError::io(&path, std::io::Error::other(e)))?;
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| LaunchError::io(&path, std::io::Error::other(e)))?;
         std::fs::write(&path, json).map_err(|e| LaunchError::io(&path, e))
     }
 }
@@ -524,19 +611,46 @@ mod tests {
 
     #[test]
     fn plan_starts_each_cluster_controller_first_and_client_last_with_credentials() {
-        let set = ClusterSet::plan(&Topology::default_set(), Path::new("/state"), Path::new("/bin/mesh"));
+        let set = ClusterSet::plan(
+            &Topology::default_set(),
+            Path::new("/state"),
+            Path::new("/bin/mesh"),
+        );
         assert_eq!(set.clusters.len(), 3);
         let east = &set.clusters[0];
         let names: Vec<&str> = east.processes.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["controller", "gateway", "echo-0", "sidecar-echo-0", "echo-1", "sidecar-echo-1", "client"]);
+        assert_eq!(
+            names,
+            [
+                "controller",
+                "gateway",
+                "echo-0",
+                "sidecar-echo-0",
+                "echo-1",
+                "sidecar-echo-1",
+                "client"
+            ]
+        );
         let argv = |name: &str| east.process(name).unwrap().argv.join(" ");
-        assert!(argv("controller").contains("--region-priority us-west,eu-central"), "{}", argv("controller"));
+        assert!(
+            argv("controller").contains("--region-priority us-west,eu-central"),
+            "{}",
+            argv("controller")
+        );
         assert!(argv("controller").contains("--lease-grace-ms 30000"));
         assert!(argv("client").contains("--outbound 127.0.0.1:15001"));
         assert!(argv("gateway").contains("--token-file /state/us-east/join-token"));
-        assert!(!argv("echo-0").contains("--token-file"), "the demo app needs no credentials");
+        assert!(
+            !argv("echo-0").contains("--token-file"),
+            "the demo app needs no credentials"
+        );
         for (name, p) in &east.processes {
-            assert!(p.argv.windows(2).any(|w| w[0] == "--cluster" && w[1] == "us-east"), "{name} shows its cluster");
+            assert!(
+                p.argv
+                    .windows(2)
+                    .any(|w| w[0] == "--cluster" && w[1] == "us-east"),
+                "{name} shows its cluster"
+            );
             assert!(p.argv.iter().any(|a| a == "--ready-file"), "{name}");
         }
     }

@@ -149,7 +149,10 @@ impl Process {
     pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
         match self.pid() {
             Some(pid) => send_signal(pid, signal),
-            None => Err(std::io::Error::other(format!("{} is not running", self.label))),
+            None => Err(std::io::Error::other(format!(
+                "{} is not running",
+                self.label
+            ))),
         }
     }
 
@@ -171,7 +174,10 @@ impl Process {
             let _ = send_signal(pid, Signal::Cont);
             let _ = send_signal(pid, Signal::Term);
         }
-        if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(component = %self.label, "did not exit after SIGTERM; killing");
             let _ = child.start_kill();
             let _ = child.wait().await;
@@ -227,15 +233,29 @@ mod tests {
         let mut p = Process {
             label: "us-east/gateway".into(),
             exec_prefix: Vec::new(),
-            argv: ["gateway", "--quic", "127.0.0.1:0", "--tunnel", "127.0.0.1:7000", "--admin", "127.0.0.1:0", "--cluster", "us-east"]
-                .map(String::from)
-                .to_vec(),
+            argv: [
+                "gateway",
+                "--quic",
+                "127.0.0.1:0",
+                "--tunnel",
+                "127.0.0.1:7000",
+                "--admin",
+                "127.0.0.1:0",
+                "--cluster",
+                "us-east",
+            ]
+            .map(String::from)
+            .to_vec(),
             log: PathBuf::from("/dev/null"),
             ready_path: PathBuf::from("/dev/null"),
             child: None,
             ready: None,
         };
-        assert_eq!(p.pinned_argv(), p.argv, "nothing to pin before the first start");
+        assert_eq!(
+            p.pinned_argv(),
+            p.argv,
+            "nothing to pin before the first start"
+        );
         p.ready = Some(ReadyFile {
             component: "gateway".into(),
             cluster: "us-east".into(),
@@ -249,9 +269,19 @@ mod tests {
         });
         assert_eq!(
             p.pinned_argv(),
-            ["gateway", "--quic", "127.0.0.1:4001", "--tunnel", "127.0.0.1:7000", "--admin", "127.0.0.1:4002", "--cluster", "us-east"]
-                .map(String::from)
-                .to_vec()
+            [
+                "gateway",
+                "--quic",
+                "127.0.0.1:4001",
+                "--tunnel",
+                "127.0.0.1:7000",
+                "--admin",
+                "127.0.0.1:4002",
+                "--cluster",
+                "us-east"
+            ]
+            .map(String::from)
+            .to_vec()
         );
     }
 

@@ -1,0 +1,146 @@
+//! The pure decision of what happens to each datagram on an impaired path: dropped, delayed,
+//! held back to be overtaken, sent twice. Driven by a seeded generator, so a seed replays the
+//! same decisions.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::scenario::Impairment;
+
+/// Extra hold of a reordered datagram, on top of its delay: long enough for the next few
+/// datagrams of a busy path to overtake it, short enough to stay below QUIC's loss detection
+/// (9/8 of the RTT plus timer granularity), so it is reordered rather than declared lost.
+const REORDER_HOLD: Duration = Duration::from_millis(8);
+
+/// What to do with one datagram.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// One entry per copy to send, each with its delay; empty = dropped.
+    pub sends: Vec<Duration>,
+    /// Whether it was held back to be reordered.
+    pub reordered: bool,
+}
+
+impl Decision {
+    /// Whether the datagram is dropped.
+    pub fn dropped(&self) -> bool {
+        self.sends.is_empty()
+    }
+}
+
+/// The impairment of one direction of a path and its random stream.
+#[derive(Debug)]
+pub struct ImpairmentSchedule {
+    impairment: Impairment,
+    rng: StdRng,
+}
+
+impl ImpairmentSchedule {
+    /// A schedule for `impairment`; `stream` separates the directions of one path (same seed,
+    /// independent decisions).
+    pub fn new(impairment: Impairment, stream: u64) -> Self {
+        let seed = impairment.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Self {
+            impairment,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The impairment applied.
+    pub fn impairment(&self) -> Impairment {
+        self.impairment
+    }
+
+    /// Whether datagrams pass untouched (forwarded at once, in order).
+    pub fn is_clear(&self) -> bool {
+        let i = &self.impairment;
+        i.delay.is_zero() && i.jitter.is_zero() && i.loss == 0.0 && i.reorder == 0.0 && i.duplicate == 0.0
+    }
+
+    /// Decides the fate of the next datagram.
+    pub fn decide(&mut self) -> Decision {
+        let i = self.impairment;
+        // Draw every number every time, so one decision does not shift the stream of the next.
+        let lose = self.rng.random::<f64>() < i.loss;
+        let reorder = self.rng.random::<f64>() < i.reorder;
+        let duplicate = self.rng.random::<f64>() < i.duplicate;
+        let jitter_a = self.rng.random::<f64>();
+        let jitter_b = self.rng.random::<f64>();
+        if lose {
+            return Decision::default();
+        }
+        let delay = |u: f64| -> Duration {
+            let j = i.jitter.as_secs_f64();
+            let d = i.delay.as_secs_f64() + (u * 2.0 - 1.0) * j;
+            Duration::from_secs_f64(d.max(0.0))
+        };
+        let mut first = delay(jitter_a);
+        if reorder {
+            first += REORDER_HOLD;
+        }
+        let mut sends = vec![first];
+        if duplicate {
+            sends.push(delay(jitter_b));
+        }
+        Decision {
+            sends,
+            reordered: reorder,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn imp(loss: f64, reorder: f64, duplicate: f64) -> Impairment {
+        Impairment {
+            delay: Duration::from_millis(150),
+            jitter: Duration::from_millis(20),
+            loss,
+            reorder,
+            duplicate,
+            seed: 42,
+        }
+    }
+
+    fn run(s: &mut ImpairmentSchedule, n: usize) -> Vec<Decision> {
+        (0..n).map(|_| s.decide()).collect()
+    }
+
+    #[test]
+    fn the_same_seed_replays_the_same_decisions_and_directions_differ() {
+        let a = run(&mut ImpairmentSchedule::new(imp(0.1, 0.1, 0.1), 0), 500);
+        let b = run(&mut ImpairmentSchedule::new(imp(0.1, 0.1, 0.1), 0), 500);
+        let c = run(&mut ImpairmentSchedule::new(imp(0.1, 0.1, 0.1), 1), 500);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn shares_and_delays_follow_the_impairment() {
+        let n = 20_000;
+        let d = run(&mut ImpairmentSchedule::new(imp(0.05, 0.02, 0.03), 7), n);
+        let share = |k: usize| k as f64 / n as f64;
+        let lost = d.iter().filter(|d| d.dropped()).count();
+        let dup = d.iter().filter(|d| d.sends.len() == 2).count();
+        let reord = d.iter().filter(|d| d.reordered).count();
+        assert!((share(lost) - 0.05).abs() < 0.01, "loss {}", share(lost));
+        assert!((share(dup) - 0.03 * 0.95).abs() < 0.01, "dup {}", share(dup));
+        assert!((share(reord) - 0.02 * 0.95).abs() < 0.01, "reorder {}", share(reord));
+        for x in d.iter().filter(|d| !d.reordered).flat_map(|d| d.sends.iter()) {
+            assert!(*x >= Duration::from_millis(130) && *x <= Duration::from_millis(170), "{x:?}");
+        }
+        let held = d.iter().find(|d| d.reordered).unwrap();
+        assert!(held.sends[0] >= Duration::from_millis(130) + REORDER_HOLD);
+    }
+
+    #[test]
+    fn a_clear_schedule_forwards_everything_at_once() {
+        let mut s = ImpairmentSchedule::new(Impairment::default(), 0);
+        assert!(s.is_clear());
+        assert!(run(&mut s, 100).iter().all(|d| d.sends == [Duration::ZERO]));
+    }
+}

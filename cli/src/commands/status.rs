@@ -63,95 +63,127 @@ fn ms(rtt: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Renders statuses as tables for people.
-pub fn render(statuses: &[ControllerStatus]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "LINKS");
-    let _ = writeln!(
-        out,
-        "{:<14} {:<14} {:<10} {:<10} {:>9} {:>6}  CATALOG",
-        "CLUSTER", "PEER", "PEER-REGION", "STATE", "RTT", "LOSS"
-    );
-    for s in statuses {
-        if s.links.is_empty() {
-            let _ = writeln!(out, "{:<14} {:<14}", s.cluster, "(no links)");
-        }
-        for l in &s.links {
-            let catalog = l
-                .catalog_version
-                .map(|v| format!("v{v}"))
-                .unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                out,
-                "{:<14} {:<14} {:<10} {:<10} {:>9} {:>5.1}%  {}{}",
-                s.cluster,
-                l.cluster,
-                l.region,
-                l.state,
-                ms(l.rtt_seconds),
-                l.loss * 100.0,
-                catalog,
-                l.last_error
-                    .as_deref()
-                    .map(|e| format!("  ({e})"))
-                    .unwrap_or_default()
-            );
-        }
-        if !s.gateway_connected {
-            let _ = writeln!(
-                out,
-                "{:<14} gateway has not reported recently: every link counts as down",
-                s.cluster
-            );
+/// Rows of cells printed with each column as wide as its widest cell.
+struct Table(Vec<Vec<String>>);
+
+impl Table {
+    fn new(header: &[&str]) -> Self {
+        Self(vec![header.iter().map(|h| h.to_string()).collect()])
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.0.push(cells);
+    }
+
+    fn render(&self, out: &mut String) {
+        let columns = self.0.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.0
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &self.0 {
+            let line: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
         }
     }
-    let _ = writeln!(out, "\nSERVICES (as routed from each cluster)");
-    let _ = writeln!(
-        out,
-        "{:<14} {:<16} {:<9} {:<44} {:<30} BREAKERS",
-        "FROM", "SERVICE", "FAILOVER", "LOCALITY ORDER (health)", "ENDPOINTS healthy/total"
-    );
+}
+
+/// Renders statuses as tables for people.
+pub fn render(statuses: &[ControllerStatus]) -> String {
+    let mut out = String::from("LINKS\n");
+    let mut links = Table::new(&[
+        "CLUSTER",
+        "PEER",
+        "PEER REGION",
+        "STATE",
+        "RTT",
+        "LOSS",
+        "CATALOG",
+        "LAST ERROR",
+    ]);
+    for s in statuses {
+        if s.links.is_empty() {
+            links.row(vec![s.cluster.clone(), "(no links)".into()]);
+        }
+        for l in &s.links {
+            links.row(vec![
+                s.cluster.clone(),
+                l.cluster.clone(),
+                l.region.clone(),
+                l.state.clone(),
+                ms(l.rtt_seconds),
+                format!("{:.1}%", l.loss * 100.0),
+                l.catalog_version
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or_else(|| "-".into()),
+                l.last_error.clone().unwrap_or_default(),
+            ]);
+        }
+    }
+    links.render(&mut out);
+    for s in statuses.iter().filter(|s| !s.gateway_connected) {
+        let _ = writeln!(
+            out,
+            "{}: the gateway has not reported recently, so every link counts as down",
+            s.cluster
+        );
+    }
+    out.push_str("\nSERVICES (as routed from each cluster)\n");
+    let mut services = Table::new(&[
+        "FROM",
+        "SERVICE",
+        "FAILOVER",
+        "LOCALITY ORDER (health)",
+        "ENDPOINTS healthy/total",
+        "BREAKERS",
+    ]);
     for s in statuses {
         for svc in &s.services {
-            let order = svc
+            let order: Vec<String> = svc
                 .localities
                 .iter()
                 .map(|l| format!("{}({:.2})", l.cluster, l.health))
-                .collect::<Vec<_>>()
-                .join(" > ");
-            let endpoints = svc
+                .collect();
+            let endpoints: Vec<String> = svc
                 .endpoints
                 .iter()
                 .map(|e| format!("{} {}/{}", e.cluster, e.healthy, e.total))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let breakers = svc
+                .collect();
+            let breakers: Vec<String> = svc
                 .breakers
                 .iter()
                 .filter(|b| b.open > 0)
                 .map(|b| format!("{} open {}/{}", b.cluster, b.open, b.reporters))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let _ = writeln!(
-                out,
-                "{:<14} {:<16} {:<9} {:<44} {:<30} {}",
-                s.cluster,
+                .collect();
+            services.row(vec![
+                s.cluster.clone(),
                 svc.service.to_string(),
-                if svc.failover_active { "ACTIVE" } else { "no" },
+                if svc.failover_active { "ACTIVE" } else { "no" }.into(),
                 if order.is_empty() {
-                    "(no reachable locality)".to_string()
+                    "(no reachable locality)".into()
                 } else {
-                    order
+                    order.join(" > ")
                 },
-                endpoints,
+                endpoints.join(", "),
                 if breakers.is_empty() {
-                    "all closed".to_string()
+                    "all closed".into()
                 } else {
-                    breakers
-                }
-            );
+                    breakers.join(", ")
+                },
+            ]);
         }
     }
+    services.render(&mut out);
     out
 }
 
@@ -167,4 +199,72 @@ pub async fn run(args: StatusArgs) -> Result<(), StatusError> {
         print!("{}", render(&statuses));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::api::{BreakerSummary, EndpointCount, LinkStatusView, ServiceStatusView};
+    use mesh_core::locality::LocalityEntry;
+
+    use super::*;
+
+    #[test]
+    fn tables_show_links_failovers_and_open_breakers() {
+        let status = ControllerStatus {
+            cluster: "us-east".into(),
+            region: "us-east".into(),
+            version: 7,
+            gateway_connected: false,
+            links: vec![LinkStatusView {
+                cluster: "eu-central".into(),
+                region: "eu-central".into(),
+                state: "down".into(),
+                rtt_seconds: Some(0.0123),
+                loss: 0.05,
+                catalog_version: Some(3),
+                last_error: Some("idle timeout".into()),
+            }],
+            services: vec![ServiceStatusView {
+                service: "echo.demo".parse().unwrap(),
+                localities: vec![LocalityEntry {
+                    cluster: "eu-central".into(),
+                    health: 1.0,
+                    reason: "rtt 12.3ms".into(),
+                }],
+                endpoints: vec![EndpointCount {
+                    cluster: "us-east".into(),
+                    healthy: 0,
+                    total: 2,
+                }],
+                breakers: vec![BreakerSummary {
+                    cluster: "us-east".into(),
+                    open: 1,
+                    reporters: 1,
+                }],
+                failover_active: true,
+            }],
+            workloads: 2,
+        };
+        let text = render(&[status]);
+        let link = text
+            .lines()
+            .find(|l| l.starts_with("us-east") && l.contains("eu-central"))
+            .unwrap();
+        for part in ["down", "12.3ms", "5.0%", "v3", "idle timeout"] {
+            assert!(link.contains(part), "{part} missing in {link}");
+        }
+        assert!(text.contains("gateway has not reported recently"), "{text}");
+        let svc = text.lines().find(|l| l.contains("echo.demo")).unwrap();
+        for part in [
+            "ACTIVE",
+            "eu-central(1.00)",
+            "us-east 0/2",
+            "us-east open 1/1",
+        ] {
+            assert!(svc.contains(part), "{part} missing in {svc}");
+        }
+        // Columns line up: every row of the services table starts its SERVICE cell at one offset.
+        let header = text.lines().find(|l| l.starts_with("FROM")).unwrap();
+        assert_eq!(header.find("SERVICE"), svc.find("echo.demo"));
+    }
 }

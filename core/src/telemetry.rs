@@ -73,3 +73,24 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// Waits for the next connection on `listener` with `TCP_NODELAY` set. Accept errors (out of
+/// file descriptors and the like) are logged with `role` and retried after a short back-off
+/// instead of spinning or ending the accept loop.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    role: &str,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!(role, error = %e, "accept failed; backing off");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -56,17 +56,7 @@ pub async fn serve_control(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and similar: back off instead of spinning.
-                        tracing::warn!(error = %e, "control accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            (stream, peer) = mesh_core::telemetry::accept(&listener, "control") => {
                 let acceptor = tls.acceptor();
                 let api = api.clone();
                 let shutdown = shutdown.clone();

@@ -49,15 +49,7 @@ pub(crate) struct TunnelIngress {
 /// Accepts sidecar connections until the task is dropped.
 pub(crate) async fn serve(ingress: Arc<TunnelIngress>, listener: TcpListener) {
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, "tunnel port accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, remote) = mesh_core::telemetry::accept(&listener, "tunnel").await;
         tokio::spawn(serve_connection(ingress.clone(), tcp, remote));
     }
 }

@@ -56,15 +56,7 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "inbound accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            (stream, peer) = mesh_core::telemetry::accept(&listener, "inbound") => {
                 connections.spawn(connection(inbound.clone(), acceptor.clone(), stream, peer));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

@@ -28,17 +28,7 @@ pub async fn serve(listener: TcpListener, state: Arc<SidecarState>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "outbound accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
+                (stream, peer) = mesh_core::telemetry::accept(&listener, "outbound") => {
                     let state = state.clone();
                     connections.spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {

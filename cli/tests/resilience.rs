@@ -191,3 +191,68 @@ async fn a_peer_down_longer_than_the_grace_period_is_withdrawn() {
     assert_eq!(get(proxy, ANY).await.status, StatusCode::OK);
     run.stop().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn unlink_withdraws_a_peer_at_once_and_link_restores_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut run = Running::default_set("unlink").await;
+    let proxy = run.proxy("us-east");
+    let eu = "http://echo.demo.svc.eu-central.clusterset.local/";
+    assert_eq!(
+        get(proxy, eu).await.served_by.as_deref(),
+        Some("eu-central")
+    );
+    let (east, central) = (
+        run.admin("us-east").to_string(),
+        run.admin("eu-central").to_string(),
+    );
+    let mesh = |args: &[&str]| {
+        let out = std::process::Command::new(support::mesh_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mesh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let said = mesh(&["unlink", &east, &central]);
+    assert!(said.contains("unlinked us-east and eu-central"), "{said}");
+    // No grace period for an unlink: trust and endpoints go at once, on both sides.
+    let s = run.status("us-east").await;
+    assert!(
+        s.links.iter().all(|l| l.cluster != "eu-central"),
+        "{:?}",
+        s.links
+    );
+    assert!(!in_order(&s, "eu-central"));
+    assert!(
+        run.status("eu-central")
+            .await
+            .links
+            .iter()
+            .all(|l| l.cluster != "us-east")
+    );
+    eventually(
+        Duration::from_secs(5),
+        "requests to eu-central refused after unlink",
+        || async { get(proxy, eu).await.status == StatusCode::SERVICE_UNAVAILABLE },
+    )
+    .await;
+    // Unlinking twice is not an error.
+    mesh(&["unlink", &east, &central]);
+
+    let said = mesh(&["link", &east, &central]);
+    assert!(said.contains("linked us-east and eu-central"), "{said}");
+    mesh(&["link", &east, &central]);
+    eventually(
+        Duration::from_secs(15),
+        "eu-central serves us-east again",
+        || async { get(proxy, eu).await.served_by.as_deref() == Some("eu-central") },
+    )
+    .await;
+    run.stop().await;
+}

@@ -126,6 +126,11 @@ pub struct RouteEndpoint {
     pub identity: String,
     /// Whether its cluster considers it healthy.
     pub healthy: bool,
+    /// Reached over plain HTTP/2 (prior knowledge, no TLS) instead of mTLS: a local server
+    /// without a sidecar of its own, marked `plaintext: true` in the controller's static
+    /// services file. Such endpoints are never exported to other clusters.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plaintext: bool,
 }
 
 /// One locality of a service, in failover order.

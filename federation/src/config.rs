@@ -60,7 +60,9 @@ pub struct ControllerArgs {
     pub registration_ttl_ms: u64,
 
     /// Optional YAML file of static endpoints (VMs, services without a sidecar that
-    /// registers): a list of `{service: echo.demo, address: ip:port, identity: spiffe://...}`.
+    /// registers): a list of `{service: echo.demo, address: ip:port, identity: spiffe://...}`;
+    /// `plaintext: true` instead of `identity` lists a local plain HTTP/2 (h2c) server that
+    /// sidecars reach without TLS and that is not exported.
     #[arg(long)]
     pub services_file: Option<PathBuf>,
 

@@ -80,10 +80,14 @@ pub fn decide(inputs: &FailoverInputs<'_>) -> FailoverDecision {
     let mut decision = FailoverDecision::default();
     for key in keys {
         let own = local.get(key).map(Vec::as_slice).unwrap_or_default();
-        if !own.is_empty() {
+        // Plaintext endpoints have no identity to verify and no sidecar a tunnel could reach
+        // over TLS: they serve this cluster only.
+        let exported: Vec<&RegistryEndpoint> =
+            own.iter().copied().filter(|e| !e.plaintext).collect();
+        if !exported.is_empty() {
             decision
                 .exports
-                .insert(key.clone(), export(inputs, key, own));
+                .insert(key.clone(), export(inputs, key, &exported));
         }
         decision
             .services
@@ -157,6 +161,7 @@ fn decide_service(
                 address: e.address,
                 identity: e.identity.clone(),
                 healthy: e.healthy,
+                plaintext: e.plaintext,
             })
             .collect();
         eps.sort_by_key(|e| e.address);
@@ -192,6 +197,7 @@ fn decide_service(
                 identity: e.identity.clone(),
                 // The owner's verdict on the whole service overrides its endpoints'.
                 healthy: e.healthy && svc.healthy,
+                plaintext: false,
             })
             .collect();
         routes.insert(peer.cluster, eps);

@@ -25,6 +25,9 @@ pub struct RegistryEndpoint {
     pub identity: String,
     /// Whether it is healthy now.
     pub healthy: bool,
+    /// Reached over plain HTTP/2 without TLS (static file `plaintext: true`); kept local,
+    /// never exported.
+    pub plaintext: bool,
 }
 
 /// A source of the cluster's own endpoints.
@@ -92,6 +95,7 @@ mod tests {
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             identity: "spiffe://us-east.mesh/ns/demo/sa/echo".into(),
             healthy,
+            plaintext: false,
         }
     }
 

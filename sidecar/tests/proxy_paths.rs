@@ -53,6 +53,49 @@ async fn a_request_reaches_the_app_over_mtls_and_says_which_cluster_served_it() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_endpoint_is_reached_without_tls() -> anyhow::Result<()> {
+    let east = Cluster::new("us-east");
+    let app = TestApp::start("legacy-0").await;
+    let client = ClientSidecar::start(&east).await;
+    let endpoint = mesh_core::api::RouteEndpoint {
+        address: app.addr,
+        identity: String::new(),
+        healthy: true,
+        plaintext: true,
+    };
+    client.state.apply_snapshot(snapshot(
+        &east,
+        vec![east.bundle.clone()],
+        vec![locality("us-east", vec![endpoint])],
+    ));
+
+    for _ in 0..3 {
+        let rsp = h1(
+            client.addr,
+            Method::POST,
+            "http://echo.demo.svc.clusterset.local/echo",
+            None,
+            b"plain".to_vec(),
+        )
+        .await?;
+        assert_eq!(rsp.status, StatusCode::OK, "{}", rsp.text());
+        assert_eq!(
+            rsp.header("x-app-id"),
+            Some("legacy-0"),
+            "the app itself answered"
+        );
+        assert_eq!(
+            rsp.header(HEADER_SERVED_BY_CLUSTER),
+            None,
+            "no inbound sidecar was crossed"
+        );
+        assert_eq!(rsp.text(), "plain");
+    }
+    assert_eq!(app.hits(), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2c_carry_bodies_byte_identical() -> anyhow::Result<()> {
     let east = Cluster::new("us-east");
     let app = TestApp::start("echo-0").await;

@@ -301,6 +301,7 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
             address: inbound,
             identity: registration.identity.clone(),
             healthy: true,
+            plaintext: false,
         }];
     });
     // First request: not asked for yet; the stream is re-opened with services=echo.demo.

@@ -14,6 +14,7 @@ fn local(port: u16, healthy: bool) -> RegistryEndpoint {
         address: SocketAddr::from(([127, 0, 0, 1], port)),
         identity: "spiffe://home.mesh/ns/demo/sa/echo".into(),
         healthy,
+        plaintext: false,
     }
 }
 
@@ -113,6 +114,37 @@ fn local_first_while_healthy() {
     let export = &d.exports[&key("echo.demo")];
     assert!(export.healthy);
     assert_eq!(export.endpoints.len(), 2);
+}
+
+#[test]
+fn plaintext_endpoints_are_routed_locally_but_never_exported() {
+    let mut plain = local(3, true);
+    plain.plaintext = true;
+    plain.identity = String::new();
+    let mut legacy = plain.clone();
+    legacy.service = key("legacy.demo");
+    let d = decide_with(
+        &[local(1, true), plain, legacy],
+        &[],
+        &[],
+        &BreakerTally::new(),
+    );
+    let echo = &d.services[&key("echo.demo")].route.localities[0].endpoints;
+    let flags: Vec<(u16, bool)> = echo
+        .iter()
+        .map(|e| (e.address.port(), e.plaintext))
+        .collect();
+    assert_eq!(flags, [(1, false), (3, true)]);
+    assert_eq!(
+        d.exports[&key("echo.demo")].endpoints.len(),
+        1,
+        "only the mTLS endpoint is exported"
+    );
+    assert!(d.services[&key("legacy.demo")].route.localities[0].endpoints[0].plaintext);
+    assert!(
+        !d.exports.contains_key(&key("legacy.demo")),
+        "a service with only plaintext endpoints is not exported at all"
+    );
 }
 
 #[test]

@@ -194,6 +194,7 @@ impl ServiceRegistry for Registrations {
                 address: e.registration.address,
                 identity: e.registration.identity.clone(),
                 healthy: e.registration.healthy,
+                plaintext: false,
             })
             .collect()
     }

@@ -5,6 +5,9 @@
 //! - service: echo.demo
 //!   address: 10.0.0.5:8443
 //!   identity: spiffe://us-east.mesh/ns/demo/sa/echo
+//! - service: legacy.demo        # a plain HTTP/2 (h2c) server without a sidecar:
+//!   address: 10.0.0.7:8080      # sidecars of this cluster reach it without TLS,
+//!   plaintext: true             # and it is not exported to other clusters
 //! ```
 
 use std::net::SocketAddr;
@@ -47,7 +50,11 @@ struct StaticEntry {
     // Read as text and parsed here, so every error names its field.
     service: Spanned<String>,
     address: Spanned<String>,
-    identity: Spanned<String>,
+    /// Required unless `plaintext` (a plaintext server presents no identity).
+    #[serde(default)]
+    identity: Option<Spanned<String>>,
+    #[serde(default)]
+    plaintext: bool,
 }
 
 /// Endpoints read from a static file at start.
@@ -87,7 +94,7 @@ impl StaticServices {
                 if message.contains("sequence") {
                     message.push_str(
                         " (the file is a list of entries with `service: <name>.<namespace>`, \
-                         `address: <ip:port>` and `identity: spiffe://...`)",
+                         `address: <ip:port>` and `identity: spiffe://...` or `plaintext: true`)",
                     );
                 }
                 fail(loc.map(|l| l.line()), loc.map(|l| l.column()), message)
@@ -125,24 +132,40 @@ impl StaticServices {
                     format!("address: {address} is not reachable (wildcard IP or port 0)"),
                 ));
             }
-            let (l, c) = at(&entry.identity.referenced);
-            let id: SpiffeId = entry
-                .identity
-                .value
-                .parse()
-                .map_err(|e| fail(l, c, format!("identity: {e}")))?;
-            if id.trust_domain != trust_domain {
-                return Err(fail(
-                    l,
-                    c,
-                    format!("identity: {id} is outside this cluster's trust domain {trust_domain}"),
-                ));
-            }
+            let identity = match (&entry.identity, entry.plaintext) {
+                (Some(identity), _) => {
+                    let (l, c) = at(&identity.referenced);
+                    let id: SpiffeId = identity
+                        .value
+                        .parse()
+                        .map_err(|e| fail(l, c, format!("identity: {e}")))?;
+                    if id.trust_domain != trust_domain {
+                        return Err(fail(
+                            l,
+                            c,
+                            format!(
+                                "identity: {id} is outside this cluster's trust domain {trust_domain}"
+                            ),
+                        ));
+                    }
+                    id.to_string()
+                }
+                (None, true) => String::new(),
+                (None, false) => {
+                    let (l, c) = at(&entry.service.referenced);
+                    return Err(fail(
+                        l,
+                        c,
+                        "missing field `identity` (required unless `plaintext: true`)".into(),
+                    ));
+                }
+            };
             endpoints.push(RegistryEndpoint {
                 service,
                 address,
-                identity: id.to_string(),
+                identity,
                 healthy: true,
+                plaintext: entry.plaintext,
             });
         }
         Ok(Self {
@@ -248,6 +271,26 @@ mod tests {
         );
         let err = parse("service: echo.demo\n").unwrap_err();
         assert!(err.to_string().contains("list of entries"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_entries_need_no_identity_and_others_do() {
+        let s = parse(
+            "- service: legacy.demo\n  address: 10.0.0.7:8080\n  plaintext: true\n\
+             - service: echo.demo\n  address: 10.0.0.5:8443\n  identity: spiffe://us-east.mesh/ns/demo/sa/echo\n",
+        )
+        .unwrap();
+        let eps = s.endpoints(Instant::now());
+        assert!(eps[0].plaintext);
+        assert_eq!(eps[0].identity, "");
+        assert!(!eps[1].plaintext, "plaintext defaults to false");
+        let err = parse("- service: echo.demo\n  address: 10.0.0.5:8443\n").unwrap_err();
+        assert_eq!(err.line, Some(1), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`identity` (required unless `plaintext: true`)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ fn endpoint(port: u16) -> RouteEndpoint {
         address: SocketAddr::from(([127, 0, 0, 1], port)),
         identity: "spiffe://x.mesh/ns/demo/sa/echo".into(),
         healthy: true,
+        plaintext: false,
     }
 }
 

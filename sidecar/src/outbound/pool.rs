@@ -2,7 +2,9 @@
 //! re-created when it closes. Own-cluster endpoints are dialled directly; endpoints of other
 //! clusters through the own gateway: one pooled connection to the gateway, one HTTP/2 `CONNECT`
 //! per remote endpoint, the inner TLS end to end with the remote sidecar, HTTP/2 over that.
-//! After every handshake the peer's SPIFFE ID must be the one the snapshot lists.
+//! After every handshake the peer's SPIFFE ID must be the one the snapshot lists. Endpoints the
+//! controller lists as `plaintext` (local servers without a sidecar) get HTTP/2 prior knowledge
+//! over plain TCP instead: there is no identity to check.
 //!
 //! This module only connects: it never retries (the proxy decides that).
 
@@ -121,10 +123,12 @@ impl ConnectionPool {
             return Ok(sender.clone());
         }
         *held = None;
-        let sender = if target.cluster == self.own_cluster {
-            self.connect_direct(target.endpoint).await?
-        } else {
+        let sender = if target.cluster != self.own_cluster {
             self.connect_tunnel(target).await?
+        } else if target.endpoint.plaintext {
+            self.connect_plaintext(target.endpoint.address).await?
+        } else {
+            self.connect_direct(target.endpoint).await?
         };
         *held = Some(sender.clone());
         Ok(sender)
@@ -172,6 +176,26 @@ impl ConnectionPool {
             })?
     }
 
+    /// Plain TCP then HTTP/2 prior knowledge, for endpoints listed as plaintext.
+    async fn connect_plaintext(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<SendRequest<BoxBody>, ConnectError> {
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|source| ConnectError::Tcp { addr, source })?;
+            let _ = tcp.set_nodelay(true);
+            h2_handshake(tcp, addr).await
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                addr,
+                after: self.connect_timeout,
+            })?
+    }
+
     /// TLS (checking the peer's SPIFFE ID) then an HTTP/2 client connection over `io`.
     async fn tls_h2<IO>(
         &self,
@@ -200,20 +224,7 @@ impl ConnectionPool {
                 presented,
             });
         }
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .adaptive_window(true)
-            .handshake(TokioIo::new(tls))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        h2_handshake(tls, addr).await
     }
 
     /// The pooled connection to the own gateway.
@@ -231,6 +242,7 @@ impl ConnectionPool {
             address: gateway,
             identity: gateway_id,
             healthy: true,
+            plaintext: false,
         };
         let sender = self
             .connect_direct(&endpoint)
@@ -297,6 +309,27 @@ impl ConnectionPool {
                 after: self.connect_timeout,
             })?
     }
+}
+
+/// An HTTP/2 client connection over `io` (TLS or plain TCP), driven by its own task.
+async fn h2_handshake<IO>(io: IO, addr: SocketAddr) -> Result<SendRequest<BoxBody>, ConnectError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .adaptive_window(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// The gateway's `x-mesh-error` and the start of its body, as one line.

@@ -252,6 +252,7 @@ impl ServerSidecar {
             address: self.addr,
             identity: cluster.id("echo").to_string(),
             healthy: true,
+            plaintext: false,
         }
     }
 }

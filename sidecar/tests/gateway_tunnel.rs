@@ -160,6 +160,8 @@ async fn other_clusters_are_reached_through_the_gateway_tunnel() -> anyhow::Resu
             .body(http_body_util::Full::new(bytes::Bytes::from(format!(
                 "hello {i}"
             ))))?;
+        // The connection is reused: wait until it has finished the previous exchange.
+        sender.ready().await?;
         let rsp = sender.send_request(req).await?;
         assert_eq!(rsp.status(), StatusCode::OK);
         assert_eq!(rsp.headers()[HEADER_SERVED_BY_CLUSTER], "eu-central");

@@ -39,6 +39,8 @@ enum Command {
     Sidecar(mesh_sidecar::SidecarArgs),
     /// Run the demo echo app (answers with its cluster and replica, echoes bodies).
     DemoApp(demo_app::DemoAppArgs),
+    /// Prove failover: run chaos scenarios (faults on a timeline under load, SLO checks, report).
+    Chaos(mesh_chaos::ChaosArgs),
 }
 
 fn component_of(cmd: &Command) -> Option<(&'static str, &str)> {
@@ -74,7 +76,8 @@ fn main() -> std::process::ExitCode {
         | Command::Link(_)
         | Command::Unlink(_)
         | Command::Status(_)
-        | Command::Ca(_) => tokio::runtime::Builder::new_current_thread()
+        | Command::Ca(_)
+        | Command::Chaos(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -99,6 +102,7 @@ fn main() -> std::process::ExitCode {
             Command::Gateway(a) => mesh_gateway::run(a).await.map_err(|e| e.to_string()),
             Command::Sidecar(a) => mesh_sidecar::run(a).await.map_err(|e| e.to_string()),
             Command::DemoApp(a) => demo_app::run(a).await.map_err(|e| e.to_string()),
+            Command::Chaos(a) => mesh_chaos::run(a).await.map_err(|e| e.to_string()),
         }
     });
     match result {

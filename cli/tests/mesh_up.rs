@@ -12,7 +12,7 @@ use support::{Scratch, eventually, mesh_bin};
 fn alive(pid: u32) -> bool {
     // A zombie is gone for our purposes; /proc shows its state.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split(' ').nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split(' ').nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }

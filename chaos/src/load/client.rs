@@ -53,7 +53,12 @@ impl ProxyClient {
     }
 
     /// Sends `req` over `wire` and reads the whole answer (at most `limit` body bytes).
-    pub async fn send(&self, wire: Wire, req: Request<Full<Bytes>>, limit: usize) -> Result<Answer, String> {
+    pub async fn send(
+        &self,
+        wire: Wire,
+        req: Request<Full<Bytes>>,
+        limit: usize,
+    ) -> Result<Answer, String> {
         match wire {
             Wire::Http1 => self.send_h1(req, limit).await,
             Wire::Http2 => self.send_h2(req, limit).await,
@@ -76,12 +81,17 @@ impl ProxyClient {
             Some(s) => s,
             None => {
                 let io = self.connect().await?;
-                let (s, conn) = http1::handshake(io).await.map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+                let (s, conn) = http1::handshake(io)
+                    .await
+                    .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
                 tokio::spawn(conn);
                 s
             }
         };
-        let rsp = sender.send_request(req).await.map_err(|e| format!("HTTP/1.1: {e}"))?;
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("HTTP/1.1: {e}"))?;
         let answer = read(rsp, limit).await?;
         let keep = !answer
             .head
@@ -112,7 +122,10 @@ impl ProxyClient {
             }
         };
         sender.ready().await.map_err(|e| format!("HTTP/2: {e}"))?;
-        let rsp = sender.send_request(req).await.map_err(|e| format!("HTTP/2: {e}"))?;
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("HTTP/2: {e}"))?;
         read(rsp, limit).await
     }
 }

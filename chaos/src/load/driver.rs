@@ -27,6 +27,8 @@ pub const HEADER_REQUEST_ID: &str = "x-request-id";
 pub const HEADER_ECHO_DIGEST: &str = "x-echo-digest";
 /// Response header of the demo app with that digest (hex SHA-256).
 pub const HEADER_ECHO_BODY_SHA256: &str = "x-echo-body-sha256";
+/// Response header of the demo app naming the replica that answered.
+pub const HEADER_ECHO_REPLICA: &str = "x-echo-replica";
 /// A send later than this after its due time counts as late (the driver fell behind).
 const LATE: Duration = Duration::from_millis(20);
 
@@ -80,8 +82,17 @@ impl LoadDriver {
             stop: AtomicBool::new(false),
         });
         let started = Instant::now();
-        let task = tokio::spawn(schedule(started, ProxyClient::new(proxy), spec, shared.clone()));
-        Self { started, shared, task }
+        let task = tokio::spawn(schedule(
+            started,
+            ProxyClient::new(proxy),
+            spec,
+            shared.clone(),
+        ));
+        Self {
+            started,
+            shared,
+            task,
+        }
     }
 
     /// When the first request was due.
@@ -96,7 +107,11 @@ impl LoadDriver {
 
     /// Outcomes recorded so far (unordered).
     pub fn snapshot(&self) -> Vec<Outcome> {
-        self.shared.outcomes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stops sending, waits for the requests in flight (each bounded by the request timeout)
@@ -106,7 +121,13 @@ impl LoadDriver {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "load driver task failed");
         }
-        let mut outcomes = std::mem::take(&mut *self.shared.outcomes.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut outcomes = std::mem::take(
+            &mut *self
+                .shared
+                .outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         outcomes.sort_by_key(|o| o.id);
         LoadResult {
             outcomes,
@@ -136,7 +157,11 @@ async fn schedule(started: Instant, client: ProxyClient, spec: LoadSpec, shared:
         let (client, spec, shared) = (client.clone(), spec.clone(), shared.clone());
         inflight.spawn(async move {
             let outcome = one_request(&client, &spec, id, offset, due).await;
-            shared.outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(outcome);
+            shared
+                .outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(outcome);
         });
         while inflight.try_join_next().is_some() {}
         id += 1;
@@ -148,12 +173,18 @@ fn wire_of(protocol: Protocol, id: u64) -> Wire {
     match protocol {
         Protocol::Http1 => Wire::Http1,
         Protocol::Http2 => Wire::Http2,
-        Protocol::Mixed if id % 2 == 0 => Wire::Http1,
+        Protocol::Mixed if id.is_multiple_of(2) => Wire::Http1,
         Protocol::Mixed => Wire::Http2,
     }
 }
 
-async fn one_request(client: &ProxyClient, spec: &LoadSpec, id: u64, scheduled: Duration, due: Instant) -> Outcome {
+async fn one_request(
+    client: &ProxyClient,
+    spec: &LoadSpec,
+    id: u64,
+    scheduled: Duration,
+    due: Instant,
+) -> Outcome {
     let wire = wire_of(spec.protocol, id);
     let (body, digest) = body_for(id, spec.body_bytes);
     let checks_body = spec.body_bytes > 0;
@@ -164,6 +195,7 @@ async fn one_request(client: &ProxyClient, spec: &LoadSpec, id: u64, scheduled: 
         wire,
         status: None,
         served_by: None,
+        replica: None,
         error: None,
         digest: DigestCheck::NotChecked,
     };
@@ -195,13 +227,24 @@ async fn one_request(client: &ProxyClient, spec: &LoadSpec, id: u64, scheduled: 
         }
         Ok(Ok(a)) => a,
     };
-    let header = |name: &str| answer.head.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        answer
+            .head
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let status = answer.head.status;
     outcome.status = Some(status.as_u16());
     outcome.served_by = header(mesh_core::api::HEADER_SERVED_BY_CLUSTER);
+    outcome.replica = header(HEADER_ECHO_REPLICA);
     if !status.is_success() {
-        let why = header(mesh_core::api::HEADER_MESH_ERROR)
-            .unwrap_or_else(|| String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]).trim().to_string());
+        let why = header(mesh_core::api::HEADER_MESH_ERROR).unwrap_or_else(|| {
+            String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)])
+                .trim()
+                .to_string()
+        });
         outcome.error = Some(format!("{status}: {why}"));
         return outcome;
     }
@@ -209,7 +252,11 @@ async fn one_request(client: &ProxyClient, spec: &LoadSpec, id: u64, scheduled: 
         let echoed = hex::encode(Sha256::digest(&answer.body));
         let seen_by_app = header(HEADER_ECHO_BODY_SHA256);
         let intact = echoed == digest && seen_by_app.as_deref().is_none_or(|d| d == digest);
-        outcome.digest = if intact { DigestCheck::Match } else { DigestCheck::Mismatch };
+        outcome.digest = if intact {
+            DigestCheck::Match
+        } else {
+            DigestCheck::Mismatch
+        };
     }
     outcome
 }

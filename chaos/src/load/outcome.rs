@@ -43,6 +43,8 @@ pub struct Outcome {
     pub status: Option<u16>,
     /// The cluster that served it (`x-mesh-cluster`).
     pub served_by: Option<String>,
+    /// The demo replica that answered (`x-echo-replica`).
+    pub replica: Option<String>,
     /// Why it failed (transport error, timeout, mesh error), if it did.
     pub error: Option<String>,
     /// Body integrity.

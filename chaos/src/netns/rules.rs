@@ -19,10 +19,12 @@ pub struct Rule {
 
 impl Rule {
     fn argv(&self, op: &str) -> Vec<String> {
-        let mut v: Vec<String> = ["ip", "netns", "exec", &self.ns, "iptables", "-w", op, self.chain]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut v: Vec<String> = [
+            "ip", "netns", "exec", &self.ns, "iptables", "-w", op, self.chain,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         v.extend(self.spec.iter().cloned());
         v
     }
@@ -63,12 +65,28 @@ fn spec(dir_flag: &str, peer: Ipv4Addr, share: Option<f64>, tag: &str) -> Vec<St
 /// installed on both ends, so one namespace missing its rule cannot let packets through.
 pub fn partition(a: &Endpoint, b: &Endpoint, direction: Direction, tag: &str) -> Vec<Rule> {
     let mut rules = vec![
-        Rule { ns: a.ns.clone(), chain: "OUTPUT", spec: spec("-d", b.addr, None, tag) },
-        Rule { ns: b.ns.clone(), chain: "INPUT", spec: spec("-s", a.addr, None, tag) },
+        Rule {
+            ns: a.ns.clone(),
+            chain: "OUTPUT",
+            spec: spec("-d", b.addr, None, tag),
+        },
+        Rule {
+            ns: b.ns.clone(),
+            chain: "INPUT",
+            spec: spec("-s", a.addr, None, tag),
+        },
     ];
     if direction == Direction::Both {
-        rules.push(Rule { ns: b.ns.clone(), chain: "OUTPUT", spec: spec("-d", a.addr, None, tag) });
-        rules.push(Rule { ns: a.ns.clone(), chain: "INPUT", spec: spec("-s", b.addr, None, tag) });
+        rules.push(Rule {
+            ns: b.ns.clone(),
+            chain: "OUTPUT",
+            spec: spec("-d", a.addr, None, tag),
+        });
+        rules.push(Rule {
+            ns: a.ns.clone(),
+            chain: "INPUT",
+            spec: spec("-s", b.addr, None, tag),
+        });
     }
     rules
 }
@@ -80,8 +98,16 @@ pub fn wan_loss(cluster: &Endpoint, peers: &[Ipv4Addr], share: f64, tag: &str) -
         .iter()
         .flat_map(|p| {
             [
-                Rule { ns: cluster.ns.clone(), chain: "OUTPUT", spec: spec("-d", *p, Some(share), tag) },
-                Rule { ns: cluster.ns.clone(), chain: "INPUT", spec: spec("-s", *p, Some(share), tag) },
+                Rule {
+                    ns: cluster.ns.clone(),
+                    chain: "OUTPUT",
+                    spec: spec("-d", *p, Some(share), tag),
+                },
+                Rule {
+                    ns: cluster.ns.clone(),
+                    chain: "INPUT",
+                    spec: spec("-s", *p, Some(share), tag),
+                },
             ]
         })
         .collect()
@@ -92,7 +118,10 @@ mod tests {
     use super::*;
 
     fn ep(ns: &str, last: u8) -> Endpoint {
-        Endpoint { ns: ns.into(), addr: Ipv4Addr::new(10, 213, 7, last) }
+        Endpoint {
+            ns: ns.into(),
+            addr: Ipv4Addr::new(10, 213, 7, last),
+        }
     }
 
     #[test]
@@ -115,15 +144,28 @@ mod tests {
     fn a_one_way_partition_only_drops_from_a_to_b() {
         let rules = partition(&ep("a", 10), &ep("b", 11), Direction::OneWay, "p2");
         assert_eq!(rules.len(), 2);
-        assert!(rules.iter().all(|r| (r.ns == "a" && r.chain == "OUTPUT") || (r.ns == "b" && r.chain == "INPUT")));
+        assert!(
+            rules.iter().all(
+                |r| (r.ns == "a" && r.chain == "OUTPUT") || (r.ns == "b" && r.chain == "INPUT")
+            )
+        );
     }
 
     #[test]
     fn wan_loss_uses_the_statistic_match_per_peer_and_direction() {
-        let rules = wan_loss(&ep("a", 10), &[Ipv4Addr::new(10, 213, 7, 11), Ipv4Addr::new(10, 213, 7, 12)], 0.05, "l");
+        let rules = wan_loss(
+            &ep("a", 10),
+            &[Ipv4Addr::new(10, 213, 7, 11), Ipv4Addr::new(10, 213, 7, 12)],
+            0.05,
+            "l",
+        );
         assert_eq!(rules.len(), 4);
         let cmd = rules[0].add_argv().join(" ");
-        assert!(cmd.contains("-m statistic --mode random --probability 0.05") && cmd.contains("-d 10.213.7.11/32"), "{cmd}");
+        assert!(
+            cmd.contains("-m statistic --mode random --probability 0.05")
+                && cmd.contains("-d 10.213.7.11/32"),
+            "{cmd}"
+        );
         assert!(rules.iter().all(|r| r.ns == "a"));
     }
 }

@@ -14,14 +14,21 @@ pub fn run(argv: &[String]) -> Result<String, NetError> {
         });
     };
     tracing::debug!(command = %argv.join(" "), "net");
-    let out = Command::new(program).args(args).output().map_err(|e| NetError::Command {
-        command: argv.join(" "),
-        message: e.to_string(),
-    })?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| NetError::Command {
+            command: argv.join(" "),
+            message: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(NetError::Command {
             command: argv.join(" "),
-            message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -34,5 +41,6 @@ pub fn argv(parts: &[&str]) -> Vec<String> {
 
 /// Whether `program` can be found on `PATH`.
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-pub use schedule::{Decision, ImpairmentSchedule};
+pub use schedule::{Decision, ImpairmentSchedule, release_times};
 
 use crate::scenario::Impairment;
 
@@ -93,23 +93,53 @@ pub struct RelayStats {
     pub backward: DirectionStats,
 }
 
+/// One direction's schedule and the release time of its last in-order datagram.
+struct Lane {
+    schedule: ImpairmentSchedule,
+    last_release: Option<tokio::time::Instant>,
+}
+
+impl Lane {
+    fn new(impairment: Impairment, stream: u64) -> Self {
+        Self {
+            schedule: ImpairmentSchedule::new(impairment, stream),
+            last_release: None,
+        }
+    }
+}
+
 struct Shared {
-    forward: Mutex<ImpairmentSchedule>,
-    backward: Mutex<ImpairmentSchedule>,
+    forward: Mutex<Lane>,
+    backward: Mutex<Lane>,
     fwd: DirectionCounters,
     bwd: DirectionCounters,
 }
 
 impl Shared {
-    fn decide(&self, forward: bool) -> Decision {
-        let (schedule, counters) = if forward {
+    /// Decides a datagram's fate: the instants its copies leave (none = dropped), or `None`
+    /// when the lane is clear and it goes at once.
+    fn decide(&self, forward: bool) -> Option<Vec<tokio::time::Instant>> {
+        let (lane, counters) = if forward {
             (&self.forward, &self.fwd)
         } else {
             (&self.backward, &self.bwd)
         };
-        let d = schedule.lock().unwrap_or_else(|p| p.into_inner()).decide();
+        let mut lane = lane.lock().unwrap_or_else(|p| p.into_inner());
+        let d = lane.schedule.decide();
         counters.count(&d);
-        d
+        if lane.schedule.is_clear() {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let mut last = lane.last_release.map(|i| i.into_std());
+        let times = release_times(&d, now.into_std(), &mut last);
+        lane.last_release = last.map(tokio::time::Instant::from_std);
+        Some(
+            times
+                .into_iter()
+                .map(tokio::time::Instant::from_std)
+                .collect(),
+        )
     }
 }
 
@@ -125,12 +155,16 @@ impl UdpRelay {
     /// Listens on `bind` (port 0 for any) and forwards to `target`, unimpaired until
     /// [`impair`](Self::impair) is called.
     pub async fn start(bind: SocketAddr, target: SocketAddr) -> Result<Self, RelayError> {
-        let err = |source| RelayError { bind, target, source };
+        let err = |source| RelayError {
+            bind,
+            target,
+            source,
+        };
         let front = UdpSocket::bind(bind).await.map_err(err)?;
         let local = front.local_addr().map_err(err)?;
         let shared = Arc::new(Shared {
-            forward: Mutex::new(ImpairmentSchedule::new(Impairment::default(), 0)),
-            backward: Mutex::new(ImpairmentSchedule::new(Impairment::default(), 1)),
+            forward: Mutex::new(Lane::new(Impairment::default(), 0)),
+            backward: Mutex::new(Lane::new(Impairment::default(), 1)),
             fwd: DirectionCounters::default(),
             bwd: DirectionCounters::default(),
         });
@@ -155,8 +189,9 @@ impl UdpRelay {
 
     /// Impairs both directions (each with its own random stream of the same seed).
     pub fn impair(&self, impairment: Impairment) {
-        *self.shared.forward.lock().unwrap_or_else(|p| p.into_inner()) = ImpairmentSchedule::new(impairment, 0);
-        *self.shared.backward.lock().unwrap_or_else(|p| p.into_inner()) = ImpairmentSchedule::new(impairment, 1);
+        for (lane, stream) in [(&self.shared.forward, 0), (&self.shared.backward, 1)] {
+            *lane.lock().unwrap_or_else(|p| p.into_inner()) = Lane::new(impairment, stream);
+        }
     }
 
     /// Forwards untouched again.
@@ -179,23 +214,33 @@ impl Drop for UdpRelay {
     }
 }
 
-/// Sends `buf` to `dest` as `decision` says: at once when undelayed (keeps order), else from a
-/// timer task per copy.
-async fn dispatch(sock: &Arc<UdpSocket>, dest: SocketAddr, buf: &[u8], decision: Decision) {
-    for delay in decision.sends {
-        if delay.is_zero() {
-            let _ = sock.send_to(buf, dest).await;
-        } else {
-            let (sock, data) = (sock.clone(), buf.to_vec());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = sock.send_to(&data, dest).await;
-            });
-        }
+/// Sends `buf` to `dest`: at once when the lane is clear (keeps order, no timer), else each
+/// copy at its release instant from a timer task.
+async fn dispatch(
+    sock: &Arc<UdpSocket>,
+    dest: SocketAddr,
+    buf: &[u8],
+    plan: Option<Vec<tokio::time::Instant>>,
+) {
+    let Some(times) = plan else {
+        let _ = sock.send_to(buf, dest).await;
+        return;
+    };
+    for at in times {
+        let (sock, data) = (sock.clone(), buf.to_vec());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let _ = sock.send_to(&data, dest).await;
+        });
     }
 }
 
-async fn front_loop(front: Arc<UdpSocket>, bind: SocketAddr, target: SocketAddr, shared: Arc<Shared>) {
+async fn front_loop(
+    front: Arc<UdpSocket>,
+    bind: SocketAddr,
+    target: SocketAddr,
+    shared: Arc<Shared>,
+) {
     let mut sessions: HashMap<SocketAddr, (Arc<UdpSocket>, JoinHandle<()>)> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -220,7 +265,13 @@ async fn front_loop(front: Arc<UdpSocket>, bind: SocketAddr, target: SocketAddr,
                     continue;
                 }
             };
-            let task = tokio::spawn(backward_loop(upstream.clone(), front.clone(), client, target, shared.clone()));
+            let task = tokio::spawn(backward_loop(
+                upstream.clone(),
+                front.clone(),
+                client,
+                target,
+                shared.clone(),
+            ));
             sessions.insert(client, (upstream, task));
         }
         if let Some((upstream, _)) = sessions.get(&client) {

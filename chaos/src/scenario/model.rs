@@ -373,6 +373,8 @@ pub enum SloKind {
         phase: Phase,
         /// The cluster.
         cluster: String,
+        /// Only this demo replica of the cluster (`echo-1`), if set.
+        replica: Option<String>,
         /// Lower bound.
         min_share: f64,
     },

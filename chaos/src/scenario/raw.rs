@@ -117,8 +117,23 @@ impl RawEvent {
             };
         }
         check!(
-            targets, clusters, cluster, direction, share, error_share, latency_ms, latency_share,
-            delay_ms, jitter_ms, loss, reorder, duplicate, seed, down_ms, up_ms, pause_ms
+            targets,
+            clusters,
+            cluster,
+            direction,
+            share,
+            error_share,
+            latency_ms,
+            latency_share,
+            delay_ms,
+            jitter_ms,
+            loss,
+            reorder,
+            duplicate,
+            seed,
+            down_ms,
+            up_ms,
+            pause_ms
         );
         out
     }
@@ -135,6 +150,8 @@ pub(crate) struct RawSlo {
     pub fault: Option<Spanned<String>>,
     #[serde(default)]
     pub cluster: Option<Spanned<String>>,
+    #[serde(default)]
+    pub replica: Option<Spanned<String>>,
     #[serde(default)]
     pub settle_ms: Option<Spanned<u64>>,
     #[serde(default)]

@@ -52,7 +52,12 @@ impl ProcessCatalog {
             ));
         };
         if cluster != "*" && !self.topology.clusters.iter().any(|c| c.name == cluster) {
-            let known: Vec<&str> = self.topology.clusters.iter().map(|c| c.name.as_str()).collect();
+            let known: Vec<&str> = self
+                .topology
+                .clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
             return Err(format!(
                 "cluster `{cluster}` is not in the topology (clusters: {})",
                 known.join(", ")
@@ -88,7 +93,12 @@ impl ProcessCatalog {
     /// `targets` sorted in start order (an app before its sidecar, so a restarted sidecar finds
     /// its app).
     pub fn start_order(&self, mut targets: Vec<ProcessRef>) -> Vec<ProcessRef> {
-        targets.sort_by_key(|t| self.processes.iter().position(|p| p == t).unwrap_or(usize::MAX));
+        targets.sort_by_key(|t| {
+            self.processes
+                .iter()
+                .position(|p| p == t)
+                .unwrap_or(usize::MAX)
+        });
         targets
     }
 }
@@ -101,17 +111,34 @@ mod tests {
     fn selectors_resolve_exact_names_prefix_globs_and_any_cluster() {
         let cat = ProcessCatalog::of(&Topology::default_set());
         let names = |s: &str| -> Vec<String> {
-            cat.select(s).unwrap().iter().map(|p| p.to_string()).collect()
+            cat.select(s)
+                .unwrap()
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
         };
         assert_eq!(names("us-east/gateway"), ["us-east/gateway"]);
-        assert_eq!(names("us-west/echo-*"), ["us-west/echo-0", "us-west/echo-1"]);
-        assert_eq!(names("*/gateway"), ["us-east/gateway", "us-west/gateway", "eu-central/gateway"]);
+        assert_eq!(
+            names("us-west/echo-*"),
+            ["us-west/echo-0", "us-west/echo-1"]
+        );
+        assert_eq!(
+            names("*/gateway"),
+            ["us-east/gateway", "us-west/gateway", "eu-central/gateway"]
+        );
         assert_eq!(names("us-east/*").len(), 7);
         let e = cat.select("mars/gateway").unwrap_err();
         assert!(e.contains("`mars` is not in the topology"), "{e}");
         let e = cat.select("us-east/echo-7").unwrap_err();
-        assert!(e.contains("matches no process") && e.contains("echo-1"), "{e}");
-        assert!(cat.select("gateway").unwrap_err().contains("<cluster>/<process>"));
+        assert!(
+            e.contains("matches no process") && e.contains("echo-1"),
+            "{e}"
+        );
+        assert!(
+            cat.select("gateway")
+                .unwrap_err()
+                .contains("<cluster>/<process>")
+        );
     }
 
     #[test]
@@ -119,7 +146,14 @@ mod tests {
         let cat = ProcessCatalog::of(&Topology::default_set());
         let mut t = cat.select("us-east/sidecar-echo-*").unwrap();
         t.extend(cat.select("us-east/echo-*").unwrap());
-        let ordered: Vec<String> = cat.start_order(t).iter().map(|p| p.process.clone()).collect();
-        assert_eq!(ordered, ["echo-0", "sidecar-echo-0", "echo-1", "sidecar-echo-1"]);
+        let ordered: Vec<String> = cat
+            .start_order(t)
+            .iter()
+            .map(|p| p.process.clone())
+            .collect();
+        assert_eq!(
+            ordered,
+            ["echo-0", "sidecar-echo-0", "echo-1", "sidecar-echo-1"]
+        );
     }
 }

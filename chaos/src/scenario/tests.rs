@@ -58,36 +58,57 @@ fn a_good_scenario_loads_sorted_with_defaults() {
     assert_eq!(s.load.host, "echo.demo.svc.clusterset.local");
     assert_eq!(s.timeline.len(), 2);
     assert_eq!(s.timeline[0].at, Duration::from_secs(4));
-    let Action::Fault { id, fault: Fault::Kill { targets } } = &s.timeline[0].action else {
+    let Action::Fault {
+        id,
+        fault: Fault::Kill { targets },
+    } = &s.timeline[0].action
+    else {
         panic!("{:?}", s.timeline[0]);
     };
     assert_eq!(id, "replicas");
     let names: Vec<String> = targets.iter().map(|t| t.process.clone()).collect();
-    assert_eq!(names, ["echo-0", "sidecar-echo-0", "echo-1", "sidecar-echo-1"]);
+    assert_eq!(
+        names,
+        ["echo-0", "sidecar-echo-0", "echo-1", "sidecar-echo-1"]
+    );
     assert_eq!(s.heal_at("replicas"), Some(Duration::from_secs(10)));
     assert_eq!(s.slos.len(), 3);
     assert_eq!(s.slos[0].line, 22);
-    assert!(matches!(&s.slos[2].kind, SloKind::P99Latency { phase: Phase::After { settle, .. }, .. } if *settle == Duration::from_secs(2)));
+    assert!(
+        matches!(&s.slos[2].kind, SloKind::P99Latency { phase: Phase::After { settle, .. }, .. } if *settle == Duration::from_secs(2))
+    );
     assert!(!s.needs_namespaces());
 }
 
 #[test]
 fn an_unknown_action_is_refused_with_its_line() {
     let e = err(&with("fault: kill", "fault: explode"));
-    assert!(e.starts_with("s.yaml: line 18: field `fault`: unknown action `explode`"), "{e}");
+    assert!(
+        e.starts_with("s.yaml: line 18: field `fault`: unknown action `explode`"),
+        "{e}"
+    );
     assert!(e.contains("kill, freeze"), "{e}");
 }
 
 #[test]
 fn an_unknown_field_is_refused_with_its_line() {
-    let e = err(&with("    max_share: 0.01\n", "    max_share: 0.01\n    colour: red\n"));
-    assert!(e.starts_with("s.yaml:") && e.contains("line 28") && e.contains("colour"), "{e}");
+    let e = err(&with(
+        "    max_share: 0.01\n",
+        "    max_share: 0.01\n    colour: red\n",
+    ));
+    assert!(
+        e.starts_with("s.yaml:") && e.contains("line 28") && e.contains("colour"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_target_missing_from_the_topology_is_refused() {
     let e = err(&with("us-east/echo-*]", "us-east/echo-9]"));
-    assert!(e.contains("line 20: field `targets`") && e.contains("matches no process"), "{e}");
+    assert!(
+        e.contains("line 20: field `targets`") && e.contains("matches no process"),
+        "{e}"
+    );
     let e = err(&with("us-east/echo-*]", "mars/echo-*]"));
     assert!(e.contains("cluster `mars` is not in the topology"), "{e}");
     let e = err(&with("cluster: us-west", "cluster: mars"));
@@ -97,7 +118,10 @@ fn a_target_missing_from_the_topology_is_refused() {
 #[test]
 fn a_heal_before_its_fault_is_refused() {
     let e = err(&with("at_ms: 10000", "at_ms: 3000"));
-    assert!(e.contains("line 15: field `at_ms`") && e.contains("comes before its fault"), "{e}");
+    assert!(
+        e.contains("line 15: field `at_ms`") && e.contains("comes before its fault"),
+        "{e}"
+    );
     let e = err(&with("heal: replicas", "heal: other"));
     assert!(e.contains("no fault has id `other`"), "{e}");
 }
@@ -105,16 +129,28 @@ fn a_heal_before_its_fault_is_refused() {
 #[test]
 fn an_slo_without_a_bound_is_refused() {
     let e = err(&with("    max_share: 0.01\n", ""));
-    assert!(e.contains("line 26: field `kind`") && e.contains("has no bound"), "{e}");
+    assert!(
+        e.contains("line 26: field `kind`") && e.contains("has no bound"),
+        "{e}"
+    );
     let e = err(&with("    max_ms: 2000\n", ""));
-    assert!(e.contains("line 22") && e.contains("has no bound: set max_ms"), "{e}");
+    assert!(
+        e.contains("line 22") && e.contains("has no bound: set max_ms"),
+        "{e}"
+    );
 }
 
 #[test]
 fn parameters_that_do_not_apply_are_refused() {
-    let e = err(&with("    id: replicas\n", "    id: replicas\n    jitter_ms: 5\n"));
+    let e = err(&with(
+        "    id: replicas\n",
+        "    id: replicas\n    jitter_ms: 5\n",
+    ));
     assert!(e.contains("action `kill` takes no `jitter_ms`"), "{e}");
-    let e = err(&with("    heal: replicas\n", "    heal: replicas\n    targets: [us-east/gateway]\n"));
+    let e = err(&with(
+        "    heal: replicas\n",
+        "    heal: replicas\n    targets: [us-east/gateway]\n",
+    ));
     assert!(e.contains("a heal takes no parameters"), "{e}");
 }
 
@@ -125,13 +161,19 @@ fn other_semantic_errors_name_line_and_field() {
     let e = err(&with("client: us-east", "client: mars"));
     assert!(e.contains("line 11: field `client`"), "{e}");
     let e = err(&with("at_ms: 4000", "at_ms: 40000"));
-    assert!(e.contains("field `at_ms`") && e.contains("not inside the run"), "{e}");
+    assert!(
+        e.contains("field `at_ms`") && e.contains("not inside the run"),
+        "{e}"
+    );
     let e = err(&with("    id: replicas\n", ""));
     assert!(e.contains("needs an `id`"), "{e}");
     let e = err(&with("phase: after", "phase: later"));
     assert!(e.contains("`later` is not one of"), "{e}");
     let e = err(&with("kind: failover_time", "kind: uptime"));
-    assert!(e.contains("line 22: field `kind`: unknown SLO kind `uptime`"), "{e}");
+    assert!(
+        e.contains("line 22: field `kind`: unknown SLO kind `uptime`"),
+        "{e}"
+    );
     let e = err(&with("max_share: 0.01", "max_share: 2"));
     assert!(e.contains("between 0 and 1"), "{e}");
 }
@@ -150,7 +192,10 @@ fn namespace_faults_are_recognised_and_relays_planned() {
     );
     let s = parse(&text, Path::new("s.yaml")).unwrap();
     assert!(!s.needs_namespaces());
-    assert_eq!(s.relayed_pairs(), [("us-east".to_string(), "us-west".to_string())]);
+    assert_eq!(
+        s.relayed_pairs(),
+        [("us-east".to_string(), "us-west".to_string())]
+    );
 }
 
 #[test]
@@ -166,4 +211,21 @@ fn a_directory_loads_every_file_and_refuses_duplicate_names() {
     let e = load_path(&dir).unwrap_err().to_string();
     assert!(e.contains("b.yaml") && e.contains("already used by"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn served_share_can_name_a_demo_replica_of_the_cluster() {
+    let slo =
+        "  - kind: served_share\n    cluster: us-east\n    replica: echo-1\n    min_share: 0.9\n";
+    let s = parse(&format!("{GOOD}{slo}"), Path::new("s.yaml")).unwrap();
+    assert!(
+        matches!(&s.slos[3].kind, SloKind::ServedShare { replica: Some(r), .. } if r == "echo-1")
+    );
+    let e = err(&format!("{GOOD}{}", slo.replace("echo-1", "echo-5")));
+    assert!(
+        e.contains("field `replica`") && e.contains("not a demo replica"),
+        "{e}"
+    );
+    let e = err(&format!("{GOOD}{}", slo.replace("echo-1", "gateway")));
+    assert!(e.contains("field `replica`"), "{e}");
 }

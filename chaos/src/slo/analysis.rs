@@ -41,20 +41,36 @@ pub fn percentile(outcomes: &[Outcome], q: f64) -> Option<Duration> {
 
 /// Share of outcomes answered successfully by `cluster`.
 pub fn served_share(outcomes: &[Outcome], cluster: &str) -> Option<f64> {
+    served_share_by(outcomes, cluster, None)
+}
+
+/// Share of outcomes answered successfully by `cluster` (and by `replica` there, if given).
+pub fn served_share_by(outcomes: &[Outcome], cluster: &str, replica: Option<&str>) -> Option<f64> {
     if outcomes.is_empty() {
         return None;
     }
-    let good = outcomes.iter().filter(|o| o.ok() && o.served_by.as_deref() == Some(cluster)).count();
+    let good = outcomes
+        .iter()
+        .filter(|o| o.ok() && o.served_by.as_deref() == Some(cluster))
+        .filter(|o| replica.is_none_or(|r| o.replica.as_deref() == Some(r)))
+        .count();
     Some(good as f64 / outcomes.len() as f64)
 }
 
 /// Time from `from` until the start of the first one-second window that is at least 99%
 /// served by `cluster`, searching windows that end by `end`.
-pub fn time_to_serve(outcomes: &[Outcome], from: Duration, end: Duration, cluster: &str) -> Option<Duration> {
+pub fn time_to_serve(
+    outcomes: &[Outcome],
+    from: Duration,
+    end: Duration,
+    cluster: &str,
+) -> Option<Duration> {
     let second = Duration::from_secs(1);
     let mut t = from;
     while t + second <= end {
-        if served_share(window(outcomes, t, t + second), cluster).is_some_and(|s| s >= SERVED_THRESHOLD) {
+        if served_share(window(outcomes, t, t + second), cluster)
+            .is_some_and(|s| s >= SERVED_THRESHOLD)
+        {
             return Some(t - from);
         }
         t += WINDOW_STEP;
@@ -75,8 +91,14 @@ pub struct Bucket {
     pub p99_ms: Option<f64>,
 }
 
-/// The run cut into one-second buckets from 0 to `end`.
+/// The run cut into one-second buckets from 0 to `end` (or to the last request due, if earlier).
 pub fn buckets(outcomes: &[Outcome], end: Duration) -> Vec<Bucket> {
+    let last = outcomes
+        .iter()
+        .map(|o| o.scheduled)
+        .max()
+        .unwrap_or_default();
+    let end = end.min(last + Duration::from_nanos(1));
     let n = end.as_secs_f64().ceil() as u64;
     (0..n)
         .map(|i| {
@@ -134,7 +156,11 @@ pub(crate) mod tests {
 
     /// `n` requests a second for `secs` seconds; `who(t)` says which cluster served the one due
     /// at `t` (`None` = failed).
-    pub(crate) fn synth(rate: u64, secs: u64, who: impl Fn(Duration) -> Option<&'static str>) -> Vec<Outcome> {
+    pub(crate) fn synth(
+        rate: u64,
+        secs: u64,
+        who: impl Fn(Duration) -> Option<&'static str>,
+    ) -> Vec<Outcome> {
         (0..rate * secs)
             .map(|i| {
                 let t = Duration::from_secs_f64(i as f64 / rate as f64);
@@ -146,6 +172,7 @@ pub(crate) mod tests {
                     wire: Wire::Http1,
                     status: Some(if served.is_some() { 200 } else { 503 }),
                     served_by: served.map(str::to_string),
+                    replica: served.map(|_| "echo-0".to_string()),
                     error: served.is_none().then(|| "503".to_string()),
                     digest: DigestCheck::Match,
                 }
@@ -165,26 +192,67 @@ pub(crate) mod tests {
                 Some("us-west")
             }
         });
-        let d = time_to_serve(&o, Duration::from_secs(5), Duration::from_secs(20), "us-west").unwrap();
+        let d = time_to_serve(
+            &o,
+            Duration::from_secs(5),
+            Duration::from_secs(20),
+            "us-west",
+        )
+        .unwrap();
         assert_eq!(d, Duration::from_millis(500));
-        assert_eq!(time_to_serve(&o, Duration::from_secs(5), Duration::from_secs(20), "eu-central"), None);
-        assert_eq!(time_to_serve(&o, Duration::ZERO, Duration::from_secs(20), "us-east"), Some(Duration::ZERO));
+        assert_eq!(
+            time_to_serve(
+                &o,
+                Duration::from_secs(5),
+                Duration::from_secs(20),
+                "eu-central"
+            ),
+            None
+        );
+        assert_eq!(
+            time_to_serve(&o, Duration::ZERO, Duration::from_secs(20), "us-east"),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
     fn a_window_needs_99_percent() {
         // 2% of requests keep failing: never 99%.
-        let o = synth(100, 10, |t| if (t.as_millis() / 10) % 50 == 0 { None } else { Some("us-west") });
-        assert_eq!(time_to_serve(&o, Duration::ZERO, Duration::from_secs(10), "us-west"), None);
+        let o = synth(100, 10, |t| {
+            if (t.as_millis() / 10) % 50 == 0 {
+                None
+            } else {
+                Some("us-west")
+            }
+        });
+        assert_eq!(
+            time_to_serve(&o, Duration::ZERO, Duration::from_secs(10), "us-west"),
+            None
+        );
     }
 
     #[test]
     fn percentiles_windows_and_buckets() {
-        let o = synth(100, 10, |t| if t < Duration::from_secs(1) { None } else { Some("us-east") });
-        assert_eq!(window(&o, Duration::from_secs(2), Duration::from_secs(3)).len(), 100);
+        let o = synth(100, 10, |t| {
+            if t < Duration::from_secs(1) {
+                None
+            } else {
+                Some("us-east")
+            }
+        });
+        assert_eq!(
+            window(&o, Duration::from_secs(2), Duration::from_secs(3)).len(),
+            100
+        );
         let p = p99(&o).unwrap();
-        assert!(p >= Duration::from_millis(999) && p <= Duration::from_millis(1001), "{p:?}");
-        assert!(p99(window(&o, Duration::from_secs(2), Duration::from_secs(10))).unwrap() < Duration::from_millis(6));
+        assert!(
+            p >= Duration::from_millis(999) && p <= Duration::from_millis(1001),
+            "{p:?}"
+        );
+        assert!(
+            p99(window(&o, Duration::from_secs(2), Duration::from_secs(10))).unwrap()
+                < Duration::from_millis(6)
+        );
         let b = buckets(&o, Duration::from_secs(10));
         assert_eq!(b.len(), 10);
         assert_eq!(b[0].failed, 100);
@@ -194,9 +262,21 @@ pub(crate) mod tests {
 
     #[test]
     fn locality_switches_count_majority_changes() {
-        let flap = synth(100, 10, |t| if (t.as_secs() / 2) % 2 == 0 { Some("us-east") } else { Some("us-west") });
-        assert_eq!(locality_switches(&flap, Duration::ZERO, Duration::from_secs(10)), 4);
+        let flap = synth(100, 10, |t| {
+            if (t.as_secs() / 2) % 2 == 0 {
+                Some("us-east")
+            } else {
+                Some("us-west")
+            }
+        });
+        assert_eq!(
+            locality_switches(&flap, Duration::ZERO, Duration::from_secs(10)),
+            4
+        );
         let steady = synth(100, 10, |_| Some("us-east"));
-        assert_eq!(locality_switches(&steady, Duration::ZERO, Duration::from_secs(10)), 0);
+        assert_eq!(
+            locality_switches(&steady, Duration::ZERO, Duration::from_secs(10)),
+            0
+        );
     }
 }

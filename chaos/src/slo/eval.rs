@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::analysis::{locality_switches, p99, served_share, time_to_serve, window};
+use super::analysis::{locality_switches, p99, served_share_by, time_to_serve, window};
 use crate::load::{DigestCheck, LoadResult};
 use crate::scenario::{Phase, Scenario, SloKind, SloSpec};
 
@@ -62,9 +62,22 @@ pub fn phase_bounds(scenario: &Scenario, phase: &Phase) -> (Duration, Duration) 
     let end = scenario.duration;
     match phase {
         Phase::Whole => (Duration::ZERO, end),
-        Phase::Before => (Duration::ZERO, scenario.faults().filter_map(|(id, _)| scenario.fault_at(id)).min().unwrap_or(end)),
-        Phase::During(f) => (scenario.fault_at(f).unwrap_or(end), scenario.heal_at(f).unwrap_or(end)),
-        Phase::After { fault, settle } => ((scenario.heal_at(fault).unwrap_or(end) + *settle).min(end), end),
+        Phase::Before => (
+            Duration::ZERO,
+            scenario
+                .faults()
+                .filter_map(|(id, _)| scenario.fault_at(id))
+                .min()
+                .unwrap_or(end),
+        ),
+        Phase::During(f) => (
+            scenario.fault_at(f).unwrap_or(end),
+            scenario.heal_at(f).unwrap_or(end),
+        ),
+        Phase::After { fault, settle } => (
+            (scenario.heal_at(fault).unwrap_or(end) + *settle).min(end),
+            end,
+        ),
     }
 }
 
@@ -74,7 +87,9 @@ fn phase_words(phase: &Phase) -> String {
         Phase::Before => "before any fault".into(),
         Phase::During(f) => format!("during `{f}`"),
         Phase::After { fault, settle } if settle.is_zero() => format!("after `{fault}` is healed"),
-        Phase::After { fault, settle } => format!("from {} ms after `{fault}` is healed", settle.as_millis()),
+        Phase::After { fault, settle } => {
+            format!("from {} ms after `{fault}` is healed", settle.as_millis())
+        }
     }
 }
 
@@ -99,7 +114,11 @@ pub fn not_run(scenario: &Scenario, reason: &str) -> Vec<SloResult> {
 
 /// Checks every SLO of `scenario` against `load`.
 pub fn evaluate(scenario: &Scenario, load: &LoadResult, facts: RunFacts) -> Vec<SloResult> {
-    scenario.slos.iter().map(|s| check(scenario, s, load, facts)).collect()
+    scenario
+        .slos
+        .iter()
+        .map(|s| check(scenario, s, load, facts))
+        .collect()
 }
 
 fn check(scenario: &Scenario, slo: &SloSpec, load: &LoadResult, facts: RunFacts) -> SloResult {
@@ -114,25 +133,38 @@ fn check(scenario: &Scenario, slo: &SloSpec, load: &LoadResult, facts: RunFacts)
         value: None,
         verdict: Verdict::Fail,
     };
-    let mut judge = |value: Option<f64>, unit: &str, ok: &dyn Fn(f64) -> bool, missing: &str| {
-        match value {
+    let mut judge =
+        |value: Option<f64>, unit: &str, ok: &dyn Fn(f64) -> bool, missing: &str| match value {
             Some(v) => {
                 r.value = Some(v);
-                r.measured = if unit == "ms" { format!("{v:.0} ms") } else if unit == "%" { format!("{:.2}%", v * 100.0) } else { format!("{v:.0}{unit}") };
+                r.measured = if unit == "ms" {
+                    format!("{v:.0} ms")
+                } else if unit == "%" {
+                    format!("{:.2}%", v * 100.0)
+                } else {
+                    format!("{v:.0}{unit}")
+                };
                 r.verdict = if ok(v) { Verdict::Pass } else { Verdict::Fail };
             }
             None => {
                 r.measured = missing.to_string();
                 r.verdict = Verdict::Fail;
             }
-        }
-    };
+        };
     match &slo.kind {
-        SloKind::FailedRequests { phase, max_count, max_share } => {
+        SloKind::FailedRequests {
+            phase,
+            max_count,
+            max_share,
+        } => {
             let (from, to) = phase_bounds(scenario, phase);
             let w = window(o, from, to);
             let failed = w.iter().filter(|x| !x.ok()).count() as u64;
-            let share = if w.is_empty() { 0.0 } else { failed as f64 / w.len() as f64 };
+            let share = if w.is_empty() {
+                0.0
+            } else {
+                failed as f64 / w.len() as f64
+            };
             r.description = format!("failed requests {}", phase_words(phase));
             let mut bounds = Vec::new();
             if let Some(c) = max_count {
@@ -144,36 +176,78 @@ fn check(scenario: &Scenario, slo: &SloSpec, load: &LoadResult, facts: RunFacts)
             r.bound = bounds.join(" and ");
             r.value = Some(failed as f64);
             r.measured = format!("{failed} of {} ({:.2}%)", w.len(), share * 100.0);
-            let ok = max_count.is_none_or(|c| failed <= c) && max_share.is_none_or(|s| share <= s) && !w.is_empty();
+            let ok = max_count.is_none_or(|c| failed <= c)
+                && max_share.is_none_or(|s| share <= s)
+                && !w.is_empty();
             if w.is_empty() {
                 r.measured = "no requests in this phase".into();
             }
             r.verdict = if ok { Verdict::Pass } else { Verdict::Fail };
         }
-        SloKind::FailoverTime { fault, cluster, max } | SloKind::FailbackTime { fault, cluster, max } => {
+        SloKind::FailoverTime {
+            fault,
+            cluster,
+            max,
+        }
+        | SloKind::FailbackTime {
+            fault,
+            cluster,
+            max,
+        } => {
             let failback = matches!(slo.kind, SloKind::FailbackTime { .. });
-            let from = if failback { scenario.heal_at(fault) } else { scenario.fault_at(fault) }.unwrap_or(end);
+            let from = if failback {
+                scenario.heal_at(fault)
+            } else {
+                scenario.fault_at(fault)
+            }
+            .unwrap_or(end);
+            // A failover must happen while its fault lasts; a failback before the next fault.
+            let until = if failback {
+                scenario
+                    .faults()
+                    .filter_map(|(id, _)| scenario.fault_at(id))
+                    .filter(|t| *t > from)
+                    .min()
+                    .unwrap_or(end)
+            } else {
+                scenario.heal_at(fault).unwrap_or(end)
+            };
             r.description = if failback {
-                format!("from the heal of `{fault}` until 99% of a second is served by {cluster} again")
+                format!(
+                    "from the heal of `{fault}` until 99% of a second is served by {cluster} again"
+                )
             } else {
                 format!("from `{fault}` until 99% of a second is served by {cluster}")
             };
             r.bound = format!("<= {} ms", max.as_millis());
-            let t = time_to_serve(o, from, end, cluster).map(ms);
+            let t = time_to_serve(o, from, until, cluster).map(ms);
             let max = ms(*max);
-            judge(t, "ms", &|v| v <= max, &format!("never ({cluster} did not serve 99% of any second)"));
+            judge(
+                t,
+                "ms",
+                &|v| v <= max,
+                &format!("never ({cluster} did not serve 99% of any second)"),
+            );
         }
         SloKind::P99Latency { phase, max } => {
             let (from, to) = phase_bounds(scenario, phase);
             r.description = format!("p99 latency {}", phase_words(phase));
             r.bound = format!("<= {} ms", max.as_millis());
             let max = ms(*max);
-            judge(p99(window(o, from, to)).map(ms), "ms", &|v| v <= max, "no requests in this phase");
+            judge(
+                p99(window(o, from, to)).map(ms),
+                "ms",
+                &|v| v <= max,
+                "no requests in this phase",
+            );
         }
         SloKind::P99Increase { phase, max } => {
             let (from, to) = phase_bounds(scenario, phase);
             let (b0, b1) = phase_bounds(scenario, &Phase::Before);
-            r.description = format!("p99 latency {} minus p99 before any fault", phase_words(phase));
+            r.description = format!(
+                "p99 latency {} minus p99 before any fault",
+                phase_words(phase)
+            );
             r.bound = format!("<= {} ms", max.as_millis());
             let max = ms(*max);
             let v = match (p99(window(o, from, to)), p99(window(o, b0, b1))) {
@@ -185,33 +259,70 @@ fn check(scenario: &Scenario, slo: &SloSpec, load: &LoadResult, facts: RunFacts)
         SloKind::DigestMismatches { max_count } => {
             r.description = "echoed bodies whose SHA-256 differs from the sent body".into();
             r.bound = format!("<= {max_count}");
-            let n = o.iter().filter(|x| x.digest == DigestCheck::Mismatch).count() as u64;
-            let checked = o.iter().filter(|x| x.digest != DigestCheck::NotChecked).count();
+            let n = o
+                .iter()
+                .filter(|x| x.digest == DigestCheck::Mismatch)
+                .count() as u64;
+            let checked = o
+                .iter()
+                .filter(|x| x.digest != DigestCheck::NotChecked)
+                .count();
             judge(Some(n as f64), "", &|v| v <= *max_count as f64, "");
             r.measured = format!("{n} of {checked} checked");
         }
         SloKind::LostRequests { max_count } => {
             r.description = "requests sent without a recorded outcome".into();
             r.bound = format!("<= {max_count}");
-            judge(Some(load.lost() as f64), "", &|v| v <= *max_count as f64, "");
+            judge(
+                Some(load.lost() as f64),
+                "",
+                &|v| v <= *max_count as f64,
+                "",
+            );
             r.measured = format!("{} of {} sent", load.lost(), load.sent);
         }
-        SloKind::ServedShare { phase, cluster, min_share } => {
+        SloKind::ServedShare {
+            phase,
+            cluster,
+            replica,
+            min_share,
+        } => {
             let (from, to) = phase_bounds(scenario, phase);
-            r.description = format!("share served by {cluster} {}", phase_words(phase));
+            let who = replica
+                .as_ref()
+                .map_or(cluster.clone(), |r| format!("{cluster}/{r}"));
+            r.description = format!("share served by {who} {}", phase_words(phase));
             r.bound = format!(">= {:.1}%", min_share * 100.0);
-            judge(served_share(window(o, from, to), cluster), "%", &|v| v >= *min_share, "no requests in this phase");
+            judge(
+                served_share_by(window(o, from, to), cluster, replica.as_deref()),
+                "%",
+                &|v| v >= *min_share,
+                "no requests in this phase",
+            );
         }
         SloKind::LocalitySwitches { phase, max_count } => {
             let (from, to) = phase_bounds(scenario, phase);
-            r.description = format!("changes of the serving cluster between seconds {}", phase_words(phase));
+            r.description = format!(
+                "changes of the serving cluster between seconds {}",
+                phase_words(phase)
+            );
             r.bound = format!("<= {max_count}");
-            judge(Some(locality_switches(o, from, to) as f64), "", &|v| v <= *max_count as f64, "");
+            judge(
+                Some(locality_switches(o, from, to) as f64),
+                "",
+                &|v| v <= *max_count as f64,
+                "",
+            );
         }
         SloKind::Leftovers { max_count } => {
             r.description = "processes, namespaces and links of the run left after teardown".into();
             r.bound = format!("<= {max_count}");
-            judge(Some(facts.leftovers as f64), "", &|v| v <= *max_count as f64, "");
+            judge(
+                Some(facts.leftovers as f64),
+                "",
+                &|v| v <= *max_count as f64,
+                "",
+            );
         }
     }
     r
@@ -255,14 +366,18 @@ slos:
 
     fn run(who: impl Fn(Duration) -> Option<&'static str>) -> LoadResult {
         let outcomes = synth(100, 20, who);
-        LoadResult { sent: outcomes.len() as u64, outcomes, late_sends: 0 }
+        LoadResult {
+            sent: outcomes.len() as u64,
+            outcomes,
+            late_sends: 0,
+        }
     }
 
     #[test]
     fn a_clean_failover_and_failback_passes() {
         let load = run(|t| {
             let ms = t.as_millis();
-            if ms < 5000 || ms >= 12500 {
+            if !(5000..12500).contains(&ms) {
                 Some("us-east")
             } else if ms < 5300 {
                 None
@@ -272,7 +387,12 @@ slos:
         });
         let r = evaluate(&scenario(), &load, RunFacts::default());
         let failed: Vec<_> = r.iter().filter(|r| r.verdict != Verdict::Pass).collect();
-        assert!(failed.iter().all(|f| f.kind == "failed_requests" && f.bound.contains('%')), "{failed:#?}");
+        assert!(
+            failed
+                .iter()
+                .all(|f| f.kind == "failed_requests" && f.bound.contains('%')),
+            "{failed:#?}"
+        );
         assert_eq!(r[0].value, Some(300.0));
         assert_eq!(r[1].value, Some(500.0));
         assert_eq!(r[2].measured, "30 of 2000 (1.50%)");
@@ -281,20 +401,53 @@ slos:
 
     #[test]
     fn no_failover_fails_with_a_reason() {
-        let load = run(|t| if t.as_millis() < 5000 || t.as_millis() >= 12000 { Some("us-east") } else { None });
+        let load = run(|t| {
+            if t.as_millis() < 5000 || t.as_millis() >= 12000 {
+                Some("us-east")
+            } else {
+                None
+            }
+        });
         let r = evaluate(&scenario(), &load, RunFacts { leftovers: 2 });
         assert_eq!(r[0].verdict, Verdict::Fail);
         assert!(r[0].measured.starts_with("never"), "{}", r[0].measured);
         assert_eq!(r[5].verdict, Verdict::Fail);
         assert_eq!(r[9].verdict, Verdict::Fail, "leftovers are a failure");
-        let lost = LoadResult { sent: load.sent + 3, ..load };
-        assert_eq!(evaluate(&scenario(), &lost, RunFacts::default())[7].verdict, Verdict::Fail);
+        let lost = LoadResult {
+            sent: load.sent + 3,
+            ..load
+        };
+        assert_eq!(
+            evaluate(&scenario(), &lost, RunFacts::default())[7].verdict,
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn a_failover_only_counts_while_its_fault_lasts() {
+        // us-west serves only after the heal at 12 s: no failover happened during the fault.
+        let load = run(|t| {
+            let ms = t.as_millis();
+            if ms < 5000 {
+                Some("us-east")
+            } else if ms < 12000 {
+                None
+            } else {
+                Some("us-west")
+            }
+        });
+        let r = evaluate(&scenario(), &load, RunFacts::default());
+        assert_eq!(r[0].verdict, Verdict::Fail);
+        assert!(r[0].measured.starts_with("never"), "{}", r[0].measured);
     }
 
     #[test]
     fn not_run_is_never_a_pass() {
         let r = not_run(&scenario(), "needs network namespaces (not root)");
-        assert!(r.iter().all(|r| r.verdict == Verdict::NotRun && r.measured.contains("namespaces")));
+        assert!(
+            r.iter()
+                .all(|r| r.verdict == Verdict::NotRun && r.measured.contains("namespaces"))
+        );
     }
 
     #[test]
@@ -303,6 +456,15 @@ slos:
         let secs = |a: u64, b: u64| (Duration::from_secs(a), Duration::from_secs(b));
         assert_eq!(phase_bounds(&s, &Phase::Before), secs(0, 5));
         assert_eq!(phase_bounds(&s, &Phase::During("f".into())), secs(5, 12));
-        assert_eq!(phase_bounds(&s, &Phase::After { fault: "f".into(), settle: Duration::from_secs(2) }), secs(14, 20));
+        assert_eq!(
+            phase_bounds(
+                &s,
+                &Phase::After {
+                    fault: "f".into(),
+                    settle: Duration::from_secs(2)
+                }
+            ),
+            secs(14, 20)
+        );
     }
 }

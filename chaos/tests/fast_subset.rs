@@ -1,0 +1,211 @@
+//! The fast subset of the chaos suite (scenarios marked `fast: true`: 1, 2, both halves of 4,
+//! and 6), run inside `cargo test` against the built `mesh` binary, in network namespaces. As
+//! root (CI) it must use namespaces and fails if it cannot; not as root it says loudly that it
+//! skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `mesh` binary of this build (`target/<profile>/mesh`); integration tests of this crate
+/// cannot use `CARGO_BIN_EXE_mesh`, which belongs to `mesh-cli`.
+fn mesh_bin() -> PathBuf {
+    let from_exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(|d| d.join("mesh")));
+    let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/mesh");
+    match from_exe
+        .into_iter()
+        .chain([from_manifest])
+        .find(|p| p.is_file())
+    {
+        Some(p) => p,
+        None => panic!(
+            "the mesh binary was not found next to this test or in target/debug: run `cargo build` first (CI's .ci/run builds everything before testing)"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mesh-chaos-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_fast_subset_passes_its_slos_in_network_namespaces() {
+    let in_ci = std::env::var_os("CI").is_some();
+    if !is_root() {
+        assert!(
+            !in_ci,
+            "CI runs as root: the chaos suite must run in network namespaces there"
+        );
+        eprintln!(
+            "\n*** SKIPPED the chaos fast subset: not root, so no network namespaces (run as root to include it) ***\n"
+        );
+        return;
+    }
+    let out = scratch("fast");
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let run = Command::new(mesh_bin())
+        .args(["chaos", "run", "--fast", "--require-namespaces", "--out"])
+        .arg(&out)
+        .arg(&scenarios)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "the fast chaos subset failed:\n{stdout}\n{stderr}\nreport and logs in {}",
+        out.display()
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let ran: Vec<&str> = report["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "replicas-die",
+        "remote-gateway-killed",
+        "partition-two-way",
+        "partition-one-way",
+        "controller-killed",
+    ] {
+        assert!(ran.contains(&name), "{name} did not run: {ran:?}");
+    }
+    for s in report["scenarios"].as_array().unwrap() {
+        assert_eq!(s["network"], "namespaces", "{}", s["name"]);
+        assert_eq!(s["status"], "passed", "{}", s["name"]);
+        let wall = s["wall_s"].as_f64().unwrap();
+        assert!(
+            wall < 40.0,
+            "{} took {wall:.0} s; the fast subset must stay under 40 s each",
+            s["name"]
+        );
+        assert!(
+            out.join(format!("{}.svg", s["name"].as_str().unwrap()))
+                .is_file()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_bad_scenario_is_refused_before_anything_starts_with_file_line_and_reason() {
+    let dir = scratch("bad");
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "name: bad\nsummary: x\ntopology:\n  clusters:\n    - name: us-east\nload: { client: us-east, rate: 10 }\nduration_ms: 5000\ntimeline:\n  - { at_ms: 1000, fault: explode, id: x, targets: [us-east/gateway] }\nslos:\n  - { kind: lost_requests, max_count: 0 }\n",
+    )
+    .unwrap();
+    let run = Command::new(mesh_bin())
+        .args(["chaos", "run", "--out"])
+        .arg(dir.join("out"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("bad.yaml: line 9: field `fault`: unknown action `explode`"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("out").exists(),
+        "nothing may start for a refused scenario"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn list_shows_one_line_per_shipped_scenario() {
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let run = Command::new(mesh_bin())
+        .args(["chaos", "list"])
+        .arg(&scenarios)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(out.lines().count(), 11, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("partition-two-way") && l.contains("namespaces")),
+        "{out}"
+    );
+}
+
+/// The SLOs can fail: scenario 1 with failover made impossible (every request pinned to
+/// us-east by its cluster-specific name, as if failover were disabled) must fail, and say why.
+#[test]
+fn scenario_1_fails_clearly_when_failover_cannot_happen() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: the chaos suite must run in network namespaces there"
+        );
+        eprintln!("\n*** SKIPPED the broken-failover chaos check: not root ***\n");
+        return;
+    }
+    let dir = scratch("broken");
+    let original = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/01-replicas-die.yaml"),
+    )
+    .unwrap();
+    let pinned = original.replace(
+        "  client: us-east\n",
+        "  client: us-east\n  host: echo.demo.svc.us-east.clusterset.local\n",
+    );
+    assert_ne!(
+        pinned, original,
+        "the scenario's load section changed; update this test"
+    );
+    let file = dir.join("pinned.yaml");
+    std::fs::write(&file, pinned).unwrap();
+    let run = Command::new(mesh_bin())
+        .args(["chaos", "run", "--require-namespaces", "--out"])
+        .arg(dir.join("out"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        !run.status.success(),
+        "a run without failover passed:\n{stdout}"
+    );
+    assert!(stdout.contains("replicas-die [FAILED]"), "{stdout}");
+    let failover = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("failover_time"))
+        .unwrap_or_default();
+    assert!(
+        failover.contains("never") && failover.contains("FAIL"),
+        "{stdout}"
+    );
+    let failed = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("failed_requests"))
+        .unwrap_or_default();
+    assert!(failed.contains("FAIL"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

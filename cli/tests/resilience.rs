@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -11,7 +10,7 @@ use mesh_core::config::Topology;
 use support::{Running, eventually, get};
 
 /// One cluster-set at a time: these tests check timings, and two cores are shared.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ANY: &str = "http://echo.demo.svc.clusterset.local/";
 
@@ -25,7 +24,7 @@ fn in_order(status: &mesh_core::api::ControllerStatus, cluster: &str) -> bool {
 
 #[tokio::test(flavor = "current_thread")]
 async fn losing_a_gateway_drops_its_cluster_everywhere_and_it_rejoins() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut run = Running::default_set("gateway-loss").await;
     // Make us-east depend on remote clusters: its replicas are gone, us-west is next.
     for r in ["echo-0", "echo-1"] {
@@ -80,7 +79,7 @@ async fn losing_a_gateway_drops_its_cluster_everywhere_and_it_rejoins() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn sidecars_keep_serving_without_their_controller_and_resubscribe() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut run = Running::default_set("controller-loss").await;
     let proxy = run.proxy("us-east");
     // Traffic before the loss: the client sidecar's last snapshot includes the service.
@@ -155,7 +154,7 @@ async fn sidecars_keep_serving_without_their_controller_and_resubscribe() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_peer_down_longer_than_the_grace_period_is_withdrawn() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut topology = Topology::default_set();
     topology.lease_grace = Duration::from_secs(3);
     let mut run = Running::start("stale-peer", topology).await;
@@ -194,7 +193,7 @@ async fn a_peer_down_longer_than_the_grace_period_is_withdrawn() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn unlink_withdraws_a_peer_at_once_and_link_restores_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut run = Running::default_set("unlink").await;
     let proxy = run.proxy("us-east");
     let eu = "http://echo.demo.svc.eu-central.clusterset.local/";

@@ -215,6 +215,11 @@ impl ServiceBalancer {
     ) -> Option<Pick> {
         let levels = select_levels(route, only_cluster);
         let mut healths = self.healths(&levels, now);
+        // Panic only when the levels themselves have no health left, not when this request
+        // used them up or a half-open breaker is at its probe limit.
+        if healths.iter().all(|h| *h <= 0.0 || h.is_nan()) {
+            return self.pick_in_panic(&levels, tried, now, rng);
+        }
         loop {
             // A level this request has used up counts as having no health, so the spill sends
             // the retry down the order even when the level's share was everything.
@@ -244,22 +249,47 @@ impl ServiceBalancer {
                 healths[level_index] = 0.0;
                 continue;
             }
-            let costs: Vec<f64> = candidates
+            return p2c_among(state, cluster, &candidates, now, rng);
+        }
+    }
+
+    /// Panic routing, as Envoy does below its panic threshold: when no level has any usable
+    /// health left (every endpoint ejected, every breaker open, and so every locality reported
+    /// broken to the controller), the health views are more likely stale than right: a
+    /// restarted gateway makes every remote endpoint fail for a moment, and refusing everything
+    /// until the breakers cool down would turn that blip into seconds of outage. Route by the
+    /// owners' view alone: in locality order, any endpoint its cluster lists as healthy that
+    /// this request has not tried, ejected or not.
+    fn pick_in_panic(
+        &mut self,
+        levels: &[&LocalityRoute],
+        tried: &[EndpointRef],
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Option<Pick> {
+        for level in levels {
+            let cluster = &level.entry.cluster;
+            let candidates: Vec<&RouteEndpoint> = level
+                .endpoints
                 .iter()
-                .map(|e| {
-                    let stats = state.stats(e.address);
-                    stats.ewma.get(now) * (stats.in_flight.load(Ordering::Relaxed) + 1) as f64
+                .filter(|e| e.healthy)
+                .filter(|e| {
+                    !tried
+                        .iter()
+                        .any(|t| &t.cluster == cluster && t.addr == e.address)
                 })
                 .collect();
-            let chosen = candidates[p2c_pick(&costs, rng)?];
-            let in_flight = state.stats(chosen.address).in_flight.clone();
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            return Some(Pick {
-                cluster: cluster.clone(),
-                endpoint: chosen.clone(),
-                in_flight: InFlight(in_flight),
-            });
+            if candidates.is_empty() {
+                continue;
+            }
+            let config = &self.config;
+            let state = self
+                .levels
+                .entry(cluster.clone())
+                .or_insert_with(|| LevelState::new(config));
+            return p2c_among(state, cluster, &candidates, now, rng);
         }
+        None
     }
 
     /// Records the outcome of one try on `endpoint` that took `latency`: outlier detection, the
@@ -378,6 +408,31 @@ impl ServiceBalancer {
         // locality is gone from every route, and a returning locality remembers it was broken.
         self.slow_start.retain(&clusters);
     }
+}
+
+/// Power of two choices among `candidates` of one level, by EWMA latency times load.
+fn p2c_among(
+    state: &mut LevelState,
+    cluster: &str,
+    candidates: &[&RouteEndpoint],
+    now: Instant,
+    rng: &mut impl Rng,
+) -> Option<Pick> {
+    let costs: Vec<f64> = candidates
+        .iter()
+        .map(|e| {
+            let stats = state.stats(e.address);
+            stats.ewma.get(now) * (stats.in_flight.load(Ordering::Relaxed) + 1) as f64
+        })
+        .collect();
+    let chosen = candidates[p2c_pick(&costs, rng)?];
+    let in_flight = state.stats(chosen.address).in_flight.clone();
+    in_flight.fetch_add(1, Ordering::Relaxed);
+    Some(Pick {
+        cluster: cluster.to_string(),
+        endpoint: chosen.clone(),
+        in_flight: InFlight(in_flight),
+    })
 }
 
 fn select_levels<'a>(

@@ -313,3 +313,53 @@ fn endpoints_the_controller_marks_unhealthy_are_not_picked() {
         );
     }
 }
+
+#[test]
+fn with_every_endpoint_ejected_panic_routing_follows_the_controller() {
+    let now = Instant::now();
+    let mut b = ServiceBalancer::new(ResilienceConfig::default());
+    let mut rng = StdRng::seed_from_u64(9);
+    // A restarted gateway made every endpoint fail for a moment: all ejected, breakers open.
+    for e in [
+        ep("us-east", 1),
+        ep("us-east", 2),
+        ep("eu-central", 11),
+        ep("eu-central", 12),
+    ] {
+        fail(&mut b, &e, 5, now);
+    }
+    assert_close(&loads(&mut b, &route(), now), &[0.0, 0.0]);
+    // Rather than refuse everything, route by the controller's view: its first healthy level.
+    let pick = b
+        .pick(&route(), None, &[], now, &mut rng)
+        .expect("panic routing");
+    assert_eq!(pick.cluster, "us-east");
+    // Still never an endpoint this request already tried, and on to the next level after.
+    let tried = vec![ep("us-east", 1), ep("us-east", 2)];
+    let pick = b
+        .pick(&route(), None, &tried, now, &mut rng)
+        .expect("next level");
+    assert_eq!(pick.cluster, "eu-central");
+    // The controller's breaker quorum (health 0) does not stop panic routing: those verdicts
+    // come from the very failures panic routing second-guesses.
+    let reported = ServiceRoute {
+        localities: vec![
+            level("us-east", 0.0, &[1, 2]),
+            level("eu-central", 0.0, &[11, 12]),
+        ],
+    };
+    assert_eq!(
+        b.pick(&reported, None, &[], now, &mut rng)
+            .expect("panic")
+            .cluster,
+        "us-east"
+    );
+    // Endpoints their own cluster marks unhealthy are never used, even in panic.
+    let mut dead = reported.clone();
+    for l in &mut dead.localities {
+        for e in &mut l.endpoints {
+            e.healthy = false;
+        }
+    }
+    assert!(b.pick(&dead, None, &[], now, &mut rng).is_none());
+}

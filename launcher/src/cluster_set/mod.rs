@@ -3,6 +3,7 @@
 //! waits until traffic can flow everywhere. `mesh up` and the end-to-end tests both use it, and
 //! individual components can be killed, frozen and restarted to cause real failures.
 
+mod manifest;
 mod process;
 
 use std::collections::BTreeMap;
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use mesh_core::api::{ControllerStatus, PATH_STATUS};
 use mesh_core::config::{ClusterSpec, Topology};
-use serde::{Deserialize, Serialize};
 
+pub use manifest::{Manifest, ManifestCluster, ManifestProcess, read_manifest};
 pub use process::{Process, Signal, log_tail, send_signal};
 
 use crate::admin_client;
@@ -145,39 +146,6 @@ pub struct ClusterSet {
     mesh_bin: PathBuf,
     /// The clusters, in topology order.
     pub clusters: Vec<Cluster>,
-}
-
-/// What `up.json` records of a running cluster-set (for `mesh status` and people).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The supervising `mesh up` process.
-    pub pid: u32,
-    /// Per cluster.
-    pub clusters: Vec<ManifestCluster>,
-}
-
-/// One cluster in `up.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestCluster {
-    /// Cluster name.
-    pub name: String,
-    /// Controller admin address.
-    pub controller_admin: Option<SocketAddr>,
-    /// Client sidecar proxy address.
-    pub client_proxy: Option<SocketAddr>,
-    /// Every process: name -> (pid, addresses, log).
-    pub processes: BTreeMap<String, ManifestProcess>,
-}
-
-/// One process in `up.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestProcess {
-    /// Pid.
-    pub pid: Option<u32>,
-    /// Bound addresses by role.
-    pub addrs: BTreeMap<String, SocketAddr>,
-    /// Log file.
-    pub log: PathBuf,
 }
 
 fn s(v: impl ToString) -> String {
@@ -560,49 +528,6 @@ impl ClusterSet {
             .flat_map(|c| c.processes.iter().filter_map(|(_, p)| p.pid()))
             .collect()
     }
-
-    /// Writes `up.json` into the state directory.
-    pub fn write_manifest(&self) -> Result<(), LaunchError> {
-        let manifest = Manifest {
-            pid: std::process::id(),
-            clusters: self
-                .clusters
-                .iter()
-                .map(|c| ManifestCluster {
-                    name: c.spec.name.clone(),
-                    controller_admin: c.controller_admin(),
-                    client_proxy: c.client_proxy(),
-                    processes: c
-                        .processes
-                        .iter()
-                        .map(|(n, p)| {
-                            let mp = ManifestProcess {
-                                pid: p.pid(),
-                                addrs: p
-                                    .ready
-                                    .as_ref()
-                                    .map(|r| r.addrs.clone())
-                                    .unwrap_or_default(),
-                                log: p.log.clone(),
-                            };
-                            (n.clone(), mp)
-                        })
-                        .collect(),
-                })
-                .collect(),
-        };
-        let path = self.state_dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| LaunchError::io(&path, std::io::Error::other(e)))?;
-        std::fs::write(&path, json).map_err(|e| LaunchError::io(&path, e))
-    }
-}
-
-/// Reads `up.json` of a running cluster-set.
-pub fn read_manifest(state_dir: &Path) -> Result<Manifest, LaunchError> {
-    let path = state_dir.join(MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| LaunchError::io(&path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| LaunchError::io(&path, std::io::Error::other(e)))
 }
 
 #[cfg(test)]

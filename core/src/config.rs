@@ -105,6 +105,26 @@ const MAX_ECHO_REPLICAS: u32 = 8;
 /// Replicas of `echo` per cluster by default: two, so one can fail without a failover.
 const DEFAULT_ECHO_REPLICAS: u32 = 2;
 
+/// Parses YAML text into `T` (whose structs should reject unknown fields); errors name `file`
+/// and carry the parser's line, column and field.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+        file: file.to_string(),
+        message: e.to_string().trim_start_matches("error: ").to_string(),
+    })
+}
+
+/// Reads a whole text file, naming it in the error.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
 impl Topology {
     /// The default cluster-set: three clusters in three regions, each preferring the nearest.
     pub fn default_set() -> Self {
@@ -127,20 +147,12 @@ impl Topology {
 
     /// Reads and validates a topology file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        Self::parse(&text, &file)
+        Self::parse(&read_text(path)?, &path.display().to_string())
     }
 
     /// Parses and validates topology text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let raw: RawTopology = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            message: e.to_string().trim_start_matches("error: ").to_string(),
-        })?;
+        let raw: RawTopology = parse_yaml(text, file)?;
         let invalid = |line: u64, field: &str, message: String| ConfigError::Invalid {
             file: file.to_string(),
             line,

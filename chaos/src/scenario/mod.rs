@@ -28,6 +28,8 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+use mesh_core::config::{ConfigError, parse_yaml, read_text};
+
 pub use model::*;
 pub use targets::ProcessCatalog;
 pub use validate::{ACTIONS, SLO_KINDS};
@@ -35,7 +37,11 @@ pub use validate::{ACTIONS, SLO_KINDS};
 /// Why a scenario was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// The file or directory could not be read.
+    /// A file that cannot be read, is not valid YAML for a scenario, or holds a value that makes
+    /// no sense (file, line and field named, as for every config of the mesh).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A directory that cannot be listed.
     #[error("{path}: cannot read: {source}")]
     Read {
         /// The path.
@@ -43,26 +49,6 @@ pub enum ScenarioError {
         /// The cause.
         #[source]
         source: std::io::Error,
-    },
-    /// YAML syntax, a type mismatch or an unknown field (the message carries line and column).
-    #[error("{file}: {message}")]
-    Parse {
-        /// The file.
-        file: String,
-        /// The parser's message with the location.
-        message: String,
-    },
-    /// A value that parses but makes no sense here.
-    #[error("{file}: line {line}: field `{field}`: {message}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// 1-based line.
-        line: u64,
-        /// The field.
-        field: String,
-        /// What is wrong.
-        message: String,
     },
     /// Two files of a suite use the same scenario name.
     #[error("{second}: scenario name `{name}` is already used by {first}")]
@@ -81,20 +67,13 @@ pub enum ScenarioError {
 
 /// Parses and validates scenario text; `path` names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
-    let raw: raw::RawScenario = serde_saphyr::from_str(text).map_err(|e| ScenarioError::Parse {
-        file: path.display().to_string(),
-        message: e.to_string().trim_start_matches("error: ").to_string(),
-    })?;
+    let raw: raw::RawScenario = parse_yaml(text, &path.display().to_string())?;
     validate::validate(raw, path)
 }
 
 /// Reads and validates one scenario file.
 pub fn load_file(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, path)
+    parse(&read_text(path)?, path)
 }
 
 /// Reads a scenario file, or every `*.yaml`/`*.yml` file of a directory in name order; all of

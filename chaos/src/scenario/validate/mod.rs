@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use mesh_core::config::{ClusterSpec, Topology};
+use mesh_core::config::{ClusterSpec, ConfigError, Topology};
 use mesh_core::names::check_label;
 use serde_saphyr::Spanned;
 
@@ -66,12 +66,12 @@ pub(super) struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub(super) fn err(&self, line: u64, field: &str, message: impl Into<String>) -> ScenarioError {
-        ScenarioError::Invalid {
+        ScenarioError::Config(ConfigError::Invalid {
             file: self.file.to_string(),
             line,
             field: field.to_string(),
             message: message.into(),
-        }
+        })
     }
 }
 

@@ -9,13 +9,12 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use mesh_core::api::{
     HEADER_MESH_ERROR, HEADER_SERVED_BY_CLUSTER, HEADER_TARGET_CLUSTER, HEADER_TARGET_SERVICE,
 };
 use mesh_core::http::{BoxBody, empty, text};
-use mesh_core::identity::{SpiffeId, TrustStore, server_config};
-use tokio::net::TcpListener;
+use mesh_core::identity::SpiffeId;
 
 /// What the stand-in gateway saw of one CONNECT.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,42 +34,18 @@ struct FakeGateway {
 
 impl FakeGateway {
     async fn start(own: &Cluster, allowed: Vec<SocketAddr>) -> Self {
-        let ident = own
-            .ca
-            .issue(&SpiffeId::gateway(&own.bundle.trust_domain), DAY)
-            .unwrap();
-        let trust = TrustStore::new(std::slice::from_ref(&own.bundle)).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
-            server_config(&ident, trust, &[b"h2"], false).unwrap(),
-        ));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, allowed, log) = (acceptor.clone(), allowed.clone(), log.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |req| {
-                        let (allowed, log) = (allowed.clone(), log.clone());
-                        async move { Ok::<_, std::convert::Infallible>(tunnel(req, &allowed, &log)) }
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+        let id = SpiffeId::gateway(&own.bundle.trust_domain);
+        let (addr, task) = serve_mtls_h2(own, &id, false, move |req| {
+            let (allowed, log) = (allowed.clone(), log.clone());
+            async move { tunnel(req, &allowed, &log) }
+        })
+        .await;
         Self {
             addr,
             seen,
-            _task: Task(task),
+            _task: task,
         }
     }
 }

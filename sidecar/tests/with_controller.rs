@@ -14,16 +14,14 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::api::{
     BreakerReport, CsrRequest, CsrResponse, ReadyFile, RouteEndpoint, ServiceRoute,
     SidecarSnapshot, WorkloadRegistration,
 };
 use mesh_core::http::{BoxBody, json, read_json, text};
-use mesh_core::identity::{SpiffeId, TrustStore, server_config};
+use mesh_core::identity::SpiffeId;
 use mesh_core::names::ServiceKey;
 use mesh_sidecar::SidecarArgs;
-use tokio::net::TcpListener;
 
 const TOKEN: &str = "join-secret";
 
@@ -50,46 +48,18 @@ struct FakeController {
 
 impl FakeController {
     async fn start(cluster: Arc<Cluster>) -> Self {
-        let ident = cluster
-            .ca
-            .issue(&SpiffeId::controller(&cluster.bundle.trust_domain), DAY)
-            .unwrap();
-        let trust = TrustStore::new(std::slice::from_ref(&cluster.bundle)).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
-            server_config(&ident, trust, &[b"h2"], true).unwrap(),
-        ));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let shared = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, seen, cluster) = (acceptor.clone(), shared.clone(), cluster.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |req| {
-                        let (seen, cluster) = (seen.clone(), cluster.clone());
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                controller(req, &seen, &cluster).await,
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+        let id = SpiffeId::controller(&cluster.bundle.trust_domain);
+        let (addr, task) = serve_mtls_h2(&cluster.clone(), &id, true, move |req| {
+            let (seen, cluster) = (shared.clone(), cluster.clone());
+            async move { controller(req, &seen, &cluster).await }
+        })
+        .await;
         Self {
             addr,
             seen,
-            _task: Task(task),
+            _task: task,
         }
     }
 

@@ -410,3 +410,44 @@ pub async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Serves mTLS HTTP/2 on a fresh loopback port as `id` of `cluster` (a stand-in gateway or
+/// controller), answering every request with `handler`. With `client_auth_optional`, clients
+/// without a certificate get through the handshake (the controller's CSR call).
+pub async fn serve_mtls_h2<F, Fut>(
+    cluster: &Cluster,
+    id: &SpiffeId,
+    client_auth_optional: bool,
+    handler: F,
+) -> (SocketAddr, Task)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let ident = cluster.ca.issue(id, DAY).unwrap();
+    let trust =
+        mesh_core::identity::TrustStore::new(std::slice::from_ref(&cluster.bundle)).unwrap();
+    let config =
+        mesh_core::identity::server_config(&ident, trust, &[b"h2"], client_auth_optional).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, Task(task))
+}

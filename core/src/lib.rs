@@ -18,6 +18,7 @@ pub mod config;
 pub mod control_client;
 pub mod http;
 pub mod identity;
+pub mod latency_weight;
 pub mod locality;
 pub mod names;
 pub mod outlier;

@@ -63,6 +63,10 @@ pub struct SidecarArgs {
     /// its own).
     #[arg(long, default_value_t = 15000)]
     pub request_timeout_ms: u64,
+    /// Keep traffic in the configured locality order whatever the localities' latency: no
+    /// shift away from a locality far slower than another, and no latency probes.
+    #[arg(long)]
+    pub no_latency_weighting: bool,
     /// Write a JSON ready file with the bound addresses and pid here once ready.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,

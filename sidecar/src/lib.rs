@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use mesh_core::admin::{AdminServer, Readiness};
 use mesh_core::api::{ReadyFile, WorkloadRegistration};
+use mesh_core::latency_weight::LatencyWeightConfig;
 use mesh_core::telemetry::{bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -71,7 +72,13 @@ pub async fn run_until(
             identity,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
-            resilience: ResilienceConfig::default(),
+            resilience: ResilienceConfig {
+                latency: LatencyWeightConfig {
+                    enabled: !args.no_latency_weighting,
+                    ..LatencyWeightConfig::default()
+                },
+                ..ResilienceConfig::default()
+            },
             discovery_source: format!("controller at {}", args.controller),
         },
         metrics,

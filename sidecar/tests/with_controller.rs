@@ -221,6 +221,7 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         admin: "127.0.0.1:0".parse()?,
         connect_timeout_ms: 1000,
         request_timeout_ms: 5000,
+        no_latency_weighting: false,
         ready_file: Some(ready_path.clone()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -406,6 +407,7 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         admin: "127.0.0.1:0".parse()?,
         connect_timeout_ms: 1000,
         request_timeout_ms: 5000,
+        no_latency_weighting: false,
         ready_file: None,
     };
     let err = tokio::time::timeout(

@@ -2,8 +2,9 @@
 //!
 //! Level health = the controller's health for the locality x the local view (share of its
 //! endpoints not ejected by outlier detection, and 0 while the (service, cluster) breaker is
-//! open), ramped by `SlowStart` after a recovery, split by `priority_loads` (overprovisioning
-//! 1.4). Inside the chosen level, power of two choices over `Ewma x (in_flight + 1)` among
+//! open) x the latency weight (a locality far slower than another usable one gives up traffic,
+//! `LatencyWeights`), ramped by `SlowStart` after a recovery, split by `priority_loads`
+//! (overprovisioning 1.4). A request may instead be a latency probe of one locality. Inside the chosen level, power of two choices over `Ewma x (in_flight + 1)` among
 //! endpoints that are healthy, not ejected and not already tried by this request. Outcomes feed
 //! the outlier detector, the level's breaker and the latency estimate. Pure logic: time and
 //! randomness come in as arguments, so it is tested without sockets or sleeps.
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use mesh_core::api::{LocalityRoute, RouteEndpoint, ServiceRoute};
 use mesh_core::balance::{DEFAULT_EWMA_DECAY, Ewma, p2c_pick};
 use mesh_core::breaker::{BreakerState, CircuitBreaker};
+use mesh_core::latency_weight::{LatencyWeights, LevelView};
 use mesh_core::outlier::OutlierDetector;
 use mesh_core::retry_budget::RetryBudget;
 use mesh_core::spill::{SlowStart, pick_level, priority_loads};
@@ -135,6 +137,7 @@ pub struct ServiceBalancer {
     config: ResilienceConfig,
     levels: HashMap<String, LevelState>,
     slow_start: SlowStart,
+    latency: LatencyWeights,
     retry_budget: RetryBudget,
     transitions: Vec<BreakerTransition>,
 }
@@ -144,6 +147,7 @@ impl ServiceBalancer {
     pub fn new(config: ResilienceConfig) -> Self {
         Self {
             slow_start: SlowStart::new(config.slow_start_window),
+            latency: LatencyWeights::new(config.latency.clone()),
             retry_budget: RetryBudget::new(config.retry_budget.clone()),
             levels: HashMap::new(),
             transitions: Vec::new(),
@@ -168,12 +172,28 @@ impl ServiceBalancer {
             .collect()
     }
 
-    /// Each level's effective health: controller x local view, through the failback ramp.
+    /// Each level's effective health: controller x local view x latency weight, through the
+    /// failback ramp.
     fn healths(&mut self, levels: &[&LocalityRoute], now: Instant) -> Vec<f64> {
+        let raw = self.raw_healths(levels, now);
+        let views = level_views(levels, &raw);
+        let factors = self.latency.factors(&views);
+        levels
+            .iter()
+            .zip(raw.iter().zip(factors))
+            .map(|(level, (raw, factor))| {
+                self.slow_start
+                    .effective_health(&level.entry.cluster, raw * factor, now)
+            })
+            .collect()
+    }
+
+    /// Each level's health before latency weighting and ramp: controller x local view, 0 while
+    /// its breaker is open.
+    fn raw_healths(&mut self, levels: &[&LocalityRoute], now: Instant) -> Vec<f64> {
         let Self {
             config,
             levels: states,
-            slow_start,
             transitions,
             ..
         } = self;
@@ -193,12 +213,11 @@ impl ServiceBalancer {
                 } else {
                     level.entry.health.clamp(0.0, 1.0)
                 };
-                let raw = if breaker_open {
+                if breaker_open {
                     0.0
                 } else {
                     controller * local_share
-                };
-                slow_start.effective_health(cluster, raw, now)
+                }
             })
             .collect()
     }
@@ -220,6 +239,15 @@ impl ServiceBalancer {
         if healths.iter().all(|h| *h <= 0.0 || h.is_nan()) {
             return self.pick_in_panic(&levels, tried, now, rng);
         }
+        // A latency probe is a request's first try only: retries go where the load says.
+        if tried.is_empty() {
+            let views = level_views(&levels, &healths);
+            if let Some(index) = self.latency.take_probe(&views, now)
+                && let Some(pick) = self.try_level(levels[index], tried, now, rng)
+            {
+                return Some(pick);
+            }
+        }
         loop {
             // A level this request has used up counts as having no health, so the spill sends
             // the retry down the order even when the level's share was everything.
@@ -229,28 +257,41 @@ impl ServiceBalancer {
                 return None;
             }
             let level_index = pick_level(&loads, rng.random::<f64>() * total)?;
-            let level = levels[level_index];
-            let cluster = &level.entry.cluster;
-            let state = self.levels.get_mut(cluster)?;
-            let candidates: Vec<&RouteEndpoint> = level
-                .endpoints
-                .iter()
-                .filter(|e| e.healthy && !state.outlier.is_ejected(e.address, now))
-                .filter(|e| {
-                    !tried
-                        .iter()
-                        .any(|t| &t.cluster == cluster && t.addr == e.address)
-                })
-                .collect();
-            // A half-open breaker admits only its probes; the rest spill to other levels.
-            let admitted = !candidates.is_empty() && state.breaker.allow_request(now);
-            note_transition(&mut self.transitions, cluster, &mut state.breaker);
-            if !admitted {
-                healths[level_index] = 0.0;
-                continue;
+            match self.try_level(levels[level_index], tried, now, rng) {
+                Some(pick) => return Some(pick),
+                None => healths[level_index] = 0.0,
             }
-            return p2c_among(state, cluster, &candidates, now, rng);
         }
+    }
+
+    /// An endpoint of `level` for this try: P2C among its endpoints that are healthy, not
+    /// ejected and not tried, if its breaker admits the request; `None` otherwise.
+    fn try_level(
+        &mut self,
+        level: &LocalityRoute,
+        tried: &[EndpointRef],
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Option<Pick> {
+        let cluster = &level.entry.cluster;
+        let state = self.levels.get_mut(cluster)?;
+        let candidates: Vec<&RouteEndpoint> = level
+            .endpoints
+            .iter()
+            .filter(|e| e.healthy && !state.outlier.is_ejected(e.address, now))
+            .filter(|e| {
+                !tried
+                    .iter()
+                    .any(|t| &t.cluster == cluster && t.addr == e.address)
+            })
+            .collect();
+        // A half-open breaker admits only its probes; the rest spill to other levels.
+        let admitted = !candidates.is_empty() && state.breaker.allow_request(now);
+        note_transition(&mut self.transitions, cluster, &mut state.breaker);
+        if !admitted {
+            return None;
+        }
+        p2c_among(state, cluster, &candidates, now, rng)
     }
 
     /// Panic routing, as Envoy does below its panic threshold: when no level has any usable
@@ -304,6 +345,7 @@ impl ServiceBalancer {
         let Self {
             config,
             levels,
+            latency: latency_weights,
             transitions,
             ..
         } = self;
@@ -313,6 +355,7 @@ impl ServiceBalancer {
         let mut effect = RecordEffect::default();
         if success {
             state.outlier.record_success(endpoint.addr, now);
+            latency_weights.observe(&endpoint.cluster, latency, now);
         } else {
             effect.ejected = state.outlier.record_failure(endpoint.addr, now);
         }
@@ -407,6 +450,7 @@ impl ServiceBalancer {
         // Breakers of vanished localities are kept: their state is still reported until the
         // locality is gone from every route, and a returning locality remembers it was broken.
         self.slow_start.retain(&clusters);
+        self.latency.retain(&clusters);
     }
 }
 
@@ -433,6 +477,18 @@ fn p2c_among(
         endpoint: chosen.clone(),
         in_flight: InFlight(in_flight),
     })
+}
+
+/// The levels as latency weighting sees them: usable while they have health.
+fn level_views<'a>(levels: &[&'a LocalityRoute], healths: &[f64]) -> Vec<LevelView<'a>> {
+    levels
+        .iter()
+        .zip(healths)
+        .map(|(level, health)| LevelView {
+            name: &level.entry.cluster,
+            usable: *health > 0.0,
+        })
+        .collect()
 }
 
 fn select_levels<'a>(

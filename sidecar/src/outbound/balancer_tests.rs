@@ -273,7 +273,8 @@ fn p2c_prefers_the_fast_and_idle_endpoint() {
     let now = Instant::now();
     let mut b = ServiceBalancer::new(ResilienceConfig::default());
     let mut rng = StdRng::seed_from_u64(5);
-    b.record_try(&ep("us-east", 1), true, Duration::from_millis(200), now);
+    // Both under the latency weighting's slack, so no locality probe interferes.
+    b.record_try(&ep("us-east", 1), true, Duration::from_millis(40), now);
     b.record_try(&ep("us-east", 2), true, Duration::from_millis(2), now);
     for _ in 0..50 {
         assert_eq!(
@@ -362,4 +363,113 @@ fn with_every_endpoint_ejected_panic_routing_follows_the_controller() {
         }
     }
     assert!(b.pick(&dead, None, &[], now, &mut rng).is_none());
+}
+
+/// Feeds `latency` for `cluster`'s endpoint `port` at 100 successful tries a second for `ms`.
+fn serve_at(
+    b: &mut ServiceBalancer,
+    cluster: &str,
+    port: u16,
+    latency: Duration,
+    start: Instant,
+    ms: u64,
+) -> Instant {
+    let mut now = start;
+    for _ in 0..ms / 10 {
+        now += Duration::from_millis(10);
+        b.record_try(&ep(cluster, port), true, latency, now);
+    }
+    now
+}
+
+#[test]
+fn a_slow_local_region_is_probed_around_and_gives_its_traffic_to_the_fast_one() {
+    let start = Instant::now();
+    let mut b = ServiceBalancer::new(ResilienceConfig::default());
+    let mut rng = StdRng::seed_from_u64(8);
+    assert_close(&loads(&mut b, &route(), start), &[1.0, 0.0]);
+    // The local region turns slow: its first pick after that is a probe of eu-central.
+    let now = serve_at(
+        &mut b,
+        "us-east",
+        1,
+        Duration::from_millis(500),
+        start,
+        3000,
+    );
+    let probe = b.pick(&route(), None, &[], now, &mut rng).unwrap();
+    assert_eq!(probe.cluster, "eu-central");
+    // Still unmeasured: the load has not moved yet.
+    assert_close(&loads(&mut b, &route(), now), &[1.0, 0.0]);
+    b.record_try(&probe.key(), true, Duration::from_millis(3), now);
+    let moved = loads(&mut b, &route(), now);
+    assert!(moved[0] < 0.01 && moved[1] > 0.99, "{moved:?}");
+    let counts = count_by_cluster(&mut b, &route(), now, 1000);
+    assert!(
+        counts.get("us-east").copied().unwrap_or(0) < 10,
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn a_healed_region_gets_its_traffic_back_after_a_probe() {
+    let start = Instant::now();
+    let mut b = ServiceBalancer::new(ResilienceConfig::default());
+    let mut rng = StdRng::seed_from_u64(9);
+    loads(&mut b, &route(), start);
+    let now = serve_at(
+        &mut b,
+        "us-east",
+        1,
+        Duration::from_millis(500),
+        start,
+        3000,
+    );
+    let now = serve_at(
+        &mut b,
+        "eu-central",
+        11,
+        Duration::from_millis(3),
+        now,
+        1000,
+    );
+    assert!(loads(&mut b, &route(), now)[0] < 0.01);
+    // Five seconds without a us-east sample: the next first try probes it.
+    let later = now + Duration::from_secs(5);
+    let probe = b.pick(&route(), None, &[], later, &mut rng).unwrap();
+    assert_eq!(probe.key().cluster, "us-east");
+    // A retry is never a probe.
+    let retry = b.pick(&route(), None, &[ep("eu-central", 11)], later, &mut rng);
+    assert_eq!(retry.unwrap().cluster, "eu-central");
+    b.record_try(&probe.key(), true, Duration::from_millis(2), later);
+    assert_close(&loads(&mut b, &route(), later), &[1.0, 0.0]);
+}
+
+#[test]
+fn latency_never_moves_traffic_off_a_pinned_cluster() {
+    let start = Instant::now();
+    let mut b = ServiceBalancer::new(ResilienceConfig::default());
+    let mut rng = StdRng::seed_from_u64(10);
+    let now = serve_at(
+        &mut b,
+        "us-east",
+        1,
+        Duration::from_millis(500),
+        start,
+        2000,
+    );
+    let now = serve_at(
+        &mut b,
+        "eu-central",
+        11,
+        Duration::from_millis(3),
+        now,
+        1000,
+    );
+    for _ in 0..100 {
+        let pick = b
+            .pick(&route(), Some("us-east"), &[], now, &mut rng)
+            .unwrap();
+        assert_eq!(pick.cluster, "us-east");
+    }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use mesh_core::breaker::BreakerConfig;
+use mesh_core::latency_weight::LatencyWeightConfig;
 use mesh_core::outlier::OutlierConfig;
 use mesh_core::retry_budget::RetryBudgetConfig;
 use mesh_core::spill::{DEFAULT_OVERPROVISIONING, DEFAULT_SLOW_START_WINDOW};
@@ -21,6 +22,8 @@ pub struct ResilienceConfig {
     pub overprovisioning: f64,
     /// Failback ramp window.
     pub slow_start_window: Duration,
+    /// Latency-aware weighting between localities.
+    pub latency: LatencyWeightConfig,
 }
 
 impl Default for ResilienceConfig {
@@ -31,6 +34,7 @@ impl Default for ResilienceConfig {
             retry_budget: RetryBudgetConfig::default(),
             overprovisioning: DEFAULT_OVERPROVISIONING,
             slow_start_window: DEFAULT_SLOW_START_WINDOW,
+            latency: LatencyWeightConfig::default(),
         }
     }
 }

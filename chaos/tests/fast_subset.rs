@@ -5,6 +5,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+
+/// One chaos run at a time: on two cores, parallel cluster-sets would measure each other's load
+/// rather than the mesh.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The `mesh` binary of this build (`target/<profile>/mesh`); integration tests of this crate
 /// cannot use `CARGO_BIN_EXE_mesh`, which belongs to `mesh-cli`.
@@ -56,6 +67,7 @@ fn the_fast_subset_passes_its_slos_in_network_namespaces() {
         );
         return;
     }
+    let _one = exclusive();
     let out = scratch("fast");
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let run = Command::new(mesh_bin())
@@ -159,53 +171,73 @@ fn list_shows_one_line_per_shipped_scenario() {
 /// us-east by its cluster-specific name, as if failover were disabled) must fail, and say why.
 #[test]
 fn scenario_1_fails_clearly_when_failover_cannot_happen() {
+    fails_clearly_when_pinned("01-replicas-die.yaml", "replicas-die", "us-east");
+}
+
+/// The same for scenario 2: pinned to us-west, whose gateway is killed, traffic cannot fail over
+/// to eu-central.
+#[test]
+fn scenario_2_fails_clearly_when_failover_cannot_happen() {
+    fails_clearly_when_pinned(
+        "02-remote-gateway-killed.yaml",
+        "remote-gateway-killed",
+        "us-west",
+    );
+}
+
+/// Runs the shipped scenario `file` with its load pinned to `cluster` by the cluster-specific
+/// name, and checks the report fails `name` on its failover time ("never") and failed requests.
+fn fails_clearly_when_pinned(file: &str, name: &str, cluster: &str) {
     if !is_root() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI runs as root: the chaos suite must run in network namespaces there"
         );
-        eprintln!("\n*** SKIPPED the broken-failover chaos check: not root ***\n");
+        eprintln!("\n*** SKIPPED the broken-failover chaos check of {file}: not root ***\n");
         return;
     }
-    let dir = scratch("broken");
+    let _one = exclusive();
+    let dir = scratch(&format!("broken-{name}"));
     let original = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/01-replicas-die.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .join(file),
     )
     .unwrap();
     let pinned = original.replace(
         "  client: us-east\n",
-        "  client: us-east\n  host: echo.demo.svc.us-east.clusterset.local\n",
+        &format!("  client: us-east\n  host: echo.demo.svc.{cluster}.clusterset.local\n"),
     );
     assert_ne!(
         pinned, original,
-        "the scenario's load section changed; update this test"
+        "the load section of {file} changed; update this test"
     );
-    let file = dir.join("pinned.yaml");
-    std::fs::write(&file, pinned).unwrap();
+    let pinned_file = dir.join("pinned.yaml");
+    std::fs::write(&pinned_file, pinned).unwrap();
     let run = Command::new(mesh_bin())
         .args(["chaos", "run", "--require-namespaces", "--out"])
         .arg(dir.join("out"))
-        .arg(&file)
+        .arg(&pinned_file)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         !run.status.success(),
-        "a run without failover passed:\n{stdout}"
+        "a run of {file} without failover passed:\n{stdout}"
     );
-    assert!(stdout.contains("replicas-die [FAILED]"), "{stdout}");
-    let failover = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("failover_time"))
-        .unwrap_or_default();
+    assert!(stdout.contains(&format!("{name} [FAILED]")), "{stdout}");
+    let slo_line = |kind: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(kind))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let failover = slo_line("failover_time");
     assert!(
         failover.contains("never") && failover.contains("FAIL"),
         "{stdout}"
     );
-    let failed = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("failed_requests"))
-        .unwrap_or_default();
-    assert!(failed.contains("FAIL"), "{stdout}");
+    assert!(slo_line("failed_requests").contains("FAIL"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

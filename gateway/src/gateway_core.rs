@@ -138,6 +138,7 @@ impl GatewayCore {
             sink,
             metrics: metrics.clone(),
             changes: changes_tx,
+            idle_timeout: settings.idle_timeout,
         });
         let table = Arc::new(LinkTable::default());
         let tls = mesh_core::identity::server_config(

@@ -13,6 +13,7 @@
 //! force while the controller is away.
 #![forbid(unsafe_code)]
 
+mod ack_watch;
 mod args;
 mod backoff;
 mod catalog_frame;

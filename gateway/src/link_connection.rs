@@ -3,10 +3,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::Connection;
 
+use crate::ack_watch::{AckWatch, silence_limit};
 use crate::control_stream;
 use crate::link_context::LinkContext;
 use crate::peer_link::{PeerLink, Role};
@@ -17,6 +18,10 @@ use crate::stream_dispatch;
 /// is dropped: the peer opens its control stream right after its handshake, so only a peer
 /// that refused us, or a broken one, takes longer.
 pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the peer's acknowledgements are checked: a tenth of a second adds at most that to
+/// the detection of a broken path.
+const ACK_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why driving a connection stopped.
 pub(crate) enum Ended {
@@ -49,6 +54,9 @@ pub(crate) async fn drive(
     // The guard below is only evaluated when the loop turns, but confirmation happens in the
     // stream handler's task: the timer can fire on a link confirmed meanwhile, so it re-checks.
     let mut confirm_armed = true;
+    let mut ack_watch = AckWatch::default();
+    let mut ack_check = tokio::time::interval(ACK_CHECK_INTERVAL);
+    ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -75,6 +83,19 @@ pub(crate) async fn drive(
                 conn.close(codes::UNCONFIRMED, msg.as_bytes());
                 break Ended::Closed(msg);
             }
+            _ = ack_check.tick() => {
+                let limit = silence_limit(ctx.idle_timeout, conn.rtt());
+                let (sent, acks) = ack_counters(&conn);
+                if let Some(silence) = ack_watch.check(sent, acks, limit, Instant::now()) {
+                    let msg = format!(
+                        "the peer acknowledged nothing sent to it for {} ms: packets to it are lost or it is frozen",
+                        silence.as_millis()
+                    );
+                    tracing::warn!(peer = %link.cluster, remote = %conn.remote_address(), "{msg}; closing the link");
+                    conn.close(codes::UNRESPONSIVE, msg.as_bytes());
+                    break Ended::Closed(msg);
+                }
+            }
             ended = &mut interrupt => {
                 match &ended {
                     Ended::Replaced(_) => conn.close(codes::REPLACED, b"replaced by a newer connection"),
@@ -93,4 +114,20 @@ pub(crate) async fn drive(
     };
     let was_up = link.set_down(ctx, id, &reason);
     (ended, was_up)
+}
+
+/// Ack-eliciting frames sent (the kinds a link sends) and ACK frames received so far.
+fn ack_counters(conn: &Connection) -> (u64, u64) {
+    let stats = conn.stats();
+    let tx = stats.frame_tx;
+    let sent = tx.ping
+        + tx.stream
+        + tx.reset_stream
+        + tx.stop_sending
+        + tx.max_data
+        + tx.max_stream_data
+        + tx.max_streams_bidi
+        + tx.crypto
+        + tx.datagram;
+    (sent, stats.frame_rx.acks)
 }

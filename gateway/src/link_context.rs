@@ -2,6 +2,7 @@
 //! current exports, the catalog sink, the metrics and the change signal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_core::catalog::ExportCatalog;
 use mesh_core::identity::TrustStore;
@@ -29,6 +30,8 @@ pub(crate) struct LinkContext {
     pub metrics: Arc<Metrics>,
     /// Bumped on every link up/down transition, so the report goes out at once.
     pub changes: watch::Sender<u64>,
+    /// The links' QUIC idle timeout (the peer-silence limit is derived from it).
+    pub idle_timeout: Duration,
 }
 
 impl LinkContext {

@@ -41,6 +41,8 @@ pub mod codes {
     pub const REPLACED: VarInt = VarInt::from_u32(2);
     /// The peer never confirmed the link with its control stream.
     pub const UNCONFIRMED: VarInt = VarInt::from_u32(3);
+    /// The peer acknowledged nothing for too long: the path is broken in at least one direction.
+    pub const UNRESPONSIVE: VarInt = VarInt::from_u32(4);
     /// A stream refused (bad header, not exported) or broken mid-splice.
     pub const STREAM_REFUSED: VarInt = VarInt::from_u32(16);
 }

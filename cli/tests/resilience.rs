@@ -102,6 +102,28 @@ async fn sidecars_keep_serving_without_their_controller_and_resubscribe() {
         );
     }
     run.set.restart("us-east", "controller").await.unwrap();
+    // While the fresh controller relearns its registrations and its peers' catalogs, its
+    // snapshots are marked warming: the client sidecar must not take their gaps for truth (no
+    // "not exported" 503, no failover of a locality whose replicas have not registered again).
+    let warm_up_end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < warm_up_end {
+        for (url, cluster) in [
+            (ANY, "us-east"),
+            (
+                "http://echo.demo.svc.eu-central.clusterset.local/",
+                "eu-central",
+            ),
+        ] {
+            let a = get(proxy, url).await;
+            assert_eq!(
+                (a.status, a.served_by.as_deref()),
+                (StatusCode::OK, Some(cluster)),
+                "during the controller's warm-up: {}",
+                a.text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The sidecars come back: the controller sees the echo replicas register again, and the
     // client sidecar's discovery stream reconnects.
     let client_admin = run

@@ -168,6 +168,11 @@ pub struct SidecarSnapshot {
     pub services: BTreeMap<ServiceKey, ServiceRoute>,
     /// Services asked for that no cluster exports.
     pub unknown: Vec<ServiceKey>,
+    /// The controller started moments ago and is still relearning its registrations and its
+    /// peers' catalogs: what it lacks may exist. A sidecar that holds an earlier snapshot takes
+    /// only additions from it (see the sidecar's `snapshot_merge`).
+    #[serde(default)]
+    pub warming: bool,
 }
 
 /// A linked peer, as the gateway needs it.

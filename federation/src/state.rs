@@ -57,6 +57,14 @@ pub enum CatalogRefusal {
     Catalog(#[from] CatalogError),
 }
 
+/// Least time a (re)started controller calls itself warming: three registration heartbeats
+/// (one a second), so every live sidecar of the cluster has registered again.
+const WARMUP_MIN: Duration = Duration::from_secs(3);
+
+/// Longest time it waits for the catalogs of its linked peers (relayed by its gateway) before
+/// it stops calling itself warming: a peer that has not answered by then is likely down.
+const WARMUP_MAX: Duration = Duration::from_secs(10);
+
 /// What a tick expired.
 #[derive(Debug, Default, PartialEq)]
 pub struct Expired {
@@ -79,6 +87,8 @@ pub struct FederationState {
     breakers: BreakerReports,
     exports: ExportCatalog,
     view: Arc<PublishedView>,
+    /// The `now` of the first recompute: the start of warm-up.
+    started_at: Option<Instant>,
 }
 
 impl FederationState {
@@ -113,6 +123,7 @@ impl FederationState {
             links,
             exports,
             view: Arc::new(view),
+            started_at: None,
             config,
         }
     }
@@ -249,6 +260,7 @@ impl FederationState {
                 .collect(),
             services: decision.services,
             exports: self.exports.clone(),
+            warming: self.warming(now),
         };
         if next.same_content(&self.view) {
             return None;
@@ -256,6 +268,21 @@ impl FederationState {
         next.version = self.view.version + 1;
         self.view = Arc::new(next);
         Some(self.view.clone())
+    }
+
+    /// Whether the controller is still relearning what it knew before it started: for
+    /// `WARMUP_MIN`, then until every linked peer's catalog has arrived, at most `WARMUP_MAX`.
+    fn warming(&mut self, now: Instant) -> bool {
+        let started_at = *self.started_at.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(started_at);
+        if elapsed < WARMUP_MIN {
+            return true;
+        }
+        elapsed < WARMUP_MAX
+            && self
+                .links
+                .iter()
+                .any(|link| self.peering.catalog(&link.cluster).is_none())
     }
 
     /// The view now published.

@@ -32,6 +32,8 @@ pub struct PublishedView {
     pub services: BTreeMap<ServiceKey, ServiceDecision>,
     /// The export catalog (versioned on its own, bumped only when its content changes).
     pub exports: ExportCatalog,
+    /// The controller is still relearning what it knew before it (re)started.
+    pub warming: bool,
 }
 
 impl PublishedView {
@@ -51,6 +53,7 @@ impl PublishedView {
             peers: Vec::new(),
             services: BTreeMap::new(),
             exports,
+            warming: true,
         }
     }
 
@@ -63,6 +66,7 @@ impl PublishedView {
             && self.peers == other.peers
             && self.services == other.services
             && self.exports == other.exports
+            && self.warming == other.warming
     }
 
     /// What a sidecar that asked for `services` sees.
@@ -86,6 +90,7 @@ impl PublishedView {
             gateway: self.gateway_tunnel,
             services: routes,
             unknown,
+            warming: self.warming,
         }
     }
 
@@ -114,6 +119,7 @@ impl Snapshot for SidecarSnapshot {
             && self.gateway == other.gateway
             && self.services == other.services
             && self.unknown == other.unknown
+            && self.warming == other.warming
     }
 }
 

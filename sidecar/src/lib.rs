@@ -25,6 +25,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod registration;
+pub mod snapshot_merge;
 pub mod state;
 
 use std::collections::BTreeMap;

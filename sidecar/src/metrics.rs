@@ -64,6 +64,9 @@ pub struct Metrics {
     pub breaker_state: Family<LocalityLabels, Gauge>,
     /// `mesh_sidecar_outlier_ejections_total{service,cluster}`.
     pub ejections: Family<LocalityLabels, Counter>,
+    /// `mesh_sidecar_latency_shifted{service,cluster}`: 1 while latency weighting gives the
+    /// locality's traffic away.
+    pub latency_shifted: Family<LocalityLabels, Gauge>,
     /// `mesh_sidecar_discovery_connected`: 1 while the discovery stream is open.
     pub discovery_connected: Gauge,
     /// `mesh_sidecar_snapshot_version`: version of the last snapshot applied.
@@ -79,6 +82,7 @@ impl Metrics {
             retries: Family::default(),
             breaker_state: Family::default(),
             ejections: Family::default(),
+            latency_shifted: Family::default(),
             discovery_connected: Gauge::default(),
             snapshot_version: Gauge::default(),
         };
@@ -106,6 +110,11 @@ impl Metrics {
             "mesh_sidecar_outlier_ejections",
             "Endpoints ejected by outlier detection, per service and cluster",
             metrics.ejections.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_latency_shifted",
+            "1 while a locality, far slower than another usable one, gives its traffic away",
+            metrics.latency_shifted.clone(),
         );
         registry.register(
             "mesh_sidecar_discovery_connected",
@@ -138,6 +147,16 @@ impl Metrics {
                 cluster: cluster.to_string(),
             })
             .set(value);
+    }
+
+    /// Sets the latency-shift gauge of (service, cluster).
+    pub fn set_latency_shifted(&self, service: &str, cluster: &str, shifted: bool) {
+        self.latency_shifted
+            .get_or_create(&LocalityLabels {
+                service: service.to_string(),
+                cluster: cluster.to_string(),
+            })
+            .set(i64::from(shifted));
     }
 
     /// Counts one request and its duration.

@@ -19,6 +19,7 @@ use crate::outbound::balancer::{EndpointRef, ResilienceConfig, ServiceBalancer};
 use crate::outbound::errors::ProxyError;
 use crate::outbound::pool::{ConnectionPool, PoolKey};
 use crate::outbound::resolve::{Lookup, lookup};
+use crate::snapshot_merge::merge_warming;
 
 /// How long a request for a service not yet asked for waits for the controller's answer.
 pub const ON_DEMAND_WAIT: Duration = Duration::from_secs(2);
@@ -156,6 +157,11 @@ impl SidecarState {
             );
             return;
         }
+        let current = self.snapshot.borrow().clone();
+        let snapshot = match current {
+            Some(current) if snapshot.warming => merge_warming(&current, snapshot),
+            _ => snapshot,
+        };
         if let Err(e) = self.identity.update_trust(&snapshot.trust_bundles) {
             tracing::warn!(error = %e, "snapshot trust bundles unusable; keeping the previous ones");
         }
@@ -242,6 +248,16 @@ impl SidecarState {
 
     /// Publishes the breaker changes `balancer` has accumulated: metrics now, a report soon.
     pub fn publish_transitions(&self, service: &ServiceKey, balancer: &mut ServiceBalancer) {
+        for shift in balancer.take_latency_shifts() {
+            let estimate_ms = shift.estimate.map(|e| e.as_secs_f64() * 1000.0);
+            if shift.shifted {
+                tracing::info!(%service, cluster = %shift.cluster, ?estimate_ms, weight = shift.weight, "locality far slower than another usable one: giving its traffic away");
+            } else {
+                tracing::info!(%service, cluster = %shift.cluster, ?estimate_ms, "locality fast again: traffic returns to the priority order");
+            }
+            self.metrics
+                .set_latency_shifted(&service.to_string(), &shift.cluster, shift.shifted);
+        }
         let transitions = balancer.take_transitions();
         if transitions.is_empty() {
             return;

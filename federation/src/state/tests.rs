@@ -290,3 +290,44 @@ fn link_info_waits_for_the_gateway() {
     let v = s.recompute(t0).unwrap();
     assert_eq!(v.gateway_tunnel, Some("127.0.0.1:7101".parse().unwrap()));
 }
+
+#[test]
+fn a_started_controller_is_warming_until_registrations_and_peer_catalogs_are_back() {
+    let t0 = Instant::now();
+    let mut s = state();
+    s.add_link(link("eu")).unwrap();
+    s.recompute(t0);
+    assert!(s.view().warming, "just started");
+    // Registrations are back after three heartbeats, but eu's catalog has not arrived.
+    let t1 = t0 + WARMUP_MIN;
+    s.recompute(t1);
+    assert!(s.view().warming, "still waiting for eu's catalog");
+    s.apply_catalog("eu", &peer_snapshot("eu")).unwrap();
+    s.recompute(t1).expect("the end of warm-up is published");
+    assert!(!s.view().warming);
+    assert!(!s.view().sidecar_snapshot(&[key()]).warming);
+}
+
+#[test]
+fn a_peer_that_never_answers_ends_warm_up_at_the_bound() {
+    let t0 = Instant::now();
+    let mut s = state();
+    s.add_link(link("eu")).unwrap();
+    s.recompute(t0);
+    s.recompute(t0 + WARMUP_MAX - Duration::from_millis(1));
+    assert!(s.view().warming);
+    s.recompute(t0 + WARMUP_MAX)
+        .expect("the end of warm-up is published");
+    assert!(!s.view().warming);
+}
+
+#[test]
+fn without_links_warm_up_lasts_three_heartbeats() {
+    let t0 = Instant::now();
+    let mut s = state();
+    s.recompute(t0);
+    assert!(s.view().warming);
+    s.recompute(t0 + WARMUP_MIN)
+        .expect("the end of warm-up is published");
+    assert!(!s.view().warming);
+}

@@ -81,6 +81,24 @@ pub struct BreakerTransition {
     pub to: BreakerState,
 }
 
+/// A locality started or stopped giving its traffic away for being slow, to be logged and shown
+/// in metrics: traffic that leaves a healthy region should never be a mystery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyShift {
+    /// The locality.
+    pub cluster: String,
+    /// Whether it now gives traffic away.
+    pub shifted: bool,
+    /// Its latency estimate then.
+    pub estimate: Option<Duration>,
+    /// The factor its health was multiplied by then.
+    pub weight: f64,
+}
+
+/// Below this latency weight a locality counts as shifted away; it counts as back only at full
+/// weight, so an estimate wandering around the tolerance does not flood the log.
+const SHIFTED_BELOW: f64 = 0.5;
+
 /// What recording an outcome changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RecordEffect {
@@ -102,6 +120,8 @@ struct LevelState {
     endpoints: HashMap<SocketAddr, EndpointStats>,
     /// The endpoints the controller lists healthy, as last seen in a route.
     listed: Vec<SocketAddr>,
+    /// Whether latency weighting is giving this locality's traffic away.
+    latency_shifted: bool,
 }
 
 impl LevelState {
@@ -111,6 +131,7 @@ impl LevelState {
             outlier: OutlierDetector::new(config.outlier.clone()),
             endpoints: HashMap::new(),
             listed: Vec::new(),
+            latency_shifted: false,
         }
     }
 
@@ -140,6 +161,7 @@ pub struct ServiceBalancer {
     latency: LatencyWeights,
     retry_budget: RetryBudget,
     transitions: Vec<BreakerTransition>,
+    latency_shifts: Vec<LatencyShift>,
 }
 
 impl ServiceBalancer {
@@ -151,6 +173,7 @@ impl ServiceBalancer {
             retry_budget: RetryBudget::new(config.retry_budget.clone()),
             levels: HashMap::new(),
             transitions: Vec::new(),
+            latency_shifts: Vec::new(),
             config,
         }
     }
@@ -178,6 +201,7 @@ impl ServiceBalancer {
         let raw = self.raw_healths(levels, now);
         let views = level_views(levels, &raw);
         let factors = self.latency.factors(&views);
+        self.note_latency_shifts(levels, &factors);
         levels
             .iter()
             .zip(raw.iter().zip(factors))
@@ -186,6 +210,30 @@ impl ServiceBalancer {
                     .effective_health(&level.entry.cluster, raw * factor, now)
             })
             .collect()
+    }
+
+    /// Records the levels whose latency weight crossed into or out of giving traffic away.
+    fn note_latency_shifts(&mut self, levels: &[&LocalityRoute], factors: &[f64]) {
+        for (level, weight) in levels.iter().zip(factors) {
+            let cluster = &level.entry.cluster;
+            let Some(state) = self.levels.get_mut(cluster) else {
+                continue;
+            };
+            let shifted = if state.latency_shifted {
+                *weight < 1.0
+            } else {
+                *weight < SHIFTED_BELOW
+            };
+            if shifted != state.latency_shifted {
+                state.latency_shifted = shifted;
+                self.latency_shifts.push(LatencyShift {
+                    cluster: cluster.clone(),
+                    shifted,
+                    estimate: self.latency.estimate(cluster),
+                    weight: *weight,
+                });
+            }
+        }
     }
 
     /// Each level's health before latency weighting and ramp: controller x local view, 0 while
@@ -345,7 +393,6 @@ impl ServiceBalancer {
         let Self {
             config,
             levels,
-            latency: latency_weights,
             transitions,
             ..
         } = self;
@@ -355,7 +402,6 @@ impl ServiceBalancer {
         let mut effect = RecordEffect::default();
         if success {
             state.outlier.record_success(endpoint.addr, now);
-            latency_weights.observe(&endpoint.cluster, latency, now);
         } else {
             effect.ejected = state.outlier.record_failure(endpoint.addr, now);
         }
@@ -369,6 +415,13 @@ impl ServiceBalancer {
         }
         note_transition(transitions, &endpoint.cluster, &mut state.breaker);
         effect
+    }
+
+    /// Adds the latency of a successful try served by `cluster` to its locality's estimate for
+    /// latency weighting. The caller passes only tries comparable between localities: not those
+    /// whose time includes streaming a large request body.
+    pub fn observe_locality_latency(&mut self, cluster: &str, latency: Duration, now: Instant) {
+        self.latency.observe(cluster, latency, now);
     }
 
     /// Records whether `cluster` served a request (its breaker's failure rate; a half-open
@@ -394,6 +447,11 @@ impl ServiceBalancer {
     /// Breaker changes since the last call.
     pub fn take_transitions(&mut self) -> Vec<BreakerTransition> {
         std::mem::take(&mut self.transitions)
+    }
+
+    /// Latency shifts since the last call.
+    pub fn take_latency_shifts(&mut self) -> Vec<LatencyShift> {
+        std::mem::take(&mut self.latency_shifts)
     }
 
     /// Every breaker's state at `now` (advancing cool-downs), by cluster.

@@ -378,6 +378,7 @@ fn serve_at(
     for _ in 0..ms / 10 {
         now += Duration::from_millis(10);
         b.record_try(&ep(cluster, port), true, latency, now);
+        b.observe_locality_latency(cluster, latency, now);
     }
     now
 }
@@ -401,9 +402,15 @@ fn a_slow_local_region_is_probed_around_and_gives_its_traffic_to_the_fast_one() 
     assert_eq!(probe.cluster, "eu-central");
     // Still unmeasured: the load has not moved yet.
     assert_close(&loads(&mut b, &route(), now), &[1.0, 0.0]);
-    b.record_try(&probe.key(), true, Duration::from_millis(3), now);
+    b.observe_locality_latency(&probe.cluster, Duration::from_millis(3), now);
     let moved = loads(&mut b, &route(), now);
     assert!(moved[0] < 0.01 && moved[1] > 0.99, "{moved:?}");
+    let shifts = b.take_latency_shifts();
+    assert_eq!(shifts.len(), 1, "{shifts:?}");
+    assert!(
+        shifts[0].cluster == "us-east" && shifts[0].shifted,
+        "{shifts:?}"
+    );
     let counts = count_by_cluster(&mut b, &route(), now, 1000);
     assert!(
         counts.get("us-east").copied().unwrap_or(0) < 10,
@@ -441,8 +448,10 @@ fn a_healed_region_gets_its_traffic_back_after_a_probe() {
     // A retry is never a probe.
     let retry = b.pick(&route(), None, &[ep("eu-central", 11)], later, &mut rng);
     assert_eq!(retry.unwrap().cluster, "eu-central");
-    b.record_try(&probe.key(), true, Duration::from_millis(2), later);
+    b.observe_locality_latency(&probe.cluster, Duration::from_millis(2), later);
     assert_close(&loads(&mut b, &route(), later), &[1.0, 0.0]);
+    let shifts: Vec<bool> = b.take_latency_shifts().iter().map(|s| s.shifted).collect();
+    assert_eq!(shifts, vec![true, false]);
 }
 
 #[test]

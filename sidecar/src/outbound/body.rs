@@ -48,6 +48,12 @@ impl ReplayBody {
         }
     }
 
+    /// Whether the body is held in memory (small, of known length): a try's time then says how
+    /// fast the endpoint answers, not how fast the app uploads.
+    pub fn is_buffered(&self) -> bool {
+        matches!(self, Self::Buffered(_))
+    }
+
     /// Whether the body can still be sent.
     pub fn available(&self) -> bool {
         match self {

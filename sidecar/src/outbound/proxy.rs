@@ -154,13 +154,11 @@ async fn proxy(
         let failure = match outcome {
             Ok(Ok(rsp)) => {
                 let status = rsp.status();
-                record_try(
-                    state,
-                    &dest.service,
-                    &pick.key(),
-                    !status.is_server_error(),
-                    latency,
-                );
+                let success = !status.is_server_error();
+                record_try(state, &dest.service, &pick.key(), success, latency);
+                if success && body.is_buffered() {
+                    lock(&balancer).observe_locality_latency(&pick.cluster, latency, now());
+                }
                 if !is_retryable_status(status) {
                     break Some((rsp, pick));
                 }

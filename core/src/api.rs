@@ -168,9 +168,12 @@ pub struct SidecarSnapshot {
     pub services: BTreeMap<ServiceKey, ServiceRoute>,
     /// Services asked for that no cluster exports.
     pub unknown: Vec<ServiceKey>,
+    /// When this controller instance started (Unix ms): a new value means it restarted.
+    #[serde(default)]
+    pub epoch: u64,
     /// The controller started moments ago and is still relearning its registrations and its
-    /// peers' catalogs: what it lacks may exist. A sidecar that holds an earlier snapshot takes
-    /// only additions from it (see the sidecar's `snapshot_merge`).
+    /// peers' catalogs: what it lacks may exist. A sidecar that holds a snapshot of an earlier
+    /// epoch takes only additions from it (see the sidecar's `snapshot_merge`).
     #[serde(default)]
     pub warming: bool,
 }

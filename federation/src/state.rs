@@ -260,6 +260,7 @@ impl FederationState {
                 .collect(),
             services: decision.services,
             exports: self.exports.clone(),
+            epoch: self.config.initial_version,
             warming: self.warming(now),
         };
         if next.same_content(&self.view) {

@@ -32,6 +32,8 @@ pub struct PublishedView {
     pub services: BTreeMap<ServiceKey, ServiceDecision>,
     /// The export catalog (versioned on its own, bumped only when its content changes).
     pub exports: ExportCatalog,
+    /// When this controller instance started (Unix ms).
+    pub epoch: u64,
     /// The controller is still relearning what it knew before it (re)started.
     pub warming: bool,
 }
@@ -53,6 +55,7 @@ impl PublishedView {
             peers: Vec::new(),
             services: BTreeMap::new(),
             exports,
+            epoch: version,
             warming: true,
         }
     }
@@ -66,6 +69,7 @@ impl PublishedView {
             && self.peers == other.peers
             && self.services == other.services
             && self.exports == other.exports
+            && self.epoch == other.epoch
             && self.warming == other.warming
     }
 
@@ -90,6 +94,7 @@ impl PublishedView {
             gateway: self.gateway_tunnel,
             services: routes,
             unknown,
+            epoch: self.epoch,
             warming: self.warming,
         }
     }
@@ -119,6 +124,7 @@ impl Snapshot for SidecarSnapshot {
             && self.gateway == other.gateway
             && self.services == other.services
             && self.unknown == other.unknown
+            && self.epoch == other.epoch
             && self.warming == other.warming
     }
 }

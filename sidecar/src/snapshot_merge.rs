@@ -2,8 +2,9 @@
 //! for its first seconds it relearns them from heartbeats and its peers' catalogs from its
 //! gateway, and its snapshots say so (`warming`). Applied as they are, they would withdraw
 //! services that exist ("not exported by any linked cluster") or fail traffic over for a
-//! locality whose endpoints have not registered again yet. So a warming snapshot is merged over
-//! the sidecar's current one and may only add: a service's new route is taken when it keeps
+//! locality whose endpoints have not registered again yet. So when the controller's epoch
+//! changes, the sidecar keeps what it served until then as a base, merges every warming
+//! snapshot of the new epoch over it, and a warming snapshot may only add: a service's new route is taken when it keeps
 //! every locality of the current one with at least as many endpoints (a cluster just starting
 //! learns its routes this way), else the current route stays; a service routed now stays routed;
 //! trust bundles and the gateway address are only added. The first snapshot of a warm
@@ -21,6 +22,7 @@ pub fn merge_warming(previous: &SidecarSnapshot, warming: SidecarSnapshot) -> Si
         gateway,
         mut services,
         unknown,
+        epoch,
         warming: _,
     } = warming;
     for (key, route) in &previous.services {
@@ -48,6 +50,7 @@ pub fn merge_warming(previous: &SidecarSnapshot, warming: SidecarSnapshot) -> Si
         gateway: gateway.or(previous.gateway),
         services,
         unknown,
+        epoch,
         warming: true,
     }
 }
@@ -130,6 +133,7 @@ mod tests {
                 .map(|(k, c)| (key(k), route(c)))
                 .collect::<BTreeMap<_, _>>(),
             unknown: unknown.iter().map(|k| key(k)).collect(),
+            epoch: version,
             warming,
         }
     }

@@ -51,6 +51,9 @@ pub struct SidecarState {
     discovery_source: String,
     metrics: Metrics,
     snapshot: watch::Sender<Option<Arc<SidecarSnapshot>>>,
+    /// While a restarted controller warms up: the last snapshot of its previous epoch, which
+    /// its warming snapshots are merged over.
+    restart_base: Mutex<Option<Arc<SidecarSnapshot>>>,
     interest: watch::Sender<BTreeSet<ServiceKey>>,
     balancers: Mutex<HashMap<ServiceKey, Arc<Mutex<ServiceBalancer>>>>,
     pool: ConnectionPool,
@@ -84,6 +87,7 @@ impl SidecarState {
             discovery_source: options.discovery_source,
             metrics,
             snapshot: watch::Sender::new(None),
+            restart_base: Mutex::new(None),
             interest: watch::Sender::new(BTreeSet::new()),
             balancers: Mutex::new(HashMap::new()),
             pool,
@@ -157,10 +161,19 @@ impl SidecarState {
             );
             return;
         }
-        let current = self.snapshot.borrow().clone();
-        let snapshot = match current {
-            Some(current) if snapshot.warming => merge_warming(&current, snapshot),
-            _ => snapshot,
+        let snapshot = {
+            let current = self.snapshot.borrow().clone();
+            let mut base = self.restart_base.lock().unwrap_or_else(|p| p.into_inner());
+            if !snapshot.warming {
+                *base = None;
+            } else if let Some(current) = current.filter(|c| c.epoch != snapshot.epoch) {
+                // The controller restarted: what we served until now is the base to merge over.
+                *base = Some(current);
+            }
+            match &*base {
+                Some(base) => merge_warming(base, snapshot),
+                None => snapshot,
+            }
         };
         if let Err(e) = self.identity.update_trust(&snapshot.trust_bundles) {
             tracing::warn!(error = %e, "snapshot trust bundles unusable; keeping the previous ones");

@@ -77,6 +77,7 @@ fn snapshot_for(seen: &mut Seen, cluster: &Cluster, services: &[ServiceKey]) -> 
         gateway: None,
         services: BTreeMap::new(),
         unknown: vec![],
+        epoch: 0,
         warming: false,
     };
     for s in services {

@@ -107,6 +107,7 @@ mod tests {
             gateway: None,
             services: BTreeMap::from([("echo.demo".parse().unwrap(), route)]),
             unknown: vec!["gone.demo".parse().unwrap()],
+            epoch: 0,
             warming: false,
         }
     }

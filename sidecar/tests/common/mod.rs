@@ -306,6 +306,7 @@ pub fn snapshot(
         gateway: None,
         services: BTreeMap::from([(echo(), ServiceRoute { localities })]),
         unknown: vec![],
+        epoch: 0,
         warming: false,
     }
 }

@@ -21,6 +21,7 @@ mod control_listener;
 mod controller;
 mod discovery;
 mod error;
+mod export_cache;
 mod failover;
 mod links;
 mod metrics;
@@ -52,6 +53,7 @@ use crate::ca_service::CaService;
 use crate::control_api::ControlApi;
 use crate::control_listener::{ServingTls, serve_control};
 use crate::controller::Controller;
+use crate::export_cache::ExportCache;
 use crate::links::LinkStore;
 use crate::metrics::Metrics;
 use crate::registry::StaticServices;
@@ -124,6 +126,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         },
         links,
         static_services,
+        ExportCache::in_dir(&config.state_dir),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let controller = Controller::new(state, ca, metrics, shutdown_rx.clone());

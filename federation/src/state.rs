@@ -14,6 +14,7 @@ use mesh_core::identity::{SpiffeId, TrustBundle};
 use mesh_core::locality::LocalityPolicy;
 
 use crate::breaker_reports::{BREAKER_REPORT_TTL, BreakerReports};
+use crate::export_cache::{ExportCache, ExportedServices, merge_warming};
 use crate::failover::{FailoverInputs, PeerInput, decide};
 use crate::links::{LinkChange, LinkError, LinkStore};
 use crate::peering::Peering;
@@ -89,6 +90,10 @@ pub struct FederationState {
     view: Arc<PublishedView>,
     /// The `now` of the first recompute: the start of warm-up.
     started_at: Option<Instant>,
+    /// Where the export catalog is cached across restarts.
+    export_cache: ExportCache,
+    /// The cached catalog of the previous run, merged into the exports while warming.
+    cached_exports: Option<ExportedServices>,
 }
 
 impl FederationState {
@@ -97,6 +102,7 @@ impl FederationState {
         config: StateConfig,
         links: LinkStore,
         static_services: Option<StaticServices>,
+        export_cache: ExportCache,
     ) -> Self {
         let registrations = Arc::new(Registrations::new(
             &config.cluster,
@@ -124,6 +130,8 @@ impl FederationState {
             exports,
             view: Arc::new(view),
             started_at: None,
+            cached_exports: export_cache.load_recent(config.lease_grace),
+            export_cache,
             config,
         }
     }
@@ -236,12 +244,19 @@ impl FederationState {
             peers: &peers,
             breakers: &tally,
         });
-        if decision.exports != self.exports.services {
+        let warming = self.warming(now);
+        let mut exports = decision.exports;
+        match &self.cached_exports {
+            Some(cached) if warming => merge_warming(&mut exports, cached),
+            _ => self.cached_exports = None,
+        }
+        if exports != self.exports.services {
             self.exports = ExportCatalog {
                 cluster: self.config.cluster.clone(),
                 version: self.exports.version + 1,
-                services: decision.exports,
+                services: exports,
             };
+            self.export_cache.save(&self.exports);
         }
         let mut next = PublishedView {
             version: self.view.version,
@@ -261,7 +276,7 @@ impl FederationState {
             services: decision.services,
             exports: self.exports.clone(),
             epoch: self.config.initial_version,
-            warming: self.warming(now),
+            warming,
         };
         if next.same_content(&self.view) {
             return None;

@@ -38,7 +38,12 @@ fn state() -> FederationState {
         registration_ttl: TTL,
         initial_version: 100,
     };
-    FederationState::new(config, LinkStore::ephemeral("home", "home.mesh"), None)
+    FederationState::new(
+        config,
+        LinkStore::ephemeral("home", "home.mesh"),
+        None,
+        ExportCache::ephemeral(),
+    )
 }
 
 fn caller() -> SpiffeId {
@@ -330,4 +335,55 @@ fn without_links_warm_up_lasts_three_heartbeats() {
     s.recompute(t0 + WARMUP_MIN)
         .expect("the end of warm-up is published");
     assert!(!s.view().warming);
+}
+
+#[test]
+fn a_restarted_controller_keeps_exporting_its_cached_catalog_until_warm() {
+    let dir = std::env::temp_dir().join(format!("mesh-state-exports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = || StateConfig {
+        cluster: "home".into(),
+        region: "us".into(),
+        own_bundle: bundle("home"),
+        policy: LocalityPolicy::default(),
+        lease_grace: GRACE,
+        registration_ttl: TTL,
+        initial_version: 100,
+    };
+    let start = |cache| {
+        FederationState::new(
+            config(),
+            LinkStore::ephemeral("home", "home.mesh"),
+            None,
+            cache,
+        )
+    };
+    // The first run exports echo with two replicas (and caches it).
+    let t0 = Instant::now();
+    let mut first = start(ExportCache::in_dir(&dir));
+    for (id, port) in [("echo-0", 9000), ("echo-1", 9001)] {
+        first
+            .register(id, registration(id, port, true), &caller(), t0)
+            .unwrap();
+    }
+    first.recompute(t0);
+    assert_eq!(first.view().exports.services[&key()].endpoints.len(), 2);
+    // Restarted: nothing registered yet, but the cached catalog is still exported.
+    let mut second = start(ExportCache::in_dir(&dir));
+    second.recompute(t0);
+    assert_eq!(second.view().exports.services[&key()].endpoints.len(), 2);
+    // Once warm, only what it knows: echo-1 never came back.
+    let warm = t0 + WARMUP_MIN;
+    second
+        .register(
+            "echo-0",
+            registration("echo-0", 9000, true),
+            &caller(),
+            warm,
+        )
+        .unwrap();
+    second.recompute(warm);
+    assert_eq!(second.view().exports.services[&key()].endpoints.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -170,18 +170,21 @@ async fn a_partitioned_peer_is_declared_down_within_the_idle_timeout_and_relinke
     })
     .await?;
     let detected = cut_at.elapsed();
-    // Idle timeout 3 s: well inside the 5 s failover promise, and not before the timeout.
+    // Idle timeout 3 s: frames left unacknowledged for 2/3 of it (2 s) close the link first,
+    // well inside the 5 s failover promise, and not before that limit.
     assert!(
-        detected < std::time::Duration::from_millis(4500),
+        detected < std::time::Duration::from_millis(3500),
         "took {detected:?}"
     );
     assert!(
-        detected > std::time::Duration::from_secs(2),
+        detected > std::time::Duration::from_millis(1900),
         "declared down too early: {detected:?}"
     );
     let status = ga.core.board().status("bravo").expect("still linked");
     assert!(
-        status.last_error.is_some_and(|e| e.contains("timed out")),
+        status
+            .last_error
+            .is_some_and(|e| e.contains("acknowledged nothing") || e.contains("timed out")),
         "{:?}",
         ga.core.board().status("bravo")
     );

@@ -90,6 +90,8 @@ pub struct FederationState {
     view: Arc<PublishedView>,
     /// The `now` of the first recompute: the start of warm-up.
     started_at: Option<Instant>,
+    /// Warm-up is over (for good: a link added later does not start it again).
+    warm: bool,
     /// Where the export catalog is cached across restarts.
     export_cache: ExportCache,
     /// The cached catalog of the previous run, merged into the exports while warming.
@@ -130,6 +132,7 @@ impl FederationState {
             exports,
             view: Arc::new(view),
             started_at: None,
+            warm: false,
             cached_exports: export_cache.load_recent(config.lease_grace),
             export_cache,
             config,
@@ -289,16 +292,19 @@ impl FederationState {
     /// Whether the controller is still relearning what it knew before it started: for
     /// `WARMUP_MIN`, then until every linked peer's catalog has arrived, at most `WARMUP_MAX`.
     fn warming(&mut self, now: Instant) -> bool {
+        if self.warm {
+            return false;
+        }
         let started_at = *self.started_at.get_or_insert(now);
         let elapsed = now.saturating_duration_since(started_at);
-        if elapsed < WARMUP_MIN {
-            return true;
-        }
-        elapsed < WARMUP_MAX
-            && self
-                .links
-                .iter()
-                .any(|link| self.peering.catalog(&link.cluster).is_none())
+        let warming = elapsed < WARMUP_MIN
+            || (elapsed < WARMUP_MAX
+                && self
+                    .links
+                    .iter()
+                    .any(|link| self.peering.catalog(&link.cluster).is_none()));
+        self.warm = !warming;
+        warming
     }
 
     /// The view now published.

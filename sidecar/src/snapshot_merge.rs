@@ -3,12 +3,12 @@
 //! gateway, and its snapshots say so (`warming`). Applied as they are, they would withdraw
 //! services that exist ("not exported by any linked cluster") or fail traffic over for a
 //! locality whose endpoints have not registered again yet. So when the controller's epoch
-//! changes, the sidecar keeps what it served until then as a base, merges every warming
-//! snapshot of the new epoch over it, and a warming snapshot may only add: a service's new route is taken when it keeps
-//! every locality of the current one with at least as many endpoints (a cluster just starting
-//! learns its routes this way), else the current route stays; a service routed now stays routed;
-//! trust bundles and the gateway address are only added. The first snapshot of a warm
-//! controller replaces everything.
+//! changes, the sidecar keeps what it served until then as a base and merges every warming
+//! snapshot of the new epoch over it, taking only additions: a service's new route is taken
+//! when it keeps every locality of the base route with at least as many endpoints, else the
+//! base route stays; a service routed before stays routed; trust bundles and the gateway
+//! address are only added. A cluster just starting has no earlier epoch and takes its
+//! snapshots as they come. The first snapshot of a warm controller replaces everything.
 
 use mesh_core::api::{ServiceRoute, SidecarSnapshot};
 

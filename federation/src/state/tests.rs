@@ -311,6 +311,10 @@ fn a_started_controller_is_warming_until_registrations_and_peer_catalogs_are_bac
     s.recompute(t1).expect("the end of warm-up is published");
     assert!(!s.view().warming);
     assert!(!s.view().sidecar_snapshot(&[key()]).warming);
+    // A link added later does not start warm-up again.
+    s.add_link(link("ap")).unwrap();
+    s.recompute(t1 + Duration::from_secs(1));
+    assert!(!s.view().warming);
 }
 
 #[test]

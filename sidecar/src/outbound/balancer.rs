@@ -4,10 +4,12 @@
 //! endpoints not ejected by outlier detection, and 0 while the (service, cluster) breaker is
 //! open) x the latency weight (a locality far slower than another usable one gives up traffic,
 //! `LatencyWeights`), ramped by `SlowStart` after a recovery, split by `priority_loads`
-//! (overprovisioning 1.4). A request may instead be a latency probe of one locality. Inside the chosen level, power of two choices over `Ewma x (in_flight + 1)` among
+//! (overprovisioning 1.4). A request's first try may instead be a latency probe of one
+//! locality. Inside the chosen level, power of two choices over `Ewma x (in_flight + 1)` among
 //! endpoints that are healthy, not ejected and not already tried by this request. Outcomes feed
-//! the outlier detector, the level's breaker and the latency estimate. Pure logic: time and
-//! randomness come in as arguments, so it is tested without sockets or sleeps.
+//! the outlier detector, the level's breaker and the endpoint's latency estimate; the caller
+//! feeds comparable latencies to the locality's estimate (`observe_locality_latency`). Pure
+//! logic: time and randomness come in as arguments, so it is tested without sockets or sleeps.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -148,13 +148,24 @@ fn balance_benches(c: &mut Criterion) {
             })
         });
     }
-    // The sidecar's whole pick: spill over three localities, outlier filter, P2C, in-flight.
+    // The sidecar's whole pick: spill over three localities, latency weighting, outlier
+    // filter, P2C, in-flight; against the same pick without latency weighting, its cost.
     let route = route(1, 30);
-    let mut balancer = ServiceBalancer::new(ResilienceConfig::default());
     let now = Instant::now();
-    g.bench_function("service_balancer_pick_3_localities_30_endpoints", |b| {
-        b.iter(|| black_box(balancer.pick(&route, None, &[], now, &mut rng)))
-    });
+    for (name, latency_weighting) in [
+        ("service_balancer_pick_3_localities_30_endpoints", true),
+        (
+            "service_balancer_pick_3_localities_30_endpoints_no_latency_weighting",
+            false,
+        ),
+    ] {
+        let mut config = ResilienceConfig::default();
+        config.latency.enabled = latency_weighting;
+        let mut balancer = ServiceBalancer::new(config);
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(balancer.pick(&route, None, &[], now, &mut rng)))
+        });
+    }
     g.finish();
 }
 

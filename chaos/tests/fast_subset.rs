@@ -160,7 +160,7 @@ fn list_shows_one_line_per_shipped_scenario() {
         String::from_utf8_lossy(&run.stderr)
     );
     let out = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(out.lines().count(), 11, "{out}");
+    assert_eq!(out.lines().count(), 12, "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("partition-two-way") && l.contains("namespaces")),

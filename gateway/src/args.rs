@@ -37,6 +37,16 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub tunnel: SocketAddr,
 
+    /// The QUIC address peer gateways are told to dial, when it is not the bound one (NAT, a
+    /// load balancer, a 0.0.0.0 listener). Default: the bound --quic address.
+    #[arg(long)]
+    pub advertise_quic: Option<SocketAddr>,
+
+    /// The tunnel address local sidecars are told to dial, when it is not the bound one (a
+    /// 0.0.0.0 listener, a Service in front). Default: the bound --tunnel address.
+    #[arg(long)]
+    pub advertise_tunnel: Option<SocketAddr>,
+
     /// Admin address serving /healthz, /readyz, /metrics and /v1/status (the link report as JSON).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
@@ -47,9 +57,10 @@ pub struct GatewayArgs {
     pub keep_alive_ms: u64,
 
     /// QUIC idle timeout in milliseconds: a peer that stops answering (frozen, partitioned) is
-    /// declared down after this long, and requests in flight on the link fail (and are retried
-    /// elsewhere) only then: 1.5 s bounds that stall while tolerating four lost keep-alives in a
-    /// row (at 5% loss, about one chance in 160,000 per interval).
+    /// declared down after this long, or after 2/3 of it when what is sent to it goes
+    /// unacknowledged (also a one-way cut), and requests in flight on the link fail (and are
+    /// retried elsewhere) only then: 1.5 s bounds that stall while tolerating four lost
+    /// keep-alives in a row (at 5% loss, about one chance in 160,000 per interval).
     #[arg(long, default_value_t = 1500)]
     pub idle_timeout_ms: u64,
 
@@ -74,7 +85,38 @@ impl GatewayArgs {
     pub fn validate(&self) -> Result<(), GatewayError> {
         mesh_core::names::check_label(&self.cluster)
             .map_err(|e| GatewayError::InvalidArgs(format!("--cluster: {e}")))?;
+        check_advertised("--quic", self.quic, "--advertise-quic", self.advertise_quic)?;
+        check_advertised(
+            "--tunnel",
+            self.tunnel,
+            "--advertise-tunnel",
+            self.advertise_tunnel,
+        )?;
         check_timing(self.keep_alive(), self.idle_timeout())
+    }
+}
+
+/// Checks that what others are told to dial is dialable: an advertised address must name a
+/// host and a port, and a listener on all interfaces (0.0.0.0, ::) needs one, since the bound
+/// address says nothing about where it can be reached.
+fn check_advertised(
+    bind_flag: &str,
+    bound: SocketAddr,
+    advertise_flag: &str,
+    advertised: Option<SocketAddr>,
+) -> Result<(), GatewayError> {
+    match advertised {
+        Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+            Err(GatewayError::InvalidArgs(format!(
+                "{advertise_flag} {addr} is not an address anyone can dial: give a reachable IP \
+                 and a port"
+            )))
+        }
+        None if bound.ip().is_unspecified() => Err(GatewayError::InvalidArgs(format!(
+            "{bind_flag} {bound} listens on every interface, so it cannot be told to others: \
+             add {advertise_flag} <reachable ip:port>"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -148,6 +190,8 @@ mod tests {
             "--token-file",
             "--quic",
             "--tunnel",
+            "--advertise-quic",
+            "--advertise-tunnel",
             "--admin",
             "--keep-alive-ms",
             "--idle-timeout-ms",
@@ -156,6 +200,40 @@ mod tests {
             assert!(help.contains(flag), "{flag} missing from:\n{help}");
         }
         assert!(help.contains("[default: 1500]"), "{help}");
+    }
+
+    #[test]
+    fn a_listener_on_every_interface_needs_an_advertised_address() {
+        let err = parse(&["--quic", "0.0.0.0:4433"])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--quic 0.0.0.0:4433") && err.contains("--advertise-quic"),
+            "{err}"
+        );
+        let err = parse(&["--tunnel", "[::]:15008"])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--advertise-tunnel"), "{err}");
+        let err = parse(&["--advertise-quic", "0.0.0.0:4433"])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an address anyone can dial"), "{err}");
+        parse(&[
+            "--quic",
+            "0.0.0.0:4433",
+            "--advertise-quic",
+            "203.0.113.7:4433",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap();
     }
 
     #[test]

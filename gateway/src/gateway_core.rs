@@ -40,6 +40,10 @@ pub struct GatewaySettings {
     pub quic_addr: SocketAddr,
     /// TCP address of the tunnel port.
     pub tunnel_addr: SocketAddr,
+    /// The QUIC address reported for peers to dial, when not the bound one.
+    pub advertise_quic: Option<SocketAddr>,
+    /// The tunnel address reported for sidecars to dial, when not the bound one.
+    pub advertise_tunnel: Option<SocketAddr>,
     /// QUIC keep-alive interval.
     pub keep_alive: Duration,
     /// QUIC idle timeout.
@@ -52,6 +56,8 @@ pub struct LinkBoard {
     table: Arc<LinkTable>,
     quic_addr: SocketAddr,
     tunnel_addr: SocketAddr,
+    advertised_quic: SocketAddr,
+    advertised_tunnel: SocketAddr,
     changes: watch::Receiver<u64>,
 }
 
@@ -76,11 +82,12 @@ impl LinkBoard {
         self.table.get(peer).map(|l| l.status())
     }
 
-    /// The report for the controller.
+    /// The report for the controller: the advertised addresses, which are the bound ones
+    /// unless `--advertise-quic` / `--advertise-tunnel` say otherwise.
     pub fn report(&self) -> GatewayReport {
         GatewayReport {
-            quic_addr: self.quic_addr,
-            tunnel_addr: self.tunnel_addr,
+            quic_addr: self.advertised_quic,
+            tunnel_addr: self.advertised_tunnel,
             peers: self.statuses(),
         }
     }
@@ -172,6 +179,8 @@ impl GatewayCore {
                 table,
                 quic_addr,
                 tunnel_addr,
+                advertised_quic: settings.advertise_quic.unwrap_or(quic_addr),
+                advertised_tunnel: settings.advertise_tunnel.unwrap_or(tunnel_addr),
                 changes: changes_rx,
             },
             endpoint,

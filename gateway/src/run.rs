@@ -46,6 +46,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
         cluster: args.cluster.clone(),
         quic_addr: args.quic,
         tunnel_addr: args.tunnel,
+        advertise_quic: args.advertise_quic,
+        advertise_tunnel: args.advertise_tunnel,
         keep_alive: args.keep_alive(),
         idle_timeout: args.idle_timeout(),
     };

@@ -196,3 +196,18 @@ async fn a_partitioned_peer_is_declared_down_within_the_idle_timeout_and_relinke
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_addresses_are_what_the_controller_is_told() -> Result<()> {
+    let alpha = Cluster::new("alpha")?;
+    let mut settings = TestGateway::settings(&alpha, None);
+    settings.advertise_quic = Some("203.0.113.7:4433".parse()?);
+    settings.advertise_tunnel = Some("10.0.0.7:15008".parse()?);
+    let ga = TestGateway::start_with(&alpha, settings).await?;
+    let report = ga.core.board().report();
+    assert_eq!(report.quic_addr, "203.0.113.7:4433".parse()?);
+    assert_eq!(report.tunnel_addr, "10.0.0.7:15008".parse()?);
+    // Still bound where it was asked to be.
+    assert!(ga.core.board().quic_addr().ip().is_loopback());
+    Ok(())
+}

@@ -182,13 +182,24 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway of `cluster` on 127.0.0.1 port 0 (or the given QUIC address).
     pub async fn start(cluster: &Cluster, quic_addr: Option<SocketAddr>) -> Result<Self> {
-        let settings = GatewaySettings {
+        Self::start_with(cluster, Self::settings(cluster, quic_addr)).await
+    }
+
+    /// The settings `start` uses, to be adjusted before `start_with`.
+    pub fn settings(cluster: &Cluster, quic_addr: Option<SocketAddr>) -> GatewaySettings {
+        GatewaySettings {
             cluster: cluster.name.clone(),
             quic_addr: quic_addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal")),
-            tunnel_addr: "127.0.0.1:0".parse()?,
+            tunnel_addr: "127.0.0.1:0".parse().expect("literal"),
+            advertise_quic: None,
+            advertise_tunnel: None,
             keep_alive: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(3),
-        };
+        }
+    }
+
+    /// Starts a gateway of `cluster` with `settings`.
+    pub async fn start_with(cluster: &Cluster, settings: GatewaySettings) -> Result<Self> {
         let (snapshots, rx) = watch::channel(None);
         let (sink, received) = RecordingSink::new();
         let mut registry = Registry::default();

@@ -165,12 +165,18 @@ impl LatencyWeights {
     /// The level one request should probe now, if any, recording the probe: a penalized level
     /// whose estimate is older than the probe interval, else an unmeasured usable level while
     /// a measured usable one is slower than the slack. Earlier levels in the order go first.
-    pub fn take_probe(&mut self, levels: &[LevelView<'_>], now: Instant) -> Option<usize> {
+    /// `factors` are this instant's [`Self::factors`] of `levels`, which the caller has already
+    /// computed for the same pick.
+    pub fn take_probe(
+        &mut self,
+        levels: &[LevelView<'_>],
+        factors: &[f64],
+        now: Instant,
+    ) -> Option<usize> {
         if !self.config.enabled || levels.len() < 2 {
             return None;
         }
         let slack = self.config.slack.as_secs_f64();
-        let factors = self.factors(levels);
         let interval = self.config.probe_interval;
         let due = |weights: &Self, i: usize| {
             levels[i].usable
@@ -224,6 +230,12 @@ mod tests {
             .iter()
             .map(|name| LevelView { name, usable: true })
             .collect()
+    }
+
+    /// `take_probe` with the factors of the same instant, as the balancer calls it.
+    fn probe(w: &mut LatencyWeights, levels: &[LevelView<'_>], now: Instant) -> Option<usize> {
+        let factors = w.factors(levels);
+        w.take_probe(levels, &factors, now)
     }
 
     /// Feeds `latency` to `level` at 100 samples a second for `seconds`, from `start`.
@@ -302,7 +314,7 @@ mod tests {
         w.observe("east", ms(500), now);
         w.observe("west", ms(2), now);
         assert_eq!(w.factors(&views(&["east", "west"])), vec![1.0, 1.0]);
-        assert_eq!(w.take_probe(&views(&["east", "west", "eu"]), now), None);
+        assert_eq!(probe(&mut w, &views(&["east", "west", "eu"]), now), None);
     }
 
     #[test]
@@ -328,17 +340,17 @@ mod tests {
         let levels = views(&["east", "west", "eu"]);
         w.observe("east", ms(20), now);
         // Faster than the slack: no exploration.
-        assert_eq!(w.take_probe(&levels, now), None);
+        assert_eq!(probe(&mut w, &levels, now), None);
         w.observe("east", ms(500), now + Duration::from_secs(10));
         let now = now + Duration::from_secs(10);
-        assert_eq!(w.take_probe(&levels, now), Some(1));
+        assert_eq!(probe(&mut w, &levels, now), Some(1));
         // West's probe is outstanding: the next unmeasured level goes, then nothing.
-        assert_eq!(w.take_probe(&levels, now), Some(2));
-        assert_eq!(w.take_probe(&levels, now + ms(10)), None);
+        assert_eq!(probe(&mut w, &levels, now), Some(2));
+        assert_eq!(probe(&mut w, &levels, now + ms(10)), None);
         // West answered fast: east is now penalized, and was measured just now.
         w.observe("west", ms(2), now + ms(20));
         assert!(w.factors(&levels)[0] < 0.01);
-        assert_eq!(w.take_probe(&levels, now + ms(30)), None);
+        assert_eq!(probe(&mut w, &levels, now + ms(30)), None);
     }
 
     #[test]
@@ -348,10 +360,10 @@ mod tests {
         let levels = views(&["east", "west"]);
         w.observe("east", ms(500), start);
         w.observe("west", ms(2), start);
-        assert_eq!(w.take_probe(&levels, start + ms(100)), None);
+        assert_eq!(probe(&mut w, &levels, start + ms(100)), None);
         let later = start + DEFAULT_PROBE_INTERVAL;
-        assert_eq!(w.take_probe(&levels, later), Some(0));
-        assert_eq!(w.take_probe(&levels, later + ms(1)), None);
+        assert_eq!(probe(&mut w, &levels, later), Some(0));
+        assert_eq!(probe(&mut w, &levels, later + ms(1)), None);
         // The region healed: one fast answer after the pause restores its weight.
         w.observe("east", ms(2), later + ms(3));
         assert_eq!(w.factors(&levels), vec![1.0, 1.0]);
@@ -364,7 +376,7 @@ mod tests {
         w.observe("east", ms(500), now);
         let mut levels = views(&["east", "west"]);
         levels[1].usable = false;
-        assert_eq!(w.take_probe(&levels, now), None);
+        assert_eq!(probe(&mut w, &levels, now), None);
         w.retain(&["west"]);
         assert_eq!(w.estimate("east"), None);
     }

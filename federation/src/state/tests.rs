@@ -29,6 +29,11 @@ fn bundle(cluster: &str) -> TrustBundle {
 }
 
 fn state() -> FederationState {
+    state_with(ExportCache::ephemeral())
+}
+
+/// A state of cluster `home` whose export catalog is cached in `cache`.
+fn state_with(cache: ExportCache) -> FederationState {
     let config = StateConfig {
         cluster: "home".into(),
         region: "us".into(),
@@ -42,7 +47,7 @@ fn state() -> FederationState {
         config,
         LinkStore::ephemeral("home", "home.mesh"),
         None,
-        ExportCache::ephemeral(),
+        cache,
     )
 }
 
@@ -346,26 +351,9 @@ fn a_restarted_controller_keeps_exporting_its_cached_catalog_until_warm() {
     let dir = std::env::temp_dir().join(format!("mesh-state-exports-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let config = || StateConfig {
-        cluster: "home".into(),
-        region: "us".into(),
-        own_bundle: bundle("home"),
-        policy: LocalityPolicy::default(),
-        lease_grace: GRACE,
-        registration_ttl: TTL,
-        initial_version: 100,
-    };
-    let start = |cache| {
-        FederationState::new(
-            config(),
-            LinkStore::ephemeral("home", "home.mesh"),
-            None,
-            cache,
-        )
-    };
     // The first run exports echo with two replicas (and caches it).
     let t0 = Instant::now();
-    let mut first = start(ExportCache::in_dir(&dir));
+    let mut first = state_with(ExportCache::in_dir(&dir));
     for (id, port) in [("echo-0", 9000), ("echo-1", 9001)] {
         first
             .register(id, registration(id, port, true), &caller(), t0)
@@ -374,7 +362,7 @@ fn a_restarted_controller_keeps_exporting_its_cached_catalog_until_warm() {
     first.recompute(t0);
     assert_eq!(first.view().exports.services[&key()].endpoints.len(), 2);
     // Restarted: nothing registered yet, but the cached catalog is still exported.
-    let mut second = start(ExportCache::in_dir(&dir));
+    let mut second = state_with(ExportCache::in_dir(&dir));
     second.recompute(t0);
     assert_eq!(second.view().exports.services[&key()].endpoints.len(), 2);
     // Once warm, only what it knows: echo-1 never came back.

@@ -189,7 +189,8 @@ impl ServiceBalancer {
         now: Instant,
     ) -> Vec<(String, f64)> {
         let levels = select_levels(route, only_cluster);
-        let loads = priority_loads(&self.healths(&levels, now), self.config.overprovisioning);
+        let (healths, _) = self.healths(&levels, now);
+        let loads = priority_loads(&healths, self.config.overprovisioning);
         levels
             .iter()
             .map(|l| l.entry.cluster.clone())
@@ -198,20 +199,21 @@ impl ServiceBalancer {
     }
 
     /// Each level's effective health: controller x local view x latency weight, through the
-    /// failback ramp.
-    fn healths(&mut self, levels: &[&LocalityRoute], now: Instant) -> Vec<f64> {
+    /// failback ramp; and the latency weights themselves.
+    fn healths(&mut self, levels: &[&LocalityRoute], now: Instant) -> (Vec<f64>, Vec<f64>) {
         let raw = self.raw_healths(levels, now);
         let views = level_views(levels, &raw);
         let factors = self.latency.factors(&views);
         self.note_latency_shifts(levels, &factors);
-        levels
+        let healths = levels
             .iter()
-            .zip(raw.iter().zip(factors))
+            .zip(raw.iter().zip(&factors))
             .map(|(level, (raw, factor))| {
                 self.slow_start
                     .effective_health(&level.entry.cluster, raw * factor, now)
             })
-            .collect()
+            .collect();
+        (healths, factors)
     }
 
     /// Records the levels whose latency weight crossed into or out of giving traffic away.
@@ -283,7 +285,7 @@ impl ServiceBalancer {
         rng: &mut impl Rng,
     ) -> Option<Pick> {
         let levels = select_levels(route, only_cluster);
-        let mut healths = self.healths(&levels, now);
+        let (mut healths, factors) = self.healths(&levels, now);
         // Panic only when the levels themselves have no health left, not when this request
         // used them up or a half-open breaker is at its probe limit.
         if healths.iter().all(|h| *h <= 0.0 || h.is_nan()) {
@@ -292,7 +294,7 @@ impl ServiceBalancer {
         // A latency probe is a request's first try only: retries go where the load says.
         if tried.is_empty() {
             let views = level_views(&levels, &healths);
-            if let Some(index) = self.latency.take_probe(&views, now)
+            if let Some(index) = self.latency.take_probe(&views, &factors, now)
                 && let Some(pick) = self.try_level(levels[index], tried, now, rng)
             {
                 return Some(pick);

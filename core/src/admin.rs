@@ -1,5 +1,6 @@
 //! The admin port every component exposes (`/healthz`, `/readyz`, `/metrics`, plus
-//! component-specific routes), and the plain-HTTP accept loop it and the demo app share.
+//! component-specific routes), and the plain-HTTP
+//! server it and the demo app share.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,8 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -118,26 +117,16 @@ impl AdminServer {
 }
 
 /// Accepts plain-text HTTP/1.1 and HTTP/2 (prior knowledge) connections on `listener` and
-/// answers each request with `handler`, until the task is dropped.
+/// answers each request with `handler`, until the task is dropped (through the one accept loop,
+/// [`crate::serve::serve_plain`]).
 pub async fn serve_http<F, Fut>(listener: TcpListener, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<BoxBody>> + Send + 'static,
 {
-    loop {
-        let (stream, peer) = crate::telemetry::accept(&listener, "http").await;
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
-            });
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let service = tower::service_fn(move |req| {
+        let answer = handler(req);
+        async move { Ok::<_, std::convert::Infallible>(answer.await) }
+    });
+    crate::serve::serve_plain(listener, "http", service).await
 }

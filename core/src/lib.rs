@@ -23,6 +23,7 @@ pub mod locality;
 pub mod names;
 pub mod outlier;
 pub mod retry_budget;
+pub mod serve;
 pub mod spill;
 pub mod telemetry;
 pub mod wire;

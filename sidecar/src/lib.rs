@@ -19,14 +19,20 @@ pub mod args;
 pub mod breaker_reports;
 pub mod discovery;
 pub mod error;
+pub mod facts;
 pub mod headers;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod registration;
+pub mod request_metrics;
 pub mod snapshot_merge;
+pub mod stack;
 pub mod state;
+#[cfg(test)]
+mod test_state;
+pub mod timeout;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -113,11 +119,13 @@ pub async fn run_until(
     let mut heartbeat = None;
     if let (Some(served), Some(listener)) = (&config.served, inbound) {
         let bound = local_addr(&listener, "inbound")?;
+        let advertised = args.advertise.unwrap_or(bound);
         tasks.spawn(inbound::serve(
             listener,
             state.clone(),
             served.service.clone(),
             served.app,
+            advertised,
         ));
         let (health_tx, mut health_rx) = tokio::sync::watch::channel(false);
         tasks.spawn(registration::check_app(
@@ -129,7 +137,7 @@ pub async fn run_until(
             id: args.id.clone(),
             service: served.service.clone(),
             cluster: args.cluster.clone(),
-            address: args.advertise.unwrap_or(bound),
+            address: advertised,
             identity: state.identity().id().to_string(),
             healthy: false,
         };

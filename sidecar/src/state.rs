@@ -115,6 +115,11 @@ impl SidecarState {
         self.connect_timeout
     }
 
+    /// Resilience settings of every service.
+    pub fn resilience(&self) -> &ResilienceConfig {
+        &self.resilience
+    }
+
     /// Bound on one try.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout

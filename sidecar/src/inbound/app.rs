@@ -6,11 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::task::{Context, Poll};
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use mesh_core::http::BoxBody;
+use tower::Service;
+
+use super::errors::InboundError;
+use crate::stack::BoxFuture;
 
 /// Idle connections kept per app: the app is on loopback, so this only bounds descriptors.
 const MAX_IDLE: usize = 64;
@@ -46,8 +52,9 @@ pub enum AppError {
     },
 }
 
-/// A pooled HTTP/1.1 client of one app.
-#[derive(Debug)]
+/// A pooled HTTP/1.1 client of one app; clones share the pool. As a service, the bottom of the
+/// inbound stack.
+#[derive(Debug, Clone)]
 pub struct AppClient {
     addr: SocketAddr,
     connect_timeout: Duration,
@@ -146,5 +153,20 @@ impl AppClient {
             }
         });
         Ok(sender)
+    }
+}
+
+impl Service<Request<BoxBody>> for AppClient {
+    type Response = Response<Incoming>;
+    type Error = InboundError;
+    type Future = BoxFuture<Result<Response<Incoming>, InboundError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), InboundError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<BoxBody>) -> Self::Future {
+        let app = self.clone();
+        Box::pin(async move { Ok(app.send(req).await?) })
     }
 }

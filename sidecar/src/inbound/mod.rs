@@ -1,7 +1,12 @@
 //! The inbound direction: mTLS from other sidecars and gateways, forwarded to the local app.
-//! The walk is in [`server`]; [`app`] is the pooled client of the app.
+//! The listener is [`server`]; the whole stack is assembled in [`stack::inbound_stack`]; each
+//! of its layers is a module here.
 
 pub mod app;
+pub mod errors;
+pub mod origin_form;
+pub mod served_by;
 pub mod server;
+pub mod stack;
 
 pub use server::serve;

@@ -22,7 +22,6 @@ use mesh_core::balance::{DEFAULT_EWMA_DECAY, Ewma, p2c_pick};
 use mesh_core::breaker::{BreakerState, CircuitBreaker};
 use mesh_core::latency_weight::{LatencyWeights, LevelView};
 use mesh_core::outlier::OutlierDetector;
-use mesh_core::retry_budget::RetryBudget;
 use mesh_core::spill::{SlowStart, pick_level, priority_loads};
 use rand::Rng;
 
@@ -154,14 +153,13 @@ impl LevelState {
     }
 }
 
-/// The balancer of one service: its localities' local views, failback ramp and retry budget.
+/// The balancer of one service: its localities' local views and failback ramp.
 #[derive(Debug)]
 pub struct ServiceBalancer {
     config: ResilienceConfig,
     levels: HashMap<String, LevelState>,
     slow_start: SlowStart,
     latency: LatencyWeights,
-    retry_budget: RetryBudget,
     transitions: Vec<BreakerTransition>,
     latency_shifts: Vec<LatencyShift>,
 }
@@ -172,7 +170,6 @@ impl ServiceBalancer {
         Self {
             slow_start: SlowStart::new(config.slow_start_window),
             latency: LatencyWeights::new(config.latency.clone()),
-            retry_budget: RetryBudget::new(config.retry_budget.clone()),
             levels: HashMap::new(),
             transitions: Vec::new(),
             latency_shifts: Vec::new(),
@@ -482,16 +479,6 @@ impl ServiceBalancer {
         self.levels
             .get(&endpoint.cluster)
             .is_some_and(|l| l.outlier.is_ejected(endpoint.addr, now))
-    }
-
-    /// Credits one request to the retry budget.
-    pub fn deposit(&mut self, now: Instant) {
-        self.retry_budget.deposit(now);
-    }
-
-    /// Takes one retry from the budget, if it allows one.
-    pub fn try_withdraw_retry(&mut self, now: Instant) -> bool {
-        self.retry_budget.try_withdraw(now)
     }
 
     /// Follows a new route: forgets endpoints and localities it no longer lists.

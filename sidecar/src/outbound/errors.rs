@@ -1,16 +1,22 @@
-//! Every answer the outbound proxy makes itself, and the one place its errors map to an HTTP
-//! status and an `x-mesh-error` label. Bodies are plain text naming the service, the cluster
-//! and the cause, so `curl` output alone tells a person what went wrong.
+//! The errors layer: every answer the outbound proxy makes itself, and the one place its
+//! errors map to an HTTP status and an `x-mesh-error` label. Bodies are plain text naming the
+//! service, the cluster and the cause, so `curl` output alone tells a person what went wrong.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::api::HEADER_MESH_ERROR;
 use mesh_core::http::{BoxBody, text};
 use mesh_core::names::{NameError, ServiceKey};
 
+use tower::{Layer, Service, ServiceExt};
+
 use super::balancer::EndpointRef;
 use super::pool::ConnectError;
+use crate::facts::ServiceName;
+use crate::stack::BoxFuture;
 
 /// Why the outbound proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +107,18 @@ pub enum ProxyError {
         #[source]
         source: hyper::Error,
     },
-    /// The app's request body could not be read.
-    #[error("reading the request body failed: {0}")]
-    RequestBody(String),
+    /// The app's request body could not be read, or a streamed one was already sent.
+    #[error("service {service}: reading the request body failed: {reason}")]
+    RequestBody {
+        /// The service.
+        service: ServiceKey,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A layer did not find a fact that a layer above should have set: a bug in how the stack
+    /// is assembled, never the request's fault.
+    #[error("the outbound stack is misassembled: no {0} fact on the request")]
+    Misassembled(&'static str),
 }
 
 fn in_cluster(cluster: &Option<String>) -> String {
@@ -117,7 +132,7 @@ impl ProxyError {
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingAuthority | Self::BadAuthority(_) | Self::RequestBody(_) => {
+            Self::MissingAuthority | Self::BadAuthority(_) | Self::RequestBody { .. } => {
                 StatusCode::BAD_REQUEST
             }
             Self::ConnectMethod => StatusCode::METHOD_NOT_ALLOWED,
@@ -128,6 +143,7 @@ impl ProxyError {
             | Self::Connect { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Misassembled(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -143,7 +159,26 @@ impl ProxyError {
             Self::Connect { .. } => "connect-failed",
             Self::Timeout { .. } => "timeout",
             Self::Upstream { .. } => "upstream-protocol-error",
-            Self::RequestBody(_) => "bad-request-body",
+            Self::RequestBody { .. } => "bad-request-body",
+            Self::Misassembled(_) => "internal-error",
+        }
+    }
+
+    /// The service the request was for, once the authority named one.
+    pub fn service(&self) -> Option<&ServiceKey> {
+        match self {
+            Self::MissingAuthority
+            | Self::ConnectMethod
+            | Self::BadAuthority(_)
+            | Self::Misassembled(_) => None,
+            Self::UnknownService { service, .. }
+            | Self::DiscoveryTimeout { service, .. }
+            | Self::UnknownCluster { service, .. }
+            | Self::NoEndpoint { service, .. }
+            | Self::Connect { service, .. }
+            | Self::Timeout { service, .. }
+            | Self::Upstream { service, .. }
+            | Self::RequestBody { service, .. } => Some(service),
         }
     }
 
@@ -156,9 +191,93 @@ impl ProxyError {
     }
 }
 
+/// Adds [`Errors`] to a stack.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorsLayer;
+
+impl<S> Layer<S> for ErrorsLayer {
+    type Service = Errors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Errors { inner }
+    }
+}
+
+/// Answers every [`ProxyError`] of the layers below with its status, `x-mesh-error` label and
+/// message, logs it with the request, and marks the answer with the service when one was named.
+#[derive(Debug, Clone)]
+pub struct Errors<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Errors<S>
+where
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<BoxBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness is the inner service's, checked in the call so its error is answered too.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let answer = self.inner.clone().oneshot(req);
+        Box::pin(async move {
+            let e = match answer.await {
+                Ok(rsp) => return Ok(rsp),
+                Err(e) => e,
+            };
+            let status = e.status().as_u16();
+            tracing::info!(%method, %uri, service = ?e.service(), status, error = %e, "answered by the sidecar");
+            let mut rsp = e.response();
+            if let Some(service) = e.service() {
+                rsp.extensions_mut().insert(ServiceName(service.clone()));
+            }
+            Ok(rsp)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn errors_become_answers_with_label_and_service() {
+        let inner = tower::service_fn(|req: Request<()>| async move {
+            match req.uri().path() {
+                "/ok" => Ok(text(StatusCode::OK, "fine")),
+                _ => Err(ProxyError::NoEndpoint {
+                    service: echo(),
+                    cluster: None,
+                }),
+            }
+        });
+        let svc = ErrorsLayer.layer(inner);
+        let req = |path: &str| Request::builder().uri(path).body(()).unwrap();
+        let ok = svc.clone().oneshot(req("/ok")).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert!(ok.headers().get(HEADER_MESH_ERROR).is_none());
+        let failed = svc.oneshot(req("/none")).await.unwrap();
+        assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(failed.headers()[HEADER_MESH_ERROR], "no-healthy-endpoint");
+        assert_eq!(failed.extensions().get::<ServiceName>().unwrap().0, echo());
+        let body = http_body_util::BodyExt::collect(failed.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("echo.demo has no healthy endpoint"));
+    }
 
     fn echo() -> ServiceKey {
         "echo.demo".parse().unwrap()

@@ -1,12 +1,115 @@
-//! From a request to a destination and its route: the authority (absolute URI or Host), the
-//! mesh name it carries, and what the last snapshot says about that service. The on-demand wait
-//! for services not yet in the snapshot is `SidecarState::route`'s.
+//! The resolve layer: from a request to a destination and its route. The authority (absolute
+//! URI or Host), the mesh name it carries, and what the last snapshot says about that service
+//! (the on-demand wait for services not yet in the snapshot is `SidecarState::route`'s); then
+//! the request is put in its upstream form (HTTP/2, origin-form path with the app's authority,
+//! no hop-by-hop headers) and goes down with the [`Resolved`] fact.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::request::Parts;
+use http::{Method, Request, Response, Uri, Version};
 use mesh_core::api::{ServiceRoute, SidecarSnapshot};
+use mesh_core::http::BoxBody;
 use mesh_core::names::{Destination, parse_authority};
+use tower::{Layer, Service, ServiceExt};
 
 use super::errors::ProxyError;
+use crate::facts::{Resolved, ServiceName};
+use crate::headers::strip_hop_by_hop;
+use crate::stack::BoxFuture;
+use crate::state::SidecarState;
+
+/// Adds [`Resolve`] to a stack.
+#[derive(Debug, Clone)]
+pub struct ResolveLayer {
+    state: Arc<SidecarState>,
+}
+
+impl ResolveLayer {
+    /// Resolves against `state`'s snapshots.
+    pub fn new(state: Arc<SidecarState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for ResolveLayer {
+    type Service = Resolve<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Resolve {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Resolves each request's destination and route, and sends it on in upstream form.
+#[derive(Debug, Clone)]
+pub struct Resolve<S> {
+    inner: S,
+    state: Arc<SidecarState>,
+}
+
+impl<S, B> Service<Request<B>> for Resolve<S>
+where
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<Response<BoxBody>, ProxyError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            // An HTTP proxy for plain requests only.
+            if parts.method == Method::CONNECT {
+                return Err(ProxyError::ConnectMethod);
+            }
+            let authority = authority(&parts)?;
+            let dest = destination(&authority)?;
+            let uri = upstream_uri(&parts, &authority)?;
+            // The last snapshot, or the controller's answer once asked (on demand).
+            let snapshot = state.route(&dest).await?;
+            parts.uri = uri;
+            parts.version = Version::HTTP_2;
+            strip_hop_by_hop(&mut parts.headers);
+            parts.headers.remove(http::header::HOST);
+            let service = dest.service.clone();
+            parts.extensions.insert(Resolved { dest, snapshot });
+            let mut rsp = inner.oneshot(Request::from_parts(parts, body)).await?;
+            rsp.extensions_mut().insert(ServiceName(service));
+            Ok(rsp)
+        })
+    }
+}
+
+/// The upstream URI: origin-form path with the authority the app used, for HTTP/2's
+/// `:authority`; the inbound sidecar passes it to its app as Host.
+pub fn upstream_uri(parts: &Parts, authority: &str) -> Result<Uri, ProxyError> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| ProxyError::MissingAuthority)
+}
 
 /// The authority a request is aimed at: the absolute URI's (HTTP/1.1 proxy form, HTTP/2
 /// `:authority`), else the Host header.
@@ -133,6 +236,101 @@ mod tests {
         let err = destination("www.example.com").unwrap_err();
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         assert!(err.to_string().contains("clusterset.local"), "{err}");
+    }
+
+    /// A service that records the request it got and answers 200.
+    #[allow(clippy::type_complexity)]
+    fn recorder() -> (
+        tower::util::BoxCloneService<Request<()>, Response<BoxBody>, ProxyError>,
+        std::sync::Arc<std::sync::Mutex<Option<Parts>>>,
+    ) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let record = seen.clone();
+        let svc = tower::service_fn(move |req: Request<()>| {
+            *record.lock().unwrap() = Some(req.into_parts().0);
+            async { Ok(mesh_core::http::text(StatusCode::OK, "ok")) }
+        });
+        (tower::util::BoxCloneService::new(svc), seen)
+    }
+
+    #[tokio::test]
+    async fn sends_the_request_on_in_upstream_form_with_its_destination() {
+        let state = crate::test_state::state();
+        state.apply_snapshot(crate::test_state::snapshot(vec![]));
+        let (inner, seen) = recorder();
+        let svc = ResolveLayer::new(state).layer(inner);
+        let req = Request::builder()
+            .uri("http://echo.demo.svc.clusterset.local:8080/a?b=1")
+            .header("connection", "x-private")
+            .header("x-private", "1")
+            .header("host", "ignored")
+            .body(())
+            .unwrap();
+        let rsp = svc.oneshot(req).await.unwrap();
+        assert_eq!(
+            rsp.extensions().get::<ServiceName>().unwrap().0,
+            crate::test_state::echo()
+        );
+        let parts = seen.lock().unwrap().take().unwrap();
+        assert_eq!(
+            parts.uri,
+            "http://echo.demo.svc.clusterset.local:8080/a?b=1"
+        );
+        assert_eq!(parts.version, Version::HTTP_2);
+        assert!(parts.headers.get("x-private").is_none());
+        assert!(parts.headers.get("host").is_none());
+        let resolved = parts.extensions.get::<Resolved>().unwrap();
+        assert_eq!(resolved.dest.service, crate::test_state::echo());
+        assert_eq!(resolved.dest.cluster, None);
+    }
+
+    #[tokio::test]
+    async fn connect_and_bad_names_are_refused_before_routing() {
+        let (inner, seen) = recorder();
+        let svc = ResolveLayer::new(crate::test_state::state()).layer(inner);
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri("echo.demo:443")
+            .body(())
+            .unwrap();
+        let err = svc.clone().oneshot(connect).await.unwrap_err();
+        assert!(matches!(err, ProxyError::ConnectMethod));
+        let bad = Request::builder()
+            .uri("http://www.example.com/")
+            .body(())
+            .unwrap();
+        let err = svc.oneshot(bad).await.unwrap_err();
+        assert!(matches!(err, ProxyError::BadAuthority(_)), "{err}");
+        assert!(seen.lock().unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_not_yet_known_waits_for_discovery_then_gives_up() {
+        let state = crate::test_state::state();
+        let (inner, _) = recorder();
+        let svc = ResolveLayer::new(state.clone()).layer(inner);
+        let req = || {
+            Request::builder()
+                .uri("http://echo.demo/")
+                .body(())
+                .unwrap()
+        };
+
+        // Nothing arrives: the request gives up after exactly the on-demand wait.
+        let started = tokio::time::Instant::now();
+        let err = svc.clone().oneshot(req()).await.unwrap_err();
+        assert!(matches!(err, ProxyError::DiscoveryTimeout { .. }), "{err}");
+        assert_eq!(started.elapsed(), crate::state::ON_DEMAND_WAIT);
+        assert!(state.interest().contains(&crate::test_state::echo()));
+
+        // The snapshot arrives during the wait: the request goes on at once.
+        let waiting = tokio::spawn(svc.oneshot(req()));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        state.apply_snapshot(crate::test_state::snapshot(vec![]));
+        let started = tokio::time::Instant::now();
+        let rsp = waiting.await.unwrap().unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert!(started.elapsed() < std::time::Duration::from_millis(10));
     }
 
     #[test]

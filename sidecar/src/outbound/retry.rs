@@ -1,144 +1,548 @@
-//! When a failed try is tried again. Pure policy: the budget (`RetryBudget`, withdrawn by the
-//! caller only once this says yes) and the choice of another endpoint live elsewhere.
+//! The retry layer, the only layer that calls its inner service more than once. It reads the
+//! request body into a [`ReplayBody`] (held in memory when small and of known length, so it can
+//! be sent again), then sends tries down the stack, each with the endpoints tried so far
+//! ([`Tried`]), until one answers with something that is not worth another endpoint, the
+//! policy ([`retry_policy`](super::retry_policy)) says no, or the service's retry budget is
+//! spent. The budget (20% of requests plus a floor per second, per service) lives here.
 //!
-//! - Connect failures (TCP, TLS, identity mismatch, tunnel refused, request not sent) are
-//!   retried for every method: the request never reached an app.
-//! - 502/503/504 answers, per-try timeouts and broken upstream streams are retried only for
-//!   idempotent methods (RFC 9110 section 9.2.2), as the app may have acted on the request.
-//! - Nothing is retried once the request body is gone (streamed bodies are sent once).
+//! It answers with the response of the try that settled it, else with the last failure: a
+//! 502/503/504 from upstream as it came, a failed try as a [`ProxyError`]. Either way the
+//! endpoints tried travel up for the breaker layer (on the response's [`Tried`], or in
+//! [`Unanswered`]).
 
-use http::{Method, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-/// Most tries of one request, the first included: enough to step over one dead endpoint and one
-/// dead locality, few enough that a broken service does not triple its load.
-pub const MAX_TRIES: usize = 3;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use mesh_core::http::{BoxBody, BoxError};
+use mesh_core::names::{Destination, ServiceKey};
+use mesh_core::retry_budget::{RetryBudget, RetryBudgetConfig};
+use tower::{Layer, Service, ServiceExt};
 
-/// What went wrong with one try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryFailure {
-    /// No connection, or the request was not sent on it.
-    Connect,
-    /// The upstream answered with this status.
-    Status(StatusCode),
-    /// No response headers within the per-try timeout.
-    Timeout,
-    /// The upstream connection or stream broke after the request was sent.
-    Protocol,
+use super::balance::BalanceError;
+use super::balancer::EndpointRef;
+use super::body::{ReplayBody, TryBody};
+use super::connect::TryError;
+use super::errors::ProxyError;
+use super::retry_policy::{TryFailure, is_retryable_status, should_retry};
+use crate::facts::{Resolved, ServedBy, Tried};
+use crate::metrics::{Metrics, ServiceLabels};
+use crate::stack::BoxFuture;
+use crate::state::now;
+
+/// A request that got no response, with the endpoints it tried (for the breaker layer).
+#[derive(Debug)]
+pub struct Unanswered {
+    /// Why, as the app will be told.
+    pub error: ProxyError,
+    /// Every endpoint tried, in order.
+    pub tried: Vec<EndpointRef>,
 }
 
-/// Whether `method` may be repeated without a different effect.
-pub fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
+/// The retry budget of every service, created on first use.
+#[derive(Debug)]
+pub struct RetryBudgets {
+    config: RetryBudgetConfig,
+    budgets: Mutex<HashMap<ServiceKey, RetryBudget>>,
 }
 
-/// Whether an upstream status is a failure worth another endpoint.
-pub fn is_retryable_status(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
-}
-
-/// Whether the policy allows another try after `tries_done` tries ended in `failure`
-/// (`body_available`: the request body can still be sent).
-pub fn should_retry(
-    method: &Method,
-    failure: TryFailure,
-    tries_done: usize,
-    body_available: bool,
-) -> bool {
-    if tries_done >= MAX_TRIES || !body_available {
-        return false;
+impl RetryBudgets {
+    /// Budgets built with `config`.
+    pub fn new(config: RetryBudgetConfig) -> Self {
+        Self {
+            config,
+            budgets: Mutex::new(HashMap::new()),
+        }
     }
-    match failure {
-        TryFailure::Connect => true,
-        TryFailure::Status(status) => is_retryable_status(status) && is_idempotent(method),
-        TryFailure::Timeout | TryFailure::Protocol => is_idempotent(method),
+
+    fn with<T>(&self, service: &ServiceKey, f: impl FnOnce(&mut RetryBudget) -> T) -> T {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(budget) = budgets.get_mut(service) {
+            return f(budget);
+        }
+        let budget = budgets
+            .entry(service.clone())
+            .or_insert_with(|| RetryBudget::new(self.config.clone()));
+        f(budget)
+    }
+
+    /// Credits one request of `service`.
+    pub fn deposit(&self, service: &ServiceKey) {
+        self.with(service, |b| b.deposit(now()))
+    }
+
+    /// Takes one retry of `service` from its budget, if it allows one.
+    pub fn try_withdraw(&self, service: &ServiceKey) -> bool {
+        self.with(service, |b| b.try_withdraw(now()))
+    }
+}
+
+/// Adds [`Retry`] to a stack.
+#[derive(Debug, Clone)]
+pub struct RetryLayer {
+    budgets: Arc<RetryBudgets>,
+    metrics: Metrics,
+}
+
+impl RetryLayer {
+    /// Retries within `budgets`, counting retries in `metrics`.
+    pub fn new(budgets: Arc<RetryBudgets>, metrics: Metrics) -> Self {
+        Self { budgets, metrics }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner,
+            budgets: self.budgets.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Sends tries until one settles the request.
+#[derive(Debug, Clone)]
+pub struct Retry<S> {
+    inner: S,
+    budgets: Arc<RetryBudgets>,
+    metrics: Metrics,
+}
+
+/// The last failed try, kept to answer with when no retry follows.
+enum LastFailure {
+    /// A 502/503/504 from upstream: passed to the app as-is (with its `x-mesh-error`).
+    Response(Response<BoxBody>),
+    /// A try that produced no response.
+    Try(EndpointRef, TryError),
+}
+
+impl LastFailure {
+    fn kind(&self) -> TryFailure {
+        match self {
+            Self::Response(rsp) => TryFailure::Status(rsp.status()),
+            Self::Try(_, TryError::Connect(_)) => TryFailure::Connect,
+            Self::Try(_, TryError::Timeout(_)) => TryFailure::Timeout,
+            Self::Try(_, TryError::Protocol(_) | TryError::BodyGone | TryError::MissingFact(_)) => {
+                TryFailure::Protocol
+            }
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<TryBody>, Response = Response<BoxBody>, Error = BalanceError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<BoxBody>;
+    type Error = Unanswered;
+    type Future = BoxFuture<Result<Response<BoxBody>, Unanswered>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Unanswered>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let budgets = self.budgets.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let Some(dest) = parts.extensions.get::<Resolved>().map(|r| r.dest.clone()) else {
+                return Err(Unanswered {
+                    error: ProxyError::Misassembled("Resolved"),
+                    tried: Vec::new(),
+                });
+            };
+            let body = match ReplayBody::read(body).await {
+                Ok(body) => TryBody::new(body),
+                Err(e) => {
+                    return Err(Unanswered {
+                        error: ProxyError::RequestBody {
+                            service: dest.service,
+                            reason: e.to_string(),
+                        },
+                        tried: Vec::new(),
+                    });
+                }
+            };
+            let service = &dest.service;
+            budgets.deposit(service);
+            let mut tried: Vec<EndpointRef> = Vec::new();
+            let mut last: Option<LastFailure> = None;
+            loop {
+                if let Some(failure) = &last {
+                    if !should_retry(&parts.method, failure.kind(), tried.len(), body.available()) {
+                        break;
+                    }
+                    if !budgets.try_withdraw(service) {
+                        tracing::info!(%service, "retry budget exhausted; not retrying");
+                        break;
+                    }
+                    metrics
+                        .retries
+                        .get_or_create(&ServiceLabels {
+                            service: service.to_string(),
+                        })
+                        .inc();
+                }
+                let mut attempt = Request::new(body.clone());
+                *attempt.method_mut() = parts.method.clone();
+                *attempt.uri_mut() = parts.uri.clone();
+                *attempt.version_mut() = parts.version;
+                *attempt.headers_mut() = parts.headers.clone();
+                *attempt.extensions_mut() = parts.extensions.clone();
+                attempt.extensions_mut().insert(Tried(tried.clone()));
+                match inner.clone().oneshot(attempt).await {
+                    Ok(rsp) => {
+                        if let Some(served) = rsp.extensions().get::<ServedBy>() {
+                            tried.push(served.0.clone());
+                        }
+                        if !is_retryable_status(rsp.status()) {
+                            return Ok(with_tried(rsp, tried));
+                        }
+                        last = Some(LastFailure::Response(rsp));
+                    }
+                    Err(BalanceError::NoEndpoint) => break,
+                    Err(BalanceError::MissingFact(fact)) => {
+                        return Err(Unanswered {
+                            error: ProxyError::Misassembled(fact),
+                            tried,
+                        });
+                    }
+                    Err(BalanceError::Try {
+                        endpoint,
+                        error: TryError::BodyGone,
+                    }) => {
+                        tried.push(endpoint);
+                        return Err(Unanswered {
+                            error: ProxyError::RequestBody {
+                                service: dest.service.clone(),
+                                reason: TryError::BodyGone.to_string(),
+                            },
+                            tried,
+                        });
+                    }
+                    Err(BalanceError::Try { endpoint, error }) => {
+                        tried.push(endpoint.clone());
+                        last = Some(LastFailure::Try(endpoint, error));
+                    }
+                }
+            }
+            match last {
+                Some(LastFailure::Response(rsp)) => Ok(with_tried(rsp, tried)),
+                Some(LastFailure::Try(endpoint, error)) => Err(Unanswered {
+                    error: failed_try(&dest, endpoint, error, tried.len()),
+                    tried,
+                }),
+                None => Err(Unanswered {
+                    error: ProxyError::NoEndpoint {
+                        service: dest.service.clone(),
+                        cluster: dest.cluster.clone(),
+                    },
+                    tried,
+                }),
+            }
+        })
+    }
+}
+
+fn with_tried(mut rsp: Response<BoxBody>, tried: Vec<EndpointRef>) -> Response<BoxBody> {
+    rsp.extensions_mut().insert(Tried(tried));
+    rsp
+}
+
+/// The answer for a request whose last try, on `endpoint`, failed with `error`.
+fn failed_try(
+    dest: &Destination,
+    endpoint: EndpointRef,
+    error: TryError,
+    tries: usize,
+) -> ProxyError {
+    let service = dest.service.clone();
+    let endpoint = Box::new(endpoint);
+    match error {
+        TryError::Connect(source) => ProxyError::Connect {
+            service,
+            endpoint,
+            tries,
+            source: Box::new(source),
+        },
+        TryError::Protocol(source) => ProxyError::Upstream {
+            service,
+            endpoint,
+            source,
+        },
+        TryError::Timeout(after) => ProxyError::Timeout {
+            service,
+            endpoint,
+            after,
+            tries,
+        },
+        TryError::BodyGone => ProxyError::RequestBody {
+            service,
+            reason: TryError::BodyGone.to_string(),
+        },
+        TryError::MissingFact(fact) => ProxyError::Misassembled(fact),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::collections::VecDeque;
+    use std::time::Duration;
 
-    use mesh_core::retry_budget::{RetryBudget, RetryBudgetConfig};
+    use http::{Method, StatusCode};
+    use http_body_util::Full;
+    use mesh_core::http::text;
 
     use super::*;
+    use crate::outbound::pool::ConnectError;
+    use crate::test_state::{echo, snapshot};
 
-    #[test]
-    fn connect_failures_are_retried_for_every_method() {
-        for m in [Method::GET, Method::POST, Method::PATCH] {
-            assert!(should_retry(&m, TryFailure::Connect, 1, true), "{m}");
+    /// What the scripted inner service answers a try with.
+    enum Script {
+        Answer(u16, &'static str),
+        Fail(&'static str, TryError),
+        NoEndpoint,
+    }
+
+    fn at(cluster: &str) -> EndpointRef {
+        EndpointRef {
+            cluster: cluster.into(),
+            addr: ([127, 0, 0, 1], 9).into(),
         }
     }
 
-    #[test]
-    fn gateway_errors_are_retried_only_when_idempotent() {
-        for s in [502, 503, 504] {
-            let failure = TryFailure::Status(StatusCode::from_u16(s).unwrap());
-            assert!(should_retry(&Method::GET, failure, 1, true));
-            assert!(should_retry(&Method::PUT, failure, 1, true));
-            assert!(!should_retry(&Method::POST, failure, 1, true), "{s}");
-        }
-        assert!(!should_retry(
-            &Method::GET,
-            TryFailure::Status(StatusCode::INTERNAL_SERVER_ERROR),
-            1,
-            true
-        ));
-        assert!(should_retry(&Method::DELETE, TryFailure::Timeout, 1, true));
-        assert!(!should_retry(&Method::POST, TryFailure::Timeout, 1, true));
-        assert!(!should_retry(&Method::PATCH, TryFailure::Protocol, 1, true));
+    fn refused() -> TryError {
+        TryError::Connect(ConnectError::Tcp {
+            addr: ([127, 0, 0, 1], 9).into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        })
     }
 
-    #[test]
-    fn tries_are_capped_and_need_the_body() {
-        assert!(should_retry(
-            &Method::GET,
-            TryFailure::Connect,
-            MAX_TRIES - 1,
-            true
-        ));
-        assert!(!should_retry(
-            &Method::GET,
-            TryFailure::Connect,
-            MAX_TRIES,
-            true
-        ));
-        assert!(!should_retry(&Method::GET, TryFailure::Connect, 1, false));
+    /// Runs one request through a retry layer over `script`; gives the result, the endpoints
+    /// each try was told were tried already, and the retry count.
+    async fn run<B>(
+        layer: &RetryLayer,
+        method: Method,
+        body: B,
+        script: Vec<Script>,
+    ) -> (Result<Response<BoxBody>, Unanswered>, Vec<Vec<EndpointRef>>)
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let inner = tower::service_fn(move |req: Request<TryBody>| {
+            record
+                .lock()
+                .unwrap()
+                .push(req.extensions().get::<Tried>().unwrap().0.clone());
+            // A try consumes the body, as the connector does.
+            let sent = req.body().take().is_some();
+            let next = script.lock().unwrap().pop_front().expect("a scripted try");
+            async move {
+                match next {
+                    Script::Answer(status, cluster) => {
+                        assert!(sent, "a try answered without a body to send");
+                        let mut rsp = text(StatusCode::from_u16(status).unwrap(), "x");
+                        rsp.extensions_mut().insert(ServedBy(at(cluster)));
+                        Ok(rsp)
+                    }
+                    Script::Fail(cluster, error) => Err(BalanceError::Try {
+                        endpoint: at(cluster),
+                        error,
+                    }),
+                    Script::NoEndpoint => Err(BalanceError::NoEndpoint),
+                }
+            }
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri("http://echo.demo/")
+            .body(body)
+            .unwrap();
+        req.extensions_mut().insert(Resolved {
+            dest: Destination {
+                service: echo(),
+                cluster: None,
+            },
+            snapshot: Arc::new(snapshot(vec![])),
+        });
+        let result = layer.layer(inner).oneshot(req).await;
+        let seen = seen.lock().unwrap().clone();
+        (result, seen)
     }
 
-    #[test]
-    fn idempotent_methods() {
-        for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
-            assert!(is_idempotent(&m.parse().unwrap()), "{m}");
-        }
-        for m in ["POST", "PATCH", "CONNECT"] {
-            assert!(!is_idempotent(&m.parse().unwrap()), "{m}");
-        }
+    fn layer(config: RetryBudgetConfig) -> RetryLayer {
+        RetryLayer::new(Arc::new(RetryBudgets::new(config)), Metrics::unregistered())
     }
 
-    #[test]
-    fn the_budget_bounds_retries_that_the_policy_allows() {
-        // The proxy withdraws only after `should_retry` said yes: with no floor, 10 requests
-        // buy 2 retries at the default 20% ratio.
-        let now = Instant::now();
-        let mut budget = RetryBudget::new(RetryBudgetConfig {
+    fn small() -> Full<Bytes> {
+        Full::new(Bytes::from_static(b"hello"))
+    }
+
+    #[tokio::test]
+    async fn a_connect_failure_is_retried_elsewhere_and_the_tries_travel_up() {
+        let (result, seen) = run(
+            &layer(RetryBudgetConfig::default()),
+            Method::POST,
+            small(),
+            vec![
+                Script::Fail("us-east", refused()),
+                Script::Answer(200, "us-west"),
+            ],
+        )
+        .await;
+        let rsp = result.unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(
+            rsp.extensions().get::<Tried>().unwrap().0,
+            [at("us-east"), at("us-west")]
+        );
+        // The second try was told to skip the first's endpoint.
+        assert_eq!(seen, [vec![], vec![at("us-east")]]);
+    }
+
+    #[tokio::test]
+    async fn a_503_is_retried_for_get_but_passed_on_for_post() {
+        let (result, seen) = run(
+            &layer(RetryBudgetConfig::default()),
+            Method::GET,
+            small(),
+            vec![
+                Script::Answer(503, "us-east"),
+                Script::Answer(200, "us-west"),
+            ],
+        )
+        .await;
+        assert_eq!(result.unwrap().status(), StatusCode::OK);
+        assert_eq!(seen.len(), 2);
+
+        let (result, seen) = run(
+            &layer(RetryBudgetConfig::default()),
+            Method::POST,
+            small(),
+            vec![Script::Answer(503, "us-east")],
+        )
+        .await;
+        let rsp = result.unwrap();
+        assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(rsp.extensions().get::<Tried>().unwrap().0, [at("us-east")]);
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tries_stop_at_the_cap_with_the_last_failure() {
+        let (result, seen) = run(
+            &layer(RetryBudgetConfig::default()),
+            Method::GET,
+            small(),
+            vec![
+                Script::Fail("us-east", TryError::Timeout(Duration::from_secs(1))),
+                Script::Fail("us-east", TryError::Timeout(Duration::from_secs(1))),
+                Script::Fail("us-west", TryError::Timeout(Duration::from_secs(1))),
+            ],
+        )
+        .await;
+        let Unanswered { error, tried } = result.unwrap_err();
+        assert!(
+            matches!(error, ProxyError::Timeout { tries: 3, .. }),
+            "{error}"
+        );
+        assert_eq!(tried.len(), 3);
+        assert_eq!(seen.len(), super::super::retry_policy::MAX_TRIES);
+    }
+
+    #[tokio::test]
+    async fn no_endpoint_at_all_is_answered_as_such() {
+        let (result, _) = run(
+            &layer(RetryBudgetConfig::default()),
+            Method::GET,
+            small(),
+            vec![Script::NoEndpoint],
+        )
+        .await;
+        let Unanswered { error, tried } = result.unwrap_err();
+        assert!(matches!(error, ProxyError::NoEndpoint { .. }), "{error}");
+        assert!(tried.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_that_was_sent_is_not_sent_again() {
+        // Unknown length: streamed, so a broken exchange after sending cannot be retried.
+        let chunks = Chunked(VecDeque::from([
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+        ]));
+        let (result, seen) = run(
+            &layer(RetryBudgetConfig::default()),
+            Method::PUT,
+            chunks,
+            vec![Script::Fail(
+                "us-east",
+                TryError::Timeout(Duration::from_secs(1)),
+            )],
+        )
+        .await;
+        let Unanswered { error, .. } = result.unwrap_err();
+        assert!(
+            matches!(error, ProxyError::Timeout { tries: 1, .. }),
+            "{error}"
+        );
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_budget_bounds_retries_per_service() {
+        // No floor: 10 requests buy 2 retries at the 20% ratio; the other failures stay failed.
+        let layer = layer(RetryBudgetConfig {
             min_retries_per_second: 0,
-            ttl: Duration::from_secs(10),
             ..RetryBudgetConfig::default()
         });
-        let mut granted = 0;
+        let mut retried = 0;
         for _ in 0..10 {
-            budget.deposit(now);
-            if should_retry(&Method::GET, TryFailure::Connect, 1, true) && budget.try_withdraw(now)
-            {
-                granted += 1;
-            }
+            let (_, seen) = run(
+                &layer,
+                Method::GET,
+                small(),
+                vec![
+                    Script::Fail("us-east", refused()),
+                    Script::Answer(200, "us-west"),
+                ],
+            )
+            .await;
+            retried += seen.len() - 1;
         }
-        assert_eq!(granted, 2);
+        assert_eq!(retried, 2);
+    }
+
+    /// A body of unknown length (no size hint), as a chunked upload is.
+    struct Chunked(VecDeque<Bytes>);
+
+    impl Body for Chunked {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+        }
     }
 }

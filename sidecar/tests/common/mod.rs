@@ -238,6 +238,7 @@ impl ServerSidecar {
             state.clone(),
             echo(),
             app,
+            addr,
         )));
         Self { addr, state, task }
     }

@@ -1,0 +1,167 @@
+//! The inbound errors layer: the one place inbound failures map to a status and an
+//! `x-mesh-error` label, with a plain-text body naming the service, the cluster and the cause.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use mesh_core::api::HEADER_MESH_ERROR;
+use mesh_core::http::{BoxBody, text};
+use mesh_core::names::ServiceKey;
+use tower::{Layer, Service, ServiceExt};
+
+use super::app::AppError;
+use crate::stack::BoxFuture;
+
+/// Why an inbound request got no answer from the app.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// The app could not be reached or broke the exchange.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The app sent no response head in time.
+    #[error("the app did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The request's path cannot be put in origin form.
+    #[error("the request path is not a valid origin-form URI")]
+    BadUri,
+}
+
+impl InboundError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::App(AppError::Unavailable { .. } | AppError::ConnectTimeout { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::App(AppError::Protocol { .. }) => StatusCode::BAD_GATEWAY,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadUri => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The `x-mesh-error` label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::App(AppError::Unavailable { .. } | AppError::ConnectTimeout { .. }) => {
+                "app-unavailable"
+            }
+            Self::App(AppError::Protocol { .. }) => "app-protocol-error",
+            Self::Timeout(_) => "app-timeout",
+            Self::BadUri => "bad-request",
+        }
+    }
+}
+
+/// Adds [`Errors`] to a stack.
+#[derive(Debug, Clone)]
+pub struct ErrorsLayer {
+    service: ServiceKey,
+    cluster: String,
+}
+
+impl ErrorsLayer {
+    /// Answers for `service` in `cluster`.
+    pub fn new(service: ServiceKey, cluster: String) -> Self {
+        Self { service, cluster }
+    }
+}
+
+impl<S> Layer<S> for ErrorsLayer {
+    type Service = Errors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Errors {
+            inner,
+            service: self.service.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
+}
+
+/// Answers every [`InboundError`] of the layers below, and logs it.
+#[derive(Debug, Clone)]
+pub struct Errors<S> {
+    inner: S,
+    service: ServiceKey,
+    cluster: String,
+}
+
+impl<S, B> Service<Request<B>> for Errors<S>
+where
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<BoxBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let answer = self.inner.clone().oneshot(req);
+        let service = self.service.clone();
+        let cluster = self.cluster.clone();
+        Box::pin(async move {
+            let e = match answer.await {
+                Ok(rsp) => return Ok(rsp),
+                Err(e) => e,
+            };
+            tracing::info!(%service, error = %e, "app did not answer");
+            let mut rsp = text(
+                e.status(),
+                format!("service {service} in cluster {cluster}: {e}"),
+            );
+            rsp.headers_mut()
+                .insert(HEADER_MESH_ERROR, HeaderValue::from_static(e.label()));
+            Ok(rsp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn app_failures_are_answered_with_status_label_and_where() {
+        let inner = tower::service_fn(|req: Request<()>| async move {
+            match req.uri().path() {
+                "/slow" => Err(InboundError::Timeout(Duration::from_secs(15))),
+                "/down" => Err(InboundError::App(AppError::Unavailable {
+                    addr: ([127, 0, 0, 1], 9).into(),
+                    source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                })),
+                _ => Ok(text(StatusCode::OK, "ok")),
+            }
+        });
+        let svc = ErrorsLayer::new("echo.demo".parse().unwrap(), "us-west".into()).layer(inner);
+        let req = |path: &str| Request::builder().uri(path).body(()).unwrap();
+        let slow = svc.clone().oneshot(req("/slow")).await.unwrap();
+        assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(slow.headers()[HEADER_MESH_ERROR], "app-timeout");
+        let down = svc.clone().oneshot(req("/down")).await.unwrap();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.headers()[HEADER_MESH_ERROR], "app-unavailable");
+        let body = http_body_util::BodyExt::collect(down.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.starts_with(
+                "service echo.demo in cluster us-west: the app at 127.0.0.1:9 is unavailable"
+            ),
+            "{body}"
+        );
+        let ok = svc.oneshot(req("/")).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+}

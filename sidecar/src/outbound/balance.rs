@@ -1,0 +1,337 @@
+//! The balance layer: chooses the endpoint of each try ([`ServiceBalancer::pick`]: priority
+//! spill over localities, P2C within, skipping the endpoints this request already tried, a
+//! latency probe on a first try), hands it down as the [`Picked`] fact, and records how the try
+//! went: outlier detection and the endpoint's latency estimate for every try, the locality's
+//! latency for successful tries with small buffered bodies (a streamed upload measures the app,
+//! not the locality). The response keeps the endpoint's in-flight count while it streams.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use mesh_core::http::{BoxBody, BoxError};
+use mesh_core::names::ServiceKey;
+use tower::{Layer, Service, ServiceExt};
+
+use super::balancer::{EndpointRef, ServiceBalancer};
+use super::body::{InFlightBody, TryBody};
+use super::connect::TryError;
+use crate::facts::{Picked, Resolved, ServedBy, Tried};
+use crate::metrics::LocalityLabels;
+use crate::stack::BoxFuture;
+use crate::state::{SidecarState, now};
+
+/// Why the balance layer produced no response for a try.
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    /// No locality has a usable endpoint this request has not tried.
+    #[error("no usable endpoint left")]
+    NoEndpoint,
+    /// The try on `endpoint` failed.
+    #[error("endpoint {} in {}: {error}", .endpoint.addr, .endpoint.cluster)]
+    Try {
+        /// The endpoint tried.
+        endpoint: EndpointRef,
+        /// How the try failed.
+        #[source]
+        error: TryError,
+    },
+    /// A layer above did not set a fact this one needs: the stack is assembled wrongly.
+    #[error("the outbound stack is misassembled: no {0} fact on the request")]
+    MissingFact(&'static str),
+}
+
+/// Adds [`Balance`] to a stack.
+#[derive(Debug, Clone)]
+pub struct BalanceLayer {
+    state: Arc<SidecarState>,
+}
+
+impl BalanceLayer {
+    /// Balances over the routes of `state`'s snapshots with its per-service balancers.
+    pub fn new(state: Arc<SidecarState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for BalanceLayer {
+    type Service = Balance<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Balance {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Picks the endpoint of each try and records its outcome.
+#[derive(Debug, Clone)]
+pub struct Balance<S> {
+    inner: S,
+    state: Arc<SidecarState>,
+}
+
+impl<S, RB> Service<Request<TryBody>> for Balance<S>
+where
+    S: Service<Request<TryBody>, Response = Response<RB>, Error = TryError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    RB: http_body::Body<Data = bytes::Bytes> + Unpin + Send + Sync + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Response = Response<BoxBody>;
+    type Error = BalanceError;
+    type Future = BoxFuture<Result<Response<BoxBody>, BalanceError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<TryBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let Some(resolved) = req.extensions().get::<Resolved>().cloned() else {
+                return Err(BalanceError::MissingFact("Resolved"));
+            };
+            let dest = &resolved.dest;
+            let Some(route) = resolved.snapshot.services.get(&dest.service) else {
+                return Err(BalanceError::NoEndpoint);
+            };
+            let balancer = state.balancer(&dest.service);
+            let pick = {
+                let tried = req.extensions().get::<Tried>();
+                let tried = tried.map(|t| t.0.as_slice()).unwrap_or_default();
+                let mut b = lock(&balancer);
+                let pick = b.pick(
+                    route,
+                    dest.cluster.as_deref(),
+                    tried,
+                    now(),
+                    &mut rand::rng(),
+                );
+                state.publish_transitions(&dest.service, &mut b);
+                pick
+            };
+            let Some(pick) = pick else {
+                return Err(BalanceError::NoEndpoint);
+            };
+            let endpoint = pick.key();
+            let buffered = req.body().is_buffered();
+            req.extensions_mut().insert(Picked {
+                cluster: pick.cluster.clone(),
+                endpoint: pick.endpoint.clone(),
+            });
+            let started = tokio::time::Instant::now();
+            let result = inner.oneshot(req).await;
+            let latency = started.elapsed();
+            let outcome = match &result {
+                Ok(rsp) if rsp.status().is_server_error() => Some(TryOutcome::Failed),
+                Ok(_) if buffered => Some(TryOutcome::ComparableSuccess),
+                Ok(_) => Some(TryOutcome::Success),
+                // The body never left: nothing is known about the endpoint.
+                Err(TryError::BodyGone | TryError::MissingFact(_)) => None,
+                Err(_) => Some(TryOutcome::Failed),
+            };
+            if let Some(outcome) = outcome {
+                let mut b = lock(&balancer);
+                record_try(&state, &dest.service, &mut b, &endpoint, outcome, latency);
+            }
+            match result {
+                Ok(rsp) => {
+                    let (parts, body) = rsp.into_parts();
+                    let body = InFlightBody::new(body, pick.in_flight)
+                        .map_err(Into::into)
+                        .boxed();
+                    let mut rsp = Response::from_parts(parts, body);
+                    rsp.extensions_mut().insert(ServedBy(endpoint));
+                    Ok(rsp)
+                }
+                Err(error) => Err(BalanceError::Try { endpoint, error }),
+            }
+        })
+    }
+}
+
+/// How one try went, as the balancer learns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TryOutcome {
+    /// A response that is not a 5xx, whose time says how fast the locality answers.
+    ComparableSuccess,
+    /// A response that is not a 5xx, whose time includes streaming the request body.
+    Success,
+    /// A 5xx, no connection, a broken exchange or a timeout.
+    Failed,
+}
+
+/// Feeds one try's outcome to the endpoint's outlier detection and latency estimate (and the
+/// locality's latency, when comparable), and publishes what changed.
+fn record_try(
+    state: &SidecarState,
+    service: &ServiceKey,
+    balancer: &mut ServiceBalancer,
+    endpoint: &EndpointRef,
+    outcome: TryOutcome,
+    latency: Duration,
+) {
+    let now = now();
+    let effect = balancer.record_try(endpoint, outcome != TryOutcome::Failed, latency, now);
+    if outcome == TryOutcome::ComparableSuccess {
+        balancer.observe_locality_latency(&endpoint.cluster, latency, now);
+    }
+    if effect.ejected {
+        tracing::warn!(%service, cluster = %endpoint.cluster, endpoint = %endpoint.addr, "endpoint ejected by outlier detection");
+        state
+            .metrics()
+            .ejections
+            .get_or_create(&LocalityLabels {
+                service: service.to_string(),
+                cluster: endpoint.cluster.clone(),
+            })
+            .inc();
+    }
+    state.publish_transitions(service, balancer);
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use bytes::Bytes;
+    use http::StatusCode;
+    use http_body_util::Full;
+    use mesh_core::names::Destination;
+
+    use super::*;
+    use crate::outbound::body::ReplayBody;
+    use crate::test_state::{echo, endpoint, locality, snapshot, state};
+
+    /// A connector stand-in that answers `status`, after `delay`, and reports what it was sent.
+    fn answering(
+        status: u16,
+        delay: Duration,
+        picked: Arc<std::sync::Mutex<Vec<Picked>>>,
+    ) -> impl Service<
+        Request<TryBody>,
+        Response = Response<Full<Bytes>>,
+        Error = TryError,
+        Future = BoxFuture<Result<Response<Full<Bytes>>, TryError>>,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |req: Request<TryBody>| -> BoxFuture<_> {
+            picked
+                .lock()
+                .unwrap()
+                .push(req.extensions().get::<Picked>().unwrap().clone());
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                let mut rsp = Response::new(Full::new(Bytes::from_static(b"x")));
+                *rsp.status_mut() = StatusCode::from_u16(status).unwrap();
+                Ok(rsp)
+            })
+        })
+    }
+
+    fn request(
+        tried: Vec<EndpointRef>,
+        snap: &Arc<mesh_core::api::SidecarSnapshot>,
+    ) -> Request<TryBody> {
+        let mut req = Request::new(TryBody::new(ReplayBody::Buffered(Bytes::new())));
+        req.extensions_mut().insert(Resolved {
+            dest: Destination {
+                service: echo(),
+                cluster: None,
+            },
+            snapshot: snap.clone(),
+        });
+        req.extensions_mut().insert(Tried(tried));
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_try_skips_what_was_tried_and_names_who_served() {
+        let state = state();
+        let snap = Arc::new(snapshot(vec![locality(
+            "us-east",
+            vec![endpoint("us-east", 1), endpoint("us-east", 2)],
+        )]));
+        let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let svc = BalanceLayer::new(state.clone()).layer(answering(
+            200,
+            Duration::from_millis(5),
+            picked.clone(),
+        ));
+        let first = svc.clone().oneshot(request(vec![], &snap)).await.unwrap();
+        let served = first.extensions().get::<ServedBy>().unwrap().0.clone();
+        let second = svc
+            .clone()
+            .oneshot(request(vec![served.clone()], &snap))
+            .await
+            .unwrap();
+        let other = second.extensions().get::<ServedBy>().unwrap().0.clone();
+        let ports: HashSet<u16> = [served.addr.port(), other.addr.port()].into();
+        assert_eq!(
+            ports,
+            HashSet::from([1, 2]),
+            "the retry went to the sibling"
+        );
+        assert_eq!(picked.lock().unwrap().len(), 2);
+        // Both endpoints tried: nothing is left for a third try.
+        let err = svc
+            .oneshot(request(vec![served, other], &snap))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BalanceError::NoEndpoint), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_tries_eject_the_endpoint() {
+        let state = state();
+        let snap = Arc::new(snapshot(vec![locality(
+            "us-east",
+            vec![endpoint("us-east", 1), endpoint("us-east", 2)],
+        )]));
+        let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let svc = BalanceLayer::new(state.clone()).layer(answering(
+            503,
+            Duration::from_millis(1),
+            picked.clone(),
+        ));
+        for _ in 0..10 {
+            let rsp = svc.clone().oneshot(request(vec![], &snap)).await.unwrap();
+            assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let ejected = [1, 2]
+            .into_iter()
+            .filter(|port| {
+                state.endpoint_ejected(&echo(), "us-east", ([127, 0, 0, 1], *port).into())
+            })
+            .count();
+        assert!(ejected >= 1, "consecutive 5xx eject an endpoint");
+    }
+
+    #[tokio::test]
+    async fn a_missing_route_has_no_endpoint() {
+        let snap = Arc::new(snapshot(vec![]));
+        let mut snap_without = (*snap).clone();
+        snap_without.services.clear();
+        let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let svc = BalanceLayer::new(state()).layer(answering(200, Duration::ZERO, picked.clone()));
+        let err = svc
+            .oneshot(request(vec![], &Arc::new(snap_without)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BalanceError::NoEndpoint));
+        assert!(picked.lock().unwrap().is_empty());
+    }
+}

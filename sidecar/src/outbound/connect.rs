@@ -1,0 +1,110 @@
+//! The connect service, the bottom of the outbound stack: sends one try to the endpoint that
+//! `balance` picked ([`Picked`]), over the pool's connection to it (direct mTLS, a tunnel
+//! through the own gateway, or plaintext). The connection is obtained before the body is taken,
+//! so a connect failure leaves the body unsent and any request may then be retried. It never
+//! retries itself.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::Service;
+
+use super::body::TryBody;
+use super::pool::{ConnectError, PoolKey, Target};
+use crate::facts::{Picked, Resolved};
+use crate::stack::BoxFuture;
+use crate::state::SidecarState;
+
+/// Why one try produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum TryError {
+    /// No connection, or the request was not sent on it.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The upstream connection or stream broke after the request was sent.
+    #[error("the exchange broke: {0}")]
+    Protocol(#[source] hyper::Error),
+    /// No response head within the per-try timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// A streamed body went to an earlier try (the retry policy rules this out beforehand).
+    #[error("the streamed request body was sent to an earlier try")]
+    BodyGone,
+    /// A layer above did not set a fact this one needs: the stack is assembled wrongly.
+    #[error("the outbound stack is misassembled: no {0} fact on the request")]
+    MissingFact(&'static str),
+}
+
+/// Sends each try on a pooled connection.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    state: Arc<SidecarState>,
+}
+
+impl Connect {
+    /// Sends through `state`'s connection pool.
+    pub fn new(state: Arc<SidecarState>) -> Self {
+        Self { state }
+    }
+}
+
+impl Service<Request<TryBody>> for Connect {
+    type Response = Response<Incoming>;
+    type Error = TryError;
+    type Future = BoxFuture<Result<Response<Incoming>, TryError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TryError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<TryBody>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let picked = parts
+                .extensions
+                .get::<Picked>()
+                .ok_or(TryError::MissingFact("Picked"))?;
+            let resolved = parts
+                .extensions
+                .get::<Resolved>()
+                .ok_or(TryError::MissingFact("Resolved"))?;
+            let target = Target {
+                cluster: &picked.cluster,
+                endpoint: &picked.endpoint,
+                service: &resolved.dest.service,
+                gateway: resolved.snapshot.gateway,
+                traceparent: parts.headers.get("traceparent"),
+            };
+            let mut conn = state.pool().get(target).await?;
+            let Some(request_body) = body.take() else {
+                return Err(TryError::BodyGone);
+            };
+            let key = PoolKey::Endpoint {
+                cluster: picked.cluster.clone(),
+                addr: picked.endpoint.address,
+            };
+            let addr = picked.endpoint.address;
+            match conn
+                .try_send_request(Request::from_parts(parts, request_body))
+                .await
+            {
+                Ok(rsp) => Ok(rsp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => {
+                        body.put_back(unsent.into_body());
+                        state.pool().evict(&key);
+                        Err(TryError::Connect(ConnectError::NotSent {
+                            addr,
+                            source: e.into_error(),
+                        }))
+                    }
+                    None => Err(TryError::Protocol(e.into_error())),
+                },
+            }
+        })
+    }
+}

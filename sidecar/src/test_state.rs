@@ -1,0 +1,92 @@
+//! Unit-test support: a sidecar state of cluster `us-east` with a fresh CA and no snapshot, and
+//! snapshots routing `echo.demo`, for the layers' tests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::api::{LocalityRoute, RouteEndpoint, ServiceRoute, SidecarSnapshot};
+use mesh_core::identity::{ClusterCa, SpiffeId, TrustBundle};
+use mesh_core::locality::LocalityEntry;
+use mesh_core::names::ServiceKey;
+
+use crate::identity::SidecarIdentity;
+use crate::metrics::Metrics;
+use crate::outbound::balancer::ResilienceConfig;
+use crate::state::{SidecarState, StateOptions};
+
+/// The cluster of the test state.
+pub(crate) const CLUSTER: &str = "us-east";
+
+/// `echo.demo`.
+pub(crate) fn echo() -> ServiceKey {
+    "echo.demo".parse().expect("a valid service key")
+}
+
+/// A state of [`CLUSTER`] with `request_timeout`, with `metrics`.
+pub(crate) fn state_with(request_timeout: Duration, metrics: Metrics) -> Arc<SidecarState> {
+    let td = format!("{CLUSTER}.mesh");
+    let ca = ClusterCa::generate(&td).expect("a CA");
+    let bundle = TrustBundle {
+        trust_domain: td.clone(),
+        cluster: CLUSTER.into(),
+        ca_pem: ca.cert_pem().into(),
+    };
+    let id = SpiffeId::workload(&td, "demo", "client");
+    let issued = ca
+        .issue(&id, Duration::from_secs(3600))
+        .expect("a certificate");
+    let identity = SidecarIdentity::new(issued, bundle).expect("an identity");
+    SidecarState::new(
+        StateOptions {
+            cluster: CLUSTER.into(),
+            identity,
+            connect_timeout: Duration::from_millis(200),
+            request_timeout,
+            resilience: ResilienceConfig::default(),
+            discovery_source: "controller at test".into(),
+        },
+        metrics,
+    )
+}
+
+/// A state of [`CLUSTER`] with unregistered metrics.
+pub(crate) fn state() -> Arc<SidecarState> {
+    state_with(Duration::from_secs(1), Metrics::unregistered())
+}
+
+/// An endpoint at `127.0.0.1:port` with the echo identity of `cluster`.
+pub(crate) fn endpoint(cluster: &str, port: u16) -> RouteEndpoint {
+    RouteEndpoint {
+        address: ([127, 0, 0, 1], port).into(),
+        identity: SpiffeId::workload(&format!("{cluster}.mesh"), "demo", "echo").to_string(),
+        healthy: true,
+        plaintext: false,
+    }
+}
+
+/// A healthy locality of `cluster` with `endpoints`.
+pub(crate) fn locality(cluster: &str, endpoints: Vec<RouteEndpoint>) -> LocalityRoute {
+    LocalityRoute {
+        entry: LocalityEntry {
+            cluster: cluster.into(),
+            health: 1.0,
+            reason: "test".into(),
+        },
+        endpoints,
+    }
+}
+
+/// A snapshot of [`CLUSTER`] routing `echo.demo` over `localities`.
+pub(crate) fn snapshot(localities: Vec<LocalityRoute>) -> SidecarSnapshot {
+    SidecarSnapshot {
+        version: 1,
+        cluster: CLUSTER.into(),
+        trust_bundles: vec![],
+        gateway: None,
+        services: BTreeMap::from([(echo(), ServiceRoute { localities })]),
+        unknown: vec![],
+        epoch: 0,
+        warming: false,
+    }
+}

@@ -108,3 +108,65 @@ impl Service<Request<TryBody>> for Connect {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use mesh_core::names::Destination;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::outbound::body::ReplayBody;
+    use crate::test_state::{CLUSTER, echo, endpoint, snapshot, state};
+
+    fn request(picked: Option<Picked>) -> (Request<TryBody>, TryBody) {
+        let body = TryBody::new(ReplayBody::Streaming(Some(mesh_core::http::full(
+            Bytes::from_static(b"once"),
+        ))));
+        let mut req = Request::new(body.clone());
+        req.extensions_mut().insert(Resolved {
+            dest: Destination {
+                service: echo(),
+                cluster: None,
+            },
+            snapshot: Arc::new(snapshot(vec![])),
+        });
+        if let Some(picked) = picked {
+            req.extensions_mut().insert(picked);
+        }
+        (req, body)
+    }
+
+    #[tokio::test]
+    async fn a_connect_failure_leaves_a_streamed_body_unsent() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (req, body) = request(Some(Picked {
+            cluster: CLUSTER.into(),
+            endpoint: endpoint(CLUSTER, port),
+        }));
+        let err = Connect::new(state()).oneshot(req).await.unwrap_err();
+        assert!(
+            matches!(err, TryError::Connect(ConnectError::Tcp { .. })),
+            "{err}"
+        );
+        assert!(
+            body.available(),
+            "the body is still there for another endpoint"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_try_without_a_pick_is_a_misassembled_stack() {
+        let (req, body) = request(None);
+        let err = Connect::new(state()).oneshot(req).await.unwrap_err();
+        assert!(matches!(err, TryError::MissingFact("Picked")), "{err}");
+        assert!(body.available());
+    }
+}

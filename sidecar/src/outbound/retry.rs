@@ -531,6 +531,55 @@ mod tests {
         assert_eq!(retried, 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_try_that_times_out_is_retried_at_the_bound() {
+        // retry -> timeout -> an endpoint that never answers the first try and answers the
+        // second at once: the request is answered exactly one timeout after it started.
+        let calls = Arc::new(Mutex::new(0));
+        let count = calls.clone();
+        let endpoint = tower::service_fn(move |_: Request<TryBody>| {
+            let call = {
+                let mut calls = count.lock().unwrap();
+                *calls += 1;
+                *calls
+            };
+            async move {
+                if call == 1 {
+                    std::future::pending::<()>().await;
+                }
+                let mut rsp = text(StatusCode::OK, "late but fine");
+                rsp.extensions_mut().insert(ServedBy(at("us-west")));
+                Ok::<_, BalanceError>(rsp)
+            }
+        });
+        let timeout =
+            crate::timeout::TimeoutLayer::new(Duration::from_secs(3), |after| BalanceError::Try {
+                endpoint: at("us-east"),
+                error: TryError::Timeout(after),
+            });
+        let svc = layer(RetryBudgetConfig::default()).layer(timeout.layer(endpoint));
+        let mut req = Request::builder()
+            .uri("http://echo.demo/")
+            .body(small())
+            .unwrap();
+        req.extensions_mut().insert(Resolved {
+            dest: Destination {
+                service: echo(),
+                cluster: None,
+            },
+            snapshot: Arc::new(snapshot(vec![])),
+        });
+        let started = tokio::time::Instant::now();
+        let rsp = svc.oneshot(req).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(
+            rsp.extensions().get::<Tried>().unwrap().0,
+            [at("us-east"), at("us-west")]
+        );
+        assert_eq!(*calls.lock().unwrap(), 2);
+    }
+
     /// A body of unknown length (no size hint), as a chunked upload is.
     struct Chunked(VecDeque<Bytes>);
 

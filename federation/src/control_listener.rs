@@ -17,8 +17,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::control_api::ControlApi;
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 pings on idle connections, so a vanished sidecar's streams are noticed and freed.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// A ping unanswered for this long closes the connection.
@@ -61,16 +59,8 @@ pub async fn serve_control(
                 let api = api.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "control TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "control TLS handshake timed out");
-                            return;
-                        }
+                    let Some(tls) = mesh_core::serve::tls_handshake(&acceptor, stream, peer, "control").await else {
+                        return;
                     };
                     let caller = peer_spiffe_id(tls.get_ref().1.peer_certificates());
                     serve_connection(tls, caller, api, shutdown, peer).await;

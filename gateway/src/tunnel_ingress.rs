@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -24,8 +23,6 @@ use crate::quic_endpoint::codes;
 use crate::splice::{SpliceCounters, splice};
 use crate::stream_io::{HEADER_TIMEOUT, read_reply};
 
-/// Bound on a sidecar's TLS handshake: it is on the same network, so slower means broken.
-const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent tunnels per sidecar connection; sidecars pool connections per endpoint, so a
 /// few hundred is plenty, and it matches the QUIC stream budget per peer in order of magnitude.
 const MAX_TUNNELS_PER_CONNECTION: u32 = 1024;
@@ -46,26 +43,18 @@ pub(crate) struct TunnelIngress {
     pub tls: TlsAcceptor,
 }
 
-/// Accepts sidecar connections until the task is dropped.
+/// Accepts sidecar connections until the task is dropped, which also ends them.
 pub(crate) async fn serve(ingress: Arc<TunnelIngress>, listener: TcpListener) {
-    loop {
-        let (tcp, remote) = mesh_core::telemetry::accept(&listener, "tunnel").await;
-        tokio::spawn(serve_connection(ingress.clone(), tcp, remote));
-    }
+    mesh_core::serve::accept_loop(listener, "tunnel", move |tcp, remote| {
+        serve_connection(ingress.clone(), tcp, remote)
+    })
+    .await
 }
 
 async fn serve_connection(ingress: Arc<TunnelIngress>, tcp: TcpStream, remote: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(TLS_TIMEOUT, ingress.tls.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::warn!(%remote, error = %e, "tunnel port: TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%remote, "tunnel port: TLS handshake timed out");
-            return;
-        }
+    let Some(tls) = mesh_core::serve::tls_handshake(&ingress.tls, tcp, remote, "tunnel").await
+    else {
+        return;
     };
     let client = match peer_spiffe_id(tls.get_ref().1.peer_certificates()) {
         Some(id) if id.trust_domain == ingress.trust_domain => Ok(id),

@@ -220,26 +220,21 @@ mod tests {
         status: u16,
         delay: Duration,
         picked: Arc<std::sync::Mutex<Vec<Picked>>>,
-    ) -> impl Service<
-        Request<TryBody>,
-        Response = Response<Full<Bytes>>,
-        Error = TryError,
-        Future = BoxFuture<Result<Response<Full<Bytes>>, TryError>>,
-    > + Clone
-    + Send
-    + 'static {
-        tower::service_fn(move |req: Request<TryBody>| -> BoxFuture<_> {
-            picked
-                .lock()
-                .unwrap()
-                .push(req.extensions().get::<Picked>().unwrap().clone());
-            Box::pin(async move {
-                tokio::time::sleep(delay).await;
-                let mut rsp = Response::new(Full::new(Bytes::from_static(b"x")));
-                *rsp.status_mut() = StatusCode::from_u16(status).unwrap();
-                Ok(rsp)
-            })
-        })
+    ) -> tower::util::BoxCloneService<Request<TryBody>, Response<Full<Bytes>>, TryError> {
+        tower::util::BoxCloneService::new(tower::service_fn(
+            move |req: Request<TryBody>| -> BoxFuture<_> {
+                picked
+                    .lock()
+                    .unwrap()
+                    .push(req.extensions().get::<Picked>().unwrap().clone());
+                Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    let mut rsp = Response::new(Full::new(Bytes::from_static(b"x")));
+                    *rsp.status_mut() = StatusCode::from_u16(status).unwrap();
+                    Ok(rsp)
+                })
+            },
+        ))
     }
 
     fn request(

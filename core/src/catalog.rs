@@ -4,6 +4,10 @@
 //! Each cluster is authoritative for its own exports. A peer sends a full [`CatalogMessage::Snapshot`]
 //! when the link (re)connects, then [`CatalogMessage::Delta`]s that each name the version they
 //! apply to; [`ExportCatalog::apply`] turns a catalog into the next version.
+//!
+//! These are wire messages between clusters that may run different releases (see "Compatibility"
+//! in ARCHITECTURE.md): decoders ignore fields they do not know, so a later release may add
+//! fields (with a default for their absence); it may not remove or retype one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,7 +18,6 @@ use crate::names::ServiceKey;
 
 /// One endpoint of an exported service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExportedEndpoint {
     /// Address of the endpoint's sidecar inbound port, as the owning cluster reaches it.
     pub address: SocketAddr,
@@ -26,7 +29,6 @@ pub struct ExportedEndpoint {
 
 /// An exported service: its endpoints and the owning cluster's verdict on its health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExportedService {
     /// False when the owning cluster's controller has failed this service away from itself
     /// (its sidecars' breakers are open), so peers stop sending it traffic too.
@@ -47,7 +49,6 @@ impl ExportedService {
 
 /// A cluster's catalog of exported services at one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExportCatalog {
     /// The owning cluster.
     pub cluster: String,
@@ -59,7 +60,6 @@ pub struct ExportCatalog {
 
 /// The changes between two versions of one cluster's catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CatalogDelta {
     /// The owning cluster.
     pub cluster: String,
@@ -75,7 +75,7 @@ pub struct CatalogDelta {
 
 /// What flows on a control stream from the owning cluster to a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum CatalogMessage {
     /// The whole catalog.
     Snapshot {
@@ -89,6 +89,24 @@ pub enum CatalogMessage {
     },
     /// Sent back by a receiver that cannot apply a delta: the owner replies with a snapshot.
     ResyncRequest,
+    /// A kind of message added by a later release. Receivers ignore it: a release may only add
+    /// kinds that a peer can skip without losing catalog state (a hint, a heartbeat), because
+    /// the previous release must keep federating with it. A kind that must be understood needs
+    /// a new major version of the control stream (a new ALPN), not a new variant here.
+    #[serde(other)]
+    Unknown,
+}
+
+impl CatalogMessage {
+    /// Short label of the message kind, for metrics and logs.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            CatalogMessage::Snapshot { .. } => "snapshot",
+            CatalogMessage::Delta { .. } => "delta",
+            CatalogMessage::ResyncRequest => "resync_request",
+            CatalogMessage::Unknown => "unknown",
+        }
+    }
 }
 
 /// Why a message could not be applied.
@@ -190,7 +208,10 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn catalog(version: u64, services: &[(&str, Vec<ExportedEndpoint>)]) -> ExportCatalog {
+    pub(crate) fn catalog(
+        version: u64,
+        services: &[(&str, Vec<ExportedEndpoint>)],
+    ) -> ExportCatalog {
         ExportCatalog {
             cluster: "eu-central".into(),
             version,
@@ -252,5 +273,44 @@ pub(crate) mod tests {
         let back: CatalogMessage =
             serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
         assert_eq!(back, snap);
+    }
+
+    #[test]
+    fn messages_of_the_next_release_decode_with_their_additions_ignored() {
+        // A snapshot as a later release might send it: a field added at every level.
+        let snap = r#"{"type": "snapshot", "origin_epoch": 7, "catalog": {
+            "cluster": "eu-central", "version": 4, "generation": "b",
+            "services": {"echo.demo": {"healthy": true, "weight": 3, "endpoints": [
+                {"address": "127.0.0.1:9", "identity": "spiffe://eu-central.mesh/ns/demo/sa/echo",
+                 "healthy": true, "zone": "eu-central-1a"}]}}}}"#;
+        let expected = CatalogMessage::Snapshot {
+            catalog: catalog(4, &[("echo.demo", vec![ep(9, true)])]),
+        };
+        assert_eq!(
+            serde_json::from_str::<CatalogMessage>(snap).unwrap(),
+            expected
+        );
+
+        let delta = r#"{"type": "delta", "delta": {"cluster": "eu-central", "from_version": 4,
+            "to_version": 5, "upserts": {}, "removals": ["echo.demo"], "reason": "drained"}}"#;
+        let CatalogMessage::Delta { delta } = serde_json::from_str(delta).unwrap() else {
+            panic!("a delta with an added field is still a delta");
+        };
+        assert_eq!((delta.from_version, delta.to_version), (4, 5));
+
+        // A kind this release does not know, with or without a body, is recognisably unknown.
+        for unknown in [
+            r#"{"type": "heartbeat"}"#,
+            r#"{"type": "load_hint", "share": 0.5}"#,
+        ] {
+            let msg: CatalogMessage = serde_json::from_str(unknown).unwrap();
+            assert_eq!(msg, CatalogMessage::Unknown, "{unknown}");
+            assert_eq!(msg.kind_label(), "unknown");
+        }
+
+        // Tolerance is for additions only: a field this release needs must still be there.
+        let missing = r#"{"type": "delta", "delta": {"cluster": "eu-central", "to_version": 5,
+            "upserts": {}, "removals": []}}"#;
+        assert!(serde_json::from_str::<CatalogMessage>(missing).is_err());
     }
 }

@@ -74,6 +74,9 @@ impl PeerCatalogs {
                 Ok(())
             }
             CatalogMessage::ResyncRequest => Err(CatalogError::NotApplicable),
+            // A kind added by a later release carries nothing this release must hold (see
+            // `CatalogMessage::Unknown`); it changes neither the catalog nor the lease.
+            CatalogMessage::Unknown => Ok(()),
         }
     }
 
@@ -186,5 +189,18 @@ mod tests {
         store.set_link("eu-central", false, t1);
         assert_eq!(store.expire(t1 + grace), vec!["eu-central".to_string()]);
         assert!(store.get("eu-central").is_none());
+    }
+
+    #[test]
+    fn a_message_kind_of_a_later_release_changes_nothing() {
+        let mut store = PeerCatalogs::new(DEFAULT_LEASE_GRACE);
+        store.apply("eu-central", &CatalogMessage::Unknown).unwrap();
+        assert!(store.get("eu-central").is_none());
+        let snap = CatalogMessage::Snapshot {
+            catalog: catalog(1, &[("echo.demo", vec![ep(1, true)])]),
+        };
+        store.apply("eu-central", &snap).unwrap();
+        store.apply("eu-central", &CatalogMessage::Unknown).unwrap();
+        assert_eq!(store.get("eu-central").unwrap().catalog.version, 1);
     }
 }

@@ -8,6 +8,12 @@
 //!
 //! Streams are newline-delimited JSON (one message per line), each message a full versioned
 //! snapshot of what the subscriber asked for.
+//!
+//! Every message here crosses a socket between components that may run two consecutive
+//! releases during an upgrade (see "Compatibility" in ARCHITECTURE.md), so decoders accept and
+//! ignore fields they do not know: a release may add a field (with `#[serde(default)]` so that
+//! its absence from the previous release's messages decodes), never remove, rename or retype
+//! one. Files a person writes are the opposite: they refuse unknown fields, so a typo fails.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,7 +66,6 @@ pub const ALPN_MESH_LINK: &[u8] = b"mesh-link/1";
 
 /// A certificate request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CsrRequest {
     /// PKCS#10 request in PEM with one SPIFFE URI SAN.
     pub csr_pem: String,
@@ -68,7 +73,6 @@ pub struct CsrRequest {
 
 /// A signed certificate and the cluster's trust bundle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CsrResponse {
     /// Leaf certificate (and any intermediates) in PEM.
     pub cert_chain_pem: String,
@@ -78,7 +82,6 @@ pub struct CsrResponse {
 
 /// A workload registration, sent again as heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkloadRegistration {
     /// Unique id of the workload instance (e.g. `echo-0`).
     pub id: String,
@@ -94,21 +97,48 @@ pub struct WorkloadRegistration {
     pub healthy: bool,
 }
 
+/// A breaker's state as a sidecar reports it to its controller. Unlike
+/// [`BreakerState`], it has room for states a later release may add: the controller counts only
+/// `open` towards the quorum that fails a locality over, so a state it does not know counts as
+/// a reporter that is not open. That is the conservative reading: an unknown state never fails
+/// a locality over, and the reporting sidecar still acts on its own breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportedBreakerState {
+    /// Traffic flows.
+    Closed,
+    /// Traffic is refused.
+    Open,
+    /// Probing whether the locality recovered.
+    HalfOpen,
+    /// A state added by a later release.
+    #[serde(other)]
+    Unknown,
+}
+
+impl From<BreakerState> for ReportedBreakerState {
+    fn from(state: BreakerState) -> Self {
+        match state {
+            BreakerState::Closed => Self::Closed,
+            BreakerState::Open => Self::Open,
+            BreakerState::HalfOpen => Self::HalfOpen,
+        }
+    }
+}
+
 /// One breaker's state as seen by one sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BreakerObservation {
     /// The service.
     pub service: ServiceKey,
     /// The locality (cluster) the breaker guards.
     pub cluster: String,
     /// Its state.
-    pub state: BreakerState,
+    pub state: ReportedBreakerState,
 }
 
 /// A sidecar's full breaker state; replaces its previous report, expires if not renewed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BreakerReport {
     /// The reporting sidecar's id.
     pub reporter: String,
@@ -118,7 +148,6 @@ pub struct BreakerReport {
 
 /// An endpoint as a sidecar routes to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RouteEndpoint {
     /// Sidecar inbound address (reached directly in the own cluster, via gateways otherwise).
     pub address: SocketAddr,
@@ -135,7 +164,6 @@ pub struct RouteEndpoint {
 
 /// One locality of a service, in failover order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LocalityRoute {
     /// The controller's verdict for this locality (cluster, health, reason).
     #[serde(flatten)]
@@ -146,7 +174,6 @@ pub struct LocalityRoute {
 
 /// How a sidecar routes to one service: localities in failover order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServiceRoute {
     /// Localities, own cluster first (when it has endpoints), unreachable ones left out.
     pub localities: Vec<LocalityRoute>,
@@ -154,7 +181,6 @@ pub struct ServiceRoute {
 
 /// What the controller streams to a sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SidecarSnapshot {
     /// Monotonic version of the controller's view.
     pub version: u64,
@@ -180,7 +206,6 @@ pub struct SidecarSnapshot {
 
 /// A linked peer, as the gateway needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PeerLinkConfig {
     /// The peer cluster.
     pub cluster: String,
@@ -192,7 +217,6 @@ pub struct PeerLinkConfig {
 
 /// What the controller streams to its gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GatewaySnapshot {
     /// Monotonic version.
     pub version: u64,
@@ -209,7 +233,6 @@ pub struct GatewaySnapshot {
 
 /// State of the QUIC link to one peer, as the gateway measures it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PeerLinkStatus {
     /// The peer cluster.
     pub cluster: String,
@@ -225,7 +248,6 @@ pub struct PeerLinkStatus {
 
 /// The gateway's periodic report to its controller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GatewayReport {
     /// The gateway's QUIC (UDP) address peers dial.
     pub quic_addr: SocketAddr,
@@ -237,7 +259,6 @@ pub struct GatewayReport {
 
 /// What a peer needs to link with a cluster; exchanged by `mesh link`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LinkInfo {
     /// The cluster.
     pub cluster: String,
@@ -251,7 +272,6 @@ pub struct LinkInfo {
 
 /// One link in [`ControllerStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LinkStatusView {
     /// The peer cluster.
     pub cluster: String,
@@ -271,7 +291,6 @@ pub struct LinkStatusView {
 
 /// Endpoint counts of one service in one cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EndpointCount {
     /// The cluster.
     pub cluster: String,
@@ -283,7 +302,6 @@ pub struct EndpointCount {
 
 /// Breaker reports of one service for one locality.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BreakerSummary {
     /// The locality.
     pub cluster: String,
@@ -295,7 +313,6 @@ pub struct BreakerSummary {
 
 /// One service in [`ControllerStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServiceStatusView {
     /// The service.
     pub service: ServiceKey,
@@ -311,7 +328,6 @@ pub struct ServiceStatusView {
 
 /// `GET /v1/status` of a controller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ControllerStatus {
     /// The cluster.
     pub cluster: String,
@@ -332,7 +348,6 @@ pub struct ControllerStatus {
 /// Written by every component once its listeners are bound (`--ready-file`), so a supervisor
 /// learns the real addresses of ephemeral ports without racing for them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReadyFile {
     /// `controller`, `gateway`, `sidecar` or `demo-app`.
     pub component: String,
@@ -361,5 +376,62 @@ impl ReadyFile {
     /// The address bound for `role`.
     pub fn addr(&self, role: &str) -> Option<SocketAddr> {
         self.addrs.get(role).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUNDLE: &str =
+        r#"{"trust_domain": "us-east.mesh", "cluster": "us-east", "ca_pem": "pem", "kid": 2}"#;
+
+    #[test]
+    fn snapshots_of_the_next_release_decode_with_their_additions_ignored() {
+        let sidecar = format!(
+            r#"{{"version": 9, "cluster": "us-east", "trust_bundles": [{BUNDLE}],
+            "gateway": null, "unknown": [], "epoch": 1, "warming": false, "route_rules": [],
+            "services": {{"echo.demo": {{"timeout": "2s", "localities": [{{"cluster": "us-east",
+                "health": 1.0, "reason": "local", "zone": "a", "endpoints": [{{
+                "address": "127.0.0.1:9", "identity": "spiffe://us-east.mesh/ns/demo/sa/echo",
+                "healthy": true, "weight": 5}}]}}]}}}}}}"#
+        );
+        let snap: SidecarSnapshot = serde_json::from_str(&sidecar).unwrap();
+        let route = &snap.services[&"echo.demo".parse().unwrap()];
+        assert_eq!(route.localities[0].entry.cluster, "us-east");
+        assert_eq!(route.localities[0].endpoints[0].address.port(), 9);
+        assert_eq!(snap.trust_bundles[0].cluster, "us-east");
+
+        let gateway = format!(
+            r#"{{"version": 3, "cluster": "us-east", "trust_bundle": {BUNDLE}, "mtu": 1200,
+            "peers": [{{"cluster": "eu", "trust_bundle": {BUNDLE}, "gateway_addr": "127.0.0.1:4",
+                "transport": "quic-v2"}}],
+            "exports": {{"cluster": "us-east", "version": 3, "services": {{}}, "shard": 0}}}}"#
+        );
+        let snap: GatewaySnapshot = serde_json::from_str(&gateway).unwrap();
+        assert_eq!(snap.peers[0].gateway_addr.port(), 4);
+        assert_eq!(snap.exports.version, 3);
+    }
+
+    #[test]
+    fn a_breaker_state_of_a_later_release_is_read_as_unknown_not_open() {
+        let report = r#"{"reporter": "client-0", "sequence": 4, "breakers": [
+            {"service": "echo.demo", "cluster": "eu", "state": "open"},
+            {"service": "echo.demo", "cluster": "us", "state": "forced-open", "since": 3}]}"#;
+        let report: BreakerReport = serde_json::from_str(report).unwrap();
+        let states: Vec<_> = report.breakers.iter().map(|b| b.state).collect();
+        assert_eq!(
+            states,
+            [ReportedBreakerState::Open, ReportedBreakerState::Unknown]
+        );
+        // Today's states keep their wire names.
+        for (state, name) in [
+            (BreakerState::Closed, "closed"),
+            (BreakerState::Open, "open"),
+            (BreakerState::HalfOpen, "half-open"),
+        ] {
+            let wire = serde_json::to_value(ReportedBreakerState::from(state)).unwrap();
+            assert_eq!(wire, serde_json::json!(name));
+        }
     }
 }

@@ -1,15 +1,16 @@
-//! The exported-service catalog that clusters exchange, its versioned deltas, and the lease under
-//! which a peer's catalog is held.
+//! The exported-service catalog that clusters exchange and its versioned deltas: the model and
+//! the messages of the control streams, not who holds them (see [`crate::peer_catalogs`]).
 //!
 //! Each cluster is authoritative for its own exports. A peer sends a full [`CatalogMessage::Snapshot`]
 //! when the link (re)connects, then [`CatalogMessage::Delta`]s that each name the version they
-//! apply to. The receiver keeps every peer's catalog in [`PeerCatalogs`]: when a link goes down the
-//! catalog stays usable for a grace period (static stability), then is withdrawn so stale
-//! endpoints cannot black-hole traffic.
+//! apply to; [`ExportCatalog::apply`] turns a catalog into the next version.
+//!
+//! These are wire messages between clusters that may run different releases (see "Compatibility"
+//! in ARCHITECTURE.md): decoders ignore fields they do not know, so a later release may add
+//! fields (with a default for their absence); it may not remove or retype one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,6 @@ use crate::names::ServiceKey;
 
 /// One endpoint of an exported service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExportedEndpoint {
     /// Address of the endpoint's sidecar inbound port, as the owning cluster reaches it.
     pub address: SocketAddr,
@@ -29,7 +29,6 @@ pub struct ExportedEndpoint {
 
 /// An exported service: its endpoints and the owning cluster's verdict on its health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExportedService {
     /// False when the owning cluster's controller has failed this service away from itself
     /// (its sidecars' breakers are open), so peers stop sending it traffic too.
@@ -50,7 +49,6 @@ impl ExportedService {
 
 /// A cluster's catalog of exported services at one version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExportCatalog {
     /// The owning cluster.
     pub cluster: String,
@@ -62,7 +60,6 @@ pub struct ExportCatalog {
 
 /// The changes between two versions of one cluster's catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CatalogDelta {
     /// The owning cluster.
     pub cluster: String,
@@ -78,7 +75,7 @@ pub struct CatalogDelta {
 
 /// What flows on a control stream from the owning cluster to a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum CatalogMessage {
     /// The whole catalog.
     Snapshot {
@@ -92,6 +89,24 @@ pub enum CatalogMessage {
     },
     /// Sent back by a receiver that cannot apply a delta: the owner replies with a snapshot.
     ResyncRequest,
+    /// A kind of message added by a later release. Receivers ignore it: a release may only add
+    /// kinds that a peer can skip without losing catalog state (a hint, a heartbeat), because
+    /// the previous release must keep federating with it. A kind that must be understood needs
+    /// a new major version of the control stream (a new ALPN), not a new variant here.
+    #[serde(other)]
+    Unknown,
+}
+
+impl CatalogMessage {
+    /// Short label of the message kind, for metrics and logs.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            CatalogMessage::Snapshot { .. } => "snapshot",
+            CatalogMessage::Delta { .. } => "delta",
+            CatalogMessage::ResyncRequest => "resync_request",
+            CatalogMessage::Unknown => "unknown",
+        }
+    }
 }
 
 /// Why a message could not be applied.
@@ -181,129 +196,11 @@ impl ExportCatalog {
     }
 }
 
-/// How long a peer's catalog stays usable after its link drops: long enough to ride out a
-/// gateway restart or a short partition without withdrawing routes, short enough that a dead
-/// region stops attracting traffic well before people notice.
-pub const DEFAULT_LEASE_GRACE: Duration = Duration::from_secs(30);
-
-/// One peer's catalog and the state of its lease.
-#[derive(Debug, Clone)]
-pub struct PeerCatalog {
-    /// The catalog as last synced.
-    pub catalog: ExportCatalog,
-    /// Whether the link to the peer is up now.
-    pub link_up: bool,
-    /// When the link went down, while it is down.
-    pub down_since: Option<Instant>,
-}
-
-/// The catalogs of all linked peers, each under a lease.
-#[derive(Debug, Clone)]
-pub struct PeerCatalogs {
-    grace: Duration,
-    peers: HashMap<String, PeerCatalog>,
-}
-
-impl PeerCatalogs {
-    /// An empty store whose leases last `grace` after a link drops.
-    pub fn new(grace: Duration) -> Self {
-        Self {
-            grace,
-            peers: HashMap::new(),
-        }
-    }
-
-    /// Applies a message that arrived on the link to `peer`. Receiving anything renews the lease.
-    pub fn apply(&mut self, peer: &str, msg: &CatalogMessage) -> Result<(), CatalogError> {
-        match msg {
-            CatalogMessage::Snapshot { catalog } => {
-                if catalog.cluster != peer {
-                    return Err(CatalogError::WrongCluster {
-                        expected: peer.to_string(),
-                        got: catalog.cluster.clone(),
-                    });
-                }
-                self.peers.insert(
-                    peer.to_string(),
-                    PeerCatalog {
-                        catalog: catalog.clone(),
-                        link_up: true,
-                        down_since: None,
-                    },
-                );
-                Ok(())
-            }
-            CatalogMessage::Delta { delta } => {
-                let Some(entry) = self.peers.get_mut(peer) else {
-                    return Err(CatalogError::VersionGap {
-                        cluster: peer.to_string(),
-                        from: delta.from_version,
-                        held: None,
-                    });
-                };
-                entry.catalog.apply(delta)?;
-                entry.link_up = true;
-                entry.down_since = None;
-                Ok(())
-            }
-            CatalogMessage::ResyncRequest => Err(CatalogError::NotApplicable),
-        }
-    }
-
-    /// Records the link state of `peer` as reported by the gateway.
-    pub fn set_link(&mut self, peer: &str, up: bool, now: Instant) {
-        if let Some(entry) = self.peers.get_mut(peer) {
-            match (entry.link_up, up) {
-                (true, false) => {
-                    entry.link_up = false;
-                    entry.down_since = Some(now);
-                }
-                (false, true) => {
-                    entry.link_up = true;
-                    entry.down_since = None;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Withdraws the catalogs whose link has been down longer than the grace period; returns
-    /// the withdrawn peers.
-    pub fn expire(&mut self, now: Instant) -> Vec<String> {
-        let grace = self.grace;
-        let expired: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.down_since.is_some_and(|t| now.duration_since(t) >= grace))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &expired {
-            self.peers.remove(k);
-        }
-        expired
-    }
-
-    /// Forgets a peer at once (unlink).
-    pub fn remove(&mut self, peer: &str) -> bool {
-        self.peers.remove(peer).is_some()
-    }
-
-    /// The peer's catalog, if held.
-    pub fn get(&self, peer: &str) -> Option<&PeerCatalog> {
-        self.peers.get(peer)
-    }
-
-    /// All held peers.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &PeerCatalog)> {
-        self.peers.iter()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ep(port: u16, healthy: bool) -> ExportedEndpoint {
+    pub(crate) fn ep(port: u16, healthy: bool) -> ExportedEndpoint {
         ExportedEndpoint {
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             identity: "spiffe://eu-central.mesh/ns/demo/sa/echo".into(),
@@ -311,7 +208,10 @@ mod tests {
         }
     }
 
-    fn catalog(version: u64, services: &[(&str, Vec<ExportedEndpoint>)]) -> ExportCatalog {
+    pub(crate) fn catalog(
+        version: u64,
+        services: &[(&str, Vec<ExportedEndpoint>)],
+    ) -> ExportCatalog {
         ExportCatalog {
             cluster: "eu-central".into(),
             version,
@@ -353,63 +253,6 @@ mod tests {
     }
 
     #[test]
-    fn delta_on_the_wrong_base_asks_for_a_snapshot() {
-        let mut store = PeerCatalogs::new(DEFAULT_LEASE_GRACE);
-        let v1 = catalog(1, &[("echo.demo", vec![ep(1, true)])]);
-        let v3 = catalog(3, &[]);
-        let gap = CatalogMessage::Delta {
-            delta: catalog(2, &[]).diff(&v3),
-        };
-        assert!(matches!(
-            store.apply("eu-central", &gap),
-            Err(CatalogError::VersionGap { held: None, .. })
-        ));
-        store
-            .apply("eu-central", &CatalogMessage::Snapshot { catalog: v1 })
-            .unwrap();
-        assert!(matches!(
-            store.apply("eu-central", &gap),
-            Err(CatalogError::VersionGap { held: Some(1), .. })
-        ));
-        assert_eq!(store.get("eu-central").unwrap().catalog.version, 1);
-    }
-
-    #[test]
-    fn snapshot_from_another_cluster_is_refused() {
-        let mut store = PeerCatalogs::new(DEFAULT_LEASE_GRACE);
-        let msg = CatalogMessage::Snapshot {
-            catalog: catalog(1, &[]),
-        };
-        assert!(matches!(
-            store.apply("us-west", &msg),
-            Err(CatalogError::WrongCluster { .. })
-        ));
-        assert!(store.get("us-west").is_none());
-    }
-
-    #[test]
-    fn lease_keeps_the_catalog_through_the_grace_period_then_withdraws_it() {
-        let t0 = Instant::now();
-        let grace = Duration::from_secs(30);
-        let mut store = PeerCatalogs::new(grace);
-        let snap = CatalogMessage::Snapshot {
-            catalog: catalog(1, &[("echo.demo", vec![ep(1, true)])]),
-        };
-        store.apply("eu-central", &snap).unwrap();
-        store.set_link("eu-central", false, t0);
-        assert!(store.expire(t0 + Duration::from_secs(29)).is_empty());
-        assert!(!store.get("eu-central").unwrap().link_up);
-        // Reconnecting within the grace period cancels the withdrawal.
-        store.set_link("eu-central", true, t0 + Duration::from_secs(29));
-        assert!(store.expire(t0 + Duration::from_secs(60)).is_empty());
-        // A second drop that lasts the whole grace period withdraws the catalog.
-        let t1 = t0 + Duration::from_secs(61);
-        store.set_link("eu-central", false, t1);
-        assert_eq!(store.expire(t1 + grace), vec!["eu-central".to_string()]);
-        assert!(store.get("eu-central").is_none());
-    }
-
-    #[test]
     fn healthy_endpoint_count_honours_the_service_verdict() {
         let mut svc = ExportedService {
             healthy: true,
@@ -430,5 +273,44 @@ mod tests {
         let back: CatalogMessage =
             serde_json::from_str(&serde_json::to_string(&snap).unwrap()).unwrap();
         assert_eq!(back, snap);
+    }
+
+    #[test]
+    fn messages_of_the_next_release_decode_with_their_additions_ignored() {
+        // A snapshot as a later release might send it: a field added at every level.
+        let snap = r#"{"type": "snapshot", "origin_epoch": 7, "catalog": {
+            "cluster": "eu-central", "version": 4, "generation": "b",
+            "services": {"echo.demo": {"healthy": true, "weight": 3, "endpoints": [
+                {"address": "127.0.0.1:9", "identity": "spiffe://eu-central.mesh/ns/demo/sa/echo",
+                 "healthy": true, "zone": "eu-central-1a"}]}}}}"#;
+        let expected = CatalogMessage::Snapshot {
+            catalog: catalog(4, &[("echo.demo", vec![ep(9, true)])]),
+        };
+        assert_eq!(
+            serde_json::from_str::<CatalogMessage>(snap).unwrap(),
+            expected
+        );
+
+        let delta = r#"{"type": "delta", "delta": {"cluster": "eu-central", "from_version": 4,
+            "to_version": 5, "upserts": {}, "removals": ["echo.demo"], "reason": "drained"}}"#;
+        let CatalogMessage::Delta { delta } = serde_json::from_str(delta).unwrap() else {
+            panic!("a delta with an added field is still a delta");
+        };
+        assert_eq!((delta.from_version, delta.to_version), (4, 5));
+
+        // A kind this release does not know, with or without a body, is recognisably unknown.
+        for unknown in [
+            r#"{"type": "heartbeat"}"#,
+            r#"{"type": "load_hint", "share": 0.5}"#,
+        ] {
+            let msg: CatalogMessage = serde_json::from_str(unknown).unwrap();
+            assert_eq!(msg, CatalogMessage::Unknown, "{unknown}");
+            assert_eq!(msg.kind_label(), "unknown");
+        }
+
+        // Tolerance is for additions only: a field this release needs must still be there.
+        let missing = r#"{"type": "delta", "delta": {"cluster": "eu-central", "to_version": 5,
+            "upserts": {}, "removals": []}}"#;
+        assert!(serde_json::from_str::<CatalogMessage>(missing).is_err());
     }
 }

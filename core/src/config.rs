@@ -141,7 +141,7 @@ impl Topology {
                 spec("us-west", ["us-east", "eu-central"], 15101),
                 spec("eu-central", ["us-east", "us-west"], 15201),
             ],
-            lease_grace: crate::catalog::DEFAULT_LEASE_GRACE,
+            lease_grace: crate::peer_catalogs::DEFAULT_LEASE_GRACE,
         }
     }
 
@@ -244,7 +244,7 @@ impl Topology {
                 ));
             }
             Some(ms) => Duration::from_millis(ms.value),
-            None => crate::catalog::DEFAULT_LEASE_GRACE,
+            None => crate::peer_catalogs::DEFAULT_LEASE_GRACE,
         };
         Ok(Self {
             clusters,

@@ -1,7 +1,7 @@
 //! Shared library of the mesh: configuration types and validation, identity and certificates,
-//! the catalog model, the wire header of QUIC streams, the JSON API between components, and the
-//! pure traffic logic (load balancing, outlier detection, circuit breaking, retry budgets,
-//! priority spill, locality order).
+//! the catalog model and the lease under which peers' catalogs are held, the wire header of QUIC
+//! streams, the JSON API between components, and the pure traffic logic (load balancing, outlier
+//! detection, circuit breaking, retry budgets, priority spill, locality order).
 //!
 //! The pure-logic modules take time as an argument (`now: Instant`) and never touch sockets, so
 //! they are deterministic and tested without sleeps. The few I/O helpers here (admin server,
@@ -22,6 +22,7 @@ pub mod latency_weight;
 pub mod locality;
 pub mod names;
 pub mod outlier;
+pub mod peer_catalogs;
 pub mod retry_budget;
 pub mod serve;
 pub mod spill;

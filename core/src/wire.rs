@@ -4,20 +4,49 @@
 //!
 //! ```text
 //! magic "MSH1" (4) | version u8 | body length u16 | body
-//! body: kind u8 | cluster str8 | service str8 | endpoint str8 | trace str8
+//! version = major << 4 | minor
+//! body: kind u8 | cluster str8 | service str8 | endpoint str8 | trace str8 | [later fields]
 //! str8 = length u8 | UTF-8 bytes
 //! ```
 //!
 //! The body is bounded by [`MAX_HEADER_LEN`]; anything malformed, oversized or of an unknown
-//! version is a typed [`HeaderError`], never a panic. The reply to a tunnel is one status byte and
-//! a `str8` message.
+//! major version is a typed [`HeaderError`], never a panic. The reply to a tunnel is one status
+//! byte and a `str8` message.
+//!
+//! # Version rules
+//!
+//! Gateways of two consecutive releases must link (see "Compatibility" in ARCHITECTURE.md).
+//! This build speaks major [`VERSION_MAJOR`] 0, minor [`VERSION_MINOR`] 1: the byte `0x01`
+//! that every build has sent since the header existed.
+//!
+//! - **Newer minor** (same major): a minor release may only *append* fields to the body, each
+//!   optional. The receiver decodes the fields it knows, which keep their place, and skips the
+//!   rest of the body, whose length the prefix gives. So a minor bump never needs both sides
+//!   upgraded at once.
+//! - **Same minor**: bytes after the last known field are malformed (`Truncated`).
+//! - **Older minor**: fields appended after that minor are absent and take their defaults (none
+//!   yet: minor 1 is the first).
+//! - **Other major**: refused as [`HeaderError::UnsupportedVersion`] (a tunnel is answered with
+//!   [`TunnelRefusal::BadHeader`]). A major change may move or retype fields; a release may
+//!   send a new major only after a release that accepts it, so two consecutive releases always
+//!   share one.
+//! - **Unknown stream kind**: refused as [`HeaderError::UnknownKind`], at any minor. A kind asks
+//!   the receiver to do something; one that cannot must say no rather than guess, and the sender
+//!   sees the refusal.
+//! - **Unknown refusal code** in a tunnel reply: read as [`TunnelRefusal::Other`], so a later
+//!   release may add codes; the tunnel is refused either way.
 
 use std::net::SocketAddr;
 
 /// Magic bytes that open every stream.
 pub const MAGIC: &[u8; 4] = b"MSH1";
-/// The only header version this build speaks.
-pub const VERSION: u8 = 1;
+/// The major version this build speaks; a header of any other major is refused.
+pub const VERSION_MAJOR: u8 = 0;
+/// The minor version this build sends; headers of a newer minor are read, their appended
+/// fields skipped.
+pub const VERSION_MINOR: u8 = 1;
+/// The version byte this build sends: `major << 4 | minor`.
+pub const VERSION: u8 = (VERSION_MAJOR << 4) | VERSION_MINOR;
 /// Largest accepted header body: far above any real header (four short strings), small enough
 /// that a hostile peer cannot make a gateway buffer much per stream.
 pub const MAX_HEADER_LEN: usize = 4096;
@@ -31,6 +60,15 @@ pub enum StreamKind {
     Tunnel = 1,
     /// Catalog sync between controllers.
     Control = 2,
+}
+
+/// What the fixed prefix says about the body that follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderPrefix {
+    /// The sender's minor version: decides whether bytes after the known fields are skipped.
+    pub minor: u8,
+    /// Body length to read next.
+    pub body_len: usize,
 }
 
 /// The header at the start of a stream.
@@ -54,8 +92,12 @@ pub enum HeaderError {
     /// The stream does not start with the magic bytes.
     #[error("stream does not start with the mesh header magic")]
     BadMagic,
-    /// A version this build does not speak.
-    #[error("unsupported stream header version {0} (this build speaks {VERSION})")]
+    /// A major version this build does not speak (the whole version byte).
+    #[error(
+        "unsupported stream header version {}.{} (this build speaks major {VERSION_MAJOR})",
+        .0 >> 4,
+        .0 & 0x0f
+    )]
     UnsupportedVersion(u8),
     /// Declared or actual length above the bound.
     #[error("stream header of {0} bytes exceeds the {MAX_HEADER_LEN}-byte limit")]
@@ -130,23 +172,29 @@ impl StreamHeader {
         Ok(out)
     }
 
-    /// Parses the fixed prefix; returns the body length to read next.
-    pub fn decode_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<usize, HeaderError> {
+    /// Parses the fixed prefix: the body length to read next and the sender's minor version.
+    pub fn decode_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<HeaderPrefix, HeaderError> {
         if &prefix[..4] != MAGIC {
             return Err(HeaderError::BadMagic);
         }
-        if prefix[4] != VERSION {
-            return Err(HeaderError::UnsupportedVersion(prefix[4]));
+        let version = prefix[4];
+        if version >> 4 != VERSION_MAJOR {
+            return Err(HeaderError::UnsupportedVersion(version));
         }
         let len = u16::from_be_bytes([prefix[5], prefix[6]]) as usize;
         if len > MAX_HEADER_LEN {
             return Err(HeaderError::TooLarge(len));
         }
-        Ok(len)
+        Ok(HeaderPrefix {
+            minor: version & 0x0f,
+            body_len: len,
+        })
     }
 
-    /// Parses a body whose length came from [`decode_prefix`](Self::decode_prefix).
-    pub fn decode_body(body: &[u8]) -> Result<Self, HeaderError> {
+    /// Parses a body whose length and minor version came from
+    /// [`decode_prefix`](Self::decode_prefix). Bytes after the known fields are skipped when
+    /// the sender's minor is newer (fields it appended) and refused otherwise.
+    pub fn decode_body(body: &[u8], minor: u8) -> Result<Self, HeaderError> {
         let mut cur = Cursor(body);
         let kind = match cur.u8()? {
             1 => StreamKind::Tunnel,
@@ -157,7 +205,7 @@ impl StreamHeader {
         let service = cur.str8("service")?;
         let endpoint = cur.str8("endpoint")?;
         let trace = cur.str8("trace")?;
-        if !cur.0.is_empty() {
+        if !cur.0.is_empty() && minor <= VERSION_MINOR {
             return Err(HeaderError::Truncated);
         }
         let endpoint = if endpoint.is_empty() {
@@ -187,12 +235,12 @@ impl StreamHeader {
             .get(..PREFIX_LEN)
             .and_then(|p| p.try_into().ok())
             .ok_or(HeaderError::Truncated)?;
-        let len = Self::decode_prefix(prefix)?;
+        let prefix = Self::decode_prefix(prefix)?;
         let body = buf.get(PREFIX_LEN..).ok_or(HeaderError::Truncated)?;
-        if body.len() != len {
+        if body.len() != prefix.body_len {
             return Err(HeaderError::Truncated);
         }
-        Self::decode_body(body)
+        Self::decode_body(body, prefix.minor)
     }
 }
 
@@ -243,7 +291,8 @@ impl TunnelReply {
         out
     }
 
-    /// Decodes a reply from its code and message bytes.
+    /// Decodes a reply from its code and message bytes. A refusal code this build does not
+    /// know (added by a later release) is read as [`TunnelRefusal::Other`]: still a refusal.
     pub fn decode(code: u8, msg: &[u8]) -> Result<Self, HeaderError> {
         let msg = String::from_utf8(msg.to_vec()).map_err(|_| HeaderError::BadField("reply"))?;
         let refusal = match code {
@@ -251,8 +300,7 @@ impl TunnelReply {
             1 => TunnelRefusal::NotExported,
             2 => TunnelRefusal::BadHeader,
             3 => TunnelRefusal::ConnectFailed,
-            4 => TunnelRefusal::Other,
-            _ => return Err(HeaderError::BadField("reply")),
+            _ => TunnelRefusal::Other,
         };
         Ok(TunnelReply::Refused(refusal, msg))
     }
@@ -325,10 +373,10 @@ mod tests {
         assert_eq!(StreamHeader::decode(&bad_magic), Err(HeaderError::BadMagic));
 
         let mut bad_version = good.clone();
-        bad_version[4] = 9;
+        bad_version[4] = 0x11;
         assert_eq!(
             StreamHeader::decode(&bad_version),
-            Err(HeaderError::UnsupportedVersion(9))
+            Err(HeaderError::UnsupportedVersion(0x11))
         );
 
         let mut oversized = good.clone();
@@ -376,7 +424,7 @@ mod tests {
             put_str8(&mut body, "x", s).unwrap();
         }
         assert_eq!(
-            StreamHeader::decode_body(&body),
+            StreamHeader::decode_body(&body, VERSION_MINOR),
             Err(HeaderError::BadField("endpoint"))
         );
     }
@@ -404,8 +452,57 @@ mod tests {
                 r
             );
         }
-        assert!(TunnelReply::decode(200, b"").is_err());
+        assert!(TunnelReply::decode(0, &[0xff]).is_err());
         let long = TunnelReply::Refused(TunnelRefusal::Other, "é".repeat(200)).encode();
         assert!(long[1] as usize <= 255 && std::str::from_utf8(&long[2..]).is_ok());
+    }
+
+    /// A header as the next minor release might send it: the version byte's minor bumped and a
+    /// field appended to the body.
+    fn next_minor(h: &StreamHeader) -> Vec<u8> {
+        let mut bytes = h.encode().unwrap();
+        bytes[4] = (VERSION_MAJOR << 4) | (VERSION_MINOR + 1);
+        put_str8(&mut bytes, "x", "tenant=blue").unwrap();
+        bytes.extend_from_slice(&[0x02, 0x00, 0x2a]);
+        let len = (bytes.len() - PREFIX_LEN) as u16;
+        bytes[5..7].copy_from_slice(&len.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_header_of_a_newer_minor_is_read_and_its_appended_fields_skipped() {
+        for h in [tunnel(), StreamHeader::control("us-east")] {
+            assert_eq!(StreamHeader::decode(&next_minor(&h)).unwrap(), h);
+        }
+        // The same bytes under this build's own minor are malformed, not skipped.
+        let mut same_minor = next_minor(&tunnel());
+        same_minor[4] = VERSION;
+        assert_eq!(
+            StreamHeader::decode(&same_minor),
+            Err(HeaderError::Truncated)
+        );
+        // A newer minor still has to carry every field this build knows.
+        let mut short = StreamHeader::control("us-east").encode().unwrap();
+        short.truncate(short.len() - 1);
+        short[4] = VERSION + 1;
+        let len = (short.len() - PREFIX_LEN) as u16;
+        short[5..7].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(StreamHeader::decode(&short), Err(HeaderError::Truncated));
+    }
+
+    #[test]
+    fn todays_encoding_is_the_byte_every_earlier_build_sent() {
+        assert_eq!(VERSION, 1);
+        assert_eq!(StreamHeader::control("a").encode().unwrap()[4], 1);
+        let e = HeaderError::UnsupportedVersion(0x23).to_string();
+        assert!(e.contains("2.3") && e.contains("major 0"), "{e}");
+    }
+
+    #[test]
+    fn a_refusal_code_of_a_later_release_is_still_a_refusal() {
+        assert_eq!(
+            TunnelReply::decode(9, b"rate limited").unwrap(),
+            TunnelReply::Refused(TunnelRefusal::Other, "rate limited".into())
+        );
     }
 }

@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use mesh_core::api::BreakerReport;
-use mesh_core::breaker::BreakerState;
+use mesh_core::api::{BreakerReport, ReportedBreakerState};
 use mesh_core::names::{ServiceKey, check_label};
 
 /// A report not renewed for this long no longer counts: sidecars re-send every few seconds.
@@ -101,8 +100,9 @@ impl BreakerReports {
             for b in &report.breakers {
                 let key = (b.service.clone(), b.cluster.clone());
                 // Half-open means the sidecar is probing the locality: counting it as open would
-                // publish health 0, starve the probes and keep the breaker from ever closing.
-                let open = b.state == BreakerState::Open;
+                // publish health 0, starve the probes and keep the breaker from ever closing. A
+                // state of a later release is not open either (see `ReportedBreakerState`).
+                let open = b.state == ReportedBreakerState::Open;
                 if !seen.insert(key.clone()) {
                     continue;
                 }
@@ -118,6 +118,7 @@ impl BreakerReports {
 #[cfg(test)]
 mod tests {
     use mesh_core::api::BreakerObservation;
+    use mesh_core::breaker::BreakerState;
 
     use super::*;
 
@@ -129,7 +130,7 @@ mod tests {
                 .map(|(cluster, state)| BreakerObservation {
                     service: "echo.demo".parse().unwrap(),
                     cluster: (*cluster).into(),
-                    state: *state,
+                    state: (*state).into(),
                 })
                 .collect(),
         }

@@ -10,7 +10,7 @@ use crate::error::FederationError;
 
 /// Sidecars heartbeat every second; three missed beats expire a workload.
 const DEFAULT_REGISTRATION_TTL_MS: u64 = 3_000;
-/// Matches `catalog::DEFAULT_LEASE_GRACE`: rides out a gateway restart, not a dead region.
+/// Matches `peer_catalogs::DEFAULT_LEASE_GRACE`: rides out a gateway restart, not a dead region.
 const DEFAULT_LEASE_GRACE_MS: u64 = 30_000;
 /// Workload certificates live a day and are rotated well before they expire.
 const DEFAULT_CERT_TTL_MS: u64 = 24 * 3600 * 1000;

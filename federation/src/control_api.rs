@@ -267,11 +267,7 @@ impl ControlApi {
     ) -> Result<Response<BoxBody>, ApiError> {
         let metrics = self.controller.metrics();
         let msg: CatalogMessage = read_json(req.into_body(), MAX_CATALOG_BODY).await?;
-        let kind = match &msg {
-            CatalogMessage::Snapshot { .. } => "snapshot",
-            CatalogMessage::Delta { .. } => "delta",
-            CatalogMessage::ResyncRequest => "resync_request",
-        };
+        let kind = msg.kind_label();
         let result = self
             .controller
             .update(|state, _| state.apply_catalog(peer, &msg));

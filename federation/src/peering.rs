@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mesh_core::api::{GatewayReport, PeerLinkStatus};
-use mesh_core::catalog::{CatalogError, CatalogMessage, PeerCatalog, PeerCatalogs};
+use mesh_core::catalog::{CatalogError, CatalogMessage};
+use mesh_core::peer_catalogs::{PeerCatalog, PeerCatalogs};
 
 /// Three missed one-second reports: the gateway is gone.
 pub const GATEWAY_REPORT_TIMEOUT: Duration = Duration::from_secs(3);

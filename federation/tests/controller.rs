@@ -404,7 +404,7 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
             breakers: vec![BreakerObservation {
                 service: echo(),
                 cluster: "us-east".into(),
-                state: BreakerState::Open,
+                state: BreakerState::Open.into(),
             }],
         };
         sidecar
@@ -449,6 +449,130 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
     reporter.abort();
     heartbeat.abort();
     h.ctl.shutdown().await;
+    Ok(())
+}
+
+/// Adds `field: value` to the JSON object at `path` (object keys) inside `root`: how a message
+/// of the next release differs from today's.
+fn add_field(root: &mut serde_json::Value, path: &[&str], field: &str, value: serde_json::Value) {
+    let mut at = root;
+    for key in path {
+        at = &mut at[*key];
+    }
+    at.as_object_mut()
+        .expect("the path names an object")
+        .insert(field.into(), value);
+}
+
+/// A cluster-set may run two consecutive releases: a gateway and a peer of the next release send
+/// messages with fields and kinds this controller does not know, and it still federates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_and_a_peer_of_the_next_release_still_federate() -> anyhow::Result<()> {
+    let h = Harness::start("skew", "us-east").await?;
+    let sidecar = h
+        .client(&SpiffeId::workload("us-east.mesh", "demo", "client"))
+        .await?;
+    let gateway = h.client(&SpiffeId::gateway("us-east.mesh")).await?;
+    let mut stream = sidecar
+        .stream::<SidecarSnapshot>(&format!("{PATH_DISCOVERY}?services=echo.demo"))
+        .await
+        .map_err(CallError::into_anyhow)?;
+
+    let mut report = serde_json::json!({
+        "quic_addr": "127.0.0.1:4500",
+        "tunnel_addr": "127.0.0.1:4501",
+        "peers": [{"cluster": "eu-central", "up": true, "rtt_seconds": 0.012, "loss": 0.0,
+                   "last_error": null}],
+    });
+    add_field(&mut report, &[], "build", "next".into());
+    add_field(&mut report["peers"][0], &[], "jitter_seconds", 0.001.into());
+    let reporter = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = gateway
+                    .send_json(Method::PUT, PATH_GATEWAY_REPORT, Some(&report))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let mut link = serde_json::to_value(peer_link_info()?)?;
+    add_field(&mut link, &[], "zone", "eu-central-1".into());
+    add_field(&mut link, &["trust_bundle"], "kid", 2.into());
+    let (status, body) = h.admin(Method::POST, "/v1/links", Some(&link)).await?;
+    ensure!(status == StatusCode::CREATED, "link: {status} {body}");
+
+    // The peer's snapshot, with a field added at every level, is applied.
+    let federation = format!("{PATH_FEDERATION}eu-central");
+    let mut snapshot = serde_json::to_value(CatalogMessage::Snapshot {
+        catalog: peer_catalog(3)?,
+    })?;
+    add_field(&mut snapshot, &[], "origin_epoch", 7.into());
+    add_field(&mut snapshot, &["catalog"], "generation", "b".into());
+    add_field(
+        &mut snapshot,
+        &["catalog", "services", "echo.demo"],
+        "weight",
+        3.into(),
+    );
+    add_field(
+        &mut snapshot["catalog"]["services"]["echo.demo"]["endpoints"][0],
+        &[],
+        "zone",
+        "eu-central-1a".into(),
+    );
+    gateway
+        .send_json(Method::POST, &federation, Some(&snapshot))
+        .await
+        .map_err(CallError::into_anyhow)?;
+    // A kind of message this release does not know is accepted and changes nothing.
+    gateway
+        .send_json(
+            Method::POST,
+            &federation,
+            Some(&serde_json::json!({"type": "load_hint", "share": 0.5})),
+        )
+        .await
+        .map_err(CallError::into_anyhow)?;
+    next_until(&mut stream, WAIT, "the peer's locality", |s| {
+        localities(s) == ["eu-central"]
+    })
+    .await?;
+
+    // A delta with an added field continues the same catalog.
+    let mut newer = peer_catalog(4)?;
+    let mut second = newer.services[&echo()].endpoints[0].clone();
+    second.address = "10.1.0.8:15006".parse()?;
+    newer
+        .services
+        .get_mut(&echo())
+        .context("echo is exported")?
+        .endpoints
+        .push(second);
+    let mut delta = serde_json::to_value(CatalogMessage::Delta {
+        delta: peer_catalog(3)?.diff(&newer),
+    })?;
+    add_field(&mut delta, &["delta"], "reason", "scaled up".into());
+    gateway
+        .send_json(Method::POST, &federation, Some(&delta))
+        .await
+        .map_err(CallError::into_anyhow)?;
+    next_until(&mut stream, WAIT, "the peer's second endpoint", |s| {
+        s.services
+            .get(&echo())
+            .is_some_and(|r| r.localities.first().is_some_and(|l| l.endpoints.len() == 2))
+    })
+    .await?;
+    let (status, body) = h.admin_get("/v1/status").await?;
+    ensure!(status == StatusCode::OK, "status: {status} {body}");
+    let status: ControllerStatus = serde_json::from_str(&body)?;
+    ensure!(
+        status.links[0].state == "up" && status.links[0].catalog_version == Some(4),
+        "{:?}",
+        status.links
+    );
+    reporter.abort();
     Ok(())
 }
 

@@ -98,15 +98,6 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(serde_json::from_slice(&body)?))
 }
 
-/// Short label of a message kind, for metrics and logs.
-pub fn kind_label(msg: &CatalogMessage) -> &'static str {
-    match msg {
-        CatalogMessage::Snapshot { .. } => "snapshot",
-        CatalogMessage::Delta { .. } => "delta",
-        CatalogMessage::ResyncRequest => "resync_request",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
-use crate::catalog_frame::{FrameError, kind_label, read_frame, write_frame};
+use crate::catalog_frame::{FrameError, read_frame, write_frame};
 use crate::catalog_sink::Delivery;
 use crate::link_context::LinkContext;
 use crate::pending_catalog::fold;
@@ -85,7 +85,12 @@ async fn send_catalog(
                         .catalog_message(peer, "received", "resync_request");
                     let _ = resync_tx.try_send(());
                 }
-                Some(other) => return Err(ControlStreamError::Unexpected(kind_label(&other))),
+                // A kind added by a later release: nothing this release must act on.
+                Some(CatalogMessage::Unknown) => {
+                    ctx.metrics.catalog_message(peer, "received", "unknown");
+                    tracing::debug!(%peer, "ignored a catalog message of a later release");
+                }
+                Some(other) => return Err(ControlStreamError::Unexpected(other.kind_label())),
                 None => {
                     // The peer will not ask for resyncs any more; keep sending deltas.
                     std::future::pending::<()>().await;
@@ -139,8 +144,8 @@ async fn send_message(
     msg: CatalogMessage,
 ) -> Result<(), ControlStreamError> {
     write_frame(send, &msg).await?;
-    ctx.metrics.catalog_message(peer, "sent", kind_label(&msg));
-    tracing::debug!(%peer, kind = kind_label(&msg), "catalog message sent");
+    ctx.metrics.catalog_message(peer, "sent", msg.kind_label());
+    tracing::debug!(%peer, kind = msg.kind_label(), "catalog message sent");
     Ok(())
 }
 
@@ -161,10 +166,18 @@ pub(crate) async fn run_receiver(
                 Ok(Some(CatalogMessage::ResyncRequest)) => {
                     tracing::warn!(peer = %peer_ref, "peer sent a resync request on its own control stream; ignored");
                 }
+                // A kind added by a later release: counted, not delivered, since the controller
+                // holds nothing for it (see `CatalogMessage::Unknown`).
+                Ok(Some(CatalogMessage::Unknown)) => {
+                    ctx_ref
+                        .metrics
+                        .catalog_message(peer_ref, "received", "unknown");
+                    tracing::debug!(peer = %peer_ref, "ignored a catalog message of a later release");
+                }
                 Ok(Some(msg)) => {
                     ctx_ref
                         .metrics
-                        .catalog_message(peer_ref, "received", kind_label(&msg));
+                        .catalog_message(peer_ref, "received", msg.kind_label());
                     if tx.send(msg).await.is_err() {
                         return;
                     }
@@ -214,7 +227,7 @@ async fn deliver_all(
             Ok(Delivery::NeedSnapshot) => {
                 backoff.reset();
                 failures = 0;
-                tracing::info!(%peer, kind = kind_label(&msg), "controller needs a snapshot; asking the peer");
+                tracing::info!(%peer, kind = msg.kind_label(), "controller needs a snapshot; asking the peer");
                 if request_resync(ctx, peer, send).await.is_err() {
                     return;
                 }

@@ -18,8 +18,10 @@ pub fn fold(pending: CatalogMessage, newer: CatalogMessage) -> Option<CatalogMes
         (CatalogMessage::Delta { delta: first }, CatalogMessage::Delta { delta: second }) => {
             merge_deltas(first, second).map(|delta| CatalogMessage::Delta { delta })
         }
-        // A resync request is never pending on the receiving side; nothing to fold into.
-        (CatalogMessage::ResyncRequest, _) | (_, CatalogMessage::ResyncRequest) => None,
+        // A resync request or a kind of a later release is never pending on the receiving side
+        // (the reader does not deliver them); nothing to fold into.
+        (CatalogMessage::ResyncRequest | CatalogMessage::Unknown, _)
+        | (_, CatalogMessage::ResyncRequest | CatalogMessage::Unknown) => None,
     }
 }
 

@@ -46,10 +46,10 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<StreamHeader
         r.read_exact(&mut prefix)
             .await
             .map_err(HeaderReadError::Io)?;
-        let len = StreamHeader::decode_prefix(&prefix)?;
-        let mut body = vec![0u8; len];
+        let prefix = StreamHeader::decode_prefix(&prefix)?;
+        let mut body = vec![0u8; prefix.body_len];
         r.read_exact(&mut body).await.map_err(HeaderReadError::Io)?;
-        Ok(StreamHeader::decode_body(&body)?)
+        Ok(StreamHeader::decode_body(&body, prefix.minor)?)
     };
     tokio::time::timeout(HEADER_TIMEOUT, read)
         .await
@@ -148,8 +148,13 @@ mod tests {
             read_reply(&mut &[0u8][..]).await,
             Err(ReplyReadError::Io(_))
         ));
+        // A refusal code of a later release is still a refusal.
+        assert_eq!(
+            read_reply(&mut &[99u8, 0][..]).await.unwrap(),
+            TunnelReply::Refused(TunnelRefusal::Other, String::new())
+        );
         assert!(matches!(
-            read_reply(&mut &[99u8, 0][..]).await,
+            read_reply(&mut &[1u8, 1, 0xff][..]).await,
             Err(ReplyReadError::Malformed(_))
         ));
     }

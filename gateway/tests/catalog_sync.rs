@@ -1,13 +1,19 @@
 //! Catalog sync over control streams: a snapshot on connect, deltas on change, a snapshot again
-//! when the controller answers 409, and only the latest state while the controller is away.
+//! when the controller answers 409, only the latest state while the controller is away, and a
+//! peer of the next release whose messages carry what this release does not know.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use common::{Cluster, SinkMode, TestGateway, exports, link_pair, wait_until};
+use mesh_core::api::ALPN_MESH_LINK;
 use mesh_core::catalog::{CatalogMessage, ExportCatalog};
+use mesh_core::identity::TrustStore;
+use mesh_core::wire::{PREFIX_LEN, StreamHeader, VERSION_MAJOR, VERSION_MINOR};
+use quinn::crypto::rustls::QuicClientConfig;
 
 /// The next message bravo's controller received from alpha (bravo's own traffic to alpha's
 /// controller goes to alpha's sink, not here).
@@ -128,5 +134,96 @@ async fn while_the_controller_is_away_only_the_latest_state_is_kept_and_delivere
         gb.received.try_recv().is_err(),
         "nothing else must be pending"
     );
+    Ok(())
+}
+
+/// One control-stream frame holding `json` as it is, whatever this release thinks of it.
+fn raw_frame(json: &serde_json::Value) -> Vec<u8> {
+    let body = serde_json::to_vec(json).expect("a JSON value serializes");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// A control-stream header as the next minor release would send it: minor bumped, a field
+/// appended to the body.
+fn next_minor_control_header(cluster: &str) -> Result<Vec<u8>> {
+    let mut header = StreamHeader::control(cluster).encode()?;
+    header[4] = (VERSION_MAJOR << 4) | (VERSION_MINOR + 1);
+    header.extend_from_slice(&[4, b'z', b'o', b'n', b'e']);
+    let len = u16::try_from(header.len() - PREFIX_LEN)?;
+    header[5..7].copy_from_slice(&len.to_be_bytes());
+    Ok(header)
+}
+
+/// A peer gateway of the next release links with this one: its control stream opens with a
+/// header of a newer minor version, its catalog messages carry fields this release does not
+/// know, and it sends a kind of message this release does not know. The link comes up, the
+/// snapshot and delta reach the controller, the unknown kind is counted and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_the_next_release_links_and_its_catalog_is_applied() -> Result<()> {
+    // "aardvark" sorts lower than "bravo", so the fake next-release peer is the one that dials.
+    let (next, bravo) = (Cluster::new("aardvark")?, Cluster::new("bravo")?);
+    let mut gb = TestGateway::start(&bravo, None).await?;
+    gb.publish(bravo.snapshot(
+        1,
+        vec![next.peer("127.0.0.1:9".parse()?)],
+        exports("bravo", 1, &[]),
+    ));
+
+    let tls = mesh_core::identity::client_config(
+        Some(&next.gateway_id),
+        TrustStore::new(std::slice::from_ref(&bravo.bundle))?,
+        &[ALPN_MESH_LINK],
+    )?;
+    let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let conn = endpoint
+        .connect_with(client, gb.core.quic_addr(), mesh_gateway::SERVER_NAME)?
+        .await
+        .context("the next-release peer's handshake")?;
+    let (mut send, _recv) = conn.open_bi().await?;
+    send.write_all(&next_minor_control_header("aardvark")?)
+        .await?;
+
+    let v1 = exports("aardvark", 1, &[("echo.demo", &[addr(7001)])]);
+    let mut snapshot = serde_json::to_value(CatalogMessage::Snapshot {
+        catalog: v1.clone(),
+    })?;
+    snapshot["origin_epoch"] = 7.into();
+    snapshot["catalog"]["generation"] = "b".into();
+    snapshot["catalog"]["services"]["echo.demo"]["weight"] = 3.into();
+    snapshot["catalog"]["services"]["echo.demo"]["endpoints"][0]["zone"] = "a".into();
+    send.write_all(&raw_frame(&snapshot)).await?;
+    send.write_all(&raw_frame(
+        &serde_json::json!({"type": "load_hint", "share": 0.5}),
+    ))
+    .await?;
+    let v2 = exports("aardvark", 2, &[("echo.demo", &[addr(7001), addr(7002)])]);
+    let mut delta = serde_json::to_value(CatalogMessage::Delta {
+        delta: v1.diff(&v2),
+    })?;
+    delta["delta"]["reason"] = "scaled up".into();
+    send.write_all(&raw_frame(&delta)).await?;
+
+    let (peer, first) = gb.next_catalog().await?;
+    ensure!(peer == "aardvark", "attributed to {peer}");
+    let CatalogMessage::Snapshot { catalog } = first else {
+        bail!("the snapshot must reach the controller first, got {first:?}");
+    };
+    ensure!(catalog == v1, "{catalog:?}");
+    let mut held = catalog;
+    let (_, second) = gb.next_catalog().await?;
+    let CatalogMessage::Delta { delta } = second else {
+        bail!("the unknown kind must not reach the controller, got {second:?}");
+    };
+    held.apply(&delta)?;
+    ensure!(held == v2, "{held:?}");
+    wait_until("the link is up and the unknown kind counted", || {
+        gb.link_up("aardvark")
+            && gb.metric("mesh_gateway_catalog_messages_total{peer=\"aardvark\",direction=\"received\",kind=\"unknown\"}") == Some(1.0)
+    })
+    .await?;
+    conn.close(0u32.into(), b"done");
     Ok(())
 }

@@ -189,7 +189,7 @@ async fn run_bootstraps_reports_links_and_rides_out_a_controller_outage() -> Res
         ctl.federation().last().is_some_and(|(_, m)| match m {
             CatalogMessage::Delta { delta } => delta.to_version == 3,
             CatalogMessage::Snapshot { catalog } => *catalog == v3,
-            CatalogMessage::ResyncRequest => false,
+            CatalogMessage::ResyncRequest | CatalogMessage::Unknown => false,
         })
     })
     .await?;

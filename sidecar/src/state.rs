@@ -311,7 +311,7 @@ impl SidecarState {
                 breakers.push(BreakerObservation {
                     service: service.clone(),
                     cluster,
-                    state,
+                    state: state.into(),
                 });
             }
             // The states were just read; their transitions are in this report already.

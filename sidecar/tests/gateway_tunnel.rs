@@ -234,7 +234,7 @@ async fn a_dead_local_endpoint_fails_over_to_the_next_cluster_on_retry() -> anyh
         .map(|b| b.state);
     assert_eq!(
         local_breaker,
-        Some(mesh_core::breaker::BreakerState::Open),
+        Some(mesh_core::api::ReportedBreakerState::Open),
         "{report:?}"
     );
     Ok(())

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::spiffe::spiffe_id_of_cert;
 use super::tls::TlsError;
 
-/// One trust domain's root certificate(s), as exchanged by `mesh link`.
+/// One trust domain's root certificate(s), as exchanged by `mesh link`. A wire message: unknown
+/// fields from a later release are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrustBundle {
     /// The trust domain, e.g. `eu-central.mesh`.
     pub trust_domain: String,

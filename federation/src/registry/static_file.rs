@@ -234,6 +234,19 @@ mod tests {
         assert!(msg.contains("weight"), "{msg}");
     }
 
+    /// Wire messages ignore unknown fields (a later release may add some); a file a person
+    /// writes must not: a renamed or misspelt field is refused where it is.
+    #[test]
+    fn a_renamed_field_is_refused_with_file_line_and_field() {
+        let err = parse(
+            "- service: echo.demo\n  identity: spiffe://us-east.mesh/ns/demo/sa/echo\n  addr: 10.0.0.5:8443\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("services.yaml:3:"), "{msg}");
+        assert!(msg.contains("unknown field `addr`"), "{msg}");
+    }
+
     #[test]
     fn bad_values_are_located_by_line_and_field() {
         let err = parse(

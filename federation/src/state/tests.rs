@@ -233,7 +233,7 @@ fn a_breaker_quorum_fails_the_local_copy_over_until_reports_expire() {
             breakers: vec![BreakerObservation {
                 service: key(),
                 cluster: "home".into(),
-                state: BreakerState::Open,
+                state: BreakerState::Open.into(),
             }],
         };
         s.put_breakers(&caller(), report, t0).unwrap();

@@ -198,7 +198,7 @@ fn topology(cx: &Ctx, raw: &Spanned<RawTopology>) -> Result<Topology, ScenarioEr
             return Err(cx.err(ms.referenced.line(), "lease_grace_ms", "must be above 0"));
         }
         Some(ms) => Duration::from_millis(ms.value),
-        None => mesh_core::catalog::DEFAULT_LEASE_GRACE,
+        None => mesh_core::peer_catalogs::DEFAULT_LEASE_GRACE,
     };
     Ok(Topology {
         clusters: specs,

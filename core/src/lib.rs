@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod catalog;

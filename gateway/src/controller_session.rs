@@ -15,10 +15,10 @@ use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{SpiffeId, TrustBundle, WorkloadIdentity, default_trust_domain};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::catalog_sink::{CatalogSink, Delivery, DeliveryError, DeliveryFuture};
 use crate::error::GatewayError;
 use crate::gateway_core::LinkBoard;
+use mesh_core::backoff::Backoff;
 
 /// How often the gateway reports to its controller (besides every link change): the
 /// controller declares the gateway gone after a few missed reports.

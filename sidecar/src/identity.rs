@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::api::ALPN_H2;
+use mesh_core::backoff::Backoff;
 use mesh_core::control_client::ControlError;
 
 use mesh_core::control_client::ControlClient;
@@ -92,8 +93,9 @@ pub async fn bootstrap(
     let td = default_trust_domain(&args.cluster);
     let id = SpiffeId::workload(&td, &args.namespace, &config.service_account);
     let deadline = tokio::time::Instant::now() + BOOTSTRAP_PATIENCE;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     let (client, identity, bundle) = loop {
+        let delay = backoff.next_random();
         match ControlClient::bootstrap(args.controller, &args.cluster, &ca_pem, &token, &id).await {
             Ok(done) => break done,
             Err(ControlError::Connect { addr, reason })
@@ -101,7 +103,6 @@ pub async fn bootstrap(
             {
                 tracing::info!(controller = %addr, %reason, "controller not reachable yet, retrying bootstrap");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(e) => return Err(SidecarError::Bootstrap(e)),
         }

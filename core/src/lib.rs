@@ -13,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod backoff;
 pub mod balance;
+pub mod bootstrap;
 pub mod breaker;
 pub mod catalog;
 pub mod config;

@@ -17,6 +17,7 @@ use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::api::{ALPN_H2, HEADER_TARGET_CLUSTER, HEADER_TARGET_SERVICE};
+use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{SpiffeId, TrustStore, client_config, default_trust_domain};
 use rustls::pki_types::ServerName;
@@ -146,13 +147,14 @@ pub async fn bootstrap(
     namespace: &str,
     account: &str,
 ) -> Result<(Arc<ControlClient>, rustls::ClientConfig), BenchError> {
-    let ca_path = state_dir.join("ca.crt");
-    let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| BenchError::io(&ca_path, e))?;
-    let token_path = state_dir.join(mesh_launcher::ca::JOIN_TOKEN_FILE);
-    let token = std::fs::read_to_string(&token_path).map_err(|e| BenchError::io(&token_path, e))?;
+    let credentials = JoinCredentials::read(
+        &state_dir.join("ca.crt"),
+        &state_dir.join(mesh_launcher::ca::JOIN_TOKEN_FILE),
+    )
+    .map_err(|e| BenchError::Tls(e.to_string()))?;
     let id = SpiffeId::workload(&default_trust_domain(cluster), namespace, account);
     let (client, identity, bundle) =
-        ControlClient::bootstrap(controller, cluster, &ca_pem, &token, &id)
+        mesh_core::bootstrap::bootstrap(controller, cluster, &credentials, &id)
             .await
             .map_err(|e| BenchError::Tls(e.to_string()))?;
     let trust = TrustStore::new(&[bundle]).map_err(|e| BenchError::Tls(e.to_string()))?;

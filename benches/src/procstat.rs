@@ -113,7 +113,19 @@ mod tests {
     fn this_process_can_be_sampled() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_bytes > 0);
-        assert!(s.cpu_seconds >= 0.0);
+        // Burn CPU well above the clock tick (10 ms) and see it counted.
+        let busy_until = std::time::Instant::now() + Duration::from_millis(200);
+        let mut spins = 0u64;
+        while std::time::Instant::now() < busy_until {
+            spins = std::hint::black_box(spins + 1);
+        }
+        let after = sample(std::process::id()).unwrap();
+        assert!(
+            after.cpu_seconds > s.cpu_seconds,
+            "{} s then {} s of CPU",
+            s.cpu_seconds,
+            after.cpu_seconds
+        );
         let later = ProcSample {
             cpu_seconds: s.cpu_seconds + 0.5,
             ..s

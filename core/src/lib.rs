@@ -11,7 +11,9 @@
 
 pub mod admin;
 pub mod api;
+pub mod backoff;
 pub mod balance;
+pub mod bootstrap;
 pub mod breaker;
 pub mod catalog;
 pub mod config;

@@ -15,12 +15,12 @@ use mesh_core::wire::StreamHeader;
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::mpsc;
 
-use crate::backoff::Backoff;
 use crate::catalog_frame::{FrameError, read_frame, write_frame};
 use crate::catalog_sink::Delivery;
 use crate::link_context::LinkContext;
 use crate::pending_catalog::fold;
 use crate::quic_endpoint::codes;
+use mesh_core::backoff::Backoff;
 
 /// Messages read ahead of delivery; more means the controller is slow, and the reader then
 /// simply stops reading (QUIC flow control pushes back on the peer).

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use mesh_core::api::{GatewaySnapshot, PATH_FEDERATION, PATH_GATEWAY_REPORT, PATH_GATEWAY_STREAM};
+use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::catalog::CatalogMessage;
 use mesh_core::control_client::ControlError;
 
@@ -15,10 +16,10 @@ use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{SpiffeId, TrustBundle, WorkloadIdentity, default_trust_domain};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
 use crate::catalog_sink::{CatalogSink, Delivery, DeliveryError, DeliveryFuture};
 use crate::error::GatewayError;
 use crate::gateway_core::LinkBoard;
+use mesh_core::backoff::Backoff;
 
 /// How often the gateway reports to its controller (besides every link change): the
 /// controller declares the gateway gone after a few missed reports.
@@ -26,33 +27,15 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between attempts to reach the controller.
 const MAX_CONTROLLER_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Obtains the gateway certificate. Retries while the controller is unreachable (it may still
-/// be starting); any other failure (a refused token, a bad CA file) is final.
+/// Obtains the gateway certificate (the shared bootstrap and its give-up rule,
+/// [`mesh_core::bootstrap`]).
 pub(crate) async fn bootstrap(
     controller: SocketAddr,
     cluster: &str,
-    ca_pem: &str,
-    token: &str,
+    credentials: &JoinCredentials,
 ) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), GatewayError> {
     let id = SpiffeId::gateway(&default_trust_domain(cluster));
-    let mut backoff = Backoff::new(Duration::from_millis(100), MAX_CONTROLLER_BACKOFF);
-    let mut attempts = 0u32;
-    loop {
-        match ControlClient::bootstrap(controller, cluster, ca_pem, token, &id).await {
-            Ok(x) => {
-                tracing::info!(%id, %controller, "gateway identity obtained");
-                return Ok(x);
-            }
-            Err(e @ ControlError::Connect { .. }) => {
-                attempts += 1;
-                if attempts == 1 || attempts.is_multiple_of(10) {
-                    tracing::warn!(%controller, error = %e, attempts, "controller unreachable; retrying bootstrap");
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tokio::time::sleep(backoff.next_random()).await;
-    }
+    Ok(mesh_core::bootstrap::bootstrap(controller, cluster, credentials, &id).await?)
 }
 
 /// Follows the controller's snapshot stream forever, publishing each snapshot into `tx`.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use mesh_core::bootstrap::BootstrapError;
 use mesh_core::control_client::ControlError;
 use mesh_core::identity::TlsError;
 use mesh_core::telemetry::BindError;
@@ -15,15 +16,9 @@ pub enum GatewayError {
     /// A listener could not be bound (names the role and address).
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// A file given on the command line could not be read.
-    #[error("gateway: cannot read {path}: {source}")]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The gateway certificate could not be obtained (files, controller, refusal).
+    #[error("gateway: bootstrapping the identity: {0}")]
+    Bootstrap(#[from] BootstrapError),
     /// The ready file could not be written.
     #[error("gateway: cannot write the ready file {path}: {source}")]
     ReadyFile {

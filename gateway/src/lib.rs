@@ -15,7 +15,6 @@
 
 mod ack_watch;
 mod args;
-mod backoff;
 mod catalog_frame;
 mod catalog_sink;
 mod connect_request;

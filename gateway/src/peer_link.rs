@@ -15,12 +15,12 @@ use quinn::Connection;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::backoff::Backoff;
 use crate::link_connection::{Ended, drive};
 use crate::link_context::LinkContext;
 use crate::link_dial::dial;
 use crate::metrics::PeerLabels;
 use crate::quic_endpoint::codes;
+use mesh_core::backoff::Backoff;
 
 /// Which side of the pair opens the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

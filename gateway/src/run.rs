@@ -2,13 +2,13 @@
 //! down cleanly on SIGINT or SIGTERM.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use mesh_core::admin::{AdminRoutes, AdminServer, Readiness, ResponseFuture};
 use mesh_core::api::{PATH_STATUS, ReadyFile};
+use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::telemetry::{bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -21,8 +21,7 @@ use crate::gateway_core::{GatewayCore, GatewaySettings, LinkBoard};
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     args.validate()?;
-    let ca_pem = read_file(&args.ca_file)?;
-    let token = read_file(&args.token_file)?;
+    let credentials = JoinCredentials::read(&args.ca_file, &args.token_file)?;
     let admin_listener = bind_tcp("gateway", "admin", args.admin).await?;
     let admin_addr = admin_listener.local_addr().map_err(|e| {
         GatewayError::Bind(mesh_core::telemetry::bind_error(
@@ -33,7 +32,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let (client, identity, own_bundle) = tokio::select! {
-        r = bootstrap(args.controller, &args.cluster, &ca_pem, &token) => r?,
+        r = bootstrap(args.controller, &args.cluster, &credentials) => r?,
         _ = &mut shutdown => {
             tracing::info!("shutdown requested before the gateway was ready");
             return Ok(());
@@ -111,13 +110,6 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     }
     core.shutdown().await;
     Ok(())
-}
-
-fn read_file(path: &Path) -> Result<String, GatewayError> {
-    std::fs::read_to_string(path).map_err(|source| GatewayError::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// `GET /v1/status` on the admin port: the report the controller receives.

@@ -1,7 +1,7 @@
 //! The error of the sidecar's crate boundary: why a sidecar could not start or stopped.
 //! Per-request failures are not here: they become answers in `outbound::errors`.
 
-use mesh_core::control_client::ControlError;
+use mesh_core::bootstrap::BootstrapError;
 use mesh_core::identity::TlsError;
 use mesh_core::telemetry::BindError;
 
@@ -11,20 +11,9 @@ pub enum SidecarError {
     /// Flags that do not fit together.
     #[error("invalid arguments: {0}")]
     InvalidArgs(String),
-    /// A file named on the command line could not be read.
-    #[error("reading {what} {path}: {source}")]
-    ReadFile {
-        /// What the file is (CA certificate, join token).
-        what: &'static str,
-        /// The path.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The controller refused or could not be reached for the identity bootstrap.
+    /// The workload certificate could not be obtained (files, controller, refusal).
     #[error("bootstrapping the workload identity: {0}")]
-    Bootstrap(#[source] ControlError),
+    Bootstrap(#[from] BootstrapError),
     /// TLS configuration could not be built from the identity and trust bundles.
     #[error(transparent)]
     Tls(#[from] TlsError),

@@ -3,11 +3,9 @@
 //! directions built on it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use mesh_core::api::ALPN_H2;
-use mesh_core::control_client::ControlError;
-
+use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{
     SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadIdentity, client_config,
@@ -17,10 +15,6 @@ use rustls::{ClientConfig, ServerConfig};
 
 use crate::args::SidecarConfig;
 use crate::error::SidecarError;
-
-/// How long bootstrap keeps retrying an unreachable controller: `mesh up` starts the controller
-/// first, but it may still be binding; a refused token fails at once instead.
-const BOOTSTRAP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The identity a sidecar presents and the trust it verifies peers with.
 #[derive(Debug, Clone)]
@@ -71,41 +65,16 @@ impl SidecarIdentity {
     }
 }
 
-/// Obtains the workload certificate from the controller with the join token, retrying while
-/// the controller is unreachable (up to 30 s).
+/// Obtains the workload certificate from the controller with the join token (the shared
+/// bootstrap and its give-up rule, [`mesh_core::bootstrap`]).
 pub async fn bootstrap(
     config: &SidecarConfig,
 ) -> Result<(Arc<ControlClient>, SidecarIdentity), SidecarError> {
     let args = &config.args;
-    let ca_pem =
-        std::fs::read_to_string(&args.ca_file).map_err(|source| SidecarError::ReadFile {
-            what: "CA certificate",
-            path: args.ca_file.clone(),
-            source,
-        })?;
-    let token =
-        std::fs::read_to_string(&args.token_file).map_err(|source| SidecarError::ReadFile {
-            what: "join token",
-            path: args.token_file.clone(),
-            source,
-        })?;
+    let credentials = JoinCredentials::read(&args.ca_file, &args.token_file)?;
     let td = default_trust_domain(&args.cluster);
     let id = SpiffeId::workload(&td, &args.namespace, &config.service_account);
-    let deadline = tokio::time::Instant::now() + BOOTSTRAP_PATIENCE;
-    let mut delay = Duration::from_millis(100);
-    let (client, identity, bundle) = loop {
-        match ControlClient::bootstrap(args.controller, &args.cluster, &ca_pem, &token, &id).await {
-            Ok(done) => break done,
-            Err(ControlError::Connect { addr, reason })
-                if tokio::time::Instant::now() + delay < deadline =>
-            {
-                tracing::info!(controller = %addr, %reason, "controller not reachable yet, retrying bootstrap");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(SidecarError::Bootstrap(e)),
-        }
-    };
-    tracing::info!(id = %identity.id, "workload identity issued");
+    let (client, identity, bundle) =
+        mesh_core::bootstrap::bootstrap(args.controller, &args.cluster, &credentials, &id).await?;
     Ok((client, SidecarIdentity::new(identity, bundle)?))
 }

@@ -183,15 +183,8 @@ async fn metrics(admin: SocketAddr) -> anyhow::Result<String> {
     Ok(rsp.text())
 }
 
-async fn wait_async(what: &str, deadline: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let end = tokio::time::Instant::now() + deadline;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_async(what: &str, deadline: Duration, cond: impl AsyncFnMut() -> bool) {
+    mesh_test_support::eventually(what, deadline, cond).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

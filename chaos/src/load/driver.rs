@@ -27,6 +27,8 @@ pub const HEADER_REQUEST_ID: &str = "x-request-id";
 pub const HEADER_ECHO_DIGEST: &str = "x-echo-digest";
 /// Response header of the demo app with that digest (hex SHA-256).
 pub const HEADER_ECHO_BODY_SHA256: &str = "x-echo-body-sha256";
+/// Response header of the demo app naming the cluster of the replica that answered.
+pub const HEADER_ECHO_CLUSTER: &str = "x-echo-cluster";
 /// Response header of the demo app naming the replica that answered.
 pub const HEADER_ECHO_REPLICA: &str = "x-echo-replica";
 /// A send later than this after its due time counts as late (the driver fell behind).

@@ -6,8 +6,8 @@ mod outcome;
 
 pub use client::{Answer, ProxyClient};
 pub use driver::{
-    HEADER_ECHO_BODY_SHA256, HEADER_ECHO_DIGEST, HEADER_ECHO_REPLICA, HEADER_REQUEST_ID,
-    LoadDriver, LoadResult, body_for,
+    HEADER_ECHO_BODY_SHA256, HEADER_ECHO_CLUSTER, HEADER_ECHO_DIGEST, HEADER_ECHO_REPLICA,
+    HEADER_REQUEST_ID, LoadDriver, LoadResult, body_for,
 };
 pub use outcome::{DigestCheck, Outcome, Wire};
 

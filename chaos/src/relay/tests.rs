@@ -15,11 +15,7 @@ async fn echo_server() -> (SocketAddr, JoinHandle<()>) {
 }
 
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    mesh_test_support::eventually(what, Duration::from_secs(5), async || f()).await;
 }
 
 #[tokio::test]

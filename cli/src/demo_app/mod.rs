@@ -23,14 +23,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
-/// Response header naming the cluster of the replica that answered.
-pub const HEADER_ECHO_CLUSTER: &str = "x-echo-cluster";
-/// Response header naming the replica that answered.
-pub const HEADER_ECHO_REPLICA: &str = "x-echo-replica";
-/// Request header asking for the digest of the received body (value `sha256`).
-pub const HEADER_ECHO_DIGEST: &str = "x-echo-digest";
-/// Response header with the hex SHA-256 of the body the app received.
-pub const HEADER_ECHO_BODY_SHA256: &str = "x-echo-body-sha256";
+// The demo app's header names are defined once, beside the load driver that reads them
+// (`mesh_chaos::load`), since this crate depends on that one and not the other way round.
+pub use mesh_chaos::load::{
+    HEADER_ECHO_BODY_SHA256, HEADER_ECHO_CLUSTER, HEADER_ECHO_DIGEST, HEADER_ECHO_REPLICA,
+};
 /// Largest body buffered to digest it; larger ones are refused with 413 when a digest is asked.
 const MAX_DIGEST_BODY: usize = 8 * 1024 * 1024;
 

@@ -17,18 +17,21 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use mesh_core::api::{GatewaySnapshot, PeerLinkConfig};
 use mesh_core::catalog::{CatalogMessage, ExportCatalog, ExportedEndpoint, ExportedService};
 use mesh_core::identity::{ClusterCa, SpiffeId, TrustBundle, WorkloadIdentity};
 use mesh_gateway::{
     CatalogSink, Delivery, DeliveryError, DeliveryFuture, GatewayCore, GatewaySettings,
 };
+use mesh_test_support::TestCluster;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(15);
+/// Validity of the identities issued here: longer than any test.
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// A cluster: its CA, trust bundle, gateway and one workload identity.
 pub struct Cluster {
@@ -41,19 +44,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(name: &str) -> Result<Self> {
-        let td = mesh_core::identity::default_trust_domain(name);
-        let ca = ClusterCa::generate(&td)?;
-        let bundle = TrustBundle {
-            trust_domain: td.clone(),
-            cluster: name.to_string(),
-            ca_pem: ca.cert_pem().to_string(),
-        };
-        let hour = Duration::from_secs(3600);
-        let gateway_id = ca.issue(&SpiffeId::gateway(&td), hour)?;
-        let workload_id = ca.issue(&SpiffeId::workload(&td, "demo", "client"), hour)?;
+        let TestCluster { name, ca, bundle } = TestCluster::new(name);
+        let gateway_id = ca.issue(&SpiffeId::gateway(&bundle.trust_domain), HOUR)?;
+        let workload_id = ca.issue(
+            &SpiffeId::workload(&bundle.trust_domain, "demo", "client"),
+            HOUR,
+        )?;
         Ok(Self {
-            name: name.to_string(),
-            ca: Arc::new(ca),
+            name,
+            ca,
             bundle,
             gateway_id,
             workload_id,
@@ -256,13 +255,7 @@ impl TestGateway {
 
 /// Polls `cond` until it holds or [`DEADLINE`] passes.
 pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !cond() {
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    mesh_test_support::wait_for(what, DEADLINE, async || cond()).await?;
     Ok(())
 }
 

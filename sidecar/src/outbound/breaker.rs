@@ -195,7 +195,7 @@ mod tests {
         let open: Vec<&str> = report
             .breakers
             .iter()
-            .filter(|b| b.state == mesh_core::breaker::BreakerState::Open)
+            .filter(|b| b.state == mesh_core::api::ReportedBreakerState::Open)
             .map(|b| b.cluster.as_str())
             .collect();
         assert_eq!(open, ["us-east", "us-west"], "{report:?}");

@@ -23,6 +23,7 @@ use mesh_sidecar::identity::SidecarIdentity;
 use mesh_sidecar::metrics::Metrics;
 use mesh_sidecar::outbound::balancer::ResilienceConfig;
 use mesh_sidecar::{SidecarState, StateOptions};
+use mesh_test_support::TestCluster;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -32,24 +33,14 @@ pub const DAY: Duration = Duration::from_secs(86400);
 /// One cluster's CA and bundle.
 pub struct Cluster {
     pub name: String,
-    pub ca: ClusterCa,
+    pub ca: Arc<ClusterCa>,
     pub bundle: TrustBundle,
 }
 
 impl Cluster {
     pub fn new(name: &str) -> Self {
-        let td = format!("{name}.mesh");
-        let ca = ClusterCa::generate(&td).unwrap();
-        let bundle = TrustBundle {
-            trust_domain: td,
-            cluster: name.into(),
-            ca_pem: ca.cert_pem().into(),
-        };
-        Self {
-            name: name.into(),
-            ca,
-            bundle,
-        }
+        let TestCluster { name, ca, bundle } = TestCluster::new(name);
+        Self { name, ca, bundle }
     }
 
     pub fn id(&self, sa: &str) -> SpiffeId {
@@ -404,14 +395,7 @@ pub async fn h2_send(
 
 /// Waits for `cond` with a deadline.
 pub async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let end = tokio::time::Instant::now() + deadline;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    mesh_test_support::eventually(what, deadline, async || cond()).await;
 }
 
 /// Serves mTLS HTTP/2 on a fresh loopback port as `id` of `cluster` (a stand-in gateway or

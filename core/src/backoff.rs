@@ -1,18 +1,21 @@
-//! Jittered exponential backoff between reconnection attempts.
+//! Jittered exponential backoff between reconnection attempts: the one used by every
+//! component that redials something (a sidecar's discovery stream and bootstrap, a gateway's
+//! peer links, control streams and controller session). Pure: the randomness is passed in.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// First delay: short, so a peer gateway that restarts is re-linked almost at once.
+/// First delay: short, so a peer (gateway, controller) that restarts is reached again almost
+/// at once.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest delay: a link that comes back is noticed within about 2 s, well inside the 5 s
-/// failover promise, while a dead peer costs at most one handshake attempt every 1-2 s.
+/// Longest delay: a peer that comes back is noticed within about 2 s, well inside the 5 s
+/// failover promise, while a dead peer costs at most one attempt every 1-2 s.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Exponential backoff with "equal jitter": each delay is uniform in `[d/2, d]` where `d`
-/// doubles from `min` up to `max`. The jitter keeps many gateways that lost the same peer from
-/// redialing in lockstep; the lower half bound keeps the growth meaningful.
+/// doubles from `min` up to `max`. The jitter keeps many sidecars or gateways that lost the same peer
+/// from redialing in lockstep; the lower half bound keeps the growth meaningful.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,

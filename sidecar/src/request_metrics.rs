@@ -5,15 +5,14 @@
 //! when the request never got that far.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use mesh_core::http::BoxBody;
-use tower::{Layer, Service};
+use tower::{Service, ServiceExt};
 
 use crate::facts::{ServedBy, ServiceName};
 use crate::metrics::Metrics;
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 
 /// Which way the requests go, the `direction` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,77 +32,46 @@ impl Direction {
     }
 }
 
-/// Adds [`RequestMetrics`] to a stack.
+/// The metrics layer of `direction`, counting in `metrics`.
+pub fn layer(metrics: Metrics, direction: Direction) -> ConcernLayer<RequestMetrics> {
+    ConcernLayer(RequestMetrics { metrics, direction })
+}
+
+/// Counts and times each request answered by the layers below.
 #[derive(Debug, Clone)]
-pub struct RequestMetricsLayer {
+pub struct RequestMetrics {
     metrics: Metrics,
     direction: Direction,
 }
 
-impl RequestMetricsLayer {
-    /// Counts `direction`'s requests in `metrics`.
-    pub fn new(metrics: Metrics, direction: Direction) -> Self {
-        Self { metrics, direction }
-    }
-}
-
-impl<S> Layer<S> for RequestMetricsLayer {
-    type Service = RequestMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestMetrics {
-            inner,
-            metrics: self.metrics.clone(),
-            direction: self.direction,
-        }
-    }
-}
-
-/// Counts and times each request answered by the inner service.
-#[derive(Debug, Clone)]
-pub struct RequestMetrics<S> {
-    inner: S,
-    metrics: Metrics,
-    direction: Direction,
-}
-
-impl<S, B> Service<Request<B>> for RequestMetrics<S>
+impl<S, B> Concern<Request<B>, S> for RequestMetrics
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = Infallible>,
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response<BoxBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response<BoxBody>, Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, Infallible> {
         let started = tokio::time::Instant::now();
-        let answer = self.inner.call(req);
-        let metrics = self.metrics.clone();
-        let direction = self.direction.label();
-        Box::pin(async move {
-            let Ok(rsp) = answer.await;
-            let service = rsp
-                .extensions()
-                .get::<ServiceName>()
-                .map(|s| s.0.to_string());
-            let cluster = rsp
-                .extensions()
-                .get::<ServedBy>()
-                .map(|s| s.0.cluster.as_str());
-            metrics.observe_request(
-                direction,
-                service.as_deref().unwrap_or("-"),
-                cluster.unwrap_or("-"),
-                rsp.status().as_u16(),
-                started.elapsed().as_secs_f64(),
-            );
-            Ok(rsp)
-        })
+        let Ok(rsp) = next.oneshot(req).await;
+        let service = rsp
+            .extensions()
+            .get::<ServiceName>()
+            .map(|s| s.0.to_string());
+        let cluster = rsp
+            .extensions()
+            .get::<ServedBy>()
+            .map(|s| s.0.cluster.as_str());
+        self.metrics.observe_request(
+            self.direction.label(),
+            service.as_deref().unwrap_or("-"),
+            cluster.unwrap_or("-"),
+            rsp.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        Ok(rsp)
     }
 }
 
@@ -142,7 +110,7 @@ mod tests {
             }
             Ok::<_, Infallible>(rsp)
         });
-        let svc = RequestMetricsLayer::new(metrics, Direction::Outbound).layer(inner);
+        let svc = tower::Layer::layer(&layer(metrics, Direction::Outbound), inner);
         let req = |path: &str| Request::builder().uri(path).body(()).unwrap();
         svc.clone().oneshot(req("/served")).await.unwrap();
         svc.oneshot(req("/other")).await.unwrap();

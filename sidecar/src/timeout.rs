@@ -3,89 +3,48 @@
 //! `balance`, so a timed-out try counts against the endpoint it went to, and below `retry`, so
 //! the request may go on elsewhere); inbound it bounds the app.
 
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 
-/// Adds [`Timeout`] to a stack.
+/// The timeout layer: each call gets `after`; one still running then fails with
+/// `elapsed(after)`, the direction's own timeout error.
+pub fn layer<E>(after: Duration, elapsed: fn(Duration) -> E) -> ConcernLayer<Timeout<E>> {
+    ConcernLayer(Timeout { after, elapsed })
+}
+
+/// Fails a call whose layers below have not answered in time.
 #[derive(Debug)]
-pub struct TimeoutLayer<E> {
+pub struct Timeout<E> {
     after: Duration,
     elapsed: fn(Duration) -> E,
 }
 
-impl<E> Clone for TimeoutLayer<E> {
+impl<E> Clone for Timeout<E> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<E> Copy for TimeoutLayer<E> {}
+impl<E> Copy for Timeout<E> {}
 
-impl<E> TimeoutLayer<E> {
-    /// Gives each call `after`; a call still running then fails with `elapsed(after)`.
-    pub fn new(after: Duration, elapsed: fn(Duration) -> E) -> Self {
-        Self { after, elapsed }
-    }
-}
-
-impl<S, E> Layer<S> for TimeoutLayer<E> {
-    type Service = Timeout<S, E>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Timeout {
-            inner,
-            after: self.after,
-            elapsed: self.elapsed,
-        }
-    }
-}
-
-/// Fails a call whose inner service has not answered in time.
-#[derive(Debug)]
-pub struct Timeout<S, E> {
-    inner: S,
-    after: Duration,
-    elapsed: fn(Duration) -> E,
-}
-
-impl<S: Clone, E> Clone for Timeout<S, E> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            after: self.after,
-            elapsed: self.elapsed,
-        }
-    }
-}
-
-impl<S, E, Req> Service<Req> for Timeout<S, E>
+impl<S, E, Req> Concern<Req, S> for Timeout<E>
 where
-    S: Service<Req, Error = E> + Clone + Send + 'static,
+    S: Service<Req, Error = E> + Send + 'static,
     S::Future: Send + 'static,
-    E: 'static,
+    S::Response: Send + 'static,
+    E: Send + 'static,
     Req: Send + 'static,
 {
     type Response = S::Response;
     type Error = E;
-    type Future = BoxFuture<Result<S::Response, E>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), E>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let after = self.after;
-        let elapsed = self.elapsed;
-        let answer = self.inner.clone().oneshot(req);
-        Box::pin(async move {
-            tokio::time::timeout(after, answer)
-                .await
-                .map_err(|_| elapsed(after))?
-        })
+    async fn handle(self, req: Req, next: S) -> Result<S::Response, E> {
+        tokio::time::timeout(self.after, next.oneshot(req))
+            .await
+            .map_err(|_| (self.elapsed)(self.after))?
     }
 }
 
@@ -102,7 +61,7 @@ mod tests {
             tokio::time::sleep(delay).await;
             Ok::<_, Late>(delay)
         });
-        let svc = TimeoutLayer::new(Duration::from_secs(2), Late).layer(sleeper);
+        let svc = tower::Layer::layer(&layer(Duration::from_secs(2), Late), sleeper);
         let started = tokio::time::Instant::now();
         let err = svc
             .clone()

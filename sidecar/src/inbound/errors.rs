@@ -2,17 +2,17 @@
 //! `x-mesh-error` label, with a plain-text body naming the service, the cluster and the cause.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::api::HEADER_MESH_ERROR;
 use mesh_core::http::{BoxBody, text};
 use mesh_core::names::ServiceKey;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::app::AppError;
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 
 /// Why an inbound request got no answer from the app.
 #[derive(Debug, thiserror::Error)]
@@ -54,75 +54,44 @@ impl InboundError {
     }
 }
 
-/// Adds [`Errors`] to a stack.
-#[derive(Debug, Clone)]
-pub struct ErrorsLayer {
-    service: ServiceKey,
-    cluster: String,
-}
-
-impl ErrorsLayer {
-    /// Answers for `service` in `cluster`.
-    pub fn new(service: ServiceKey, cluster: String) -> Self {
-        Self { service, cluster }
-    }
-}
-
-impl<S> Layer<S> for ErrorsLayer {
-    type Service = Errors<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Errors {
-            inner,
-            service: self.service.clone(),
-            cluster: self.cluster.clone(),
-        }
-    }
+/// The errors layer, answering for `service` in `cluster`.
+pub fn layer(service: ServiceKey, cluster: String) -> ConcernLayer<Errors> {
+    ConcernLayer(Errors {
+        service: Arc::new(service),
+        cluster: Arc::from(cluster),
+    })
 }
 
 /// Answers every [`InboundError`] of the layers below, and logs it.
 #[derive(Debug, Clone)]
-pub struct Errors<S> {
-    inner: S,
-    service: ServiceKey,
-    cluster: String,
+pub struct Errors {
+    service: Arc<ServiceKey>,
+    cluster: Arc<str>,
 }
 
-impl<S, B> Service<Request<B>> for Errors<S>
+impl<S, B> Concern<Request<B>, S> for Errors
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError> + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response<BoxBody>, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let answer = self.inner.clone().oneshot(req);
-        let service = self.service.clone();
-        let cluster = self.cluster.clone();
-        Box::pin(async move {
-            let e = match answer.await {
-                Ok(rsp) => return Ok(rsp),
-                Err(e) => e,
-            };
-            tracing::info!(%service, error = %e, "app did not answer");
-            let mut rsp = text(
-                e.status(),
-                format!("service {service} in cluster {cluster}: {e}"),
-            );
-            rsp.headers_mut()
-                .insert(HEADER_MESH_ERROR, HeaderValue::from_static(e.label()));
-            Ok(rsp)
-        })
+    async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, Infallible> {
+        let e = match next.oneshot(req).await {
+            Ok(rsp) => return Ok(rsp),
+            Err(e) => e,
+        };
+        let Self { service, cluster } = self;
+        tracing::info!(%service, error = %e, "app did not answer");
+        let mut rsp = text(
+            e.status(),
+            format!("service {service} in cluster {cluster}: {e}"),
+        );
+        rsp.headers_mut()
+            .insert(HEADER_MESH_ERROR, HeaderValue::from_static(e.label()));
+        Ok(rsp)
     }
 }
 
@@ -142,7 +111,10 @@ mod tests {
                 _ => Ok(text(StatusCode::OK, "ok")),
             }
         });
-        let svc = ErrorsLayer::new("echo.demo".parse().unwrap(), "us-west".into()).layer(inner);
+        let svc = tower::Layer::layer(
+            &layer("echo.demo".parse().unwrap(), "us-west".into()),
+            inner,
+        );
         let req = |path: &str| Request::builder().uri(path).body(()).unwrap();
         let slow = svc.clone().oneshot(req("/slow")).await.unwrap();
         assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);

@@ -3,85 +3,52 @@
 //! landed), and records this endpoint and service as the response's facts for the metrics layer.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response};
 use mesh_core::api::HEADER_SERVED_BY_CLUSTER;
 use mesh_core::http::BoxBody;
 use mesh_core::names::ServiceKey;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use crate::facts::{ServedBy, ServiceName};
 use crate::outbound::balancer::EndpointRef;
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 
-/// Adds [`ServedByCluster`] to a stack.
-#[derive(Debug, Clone)]
-pub struct ServedByLayer {
-    endpoint: EndpointRef,
-    service: ServiceKey,
-    header: HeaderValue,
-}
-
-impl ServedByLayer {
-    /// Marks answers as served by `endpoint` for `service`.
-    pub fn new(endpoint: EndpointRef, service: ServiceKey) -> Self {
-        let header = HeaderValue::from_str(&endpoint.cluster)
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        Self {
-            endpoint,
-            service,
-            header,
-        }
-    }
-}
-
-impl<S> Layer<S> for ServedByLayer {
-    type Service = ServedByCluster<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ServedByCluster {
-            inner,
-            layer: self.clone(),
-        }
-    }
+/// The served-by layer: answers are marked as served by `endpoint` for `service`.
+pub fn layer(endpoint: EndpointRef, service: ServiceKey) -> ConcernLayer<ServedByCluster> {
+    let header = HeaderValue::from_str(&endpoint.cluster)
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    ConcernLayer(ServedByCluster {
+        served_by: ServedBy(endpoint),
+        service: ServiceName(service),
+        header,
+    })
 }
 
 /// Marks each answer with the serving cluster.
 #[derive(Debug, Clone)]
-pub struct ServedByCluster<S> {
-    inner: S,
-    layer: ServedByLayer,
+pub struct ServedByCluster {
+    served_by: ServedBy,
+    service: ServiceName,
+    header: HeaderValue,
 }
 
-impl<S, B> Service<Request<B>> for ServedByCluster<S>
+impl<S, B> Concern<Request<B>, S> for ServedByCluster
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response<BoxBody>, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let answer = self.inner.clone().oneshot(req);
-        let layer = self.layer.clone();
-        Box::pin(async move {
-            let Ok(mut rsp) = answer.await;
-            rsp.headers_mut()
-                .insert(HEADER_SERVED_BY_CLUSTER, layer.header);
-            rsp.extensions_mut().insert(ServedBy(layer.endpoint));
-            rsp.extensions_mut().insert(ServiceName(layer.service));
-            Ok(rsp)
-        })
+    async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, Infallible> {
+        let Ok(mut rsp) = next.oneshot(req).await;
+        rsp.headers_mut()
+            .insert(HEADER_SERVED_BY_CLUSTER, self.header);
+        rsp.extensions_mut().insert(self.served_by);
+        rsp.extensions_mut().insert(self.service);
+        Ok(rsp)
     }
 }
 
@@ -101,7 +68,7 @@ mod tests {
             cluster: "eu-central".into(),
             addr: ([127, 0, 0, 1], 7).into(),
         };
-        let svc = ServedByLayer::new(endpoint, "echo.demo".parse().unwrap()).layer(inner);
+        let svc = tower::Layer::layer(&layer(endpoint, "echo.demo".parse().unwrap()), inner);
         let rsp = svc.oneshot(Request::new(())).await.unwrap();
         assert_eq!(rsp.headers()[HEADER_SERVED_BY_CLUSTER], "eu-central");
         assert_eq!(

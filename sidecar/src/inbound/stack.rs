@@ -12,13 +12,13 @@ use mesh_core::names::ServiceKey;
 use tower::{Service, ServiceBuilder};
 
 use super::app::AppClient;
-use super::errors::{ErrorsLayer, InboundError};
+use super::errors::{self, InboundError};
 use super::origin_form::OriginFormLayer;
-use super::served_by::ServedByLayer;
+use super::served_by;
 use crate::outbound::balancer::EndpointRef;
-use crate::request_metrics::{Direction, RequestMetricsLayer};
+use crate::request_metrics::{self, Direction};
 use crate::state::SidecarState;
-use crate::timeout::TimeoutLayer;
+use crate::timeout;
 
 /// The inbound stack of a sidecar serving `service` from the app at `app`, reached by its peers
 /// at `advertised`, one layer per concern, in request order:
@@ -51,13 +51,13 @@ pub fn inbound_stack(
         addr: advertised,
     };
     ServiceBuilder::new()
-        .layer(RequestMetricsLayer::new(
+        .layer(request_metrics::layer(
             state.metrics().clone(),
             Direction::Inbound,
         ))
-        .layer(ServedByLayer::new(own, service.clone()))
-        .layer(ErrorsLayer::new(service, state.cluster().to_string()))
-        .layer(TimeoutLayer::new(
+        .layer(served_by::layer(own, service.clone()))
+        .layer(errors::layer(service, state.cluster().to_string()))
+        .layer(timeout::layer(
             state.request_timeout(),
             InboundError::Timeout,
         ))

@@ -6,21 +6,20 @@
 //! not the locality). The response keeps the endpoint's in-flight count while it streams.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use mesh_core::http::{BoxBody, BoxError};
 use mesh_core::names::ServiceKey;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::balancer::{EndpointRef, ServiceBalancer};
 use super::body::{InFlightBody, TryBody};
 use super::connect::TryError;
 use crate::facts::{Picked, Resolved, ServedBy, Tried};
 use crate::metrics::LocalityLabels;
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 use crate::state::{SidecarState, now};
 
 /// Why the balance layer produced no response for a try.
@@ -43,118 +42,97 @@ pub enum BalanceError {
     MissingFact(&'static str),
 }
 
-/// Adds [`Balance`] to a stack.
-#[derive(Debug, Clone)]
-pub struct BalanceLayer {
-    state: Arc<SidecarState>,
-}
-
-impl BalanceLayer {
-    /// Balances over the routes of `state`'s snapshots with its per-service balancers.
-    pub fn new(state: Arc<SidecarState>) -> Self {
-        Self { state }
-    }
-}
-
-impl<S> Layer<S> for BalanceLayer {
-    type Service = Balance<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Balance {
-            inner,
-            state: self.state.clone(),
-        }
-    }
+/// The balance layer, over the routes of `state`'s snapshots with its per-service balancers.
+pub fn layer(state: Arc<SidecarState>) -> ConcernLayer<Balance> {
+    ConcernLayer(Balance { state })
 }
 
 /// Picks the endpoint of each try and records its outcome.
 #[derive(Debug, Clone)]
-pub struct Balance<S> {
-    inner: S,
+pub struct Balance {
     state: Arc<SidecarState>,
 }
 
-impl<S, RB> Service<Request<TryBody>> for Balance<S>
+impl<S, RB> Concern<Request<TryBody>, S> for Balance
 where
-    S: Service<Request<TryBody>, Response = Response<RB>, Error = TryError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<TryBody>, Response = Response<RB>, Error = TryError> + Send + 'static,
     S::Future: Send + 'static,
     RB: http_body::Body<Data = bytes::Bytes> + Unpin + Send + Sync + 'static,
     RB::Error: Into<BoxError>,
 {
     type Response = Response<BoxBody>;
     type Error = BalanceError;
-    type Future = BoxFuture<Result<Response<BoxBody>, BalanceError>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BalanceError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request<TryBody>) -> Self::Future {
-        let inner = self.inner.clone();
-        let state = self.state.clone();
-        Box::pin(async move {
-            let Some(resolved) = req.extensions().get::<Resolved>().cloned() else {
-                return Err(BalanceError::MissingFact("Resolved"));
-            };
-            let dest = &resolved.dest;
-            let Some(route) = resolved.snapshot.services.get(&dest.service) else {
-                return Err(BalanceError::NoEndpoint);
-            };
-            let balancer = state.balancer(&dest.service);
-            let pick = {
-                let tried = req.extensions().get::<Tried>();
-                let tried = tried.map(|t| t.0.as_slice()).unwrap_or_default();
-                let mut b = lock(&balancer);
-                let pick = b.pick(
-                    route,
-                    dest.cluster.as_deref(),
-                    tried,
-                    now(),
-                    &mut rand::rng(),
-                );
-                state.publish_transitions(&dest.service, &mut b);
-                pick
-            };
-            let Some(pick) = pick else {
-                return Err(BalanceError::NoEndpoint);
-            };
-            let endpoint = pick.key();
-            let buffered = req.body().is_buffered();
-            req.extensions_mut().insert(Picked {
-                cluster: pick.cluster.clone(),
-                endpoint: pick.endpoint.clone(),
-            });
-            let started = tokio::time::Instant::now();
-            let result = inner.oneshot(req).await;
-            let latency = started.elapsed();
-            let outcome = match &result {
-                Ok(rsp) if rsp.status().is_server_error() => Some(TryOutcome::Failed),
-                Ok(_) if buffered => Some(TryOutcome::ComparableSuccess),
-                Ok(_) => Some(TryOutcome::Success),
-                // The body never left: nothing is known about the endpoint.
-                Err(TryError::BodyGone | TryError::MissingFact(_)) => None,
-                Err(_) => Some(TryOutcome::Failed),
-            };
-            if let Some(outcome) = outcome {
-                let mut b = lock(&balancer);
-                record_try(&state, &dest.service, &mut b, &endpoint, outcome, latency);
+    async fn handle(
+        self,
+        mut req: Request<TryBody>,
+        next: S,
+    ) -> Result<Response<BoxBody>, BalanceError> {
+        let Some(resolved) = req.extensions().get::<Resolved>().cloned() else {
+            return Err(BalanceError::MissingFact("Resolved"));
+        };
+        let dest = &resolved.dest;
+        let Some(route) = resolved.snapshot.services.get(&dest.service) else {
+            return Err(BalanceError::NoEndpoint);
+        };
+        let balancer = self.state.balancer(&dest.service);
+        let pick = {
+            let tried = req.extensions().get::<Tried>();
+            let tried = tried.map(|t| t.0.as_slice()).unwrap_or_default();
+            let mut b = lock(&balancer);
+            let pick = b.pick(
+                route,
+                dest.cluster.as_deref(),
+                tried,
+                now(),
+                &mut rand::rng(),
+            );
+            self.state.publish_transitions(&dest.service, &mut b);
+            pick
+        };
+        let Some(pick) = pick else {
+            return Err(BalanceError::NoEndpoint);
+        };
+        let endpoint = pick.key();
+        let buffered = req.body().is_buffered();
+        req.extensions_mut().insert(Picked {
+            cluster: pick.cluster.clone(),
+            endpoint: pick.endpoint.clone(),
+        });
+        let started = tokio::time::Instant::now();
+        let result = next.oneshot(req).await;
+        let latency = started.elapsed();
+        let outcome = match &result {
+            Ok(rsp) if rsp.status().is_server_error() => Some(TryOutcome::Failed),
+            Ok(_) if buffered => Some(TryOutcome::ComparableSuccess),
+            Ok(_) => Some(TryOutcome::Success),
+            // The body never left: nothing is known about the endpoint.
+            Err(TryError::BodyGone | TryError::MissingFact(_)) => None,
+            Err(_) => Some(TryOutcome::Failed),
+        };
+        if let Some(outcome) = outcome {
+            let mut b = lock(&balancer);
+            record_try(
+                &self.state,
+                &dest.service,
+                &mut b,
+                &endpoint,
+                outcome,
+                latency,
+            );
+        }
+        match result {
+            Ok(rsp) => {
+                let (parts, body) = rsp.into_parts();
+                let body = InFlightBody::new(body, pick.in_flight)
+                    .map_err(Into::into)
+                    .boxed();
+                let mut rsp = Response::from_parts(parts, body);
+                rsp.extensions_mut().insert(ServedBy(endpoint));
+                Ok(rsp)
             }
-            match result {
-                Ok(rsp) => {
-                    let (parts, body) = rsp.into_parts();
-                    let body = InFlightBody::new(body, pick.in_flight)
-                        .map_err(Into::into)
-                        .boxed();
-                    let mut rsp = Response::from_parts(parts, body);
-                    rsp.extensions_mut().insert(ServedBy(endpoint));
-                    Ok(rsp)
-                }
-                Err(error) => Err(BalanceError::Try { endpoint, error }),
-            }
-        })
+            Err(error) => Err(BalanceError::Try { endpoint, error }),
+        }
     }
 }
 
@@ -213,6 +191,7 @@ mod tests {
 
     use super::*;
     use crate::outbound::body::ReplayBody;
+    use crate::stack::BoxFuture;
     use crate::test_state::{echo, endpoint, locality, snapshot, state};
 
     /// A connector stand-in that answers `status`, after `delay`, and reports what it was sent.
@@ -261,11 +240,10 @@ mod tests {
             vec![endpoint("us-east", 1), endpoint("us-east", 2)],
         )]));
         let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let svc = BalanceLayer::new(state.clone()).layer(answering(
-            200,
-            Duration::from_millis(5),
-            picked.clone(),
-        ));
+        let svc = tower::Layer::layer(
+            &layer(state.clone()),
+            answering(200, Duration::from_millis(5), picked.clone()),
+        );
         let first = svc.clone().oneshot(request(vec![], &snap)).await.unwrap();
         let served = first.extensions().get::<ServedBy>().unwrap().0.clone();
         let second = svc
@@ -297,11 +275,10 @@ mod tests {
             vec![endpoint("us-east", 1), endpoint("us-east", 2)],
         )]));
         let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let svc = BalanceLayer::new(state.clone()).layer(answering(
-            503,
-            Duration::from_millis(1),
-            picked.clone(),
-        ));
+        let svc = tower::Layer::layer(
+            &layer(state.clone()),
+            answering(503, Duration::from_millis(1), picked.clone()),
+        );
         for _ in 0..10 {
             let rsp = svc.clone().oneshot(request(vec![], &snap)).await.unwrap();
             assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -321,7 +298,10 @@ mod tests {
         let mut snap_without = (*snap).clone();
         snap_without.services.clear();
         let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let svc = BalanceLayer::new(state()).layer(answering(200, Duration::ZERO, picked.clone()));
+        let svc = tower::Layer::layer(
+            &layer(state()),
+            answering(200, Duration::ZERO, picked.clone()),
+        );
         let err = svc
             .oneshot(request(vec![], &Arc::new(snap_without)))
             .await

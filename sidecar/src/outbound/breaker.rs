@@ -6,104 +6,68 @@
 //! the balancer gives its locality no health.)
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use mesh_core::http::BoxBody;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::balancer::EndpointRef;
 use super::errors::ProxyError;
 use super::retry::Unanswered;
 use crate::facts::{Resolved, ServedBy, Tried};
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 use crate::state::{SidecarState, now};
 
-/// Adds [`Breaker`] to a stack.
-#[derive(Debug, Clone)]
-pub struct BreakerLayer {
-    state: Arc<SidecarState>,
-}
-
-impl BreakerLayer {
-    /// Settles requests on `state`'s per-service balancers.
-    pub fn new(state: Arc<SidecarState>) -> Self {
-        Self { state }
-    }
-}
-
-impl<S> Layer<S> for BreakerLayer {
-    type Service = Breaker<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Breaker {
-            inner,
-            state: self.state.clone(),
-        }
-    }
+/// The breaker layer, settling on `state`'s per-service balancers.
+pub fn layer(state: Arc<SidecarState>) -> ConcernLayer<Breaker> {
+    ConcernLayer(Breaker { state })
 }
 
 /// Settles each request on the breakers of the localities it tried.
 #[derive(Debug, Clone)]
-pub struct Breaker<S> {
-    inner: S,
+pub struct Breaker {
     state: Arc<SidecarState>,
 }
 
-impl<S, B> Service<Request<B>> for Breaker<S>
+impl<S, B> Concern<Request<B>, S> for Breaker
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = Unanswered>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = Unanswered> + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;
     type Error = ProxyError;
-    type Future = BoxFuture<Result<Response<BoxBody>, ProxyError>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let state = self.state.clone();
-        let service = req
+    async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, ProxyError> {
+        let Some(service) = req
             .extensions()
             .get::<Resolved>()
-            .map(|r| r.dest.service.clone());
-        Box::pin(async move {
-            let Some(service) = service else {
-                return Err(ProxyError::Misassembled("Resolved"));
-            };
-            let (result, outcomes) = match inner.oneshot(req).await {
-                Ok(rsp) => {
-                    let tried = rsp.extensions().get::<Tried>().map(|t| t.0.as_slice());
-                    let served = rsp
-                        .extensions()
-                        .get::<ServedBy>()
-                        .map(|s| (s.0.cluster.as_str(), !rsp.status().is_server_error()));
-                    let outcomes = locality_outcomes(tried.unwrap_or_default(), served);
-                    (Ok(rsp), outcomes)
-                }
-                Err(Unanswered { error, tried }) => {
-                    let outcomes = locality_outcomes(&tried, None);
-                    (Err(error), outcomes)
-                }
-            };
-            if !outcomes.is_empty() {
-                let balancer = state.balancer(&service);
-                let mut b = balancer.lock().unwrap_or_else(|p| p.into_inner());
-                let now = now();
-                for (cluster, success) in outcomes {
-                    b.record_request(&cluster, success, now);
-                }
-                state.publish_transitions(&service, &mut b);
+            .map(|r| r.dest.service.clone())
+        else {
+            return Err(ProxyError::Misassembled("Resolved"));
+        };
+        let (result, outcomes) = match next.oneshot(req).await {
+            Ok(rsp) => {
+                let tried = rsp.extensions().get::<Tried>().map(|t| t.0.as_slice());
+                let served = rsp
+                    .extensions()
+                    .get::<ServedBy>()
+                    .map(|s| (s.0.cluster.as_str(), !rsp.status().is_server_error()));
+                let outcomes = locality_outcomes(tried.unwrap_or_default(), served);
+                (Ok(rsp), outcomes)
             }
-            result
-        })
+            Err(Unanswered { error, tried }) => (Err(error), locality_outcomes(&tried, None)),
+        };
+        if !outcomes.is_empty() {
+            let balancer = self.state.balancer(&service);
+            let mut b = balancer.lock().unwrap_or_else(|p| p.into_inner());
+            let now = now();
+            for (cluster, success) in outcomes {
+                b.record_request(&cluster, success, now);
+            }
+            self.state.publish_transitions(&service, &mut b);
+        }
+        result
     }
 }
 
@@ -175,7 +139,7 @@ mod tests {
                 tried: vec![at("us-east", 1), at("us-west", 2)],
             })
         });
-        let svc = BreakerLayer::new(state.clone()).layer(inner);
+        let svc = tower::Layer::layer(&layer(state.clone()), inner);
         for _ in 0..50 {
             let mut req = Request::new(());
             req.extensions_mut().insert(Resolved {

@@ -3,7 +3,6 @@
 //! service, the cluster and the cause, so `curl` output alone tells a person what went wrong.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -11,12 +10,12 @@ use mesh_core::api::HEADER_MESH_ERROR;
 use mesh_core::http::{BoxBody, text};
 use mesh_core::names::{NameError, ServiceKey};
 
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::balancer::EndpointRef;
 use super::pool::ConnectError;
 use crate::facts::ServiceName;
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 
 /// Why the outbound proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -191,60 +190,39 @@ impl ProxyError {
     }
 }
 
-/// Adds [`Errors`] to a stack.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ErrorsLayer;
-
-impl<S> Layer<S> for ErrorsLayer {
-    type Service = Errors<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Errors { inner }
-    }
+/// The errors layer.
+pub fn layer() -> ConcernLayer<Errors> {
+    ConcernLayer(Errors)
 }
 
 /// Answers every [`ProxyError`] of the layers below with its status, `x-mesh-error` label and
 /// message, logs it with the request, and marks the answer with the service when one was named.
-#[derive(Debug, Clone)]
-pub struct Errors<S> {
-    inner: S,
-}
+#[derive(Debug, Clone, Copy)]
+pub struct Errors;
 
-impl<S, B> Service<Request<B>> for Errors<S>
+impl<S, B> Concern<Request<B>, S> for Errors
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError> + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Response<BoxBody>, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Readiness is the inner service's, checked in the call so its error is answered too.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, Infallible> {
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let answer = self.inner.clone().oneshot(req);
-        Box::pin(async move {
-            let e = match answer.await {
-                Ok(rsp) => return Ok(rsp),
-                Err(e) => e,
-            };
-            let status = e.status().as_u16();
-            tracing::info!(%method, %uri, service = ?e.service(), status, error = %e, "answered by the sidecar");
-            let mut rsp = e.response();
-            if let Some(service) = e.service() {
-                rsp.extensions_mut().insert(ServiceName(service.clone()));
-            }
-            Ok(rsp)
-        })
+        let e = match next.oneshot(req).await {
+            Ok(rsp) => return Ok(rsp),
+            Err(e) => e,
+        };
+        let status = e.status().as_u16();
+        tracing::info!(%method, %uri, service = ?e.service(), status, error = %e, "answered by the sidecar");
+        let mut rsp = e.response();
+        if let Some(service) = e.service() {
+            rsp.extensions_mut().insert(ServiceName(service.clone()));
+        }
+        Ok(rsp)
     }
 }
 
@@ -263,7 +241,7 @@ mod tests {
                 }),
             }
         });
-        let svc = ErrorsLayer.layer(inner);
+        let svc = tower::Layer::layer(&layer(), inner);
         let req = |path: &str| Request::builder().uri(path).body(()).unwrap();
         let ok = svc.clone().oneshot(req("/ok")).await.unwrap();
         assert_eq!(ok.status(), StatusCode::OK);

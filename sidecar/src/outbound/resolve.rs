@@ -5,93 +5,60 @@
 //! no hop-by-hop headers) and goes down with the [`Resolved`] fact.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
 use mesh_core::api::{ServiceRoute, SidecarSnapshot};
 use mesh_core::http::BoxBody;
 use mesh_core::names::{Destination, parse_authority};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::errors::ProxyError;
 use crate::facts::{Resolved, ServiceName};
 use crate::headers::strip_hop_by_hop;
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 use crate::state::SidecarState;
 
-/// Adds [`Resolve`] to a stack.
-#[derive(Debug, Clone)]
-pub struct ResolveLayer {
-    state: Arc<SidecarState>,
-}
-
-impl ResolveLayer {
-    /// Resolves against `state`'s snapshots.
-    pub fn new(state: Arc<SidecarState>) -> Self {
-        Self { state }
-    }
-}
-
-impl<S> Layer<S> for ResolveLayer {
-    type Service = Resolve<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Resolve {
-            inner,
-            state: self.state.clone(),
-        }
-    }
+/// The resolve layer, against `state`'s snapshots.
+pub fn layer(state: Arc<SidecarState>) -> ConcernLayer<Resolve> {
+    ConcernLayer(Resolve { state })
 }
 
 /// Resolves each request's destination and route, and sends it on in upstream form.
 #[derive(Debug, Clone)]
-pub struct Resolve<S> {
-    inner: S,
+pub struct Resolve {
     state: Arc<SidecarState>,
 }
 
-impl<S, B> Service<Request<B>> for Resolve<S>
+impl<S, B> Concern<Request<B>, S> for Resolve
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError> + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;
     type Error = ProxyError;
-    type Future = BoxFuture<Result<Response<BoxBody>, ProxyError>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let state = self.state.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            // An HTTP proxy for plain requests only.
-            if parts.method == Method::CONNECT {
-                return Err(ProxyError::ConnectMethod);
-            }
-            let authority = authority(&parts)?;
-            let dest = destination(&authority)?;
-            let uri = upstream_uri(&parts, &authority)?;
-            // The last snapshot, or the controller's answer once asked (on demand).
-            let snapshot = state.route(&dest).await?;
-            parts.uri = uri;
-            parts.version = Version::HTTP_2;
-            strip_hop_by_hop(&mut parts.headers);
-            parts.headers.remove(http::header::HOST);
-            let service = dest.service.clone();
-            parts.extensions.insert(Resolved { dest, snapshot });
-            let mut rsp = inner.oneshot(Request::from_parts(parts, body)).await?;
-            rsp.extensions_mut().insert(ServiceName(service));
-            Ok(rsp)
-        })
+    async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        // An HTTP proxy for plain requests only.
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::ConnectMethod);
+        }
+        let authority = authority(&parts)?;
+        let dest = destination(&authority)?;
+        let uri = upstream_uri(&parts, &authority)?;
+        // The last snapshot, or the controller's answer once asked (on demand).
+        let snapshot = self.state.route(&dest).await?;
+        parts.uri = uri;
+        parts.version = Version::HTTP_2;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(http::header::HOST);
+        let service = dest.service.clone();
+        parts.extensions.insert(Resolved { dest, snapshot });
+        let mut rsp = next.oneshot(Request::from_parts(parts, body)).await?;
+        rsp.extensions_mut().insert(ServiceName(service));
+        Ok(rsp)
     }
 }
 
@@ -181,6 +148,7 @@ mod tests {
     use http::{Request, StatusCode};
     use mesh_core::api::LocalityRoute;
     use mesh_core::locality::LocalityEntry;
+    use tower::Layer;
 
     use super::*;
 
@@ -258,7 +226,7 @@ mod tests {
         let state = crate::test_state::state();
         state.apply_snapshot(crate::test_state::snapshot(vec![]));
         let (inner, seen) = recorder();
-        let svc = ResolveLayer::new(state).layer(inner);
+        let svc = layer(state).layer(inner);
         let req = Request::builder()
             .uri("http://echo.demo.svc.clusterset.local:8080/a?b=1")
             .header("connection", "x-private")
@@ -287,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn connect_and_bad_names_are_refused_before_routing() {
         let (inner, seen) = recorder();
-        let svc = ResolveLayer::new(crate::test_state::state()).layer(inner);
+        let svc = layer(crate::test_state::state()).layer(inner);
         let connect = Request::builder()
             .method(Method::CONNECT)
             .uri("echo.demo:443")
@@ -308,7 +276,7 @@ mod tests {
     async fn a_service_not_yet_known_waits_for_discovery_then_gives_up() {
         let state = crate::test_state::state();
         let (inner, _) = recorder();
-        let svc = ResolveLayer::new(state.clone()).layer(inner);
+        let svc = layer(state.clone()).layer(inner);
         let req = || {
             Request::builder()
                 .uri("http://echo.demo/")

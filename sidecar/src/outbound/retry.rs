@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -20,7 +19,7 @@ use http_body::Body;
 use mesh_core::http::{BoxBody, BoxError};
 use mesh_core::names::{Destination, ServiceKey};
 use mesh_core::retry_budget::{RetryBudget, RetryBudgetConfig};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::balance::BalanceError;
 use super::balancer::EndpointRef;
@@ -30,7 +29,7 @@ use super::errors::ProxyError;
 use super::retry_policy::{TryFailure, is_retryable_status, should_retry};
 use crate::facts::{Resolved, ServedBy, Tried};
 use crate::metrics::{Metrics, ServiceLabels};
-use crate::stack::BoxFuture;
+use crate::stack::{Concern, ConcernLayer};
 use crate::state::now;
 
 /// A request that got no response, with the endpoints it tried (for the breaker layer).
@@ -80,36 +79,14 @@ impl RetryBudgets {
     }
 }
 
-/// Adds [`Retry`] to a stack.
-#[derive(Debug, Clone)]
-pub struct RetryLayer {
-    budgets: Arc<RetryBudgets>,
-    metrics: Metrics,
-}
-
-impl RetryLayer {
-    /// Retries within `budgets`, counting retries in `metrics`.
-    pub fn new(budgets: Arc<RetryBudgets>, metrics: Metrics) -> Self {
-        Self { budgets, metrics }
-    }
-}
-
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Retry {
-            inner,
-            budgets: self.budgets.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
+/// The retry layer: retries within `budgets`, counting retries in `metrics`.
+pub fn layer(budgets: Arc<RetryBudgets>, metrics: Metrics) -> ConcernLayer<Retry> {
+    ConcernLayer(Retry { budgets, metrics })
 }
 
 /// Sends tries until one settles the request.
 #[derive(Debug, Clone)]
-pub struct Retry<S> {
-    inner: S,
+pub struct Retry {
     budgets: Arc<RetryBudgets>,
     metrics: Metrics,
 }
@@ -135,7 +112,7 @@ impl LastFailure {
     }
 }
 
-impl<S, B> Service<Request<B>> for Retry<S>
+impl<S, B> Concern<Request<B>, S> for Retry
 where
     S: Service<Request<TryBody>, Response = Response<BoxBody>, Error = BalanceError>
         + Clone
@@ -147,114 +124,105 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = Unanswered;
-    type Future = BoxFuture<Result<Response<BoxBody>, Unanswered>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Unanswered>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let budgets = self.budgets.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let Some(dest) = parts.extensions.get::<Resolved>().map(|r| r.dest.clone()) else {
+    async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, Unanswered> {
+        let Self { budgets, metrics } = self;
+        let (parts, body) = req.into_parts();
+        let Some(dest) = parts.extensions.get::<Resolved>().map(|r| r.dest.clone()) else {
+            return Err(Unanswered {
+                error: ProxyError::Misassembled("Resolved"),
+                tried: Vec::new(),
+            });
+        };
+        let body = match ReplayBody::read(body).await {
+            Ok(body) => TryBody::new(body),
+            Err(e) => {
                 return Err(Unanswered {
-                    error: ProxyError::Misassembled("Resolved"),
+                    error: ProxyError::RequestBody {
+                        service: dest.service,
+                        reason: e.to_string(),
+                    },
                     tried: Vec::new(),
                 });
-            };
-            let body = match ReplayBody::read(body).await {
-                Ok(body) => TryBody::new(body),
-                Err(e) => {
+            }
+        };
+        let service = &dest.service;
+        budgets.deposit(service);
+        let mut tried: Vec<EndpointRef> = Vec::new();
+        let mut last: Option<LastFailure> = None;
+        loop {
+            if let Some(failure) = &last {
+                if !should_retry(&parts.method, failure.kind(), tried.len(), body.available()) {
+                    break;
+                }
+                if !budgets.try_withdraw(service) {
+                    tracing::info!(%service, "retry budget exhausted; not retrying");
+                    break;
+                }
+                metrics
+                    .retries
+                    .get_or_create(&ServiceLabels {
+                        service: service.to_string(),
+                    })
+                    .inc();
+            }
+            let mut attempt = Request::new(body.clone());
+            *attempt.method_mut() = parts.method.clone();
+            *attempt.uri_mut() = parts.uri.clone();
+            *attempt.version_mut() = parts.version;
+            *attempt.headers_mut() = parts.headers.clone();
+            *attempt.extensions_mut() = parts.extensions.clone();
+            attempt.extensions_mut().insert(Tried(tried.clone()));
+            match next.clone().oneshot(attempt).await {
+                Ok(rsp) => {
+                    if let Some(served) = rsp.extensions().get::<ServedBy>() {
+                        tried.push(served.0.clone());
+                    }
+                    if !is_retryable_status(rsp.status()) {
+                        return Ok(with_tried(rsp, tried));
+                    }
+                    last = Some(LastFailure::Response(rsp));
+                }
+                Err(BalanceError::NoEndpoint) => break,
+                Err(BalanceError::MissingFact(fact)) => {
                     return Err(Unanswered {
-                        error: ProxyError::RequestBody {
-                            service: dest.service,
-                            reason: e.to_string(),
-                        },
-                        tried: Vec::new(),
+                        error: ProxyError::Misassembled(fact),
+                        tried,
                     });
                 }
-            };
-            let service = &dest.service;
-            budgets.deposit(service);
-            let mut tried: Vec<EndpointRef> = Vec::new();
-            let mut last: Option<LastFailure> = None;
-            loop {
-                if let Some(failure) = &last {
-                    if !should_retry(&parts.method, failure.kind(), tried.len(), body.available()) {
-                        break;
-                    }
-                    if !budgets.try_withdraw(service) {
-                        tracing::info!(%service, "retry budget exhausted; not retrying");
-                        break;
-                    }
-                    metrics
-                        .retries
-                        .get_or_create(&ServiceLabels {
-                            service: service.to_string(),
-                        })
-                        .inc();
+                Err(BalanceError::Try {
+                    endpoint,
+                    error: TryError::BodyGone,
+                }) => {
+                    tried.push(endpoint);
+                    return Err(Unanswered {
+                        error: ProxyError::RequestBody {
+                            service: dest.service.clone(),
+                            reason: TryError::BodyGone.to_string(),
+                        },
+                        tried,
+                    });
                 }
-                let mut attempt = Request::new(body.clone());
-                *attempt.method_mut() = parts.method.clone();
-                *attempt.uri_mut() = parts.uri.clone();
-                *attempt.version_mut() = parts.version;
-                *attempt.headers_mut() = parts.headers.clone();
-                *attempt.extensions_mut() = parts.extensions.clone();
-                attempt.extensions_mut().insert(Tried(tried.clone()));
-                match inner.clone().oneshot(attempt).await {
-                    Ok(rsp) => {
-                        if let Some(served) = rsp.extensions().get::<ServedBy>() {
-                            tried.push(served.0.clone());
-                        }
-                        if !is_retryable_status(rsp.status()) {
-                            return Ok(with_tried(rsp, tried));
-                        }
-                        last = Some(LastFailure::Response(rsp));
-                    }
-                    Err(BalanceError::NoEndpoint) => break,
-                    Err(BalanceError::MissingFact(fact)) => {
-                        return Err(Unanswered {
-                            error: ProxyError::Misassembled(fact),
-                            tried,
-                        });
-                    }
-                    Err(BalanceError::Try {
-                        endpoint,
-                        error: TryError::BodyGone,
-                    }) => {
-                        tried.push(endpoint);
-                        return Err(Unanswered {
-                            error: ProxyError::RequestBody {
-                                service: dest.service.clone(),
-                                reason: TryError::BodyGone.to_string(),
-                            },
-                            tried,
-                        });
-                    }
-                    Err(BalanceError::Try { endpoint, error }) => {
-                        tried.push(endpoint.clone());
-                        last = Some(LastFailure::Try(endpoint, error));
-                    }
+                Err(BalanceError::Try { endpoint, error }) => {
+                    tried.push(endpoint.clone());
+                    last = Some(LastFailure::Try(endpoint, error));
                 }
             }
-            match last {
-                Some(LastFailure::Response(rsp)) => Ok(with_tried(rsp, tried)),
-                Some(LastFailure::Try(endpoint, error)) => Err(Unanswered {
-                    error: failed_try(&dest, endpoint, error, tried.len()),
-                    tried,
-                }),
-                None => Err(Unanswered {
-                    error: ProxyError::NoEndpoint {
-                        service: dest.service.clone(),
-                        cluster: dest.cluster.clone(),
-                    },
-                    tried,
-                }),
-            }
-        })
+        }
+        match last {
+            Some(LastFailure::Response(rsp)) => Ok(with_tried(rsp, tried)),
+            Some(LastFailure::Try(endpoint, error)) => Err(Unanswered {
+                error: failed_try(&dest, endpoint, error, tried.len()),
+                tried,
+            }),
+            None => Err(Unanswered {
+                error: ProxyError::NoEndpoint {
+                    service: dest.service.clone(),
+                    cluster: dest.cluster.clone(),
+                },
+                tried,
+            }),
+        }
     }
 }
 
@@ -304,6 +272,8 @@ mod tests {
     use std::time::Duration;
 
     use http::{Method, StatusCode};
+    use std::task::{Context, Poll};
+
     use http_body_util::Full;
     use mesh_core::http::text;
 
@@ -335,7 +305,7 @@ mod tests {
     /// Runs one request through a retry layer over `script`; gives the result, the endpoints
     /// each try was told were tried already, and the retry count.
     async fn run<B>(
-        layer: &RetryLayer,
+        layer: &ConcernLayer<Retry>,
         method: Method,
         body: B,
         script: Vec<Script>,
@@ -383,13 +353,13 @@ mod tests {
             },
             snapshot: Arc::new(snapshot(vec![])),
         });
-        let result = layer.layer(inner).oneshot(req).await;
+        let result = tower::Layer::layer(layer, inner).oneshot(req).await;
         let seen = seen.lock().unwrap().clone();
         (result, seen)
     }
 
-    fn layer(config: RetryBudgetConfig) -> RetryLayer {
-        RetryLayer::new(Arc::new(RetryBudgets::new(config)), Metrics::unregistered())
+    fn retry_layer(config: RetryBudgetConfig) -> ConcernLayer<Retry> {
+        super::layer(Arc::new(RetryBudgets::new(config)), Metrics::unregistered())
     }
 
     fn small() -> Full<Bytes> {
@@ -399,7 +369,7 @@ mod tests {
     #[tokio::test]
     async fn a_connect_failure_is_retried_elsewhere_and_the_tries_travel_up() {
         let (result, seen) = run(
-            &layer(RetryBudgetConfig::default()),
+            &retry_layer(RetryBudgetConfig::default()),
             Method::POST,
             small(),
             vec![
@@ -421,7 +391,7 @@ mod tests {
     #[tokio::test]
     async fn a_503_is_retried_for_get_but_passed_on_for_post() {
         let (result, seen) = run(
-            &layer(RetryBudgetConfig::default()),
+            &retry_layer(RetryBudgetConfig::default()),
             Method::GET,
             small(),
             vec![
@@ -434,7 +404,7 @@ mod tests {
         assert_eq!(seen.len(), 2);
 
         let (result, seen) = run(
-            &layer(RetryBudgetConfig::default()),
+            &retry_layer(RetryBudgetConfig::default()),
             Method::POST,
             small(),
             vec![Script::Answer(503, "us-east")],
@@ -449,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn tries_stop_at_the_cap_with_the_last_failure() {
         let (result, seen) = run(
-            &layer(RetryBudgetConfig::default()),
+            &retry_layer(RetryBudgetConfig::default()),
             Method::GET,
             small(),
             vec![
@@ -471,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn no_endpoint_at_all_is_answered_as_such() {
         let (result, _) = run(
-            &layer(RetryBudgetConfig::default()),
+            &retry_layer(RetryBudgetConfig::default()),
             Method::GET,
             small(),
             vec![Script::NoEndpoint],
@@ -490,7 +460,7 @@ mod tests {
             Bytes::from_static(b"b"),
         ]));
         let (result, seen) = run(
-            &layer(RetryBudgetConfig::default()),
+            &retry_layer(RetryBudgetConfig::default()),
             Method::PUT,
             chunks,
             vec![Script::Fail(
@@ -510,7 +480,7 @@ mod tests {
     #[tokio::test]
     async fn the_budget_bounds_retries_per_service() {
         // No floor: 10 requests buy 2 retries at the 20% ratio; the other failures stay failed.
-        let layer = layer(RetryBudgetConfig {
+        let layer = retry_layer(RetryBudgetConfig {
             min_retries_per_second: 0,
             ..RetryBudgetConfig::default()
         });
@@ -552,12 +522,14 @@ mod tests {
                 Ok::<_, BalanceError>(rsp)
             }
         });
-        let timeout =
-            crate::timeout::TimeoutLayer::new(Duration::from_secs(3), |after| BalanceError::Try {
-                endpoint: at("us-east"),
-                error: TryError::Timeout(after),
-            });
-        let svc = layer(RetryBudgetConfig::default()).layer(timeout.layer(endpoint));
+        let timeout = crate::timeout::layer(Duration::from_secs(3), |after| BalanceError::Try {
+            endpoint: at("us-east"),
+            error: TryError::Timeout(after),
+        });
+        let svc = tower::Layer::layer(
+            &retry_layer(RetryBudgetConfig::default()),
+            tower::Layer::layer(&timeout, endpoint),
+        );
         let mut req = Request::builder()
             .uri("http://echo.demo/")
             .body(small())

@@ -9,15 +9,12 @@ use hyper::body::Incoming;
 use mesh_core::http::BoxBody;
 use tower::{Service, ServiceBuilder};
 
-use super::balance::BalanceLayer;
-use super::breaker::BreakerLayer;
 use super::connect::{Connect, TryError};
-use super::errors::ErrorsLayer;
-use super::resolve::ResolveLayer;
-use super::retry::{RetryBudgets, RetryLayer};
-use crate::request_metrics::{Direction, RequestMetricsLayer};
+use super::retry::RetryBudgets;
+use super::{balance, breaker, errors, resolve, retry};
+use crate::request_metrics::{self, Direction};
 use crate::state::SidecarState;
-use crate::timeout::TimeoutLayer;
+use crate::timeout;
 
 /// The outbound stack of a sidecar, one layer per concern, in request order:
 ///
@@ -49,18 +46,15 @@ pub fn outbound_stack(
 + 'static {
     let budgets = Arc::new(RetryBudgets::new(state.resilience().retry_budget.clone()));
     ServiceBuilder::new()
-        .layer(RequestMetricsLayer::new(
+        .layer(request_metrics::layer(
             state.metrics().clone(),
             Direction::Outbound,
         ))
-        .layer(ErrorsLayer)
-        .layer(ResolveLayer::new(state.clone()))
-        .layer(BreakerLayer::new(state.clone()))
-        .layer(RetryLayer::new(budgets, state.metrics().clone()))
-        .layer(BalanceLayer::new(state.clone()))
-        .layer(TimeoutLayer::new(
-            state.request_timeout(),
-            TryError::Timeout,
-        ))
+        .layer(errors::layer())
+        .layer(resolve::layer(state.clone()))
+        .layer(breaker::layer(state.clone()))
+        .layer(retry::layer(budgets, state.metrics().clone()))
+        .layer(balance::layer(state.clone()))
+        .layer(timeout::layer(state.request_timeout(), TryError::Timeout))
         .service(Connect::new(state.clone()))
 }

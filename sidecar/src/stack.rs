@@ -6,10 +6,40 @@
 //! [`crate::outbound::stack::outbound_stack`] and [`crate::inbound::stack::inbound_stack`].
 //! What a layer learns for another travels in [`crate::facts`].
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+use mesh_core::http::BoxBody;
 use tower::{Layer, Service};
+
+/// A whole stack, as its listener serves it: answers every HTTP request, never fails (errors
+/// are answers), cloned for each connection.
+pub trait HttpStack:
+    Service<
+        Request<Incoming>,
+        Response = Response<BoxBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> HttpStack for T where
+    T: Service<
+            Request<Incoming>,
+            Response = Response<BoxBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
 
 /// The future a layer's service returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

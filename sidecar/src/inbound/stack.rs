@@ -1,15 +1,11 @@
 //! The whole inbound stack, assembled in one place: what happens to a request from another
 //! sidecar (or a gateway's tunnel) on its way to the local app, top to bottom.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use mesh_core::http::BoxBody;
 use mesh_core::names::ServiceKey;
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
 use super::app::AppClient;
 use super::errors::{self, InboundError};
@@ -17,6 +13,7 @@ use super::origin_form::OriginFormLayer;
 use super::served_by;
 use crate::outbound::balancer::EndpointRef;
 use crate::request_metrics::{self, Direction};
+use crate::stack::HttpStack;
 use crate::state::SidecarState;
 use crate::timeout;
 
@@ -38,14 +35,7 @@ pub fn inbound_stack(
     service: ServiceKey,
     app: SocketAddr,
     advertised: SocketAddr,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<BoxBody>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-+ Send
-+ 'static {
+) -> impl HttpStack {
     let own = EndpointRef {
         cluster: state.cluster().to_string(),
         addr: advertised,

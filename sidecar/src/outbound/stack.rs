@@ -1,18 +1,15 @@
 //! The whole outbound stack, assembled in one place: what happens to a request from the local
 //! app, top to bottom.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use mesh_core::http::BoxBody;
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
 use super::connect::{Connect, TryError};
 use super::retry::RetryBudgets;
 use super::{balance, breaker, errors, resolve, retry};
 use crate::request_metrics::{self, Direction};
+use crate::stack::HttpStack;
 use crate::state::SidecarState;
 use crate::timeout;
 
@@ -34,16 +31,7 @@ use crate::timeout;
 /// 10. **per-try timeout**: bounds one try until its response head (below `balance`, so a
 ///     timed-out try counts against the endpoint it went to);
 /// 11. **connect**: the try on a pooled connection, direct, tunnelled or plaintext.
-pub fn outbound_stack(
-    state: &Arc<SidecarState>,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<BoxBody>,
-    Error = Infallible,
-    Future = impl Send + 'static,
-> + Clone
-+ Send
-+ 'static {
+pub fn outbound_stack(state: &Arc<SidecarState>) -> impl HttpStack {
     let budgets = Arc::new(RetryBudgets::new(state.resilience().retry_budget.clone()));
     ServiceBuilder::new()
         .layer(request_metrics::layer(

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
 use http::{Method, Request, StatusCode};
@@ -28,7 +30,9 @@ async fn sixty_four_mib_stream_both_ways_without_being_buffered() -> anyhow::Res
     let east = Cluster::new("us-east");
     let app = TestApp::start("echo-0").await;
     let server = ServerSidecar::start(&east, app.addr).await;
-    let client = ClientSidecar::start(&east).await;
+    // The per-try timeout runs until the response head, which the app sends only after the
+    // whole upload: generous, since this test is about memory, and a loaded machine is slow.
+    let client = ClientSidecar::with_timeout(&east, Duration::from_secs(60)).await;
     client.state.apply_snapshot(snapshot(
         &east,
         vec![east.bundle.clone()],

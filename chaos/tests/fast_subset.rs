@@ -124,7 +124,7 @@ fn a_bad_scenario_is_refused_before_anything_starts_with_file_line_and_reason() 
     let file = dir.join("bad.yaml");
     std::fs::write(
         &file,
-        "name: bad\nsummary: x\ntopology:\n  clusters:\n    - name: us-east\nload: { client: us-east, rate: 10 }\nduration_ms: 5000\ntimeline:\n  - { at_ms: 1000, fault: explode, id: x, targets: [us-east/gateway] }\nslos:\n  - { kind: lost_requests, max_count: 0 }\n",
+        "name: bad\nsummary: x\ntopology:\n  clusters:\n    - name: us-east\nload: { client: us-east, rate: 10 }\nduration: 5s\ntimeline:\n  - { at: 1s, fault: explode, id: x, targets: [us-east/gateway] }\nslos:\n  - { kind: lost_requests, max_count: 0 }\n",
     )
     .unwrap();
     let run = Command::new(mesh_bin())

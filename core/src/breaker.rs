@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::outlier::duration_ms;
-
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -45,14 +43,14 @@ pub struct BreakerConfig {
     pub min_requests: u32,
     /// Span of the rolling window, kept in 10 buckets. Default 10 s: long enough to hold a
     /// meaningful sample, short enough to forget an incident that is over.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Healthy endpoint share below which the breaker opens. Default 0.5: open when fewer than
     /// half the locality's endpoints are healthy.
     pub healthy_share_threshold: f64,
     /// Time open before probing. Default 5 s: longer than the first outlier ejection (2 s), so
     /// ejected endpoints are back before the probes judge the locality.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "humantime_serde")]
     pub cool_down: Duration,
     /// Consecutive probe successes that close the breaker. Default 3: one lucky request is not
     /// a recovery.
@@ -422,8 +420,8 @@ mod tests {
             serde_json::from_str::<BreakerState>(r#""closed""#).unwrap(),
             Closed
         );
-        let config: BreakerConfig = serde_json::from_str(r#"{"cool_down": 250}"#).unwrap();
+        let config: BreakerConfig = serde_json::from_str(r#"{"cool_down": "250ms"}"#).unwrap();
         assert_eq!(config.cool_down, Duration::from_millis(250));
-        assert!(serde_json::from_str::<BreakerConfig>(r#"{"cooldown": 250}"#).is_err());
+        assert!(serde_json::from_str::<BreakerConfig>(r#"{"cooldown": "250ms"}"#).is_err());
     }
 }

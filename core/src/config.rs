@@ -8,7 +8,7 @@
 //!     region_priority: [us-west, eu-central]   # other regions, preferred first
 //!     echo_replicas: 2
 //!     client_port: 15001                       # 0 = any free port
-//! lease_grace_ms: 30000
+//! lease_grace: 30s                             # any humantime duration: 500ms, 1m 30s
 //! ```
 
 use std::collections::HashSet;
@@ -54,12 +54,16 @@ pub enum ConfigError {
     },
 }
 
+/// A duration as a file writes it (`500ms`, `30s`, `1m 30s`); wrapped in `Spanned` it keeps
+/// its line, and a bad value fails with the parser's location.
+pub type FileDuration = humantime_serde::Serde<Duration>;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTopology {
     clusters: Spanned<Vec<RawCluster>>,
     #[serde(default)]
-    lease_grace_ms: Option<Spanned<u64>>,
+    lease_grace: Option<Spanned<FileDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,15 +239,15 @@ impl Topology {
                 client_port,
             });
         }
-        let lease_grace = match raw.lease_grace_ms {
-            Some(ms) if ms.value == 0 => {
+        let lease_grace = match raw.lease_grace {
+            Some(grace) if grace.value.is_zero() => {
                 return Err(invalid(
-                    ms.referenced.line(),
-                    "lease_grace_ms",
+                    grace.referenced.line(),
+                    "lease_grace",
                     "must be above 0".into(),
                 ));
             }
-            Some(ms) => Duration::from_millis(ms.value),
+            Some(grace) => *grace.value,
             None => crate::peer_catalogs::DEFAULT_LEASE_GRACE,
         };
         Ok(Self {
@@ -272,7 +276,7 @@ clusters:
   - name: eu-central
     echo_replicas: 3
     client_port: 0
-lease_grace_ms: 5000
+lease_grace: 5s
 ";
 
     #[test]
@@ -297,6 +301,28 @@ lease_grace_ms: 5000
         assert!(e.contains("unknown field `replicas`"), "{e}");
         let e = err("clusters: []\nextra: 1\n");
         assert!(e.contains("line 2") && e.contains("`extra`"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_written_as_durations_and_bad_ones_are_located() {
+        let t = Topology::parse("clusters:\n  - name: a\nlease_grace: 1m 30s\n", "t").unwrap();
+        assert_eq!(t.lease_grace, Duration::from_secs(90));
+        let e = err("clusters:\n  - name: a\nlease_grace: 30 parsecs\n");
+        assert!(
+            e.starts_with("topo.yaml: line 3") && e.contains("lease_grace"),
+            "{e}"
+        );
+        let e = err("clusters:\n  - name: a\nlease_grace: 0s\n");
+        assert!(
+            e.contains("line 3: field `lease_grace`: must be above 0"),
+            "{e}"
+        );
+        // The field's old name is refused like any other unknown field.
+        let e = err("clusters:\n  - name: a\nlease_grace_ms: 30000\n");
+        assert!(
+            e.starts_with("topo.yaml: line 3") && e.contains("unknown field `lease_grace_ms`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,31 +1,13 @@
 //! Per-endpoint outlier detection: counts consecutive failures (connect errors, 5xx, timeouts)
 //! of each endpoint and ejects it from load balancing for a time that grows with each ejection,
 //! never ejecting more than the configured share of the known endpoints. This module owns the
-//! ejection decision only; the sidecar feeds it outcomes and skips ejected endpoints. It also
-//! holds `duration_ms`, the serde helper the traffic config structs share.
+//! ejection decision only; the sidecar feeds it outcomes and skips ejected endpoints.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-
-/// Serde helper: a `Duration` written and read as a whole number of milliseconds.
-pub mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes the duration as milliseconds (saturating at `u64::MAX`).
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// Reads a number of milliseconds into a duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        u64::deserialize(deserializer).map(Duration::from_millis)
-    }
-}
 
 /// When an endpoint is ejected, for how long, and how many may be ejected at once.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -36,11 +18,11 @@ pub struct OutlierConfig {
     pub consecutive_failures: u32,
     /// First ejection time; the n-th ejection lasts n times this. Default 2 s: long enough to
     /// stop hammering a dead endpoint, short enough that a restarted one is back quickly.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "humantime_serde")]
     pub base_ejection: Duration,
     /// Cap on the ejection time, and how long an endpoint must stay healthy for its ejection
     /// count to reset. Default 30 s: a flapping endpoint stays out for at most half a minute.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "humantime_serde")]
     pub max_ejection: Duration,
     /// Most endpoints, in percent of those known, that may be ejected at once. Default 100: a
     /// whole locality may go dark, and priority spill to the next region is what handles that;
@@ -300,14 +282,15 @@ mod tests {
     }
 
     #[test]
-    fn config_reads_milliseconds_and_rejects_unknown_fields() {
-        let config: OutlierConfig = serde_json::from_str(r#"{"base_ejection": 1500}"#).unwrap();
+    fn config_reads_durations_and_rejects_unknown_fields() {
+        let config: OutlierConfig = serde_json::from_str(r#"{"base_ejection": "1500ms"}"#).unwrap();
         assert_eq!(config.base_ejection, Duration::from_millis(1500));
         assert_eq!(config.max_ejection, Duration::from_secs(30));
         assert_eq!(
             serde_json::to_value(&config).unwrap()["max_ejection"],
-            30_000
+            "30s"
         );
+        assert!(serde_json::from_str::<OutlierConfig>(r#"{"base_ejection": 1500}"#).is_err());
         assert!(serde_json::from_str::<OutlierConfig>(r#"{"bogus": 1}"#).is_err());
     }
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::breaker::RollingWindow;
-use crate::outlier::duration_ms;
 
 /// How much retrying live traffic may buy.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -22,7 +21,7 @@ pub struct RetryBudgetConfig {
     pub min_retries_per_second: u32,
     /// How long deposits and withdrawals count. Default 10 s: smooths bursts while still
     /// following a change in traffic within seconds.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
 }
 
@@ -144,8 +143,8 @@ mod tests {
     }
 
     #[test]
-    fn config_defaults_and_milliseconds() {
-        let config: RetryBudgetConfig = serde_json::from_str(r#"{"ttl": 2000}"#).unwrap();
+    fn config_defaults_and_durations() {
+        let config: RetryBudgetConfig = serde_json::from_str(r#"{"ttl": "2s"}"#).unwrap();
         assert_eq!(config.ttl, Duration::from_secs(2));
         assert_eq!(config.ratio, 0.2);
         assert_eq!(config.min_retries_per_second, 10);

@@ -9,13 +9,13 @@ use mesh_core::names::check_label;
 use crate::error::FederationError;
 
 /// Sidecars heartbeat every second; three missed beats expire a workload.
-const DEFAULT_REGISTRATION_TTL_MS: u64 = 3_000;
+const DEFAULT_REGISTRATION_TTL: &str = "3s";
 /// Matches `peer_catalogs::DEFAULT_LEASE_GRACE`: rides out a gateway restart, not a dead region.
-const DEFAULT_LEASE_GRACE_MS: u64 = 30_000;
+const DEFAULT_LEASE_GRACE: &str = "30s";
 /// Workload certificates live a day and are rotated well before they expire.
-const DEFAULT_CERT_TTL_MS: u64 = 24 * 3600 * 1000;
+const DEFAULT_CERT_TTL: &str = "24h";
 /// Shorter certificates would expire between a sidecar's rotation checks.
-const MIN_CERT_TTL_MS: u64 = 60_000;
+const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 
 /// `mesh controller`: the federation controller of one cluster (registry, CA, peering, failover
 /// decisions, discovery streams to sidecars and the gateway, link management).
@@ -49,15 +49,15 @@ pub struct ControllerArgs {
     #[arg(long, value_delimiter = ',')]
     pub region_priority: Vec<String>,
 
-    /// How long a peer's catalog stays usable after its link drops (static stability), in
-    /// milliseconds; then it is withdrawn so stale endpoints cannot attract traffic.
-    #[arg(long, default_value_t = DEFAULT_LEASE_GRACE_MS)]
-    pub lease_grace_ms: u64,
+    /// How long a peer's catalog stays usable after its link drops (static stability), e.g.
+    /// `30s`; then it is withdrawn so stale endpoints cannot attract traffic.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_LEASE_GRACE)]
+    pub lease_grace: Duration,
 
-    /// A workload registration expires this many milliseconds after its last heartbeat.
+    /// A workload registration expires this long after its last heartbeat (e.g. `3s`).
     /// Sidecars heartbeat every second, so the default tolerates two lost beats.
-    #[arg(long, default_value_t = DEFAULT_REGISTRATION_TTL_MS)]
-    pub registration_ttl_ms: u64,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_REGISTRATION_TTL)]
+    pub registration_ttl: Duration,
 
     /// Optional YAML file of static endpoints (VMs, services without a sidecar that
     /// registers): a list of `{service: echo.demo, address: ip:port, identity: spiffe://...}`;
@@ -66,9 +66,9 @@ pub struct ControllerArgs {
     #[arg(long)]
     pub services_file: Option<PathBuf>,
 
-    /// Validity of the certificates the CA signs, in milliseconds (default one day).
-    #[arg(long, default_value_t = DEFAULT_CERT_TTL_MS)]
-    pub cert_ttl_ms: u64,
+    /// Validity of the certificates the CA signs (e.g. `24h`, the default).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_CERT_TTL)]
+    pub cert_ttl: Duration,
 
     /// Once ready, write a JSON file with the bound addresses (`control`, `admin`) and the
     /// pid here, so a supervisor learns the real ports.
@@ -122,17 +122,20 @@ impl ControllerConfig {
             }
             region_priority.push(r);
         }
-        if args.registration_ttl_ms == 0 {
+        if args.registration_ttl.is_zero() {
             return Err(config(
-                "registration-ttl-ms",
-                "must be above 0 (sidecars heartbeat every 1000 ms; 3000 is the default)".into(),
+                "registration-ttl",
+                "must be above 0 (sidecars heartbeat every second; 3s is the default)".into(),
             ));
         }
-        if args.cert_ttl_ms < MIN_CERT_TTL_MS {
+        if args.lease_grace.is_zero() {
             return Err(config(
-                "cert-ttl-ms",
-                format!("must be at least {MIN_CERT_TTL_MS} (one minute)"),
+                "lease-grace",
+                "must be above 0 (30s is the default)".into(),
             ));
+        }
+        if args.cert_ttl < MIN_CERT_TTL {
+            return Err(config("cert-ttl", "must be at least 1m".into()));
         }
         Ok(Self {
             cluster: args.cluster,
@@ -141,10 +144,10 @@ impl ControllerConfig {
             control: args.control,
             admin: args.admin,
             region_priority,
-            lease_grace: Duration::from_millis(args.lease_grace_ms),
-            registration_ttl: Duration::from_millis(args.registration_ttl_ms),
+            lease_grace: args.lease_grace,
+            registration_ttl: args.registration_ttl,
             services_file: args.services_file,
-            cert_ttl: Duration::from_millis(args.cert_ttl_ms),
+            cert_ttl: args.cert_ttl,
             ready_file: args.ready_file,
         })
     }
@@ -197,9 +200,42 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().starts_with("invalid --cluster"), "{err}");
-        let err = parse(&["--cert-ttl-ms", "10"]).unwrap_err();
-        assert!(err.to_string().contains("--cert-ttl-ms"), "{err}");
-        let err = parse(&["--registration-ttl-ms", "0"]).unwrap_err();
-        assert!(err.to_string().contains("--registration-ttl-ms"), "{err}");
+        let err = parse(&["--cert-ttl", "10s"]).unwrap_err();
+        assert!(err.to_string().contains("--cert-ttl"), "{err}");
+        let err = parse(&["--registration-ttl", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("--registration-ttl"), "{err}");
+        let err = parse(&["--lease-grace", "0ms"]).unwrap_err();
+        assert!(err.to_string().contains("--lease-grace"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_written_as_durations() {
+        let c = parse(&["--lease-grace", "1m 30s", "--registration-ttl", "500ms"]).unwrap();
+        assert_eq!(c.lease_grace, Duration::from_secs(90));
+        assert_eq!(c.registration_ttl, Duration::from_millis(500));
+        let err = Cli::try_parse_from([
+            "mesh",
+            "--cluster",
+            "a",
+            "--state-dir",
+            "d",
+            "--lease-grace",
+            "30 parsecs",
+        ])
+        .err()
+        .expect("a bad duration is refused");
+        assert!(err.to_string().contains("--lease-grace"), "{err}");
+        assert!(
+            Cli::try_parse_from([
+                "mesh",
+                "--cluster",
+                "a",
+                "--state-dir",
+                "d",
+                "--lease-grace-ms",
+                "1"
+            ])
+            .is_err()
+        );
     }
 }

@@ -51,18 +51,18 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
 
-    /// QUIC keep-alive interval in milliseconds. Keeps NAT bindings open and lets a dead peer be
-    /// noticed: it must be well below --idle-timeout-ms so a few lost keep-alives are tolerated.
-    #[arg(long, default_value_t = 300)]
-    pub keep_alive_ms: u64,
+    /// QUIC keep-alive interval (e.g. `300ms`). Keeps NAT bindings open and lets a dead peer be
+    /// noticed: it must be well below --idle-timeout so a few lost keep-alives are tolerated.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "300ms")]
+    pub keep_alive: Duration,
 
-    /// QUIC idle timeout in milliseconds: a peer that stops answering (frozen, partitioned) is
+    /// QUIC idle timeout (e.g. `1500ms`): a peer that stops answering (frozen, partitioned) is
     /// declared down after this long, or after 2/3 of it when what is sent to it goes
     /// unacknowledged (also a one-way cut), and requests in flight on the link fail (and are
     /// retried elsewhere) only then: 1.5 s bounds that stall while tolerating four lost
     /// keep-alives in a row (at 5% loss, about one chance in 160,000 per interval).
-    #[arg(long, default_value_t = 1500)]
-    pub idle_timeout_ms: u64,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1500ms")]
+    pub idle_timeout: Duration,
 
     /// Once listeners are bound and the identity obtained, write a JSON ready file here with the
     /// bound addresses (roles `admin`, `quic`, `tunnel`) and the pid.
@@ -73,12 +73,12 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     /// The keep-alive interval.
     pub fn keep_alive(&self) -> Duration {
-        Duration::from_millis(self.keep_alive_ms)
+        self.keep_alive
     }
 
     /// The idle timeout.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
+        self.idle_timeout
     }
 
     /// Cross-field checks, run before anything starts.
@@ -128,15 +128,15 @@ pub(crate) fn check_timing(
 ) -> Result<(), GatewayError> {
     if keep_alive.is_zero() {
         return Err(GatewayError::InvalidArgs(
-            "--keep-alive-ms must be above 0".into(),
+            "--keep-alive must be above 0".into(),
         ));
     }
     if keep_alive >= idle_timeout {
         return Err(GatewayError::InvalidArgs(format!(
-            "--keep-alive-ms ({} ms) must be below --idle-timeout-ms ({} ms), or idle links \
-             would time out between keep-alives",
-            keep_alive.as_millis(),
-            idle_timeout.as_millis()
+            "--keep-alive ({}) must be below --idle-timeout ({}), or idle links would time out \
+             between keep-alives",
+            humantime::format_duration(keep_alive),
+            humantime::format_duration(idle_timeout)
         )));
     }
     Ok(())
@@ -193,13 +193,13 @@ mod tests {
             "--advertise-quic",
             "--advertise-tunnel",
             "--admin",
-            "--keep-alive-ms",
-            "--idle-timeout-ms",
+            "--keep-alive",
+            "--idle-timeout",
             "--ready-file",
         ] {
             assert!(help.contains(flag), "{flag} missing from:\n{help}");
         }
-        assert!(help.contains("[default: 1500]"), "{help}");
+        assert!(help.contains("[default: 1500ms]"), "{help}");
     }
 
     #[test]
@@ -238,9 +238,10 @@ mod tests {
 
     #[test]
     fn keep_alive_must_be_below_idle_timeout() {
-        let args = parse(&["--keep-alive-ms", "3000"]).unwrap();
+        let args = parse(&["--keep-alive", "3s"]).unwrap();
         let err = args.validate().unwrap_err().to_string();
-        assert!(err.contains("--idle-timeout-ms"), "{err}");
+        assert!(err.contains("--idle-timeout (1s 500ms)"), "{err}");
+        assert!(parse(&["--idle-timeout", "1.5 fortnights"]).is_err());
         let mut args = parse(&[]).unwrap();
         args.cluster = "Bad_Name".into();
         assert!(args.validate().is_err());

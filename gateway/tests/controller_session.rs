@@ -90,8 +90,8 @@ async fn run_bootstraps_reports_links_and_rides_out_a_controller_outage() -> Res
         advertise_quic: None,
         advertise_tunnel: None,
         admin: "127.0.0.1:0".parse()?,
-        keep_alive_ms: 500,
-        idle_timeout_ms: 3000,
+        keep_alive: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(3),
         ready_file: Some(ready_file.clone()),
     };
     let gateway = tokio::spawn(mesh_gateway::run(args));
@@ -230,8 +230,8 @@ async fn a_refused_join_token_stops_run_with_the_controllers_reason() -> Result<
         advertise_quic: None,
         advertise_tunnel: None,
         admin: "127.0.0.1:0".parse()?,
-        keep_alive_ms: 500,
-        idle_timeout_ms: 3000,
+        keep_alive: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(3),
         ready_file: None,
     };
     let err = within("run fails", async {

@@ -56,13 +56,13 @@ pub struct SidecarArgs {
     /// Admin address: /healthz, /readyz, /metrics.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
-    /// Bound on opening a connection to an endpoint (TCP, TLS, gateway tunnel), in ms.
-    #[arg(long, default_value_t = 1000)]
-    pub connect_timeout_ms: u64,
-    /// Bound on one try of a request until its response headers arrive, in ms (each retry gets
-    /// its own).
-    #[arg(long, default_value_t = 15000)]
-    pub request_timeout_ms: u64,
+    /// Bound on opening a connection to an endpoint (TCP, TLS, gateway tunnel), e.g. `1s`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub connect_timeout: Duration,
+    /// Bound on one try of a request until its response headers arrive, e.g. `15s` (each retry
+    /// gets its own).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub request_timeout: Duration,
     /// Keep traffic in the configured locality order whatever the localities' latency: no
     /// shift away from a locality far slower than another, and no latency probes.
     #[arg(long)]
@@ -129,12 +129,12 @@ impl SidecarArgs {
             (None, None) => "client".to_string(),
         };
         check_label(&service_account).or_else(|e| invalid(format!("--service-account: {e}")))?;
-        if self.connect_timeout_ms == 0 || self.request_timeout_ms == 0 {
-            return invalid("--connect-timeout-ms and --request-timeout-ms must be above 0".into());
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return invalid("--connect-timeout and --request-timeout must be above 0".into());
         }
         Ok(SidecarConfig {
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
             service_account,
             served,
             args: self,
@@ -204,8 +204,8 @@ mod tests {
             "--advertise",
             "--outbound",
             "--admin",
-            "--connect-timeout-ms",
-            "--request-timeout-ms",
+            "--connect-timeout",
+            "--request-timeout",
             "--ready-file",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");

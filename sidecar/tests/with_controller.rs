@@ -214,8 +214,8 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         advertise: None,
         outbound: "127.0.0.1:0".parse()?,
         admin: "127.0.0.1:0".parse()?,
-        connect_timeout_ms: 1000,
-        request_timeout_ms: 5000,
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
         ready_file: Some(ready_path.clone()),
     };
@@ -400,8 +400,8 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         advertise: None,
         outbound: "127.0.0.1:0".parse()?,
         admin: "127.0.0.1:0".parse()?,
-        connect_timeout_ms: 1000,
-        request_timeout_ms: 5000,
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
         ready_file: None,
     };

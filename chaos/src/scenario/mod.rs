@@ -12,12 +12,12 @@
 //!     - { name: us-east, region_priority: [us-west] }
 //!     - { name: us-west, region_priority: [us-east] }
 //! load: { client: us-east, rate: 100, protocol: mixed }
-//! duration_ms: 20000
+//! duration: 20s
 //! timeline:
-//!   - { at_ms: 4000, fault: kill, id: replicas, targets: [us-east/echo-*, us-east/sidecar-echo-*] }
-//!   - { at_ms: 10000, heal: replicas }
+//!   - { at: 4s, fault: kill, id: replicas, targets: [us-east/echo-*, us-east/sidecar-echo-*] }
+//!   - { at: 10s, heal: replicas }
 //! slos:
-//!   - { kind: failover_time, fault: replicas, cluster: us-west, max_ms: 2000 }
+//!   - { kind: failover_time, fault: replicas, cluster: us-west, max: 2s }
 //!   - { kind: failed_requests, max_share: 0.01 }
 //! ```
 

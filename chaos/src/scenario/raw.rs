@@ -1,6 +1,8 @@
 //! The scenario file as written: every field located (`Spanned`) so that validation can name
-//! the line of a bad value, unknown fields refused by serde.
+//! the line of a bad value, unknown fields refused by serde. Times are durations as people write
+//! them (`500ms`, `4s`, `1m 30s`).
 
+use mesh_core::config::FileDuration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -14,7 +16,7 @@ pub(crate) struct RawScenario {
     pub fast: bool,
     pub topology: Spanned<RawTopology>,
     pub load: Spanned<RawLoad>,
-    pub duration_ms: Spanned<u64>,
+    pub duration: Spanned<FileDuration>,
     #[serde(default)]
     pub timeline: Vec<Spanned<RawEvent>>,
     pub slos: Spanned<Vec<Spanned<RawSlo>>>,
@@ -26,7 +28,7 @@ pub(crate) struct RawScenario {
 pub(crate) struct RawTopology {
     pub clusters: Spanned<Vec<RawCluster>>,
     #[serde(default)]
-    pub lease_grace_ms: Option<Spanned<u64>>,
+    pub lease_grace: Option<Spanned<FileDuration>>,
 }
 
 /// One cluster.
@@ -57,14 +59,14 @@ pub(crate) struct RawLoad {
     #[serde(default)]
     pub body_bytes: Option<Spanned<u64>>,
     #[serde(default)]
-    pub timeout_ms: Option<Spanned<u64>>,
+    pub timeout: Option<Spanned<FileDuration>>,
 }
 
 /// One timeline entry: `fault: <action>` with its parameters, or `heal: <fault id>`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEvent {
-    pub at_ms: Spanned<u64>,
+    pub at: Spanned<FileDuration>,
     #[serde(default)]
     pub fault: Option<Spanned<String>>,
     #[serde(default)]
@@ -84,13 +86,13 @@ pub(crate) struct RawEvent {
     #[serde(default)]
     pub error_share: Option<Spanned<f64>>,
     #[serde(default)]
-    pub latency_ms: Option<Spanned<u64>>,
+    pub latency: Option<Spanned<FileDuration>>,
     #[serde(default)]
     pub latency_share: Option<Spanned<f64>>,
     #[serde(default)]
-    pub delay_ms: Option<Spanned<u64>>,
+    pub delay: Option<Spanned<FileDuration>>,
     #[serde(default)]
-    pub jitter_ms: Option<Spanned<u64>>,
+    pub jitter: Option<Spanned<FileDuration>>,
     #[serde(default)]
     pub loss: Option<Spanned<f64>>,
     #[serde(default)]
@@ -100,11 +102,11 @@ pub(crate) struct RawEvent {
     #[serde(default)]
     pub seed: Option<Spanned<u64>>,
     #[serde(default)]
-    pub down_ms: Option<Spanned<u64>>,
+    pub down: Option<Spanned<FileDuration>>,
     #[serde(default)]
-    pub up_ms: Option<Spanned<u64>>,
+    pub up: Option<Spanned<FileDuration>>,
     #[serde(default)]
-    pub pause_ms: Option<Spanned<u64>>,
+    pub pause: Option<Spanned<FileDuration>>,
 }
 
 impl RawEvent {
@@ -123,17 +125,17 @@ impl RawEvent {
             direction,
             share,
             error_share,
-            latency_ms,
+            latency,
             latency_share,
-            delay_ms,
-            jitter_ms,
+            delay,
+            jitter,
             loss,
             reorder,
             duplicate,
             seed,
-            down_ms,
-            up_ms,
-            pause_ms
+            down,
+            up,
+            pause
         );
         out
     }
@@ -153,7 +155,7 @@ pub(crate) struct RawSlo {
     #[serde(default)]
     pub replica: Option<Spanned<String>>,
     #[serde(default)]
-    pub settle_ms: Option<Spanned<u64>>,
+    pub settle: Option<Spanned<FileDuration>>,
     #[serde(default)]
     pub max_count: Option<Spanned<u64>>,
     #[serde(default)]
@@ -161,5 +163,5 @@ pub(crate) struct RawSlo {
     #[serde(default)]
     pub min_share: Option<Spanned<f64>>,
     #[serde(default)]
-    pub max_ms: Option<Spanned<u64>>,
+    pub max: Option<Spanned<FileDuration>>,
 }

@@ -16,11 +16,11 @@ topology:
 load:
   client: us-east
   rate: 100
-duration_ms: 20000
+duration: 20s
 timeline:
-  - at_ms: 10000
+  - at: 10s
     heal: replicas
-  - at_ms: 4000
+  - at: 4s
     fault: kill
     id: replicas
     targets: [us-east/sidecar-echo-*, us-east/echo-*]
@@ -28,14 +28,14 @@ slos:
   - kind: failover_time
     fault: replicas
     cluster: us-west
-    max_ms: 2000
+    max: 2s
   - kind: failed_requests
     max_share: 0.01
   - kind: p99_latency
     phase: after
     fault: replicas
-    settle_ms: 2000
-    max_ms: 50
+    settle: 2s
+    max: 50ms
 ";
 
 fn err(text: &str) -> String {
@@ -117,9 +117,9 @@ fn a_target_missing_from_the_topology_is_refused() {
 
 #[test]
 fn a_heal_before_its_fault_is_refused() {
-    let e = err(&with("at_ms: 10000", "at_ms: 3000"));
+    let e = err(&with("at: 10s", "at: 3s"));
     assert!(
-        e.contains("line 15: field `at_ms`") && e.contains("comes before its fault"),
+        e.contains("line 15: field `at`") && e.contains("comes before its fault"),
         "{e}"
     );
     let e = err(&with("heal: replicas", "heal: other"));
@@ -133,9 +133,9 @@ fn an_slo_without_a_bound_is_refused() {
         e.contains("line 26: field `kind`") && e.contains("has no bound"),
         "{e}"
     );
-    let e = err(&with("    max_ms: 2000\n", ""));
+    let e = err(&with("    max: 2s\n", ""));
     assert!(
-        e.contains("line 22") && e.contains("has no bound: set max_ms"),
+        e.contains("line 22") && e.contains("has no bound: set max"),
         "{e}"
     );
 }
@@ -144,9 +144,9 @@ fn an_slo_without_a_bound_is_refused() {
 fn parameters_that_do_not_apply_are_refused() {
     let e = err(&with(
         "    id: replicas\n",
-        "    id: replicas\n    jitter_ms: 5\n",
+        "    id: replicas\n    jitter: 5ms\n",
     ));
-    assert!(e.contains("action `kill` takes no `jitter_ms`"), "{e}");
+    assert!(e.contains("action `kill` takes no `jitter`"), "{e}");
     let e = err(&with(
         "    heal: replicas\n",
         "    heal: replicas\n    targets: [us-east/gateway]\n",
@@ -160,9 +160,9 @@ fn other_semantic_errors_name_line_and_field() {
     assert!(e.contains("line 12: field `rate`"), "{e}");
     let e = err(&with("client: us-east", "client: mars"));
     assert!(e.contains("line 11: field `client`"), "{e}");
-    let e = err(&with("at_ms: 4000", "at_ms: 40000"));
+    let e = err(&with("at: 4s", "at: 40s"));
     assert!(
-        e.contains("field `at_ms`") && e.contains("not inside the run"),
+        e.contains("field `at`") && e.contains("not inside the run"),
         "{e}"
     );
     let e = err(&with("    id: replicas\n", ""));
@@ -188,7 +188,7 @@ fn namespace_faults_are_recognised_and_relays_planned() {
     assert!(s.needs_namespaces());
     let text = with(
         "    fault: kill\n    id: replicas\n    targets: [us-east/sidecar-echo-*, us-east/echo-*]\n",
-        "    fault: impair\n    id: replicas\n    clusters: [us-west, us-east]\n    delay_ms: 150\n    loss: 0.05\n",
+        "    fault: impair\n    id: replicas\n    clusters: [us-west, us-east]\n    delay: 150ms\n    loss: 0.05\n",
     );
     let s = parse(&text, Path::new("s.yaml")).unwrap();
     assert!(!s.needs_namespaces());
@@ -228,4 +228,25 @@ fn served_share_can_name_a_demo_replica_of_the_cluster() {
     );
     let e = err(&format!("{GOOD}{}", slo.replace("echo-1", "gateway")));
     assert!(e.contains("field `replica`"), "{e}");
+}
+
+#[test]
+fn times_are_durations_and_a_bad_one_is_located() {
+    let s = parse(
+        &with("duration: 20s", "duration: 1m 30s"),
+        Path::new("s.yaml"),
+    )
+    .unwrap();
+    assert_eq!(s.duration, Duration::from_secs(90));
+    let e = err(&with("at: 4s", "at: 4 parsecs"));
+    assert!(
+        e.starts_with("s.yaml: line 17") && e.contains("at: 4 parsecs"),
+        "{e}"
+    );
+    // The old millisecond fields are unknown fields now, refused with their line.
+    let e = err(&with("duration: 20s", "duration_ms: 20000"));
+    assert!(
+        e.contains("line 13") && e.contains("unknown field `duration_ms`"),
+        "{e}"
+    );
 }

@@ -343,16 +343,16 @@ topology:
     - { name: us-east, region_priority: [us-west] }
     - { name: us-west, region_priority: [us-east] }
 load: { client: us-east, rate: 100 }
-duration_ms: 20000
+duration: 20s
 timeline:
-  - { at_ms: 5000, fault: kill, id: f, targets: [us-east/echo-*] }
-  - { at_ms: 12000, heal: f }
+  - { at: 5s, fault: kill, id: f, targets: [us-east/echo-*] }
+  - { at: 12s, heal: f }
 slos:
-  - { kind: failover_time, fault: f, cluster: us-west, max_ms: 1000 }
-  - { kind: failback_time, fault: f, cluster: us-east, max_ms: 1000 }
+  - { kind: failover_time, fault: f, cluster: us-west, max: 1s }
+  - { kind: failback_time, fault: f, cluster: us-east, max: 1s }
   - { kind: failed_requests, max_count: 100 }
   - { kind: failed_requests, max_share: 0.01 }
-  - { kind: p99_latency, phase: after, fault: f, settle_ms: 2000, max_ms: 10 }
+  - { kind: p99_latency, phase: after, fault: f, settle: 2s, max: 10ms }
   - { kind: served_share, phase: during, fault: f, cluster: us-west, min_share: 0.9 }
   - { kind: digest_mismatches, max_count: 0 }
   - { kind: lost_requests, max_count: 0 }

@@ -14,14 +14,14 @@ pub struct LinkArgs {
     pub a: SocketAddr,
     /// Admin address of the second cluster's controller.
     pub b: SocketAddr,
-    /// How long to wait for a controller whose gateway has not reported yet, in milliseconds.
-    #[arg(long, default_value_t = 20_000)]
-    pub wait_ms: u64,
+    /// How long to wait for a controller whose gateway has not reported yet (e.g. `20s`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    pub wait: Duration,
 }
 
 /// Runs `mesh link`.
 pub async fn run_link(args: LinkArgs) -> Result<(), AdminError> {
-    let (a, b) = link_pair(args.a, args.b, Duration::from_millis(args.wait_ms)).await?;
+    let (a, b) = link_pair(args.a, args.b, args.wait).await?;
     println!("linked {a} and {b}: each now trusts the other's trust domain and knows its gateway");
     Ok(())
 }

@@ -59,10 +59,10 @@ pub fn args(cluster: &str, state: &Path) -> ControllerArgs {
         control: "127.0.0.1:0".parse().expect("literal address"),
         admin: "127.0.0.1:0".parse().expect("literal address"),
         region_priority: vec!["eu".into()],
-        lease_grace_ms: 30_000,
-        registration_ttl_ms: 1_000,
+        lease_grace: Duration::from_secs(30),
+        registration_ttl: Duration::from_secs(1),
         services_file: None,
-        cert_ttl_ms: 3_600_000,
+        cert_ttl: Duration::from_secs(3600),
         ready_file: Some(state.join("ready.json")),
     }
 }

@@ -62,7 +62,7 @@ impl ClusterSet {
             mesh_bin: mesh_bin.to_path_buf(),
             clusters,
         };
-        let grace = topology.lease_grace.as_millis();
+        let grace = humantime::format_duration(topology.lease_grace).to_string();
         for i in 0..set.clusters.len() {
             let spec = set.clusters[i].spec.clone();
             let placement = placements.get(&spec.name).cloned().unwrap_or_default();
@@ -93,8 +93,8 @@ impl ClusterSet {
                 s(&spec.region),
                 s("--state-dir"),
                 s(dir.display()),
-                s("--lease-grace-ms"),
-                s(grace),
+                s("--lease-grace"),
+                s(&grace),
                 s("--control"),
                 s(any),
                 s("--admin"),
@@ -225,7 +225,7 @@ mod tests {
             "{}",
             argv("controller")
         );
-        assert!(argv("controller").contains("--lease-grace-ms 30000"));
+        assert!(argv("controller").contains("--lease-grace 30s"));
         assert!(argv("client").contains("--outbound 127.0.0.1:15001"));
         assert!(argv("gateway").contains("--token-file /state/us-east/join-token"));
         assert!(

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use mesh_core::config::{ClusterSpec, ConfigError, Topology};
+use mesh_core::config::{ClusterSpec, ConfigError, FileDuration, Topology};
 use mesh_core::names::check_label;
 use serde_saphyr::Spanned;
 
@@ -22,7 +22,7 @@ const MAX_RATE: u32 = 5_000;
 /// Largest body: the demo app digests bodies up to a few MiB.
 const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// Longest scenario: a suite of ten must stay runnable in an afternoon.
-const MAX_DURATION_MS: u64 = 600_000;
+const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Most demo replicas per cluster (two processes each on this machine).
 const MAX_ECHO_REPLICAS: u32 = 8;
 /// The demo service's clusterset name.
@@ -32,7 +32,7 @@ const DEFAULT_HOST: &str = "echo.demo.svc.clusterset.local";
 const DEFAULT_BODY_BYTES: u64 = 1024;
 /// Default request timeout: well past any failover the SLOs allow, so a stalled request shows
 /// up as latency first and as a failure only when it is really stuck.
-const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The action names, for messages.
 pub const ACTIONS: &[&str] = &[
@@ -92,15 +92,15 @@ pub(crate) fn validate(raw: RawScenario, path: &Path) -> Result<Scenario, Scenar
     let topology = topology(&cx, &raw.topology)?;
     let catalog = ProcessCatalog::of(&topology);
     let load = load(&cx, &raw.load, &topology)?;
-    let duration_ms = raw.duration_ms.value;
-    if duration_ms == 0 || duration_ms > MAX_DURATION_MS {
+    let duration = *raw.duration.value;
+    if duration.is_zero() || duration > MAX_DURATION {
         return Err(cx.err(
-            raw.duration_ms.referenced.line(),
-            "duration_ms",
-            format!("must be between 1 and {MAX_DURATION_MS}, got {duration_ms}"),
+            raw.duration.referenced.line(),
+            "duration",
+            format!("must be above 0 and at most {MAX_DURATION:?}, got {duration:?}"),
         ));
     }
-    let timeline = timeline::timeline(&cx, &raw.timeline, &catalog, duration_ms)?;
+    let timeline = timeline::timeline(&cx, &raw.timeline, &catalog, duration)?;
     let mut scenario = Scenario {
         name: raw.name.value,
         file: path.to_path_buf(),
@@ -108,7 +108,7 @@ pub(crate) fn validate(raw: RawScenario, path: &Path) -> Result<Scenario, Scenar
         fast: raw.fast,
         topology,
         load,
-        duration: Duration::from_millis(duration_ms),
+        duration,
         timeline,
         slos: Vec::new(),
     };
@@ -193,11 +193,11 @@ fn topology(cx: &Ctx, raw: &Spanned<RawTopology>) -> Result<Topology, ScenarioEr
             client_port: None,
         });
     }
-    let lease_grace = match &raw.value.lease_grace_ms {
-        Some(ms) if ms.value == 0 => {
-            return Err(cx.err(ms.referenced.line(), "lease_grace_ms", "must be above 0"));
+    let lease_grace = match &raw.value.lease_grace {
+        Some(grace) if grace.value.is_zero() => {
+            return Err(cx.err(grace.referenced.line(), "lease_grace", "must be above 0"));
         }
-        Some(ms) => Duration::from_millis(ms.value),
+        Some(grace) => *grace.value,
         None => mesh_core::peer_catalogs::DEFAULT_LEASE_GRACE,
     };
     Ok(Topology {
@@ -298,18 +298,18 @@ fn load(cx: &Ctx, raw: &Spanned<RawLoad>, topology: &Topology) -> Result<LoadSpe
             format!("{method} requests carry no body; use PUT to check body digests"),
         ));
     }
-    let timeout_ms = l
-        .timeout_ms
+    let timeout = l
+        .timeout
         .as_ref()
-        .map(|t| t.value)
-        .unwrap_or(DEFAULT_TIMEOUT_MS);
-    if timeout_ms == 0 {
+        .map(|t| *t.value)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.is_zero() {
         let line = l
-            .timeout_ms
+            .timeout
             .as_ref()
             .map(|t| t.referenced.line())
             .unwrap_or(raw.referenced.line());
-        return Err(cx.err(line, "timeout_ms", "must be above 0"));
+        return Err(cx.err(line, "timeout", "must be above 0"));
     }
     let host = l
         .host
@@ -331,7 +331,7 @@ fn load(cx: &Ctx, raw: &Spanned<RawLoad>, topology: &Topology) -> Result<LoadSpe
         method,
         host,
         body_bytes: body_bytes as usize,
-        timeout: Duration::from_millis(timeout_ms),
+        timeout,
     })
 }
 
@@ -347,6 +347,7 @@ pub(super) fn share(cx: &Ctx, v: &Option<Spanned<f64>>, field: &str) -> Result<f
     }
 }
 
-pub(super) fn ms(v: &Option<Spanned<u64>>) -> Duration {
-    Duration::from_millis(v.as_ref().map(|x| x.value).unwrap_or(0))
+/// An optional duration, zero when absent.
+pub(super) fn duration_or_zero(v: &Option<Spanned<FileDuration>>) -> Duration {
+    v.as_ref().map(|x| *x.value).unwrap_or_default()
 }

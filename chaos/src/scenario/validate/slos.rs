@@ -2,30 +2,26 @@
 //! clusters that exist.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
 use super::super::ScenarioError;
 use super::super::model::*;
 use super::super::raw::*;
-use super::{Ctx, SLO_KINDS, cluster_name, ms, share};
+use super::{Ctx, SLO_KINDS, cluster_name, duration_or_zero, share};
 
 /// Fields each SLO kind takes: (required, optional).
 fn slo_fields(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
-        "failed_requests" => (
-            &[],
-            &["phase", "fault", "settle_ms", "max_count", "max_share"],
-        ),
-        "failover_time" | "failback_time" => (&["fault", "cluster", "max_ms"], &[]),
-        "p99_latency" | "p99_increase" => (&["max_ms"], &["phase", "fault", "settle_ms"]),
+        "failed_requests" => (&[], &["phase", "fault", "settle", "max_count", "max_share"]),
+        "failover_time" | "failback_time" => (&["fault", "cluster", "max"], &[]),
+        "p99_latency" | "p99_increase" => (&["max"], &["phase", "fault", "settle"]),
         "digest_mismatches" | "lost_requests" | "leftovers" => (&["max_count"], &[]),
         "served_share" => (
             &["cluster", "min_share"],
-            &["replica", "phase", "fault", "settle_ms"],
+            &["replica", "phase", "fault", "settle"],
         ),
-        "locality_switches" => (&["max_count"], &["phase", "fault", "settle_ms"]),
+        "locality_switches" => (&["max_count"], &["phase", "fault", "settle"]),
         _ => (&[], &[]),
     }
 }
@@ -53,7 +49,7 @@ pub(super) fn slo_spec(
         ($($f:ident),*) => { $(if let Some(v) = &s.$f { given.insert(stringify!($f), v.referenced.line()); })* };
     }
     note!(
-        phase, fault, cluster, replica, settle_ms, max_count, max_share, min_share, max_ms
+        phase, fault, cluster, replica, settle, max_count, max_share, min_share, max
     );
     let (required, optional) = slo_fields(kind);
     for (f, l) in &given {
@@ -68,7 +64,7 @@ pub(super) fn slo_spec(
             ));
         }
     }
-    let bounds = ["max_count", "max_share", "min_share", "max_ms"];
+    let bounds = ["max_count", "max_share", "min_share", "max"];
     if !given.keys().any(|f| bounds.contains(f)) {
         let wanted: Vec<&str> = [required, optional]
             .concat()
@@ -123,7 +119,7 @@ pub(super) fn slo_spec(
         Ok(f.value.clone())
     };
     let phase = || -> Result<Phase, ScenarioError> {
-        let settle = ms(&s.settle_ms);
+        let settle = duration_or_zero(&s.settle);
         let p = s
             .phase
             .as_ref()
@@ -137,13 +133,13 @@ pub(super) fn slo_spec(
                 format!("`{other}` is not one of whole, before, during, after"),
             ));
         }
-        if s.settle_ms.is_some() && !matches!(p, Some(("after", _))) {
+        if s.settle.is_some() && !matches!(p, Some(("after", _))) {
             return Err(cx.err(
-                s.settle_ms
+                s.settle
                     .as_ref()
                     .map(|x| x.referenced.line())
                     .unwrap_or(line),
-                "settle_ms",
+                "settle",
                 "only the `after` phase has a settle time",
             ));
         }
@@ -177,7 +173,7 @@ pub(super) fn slo_spec(
             )),
         }
     };
-    let max_ms = || Duration::from_millis(s.max_ms.as_ref().map(|m| m.value).unwrap_or(0));
+    let max = || duration_or_zero(&s.max);
     let count = || s.max_count.as_ref().map(|c| c.value).unwrap_or(0);
     let cluster = || -> Result<String, ScenarioError> {
         match &s.cluster {
@@ -197,26 +193,23 @@ pub(super) fn slo_spec(
         "failover_time" => SloKind::FailoverTime {
             fault: fault_ref(false)?,
             cluster: cluster()?,
-            max: max_ms(),
+            max: max(),
         },
         "failback_time" => SloKind::FailbackTime {
             fault: fault_ref(true)?,
             cluster: cluster()?,
-            max: max_ms(),
+            max: max(),
         },
         "p99_latency" => SloKind::P99Latency {
             phase: phase()?,
-            max: max_ms(),
+            max: max(),
         },
         "p99_increase" => {
             let phase = phase()?;
             if matches!(phase, Phase::Before | Phase::Whole) {
                 return Err(cx.err(line, "phase", "`p99_increase` compares a `during` or `after` phase with the time before the first fault"));
             }
-            SloKind::P99Increase {
-                phase,
-                max: max_ms(),
-            }
+            SloKind::P99Increase { phase, max: max() }
         }
         "digest_mismatches" => SloKind::DigestMismatches { max_count: count() },
         "lost_requests" => SloKind::LostRequests { max_count: count() },

@@ -11,31 +11,21 @@ use super::super::ScenarioError;
 use super::super::model::*;
 use super::super::raw::*;
 use super::super::targets::ProcessCatalog;
-use super::{ACTIONS, Ctx, cluster_name, ms, share};
+use super::{ACTIONS, Ctx, cluster_name, duration_or_zero, share};
 
 /// Parameters each action takes: (required, optional).
 fn parameters_of(action: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match action {
         "kill" | "freeze" => (&["targets"], &[]),
-        "rolling_restart" => (&["targets"], &["pause_ms"]),
+        "rolling_restart" => (&["targets"], &["pause"]),
         "partition" => (&["clusters"], &["direction"]),
         "wan_loss" => (&["cluster", "share"], &[]),
         "impair" => (
             &["clusters"],
-            &[
-                "delay_ms",
-                "jitter_ms",
-                "loss",
-                "reorder",
-                "duplicate",
-                "seed",
-            ],
+            &["delay", "jitter", "loss", "reorder", "duplicate", "seed"],
         ),
-        "endpoint" => (
-            &["targets"],
-            &["error_share", "latency_ms", "latency_share"],
-        ),
-        "flap" => (&["targets", "down_ms", "up_ms"], &[]),
+        "endpoint" => (&["targets"], &["error_share", "latency", "latency_share"]),
+        "flap" => (&["targets", "down", "up"], &[]),
         "unlink" => (&["clusters"], &[]),
         _ => (&[], &[]),
     }
@@ -72,21 +62,21 @@ pub(super) fn timeline(
     cx: &Ctx,
     raw: &[Spanned<RawEvent>],
     catalog: &ProcessCatalog,
-    duration_ms: u64,
+    duration: Duration,
 ) -> Result<Vec<TimelineEvent>, ScenarioError> {
     let mut events = Vec::new();
-    let mut faults: HashMap<String, (u64, bool)> = HashMap::new();
+    let mut faults: HashMap<String, (Duration, bool)> = HashMap::new();
     // Faults first, so heals can refer to any of them wherever they are written.
     for ev in raw {
         let e = &ev.value;
         let line = ev.referenced.line();
-        if e.at_ms.value >= duration_ms {
+        if *e.at.value >= duration {
             return Err(cx.err(
-                e.at_ms.referenced.line(),
-                "at_ms",
+                e.at.referenced.line(),
+                "at",
                 format!(
-                    "{} ms is not inside the run (duration_ms is {duration_ms})",
-                    e.at_ms.value
+                    "{:?} is not inside the run (duration is {duration:?})",
+                    *e.at.value
                 ),
             ));
         }
@@ -133,7 +123,7 @@ pub(super) fn timeline(
                 check_label(&id.value)
                     .map_err(|err| cx.err(id.referenced.line(), "id", err.to_string()))?;
                 if faults
-                    .insert(id.value.clone(), (e.at_ms.value, fault.self_healing()))
+                    .insert(id.value.clone(), (*e.at.value, fault.self_healing()))
                     .is_some()
                 {
                     return Err(cx.err(
@@ -143,7 +133,7 @@ pub(super) fn timeline(
                     ));
                 }
                 events.push(TimelineEvent {
-                    at: Duration::from_millis(e.at_ms.value),
+                    at: *e.at.value,
                     line,
                     action: Action::Fault {
                         id: id.value.clone(),
@@ -176,13 +166,13 @@ pub(super) fn timeline(
                 format!("fault `{}` ends by itself and takes no heal", h.value),
             ));
         }
-        if e.at_ms.value <= *fault_at {
+        if *e.at.value <= *fault_at {
             return Err(cx.err(
-                e.at_ms.referenced.line(),
-                "at_ms",
+                e.at.referenced.line(),
+                "at",
                 format!(
-                    "the heal of `{}` at {} ms comes before its fault at {fault_at} ms",
-                    h.value, e.at_ms.value
+                    "the heal of `{}` at {:?} comes before its fault at {fault_at:?}",
+                    h.value, *e.at.value
                 ),
             ));
         }
@@ -194,7 +184,7 @@ pub(super) fn timeline(
             ));
         }
         events.push(TimelineEvent {
-            at: Duration::from_millis(e.at_ms.value),
+            at: *e.at.value,
             line: ev.referenced.line(),
             action: Action::Heal {
                 fault: h.value.clone(),
@@ -284,7 +274,7 @@ fn fault(
         },
         "rolling_restart" => Fault::RollingRestart {
             targets: targets(false)?,
-            pause: ms(&e.pause_ms),
+            pause: duration_or_zero(&e.pause),
         },
         "partition" => {
             let (a, b) = pair(cx, catalog, &e.clusters)?;
@@ -320,8 +310,8 @@ fn fault(
         "impair" => {
             let (a, b) = pair(cx, catalog, &e.clusters)?;
             let impairment = Impairment {
-                delay: ms(&e.delay_ms),
-                jitter: ms(&e.jitter_ms),
+                delay: duration_or_zero(&e.delay),
+                jitter: duration_or_zero(&e.jitter),
                 loss: share(cx, &e.loss, "loss")?,
                 reorder: share(cx, &e.reorder, "reorder")?,
                 duplicate: share(cx, &e.duplicate, "duplicate")?,
@@ -336,7 +326,7 @@ fn fault(
                 return Err(cx.err(
                     action.referenced.line(),
                     "impair",
-                    "set at least one of delay_ms, jitter_ms, loss, reorder, duplicate",
+                    "set at least one of delay, jitter, loss, reorder, duplicate",
                 ));
             }
             if impairment.loss >= 1.0 {
@@ -351,9 +341,9 @@ fn fault(
         "endpoint" => {
             let behaviour = EndpointBehaviour {
                 error_share: share(cx, &e.error_share, "error_share")?,
-                latency: ms(&e.latency_ms),
+                latency: duration_or_zero(&e.latency),
                 latency_share: match &e.latency_share {
-                    None if e.latency_ms.is_some() => 1.0,
+                    None if e.latency.is_some() => 1.0,
                     _ => share(cx, &e.latency_share, "latency_share")?,
                 },
             };
@@ -363,7 +353,7 @@ fn fault(
                 return Err(cx.err(
                     action.referenced.line(),
                     "endpoint",
-                    "set error_share, or latency_ms (with latency_share)",
+                    "set error_share, or latency (with latency_share)",
                 ));
             }
             Fault::Endpoint {
@@ -372,10 +362,10 @@ fn fault(
             }
         }
         "flap" => {
-            let (down, up) = (ms(&e.down_ms), ms(&e.up_ms));
+            let (down, up) = (duration_or_zero(&e.down), duration_or_zero(&e.up));
             if down.is_zero() || up.is_zero() {
-                let line = e.down_ms.as_ref().map(|d| d.referenced.line()).unwrap_or(0);
-                return Err(cx.err(line, "down_ms", "down_ms and up_ms must both be above 0"));
+                let line = e.down.as_ref().map(|d| d.referenced.line()).unwrap_or(0);
+                return Err(cx.err(line, "down", "down and up must both be above 0"));
             }
             Fault::Flap {
                 targets: targets(true)?,

@@ -309,7 +309,7 @@ lease_grace: 5s
         assert_eq!(t.lease_grace, Duration::from_secs(90));
         let e = err("clusters:\n  - name: a\nlease_grace: 30 parsecs\n");
         assert!(
-            e.starts_with("topo.yaml: line 3") && e.contains("lease_grace"),
+            e.starts_with("topo.yaml: line 3") && e.contains("lease_grace: 30 parsecs"),
             "{e}"
         );
         let e = err("clusters:\n  - name: a\nlease_grace: 0s\n");

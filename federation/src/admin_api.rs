@@ -26,13 +26,13 @@ struct LinkAnswer {
 
 /// The admin routes of the controller.
 #[derive(Debug, Clone)]
-pub struct AdminApi {
+pub(crate) struct AdminApi {
     controller: Arc<Controller>,
 }
 
 impl AdminApi {
     /// The routes over `controller`.
-    pub fn new(controller: Arc<Controller>) -> Self {
+    pub(crate) fn new(controller: Arc<Controller>) -> Self {
         Self { controller }
     }
 

@@ -9,7 +9,7 @@ use mesh_core::api::{BreakerReport, ReportedBreakerState};
 use mesh_core::names::{ServiceKey, check_label};
 
 /// A report not renewed for this long no longer counts: sidecars re-send every few seconds.
-pub const BREAKER_REPORT_TTL: Duration = Duration::from_secs(10);
+pub(crate) const BREAKER_REPORT_TTL: Duration = Duration::from_secs(10);
 /// Most breakers one report may carry: a sidecar holds one per (service, cluster) it calls.
 const MAX_BREAKERS_PER_REPORT: usize = 10_000;
 /// Longest reporter id.
@@ -17,7 +17,7 @@ const MAX_REPORTER_LEN: usize = 253;
 
 /// How the own sidecars see one (service, cluster).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BreakerCount {
+pub(crate) struct BreakerCount {
     /// Sidecars reporting the breaker open or half-open.
     pub open: u32,
     /// Sidecars reporting on it at all.
@@ -27,25 +27,25 @@ pub struct BreakerCount {
 impl BreakerCount {
     /// Whether strictly more than `quorum` of the reporters see the breaker open (the rule of
     /// `locality::locality_order`).
-    pub fn quorum_open(&self, quorum: f64) -> bool {
+    pub(crate) fn quorum_open(&self, quorum: f64) -> bool {
         self.reporters > 0 && f64::from(self.open) > quorum * f64::from(self.reporters)
     }
 }
 
 /// Breaker counts by (service, cluster).
-pub type BreakerTally = BTreeMap<(ServiceKey, String), BreakerCount>;
+pub(crate) type BreakerTally = BTreeMap<(ServiceKey, String), BreakerCount>;
 
 /// The live reports, by (reporting identity, reporter id): a workload can only replace the
 /// reports sent under its own certificate.
 #[derive(Debug)]
-pub struct BreakerReports {
+pub(crate) struct BreakerReports {
     ttl: Duration,
     reports: HashMap<(String, String), (BreakerReport, Instant)>,
 }
 
 impl BreakerReports {
     /// An empty store whose reports expire `ttl` after their last renewal.
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         Self {
             ttl,
             reports: HashMap::new(),
@@ -53,7 +53,7 @@ impl BreakerReports {
     }
 
     /// Replaces the previous report of `report.reporter` sent by `identity`.
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         identity: &str,
         report: BreakerReport,
@@ -81,7 +81,7 @@ impl BreakerReports {
     }
 
     /// Drops reports not renewed within the TTL; returns how many were dropped.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let before = self.reports.len();
         let ttl = self.ttl;
         self.reports
@@ -90,7 +90,7 @@ impl BreakerReports {
     }
 
     /// Counts the live reports at `now`; a reporter counts once per (service, cluster).
-    pub fn tally(&self, now: Instant) -> BreakerTally {
+    pub(crate) fn tally(&self, now: Instant) -> BreakerTally {
         let mut tally = BreakerTally::new();
         for (report, at) in self.reports.values() {
             if now.duration_since(*at) >= self.ttl {

@@ -14,11 +14,11 @@ use mesh_core::names::check_label;
 use crate::error::{ApiError, FederationError};
 
 /// File of the join token inside the state directory.
-pub const JOIN_TOKEN_FILE: &str = "join-token";
+pub(crate) const JOIN_TOKEN_FILE: &str = "join-token";
 
 /// Why a CSR was refused, as a metrics label and an API error.
 #[derive(Debug)]
-pub struct CsrRefusal {
+pub(crate) struct CsrRefusal {
     /// Short label for `mesh_controller_csrs_refused_total{reason}`.
     pub reason: &'static str,
     /// The answer.
@@ -26,7 +26,7 @@ pub struct CsrRefusal {
 }
 
 /// The CA, the join token and the signing policy.
-pub struct CaService {
+pub(crate) struct CaService {
     ca: ClusterCa,
     cluster: String,
     token: String,
@@ -45,7 +45,7 @@ impl std::fmt::Debug for CaService {
 impl CaService {
     /// Loads `ca.crt`, `ca.key` and `join-token` from `state_dir`; errors name the file and
     /// what to run.
-    pub fn load(
+    pub(crate) fn load(
         state_dir: &Path,
         cluster: &str,
         cert_ttl: Duration,
@@ -84,7 +84,7 @@ impl CaService {
     }
 
     /// A service over an already loaded CA.
-    pub fn new(ca: ClusterCa, cluster: &str, token: String, cert_ttl: Duration) -> Self {
+    pub(crate) fn new(ca: ClusterCa, cluster: &str, token: String, cert_ttl: Duration) -> Self {
         Self {
             ca,
             cluster: cluster.to_string(),
@@ -94,7 +94,7 @@ impl CaService {
     }
 
     /// The cluster's trust bundle.
-    pub fn bundle(&self) -> TrustBundle {
+    pub(crate) fn bundle(&self) -> TrustBundle {
         TrustBundle {
             trust_domain: self.ca.trust_domain().to_string(),
             cluster: self.cluster.clone(),
@@ -103,18 +103,18 @@ impl CaService {
     }
 
     /// The trust domain.
-    pub fn trust_domain(&self) -> &str {
+    pub(crate) fn trust_domain(&self) -> &str {
         self.ca.trust_domain()
     }
 
     /// Issues the controller's own serving certificate.
-    pub fn controller_identity(&self) -> Result<WorkloadIdentity, CaError> {
+    pub(crate) fn controller_identity(&self) -> Result<WorkloadIdentity, CaError> {
         self.ca
             .issue(&SpiffeId::controller(self.ca.trust_domain()), self.cert_ttl)
     }
 
     /// Checks the `authorization` header and signs the request.
-    pub fn sign(
+    pub(crate) fn sign(
         &self,
         authorization: Option<&str>,
         request: &CsrRequest,

@@ -88,18 +88,18 @@ impl Route {
 
 /// Answers control requests.
 #[derive(Debug, Clone)]
-pub struct ControlApi {
+pub(crate) struct ControlApi {
     controller: Arc<Controller>,
 }
 
 impl ControlApi {
     /// The API over `controller`.
-    pub fn new(controller: Arc<Controller>) -> Self {
+    pub(crate) fn new(controller: Arc<Controller>) -> Self {
         Self { controller }
     }
 
     /// Answers one request from a client that presented `caller` (verified by the TLS layer).
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
         caller: Option<SpiffeId>,

@@ -26,16 +26,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The TLS configuration new connections get; replaced when the certificate is reissued.
 #[derive(Debug, Clone)]
-pub struct ServingTls(Arc<RwLock<Arc<ServerConfig>>>);
+pub(crate) struct ServingTls(Arc<RwLock<Arc<ServerConfig>>>);
 
 impl ServingTls {
     /// Serves with `config`.
-    pub fn new(config: ServerConfig) -> Self {
+    pub(crate) fn new(config: ServerConfig) -> Self {
         Self(Arc::new(RwLock::new(Arc::new(config))))
     }
 
     /// Uses `config` for new connections from now on.
-    pub fn replace(&self, config: ServerConfig) {
+    pub(crate) fn replace(&self, config: ServerConfig) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
@@ -45,7 +45,7 @@ impl ServingTls {
 }
 
 /// Accepts TLS connections on `listener` and serves them until `shutdown` flips, then drains.
-pub async fn serve_control(
+pub(crate) async fn serve_control(
     listener: TcpListener,
     tls: ServingTls,
     api: ControlApi,

@@ -15,7 +15,7 @@ use crate::view::PublishedView;
 
 /// The controller shared by its listeners and its ticker.
 #[derive(Debug)]
-pub struct Controller {
+pub(crate) struct Controller {
     state: Mutex<FederationState>,
     views: watch::Sender<Arc<PublishedView>>,
     ca: CaService,
@@ -25,7 +25,7 @@ pub struct Controller {
 
 impl Controller {
     /// Wraps `state`, publishing its current view.
-    pub fn new(
+    pub(crate) fn new(
         mut state: FederationState,
         ca: CaService,
         metrics: Metrics,
@@ -55,7 +55,7 @@ impl Controller {
     }
 
     /// Runs `f` on the state, then recomputes and publishes the view if it changed.
-    pub fn update<R>(&self, f: impl FnOnce(&mut FederationState, Instant) -> R) -> R {
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut FederationState, Instant) -> R) -> R {
         let now = Instant::now();
         let mut state = self.lock();
         let result = f(&mut state, now);
@@ -72,13 +72,13 @@ impl Controller {
     }
 
     /// Reads the state.
-    pub fn read<R>(&self, f: impl FnOnce(&FederationState, Instant) -> R) -> R {
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&FederationState, Instant) -> R) -> R {
         let now = Instant::now();
         f(&self.lock(), now)
     }
 
     /// Expires what ran out and republishes (the 500 ms tick).
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let expired = self.update(|state, now| state.tick(now));
         for id in &expired.workloads {
             tracing::info!(workload = %id, "registration expired (no heartbeat)");
@@ -89,22 +89,22 @@ impl Controller {
     }
 
     /// A receiver of the published view.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<PublishedView>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<PublishedView>> {
         self.views.subscribe()
     }
 
     /// A receiver that flips to `true` when the controller shuts down.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
     }
 
     /// The CA service.
-    pub fn ca(&self) -> &CaService {
+    pub(crate) fn ca(&self) -> &CaService {
         &self.ca
     }
 
     /// The metrics.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 

@@ -25,7 +25,7 @@ use crate::view::{PublishedView, Snapshot};
 const MAX_SERVICES_PER_STREAM: usize = 1_000;
 
 /// Reads `services=a.b,c.d` from a query string; every name must be `name.namespace`.
-pub fn parse_services_query(query: Option<&str>) -> Result<Vec<ServiceKey>, ApiError> {
+pub(crate) fn parse_services_query(query: Option<&str>) -> Result<Vec<ServiceKey>, ApiError> {
     let mut keys = BTreeSet::new();
     for pair in query
         .unwrap_or_default()
@@ -56,7 +56,7 @@ pub fn parse_services_query(query: Option<&str>) -> Result<Vec<ServiceKey>, ApiE
 }
 
 /// The stream of [`mesh_core::api::SidecarSnapshot`]s for `services`.
-pub fn sidecar_stream(
+pub(crate) fn sidecar_stream(
     controller: &Arc<Controller>,
     services: Vec<ServiceKey>,
 ) -> Response<BoxBody> {
@@ -67,7 +67,7 @@ pub fn sidecar_stream(
 }
 
 /// The stream of [`mesh_core::api::GatewaySnapshot`]s.
-pub fn gateway_stream(controller: &Arc<Controller>) -> Response<BoxBody> {
+pub(crate) fn gateway_stream(controller: &Arc<Controller>) -> Response<BoxBody> {
     let guard = controller.metrics().subscriber("gateway");
     ndjson_response(controller, guard, PublishedView::gateway_snapshot)
 }

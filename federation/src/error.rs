@@ -145,7 +145,7 @@ impl From<LinkError> for ApiError {
 }
 
 /// Turns a handler result into the answer.
-pub fn into_response(result: Result<Response<BoxBody>, ApiError>) -> Response<BoxBody> {
+pub(crate) fn into_response(result: Result<Response<BoxBody>, ApiError>) -> Response<BoxBody> {
     result.unwrap_or_else(|e| e.response())
 }
 

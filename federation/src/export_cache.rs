@@ -19,17 +19,17 @@ use mesh_core::names::ServiceKey;
 const FILE: &str = "exports.json";
 
 /// Services exported, by key.
-pub type ExportedServices = BTreeMap<ServiceKey, ExportedService>;
+pub(crate) type ExportedServices = BTreeMap<ServiceKey, ExportedService>;
 
 /// Where the export catalog is kept, if anywhere.
 #[derive(Debug, Clone)]
-pub struct ExportCache {
+pub(crate) struct ExportCache {
     path: Option<PathBuf>,
 }
 
 impl ExportCache {
     /// The cache in `state_dir`.
-    pub fn in_dir(state_dir: &Path) -> Self {
+    pub(crate) fn in_dir(state_dir: &Path) -> Self {
         Self {
             path: Some(state_dir.join(FILE)),
         }
@@ -37,12 +37,12 @@ impl ExportCache {
 
     /// A cache that keeps nothing (tests).
     #[cfg(test)]
-    pub fn ephemeral() -> Self {
+    pub(crate) fn ephemeral() -> Self {
         Self { path: None }
     }
 
     /// The services of the catalog saved less than `max_age` ago, if there is one.
-    pub fn load_recent(&self, max_age: Duration) -> Option<ExportedServices> {
+    pub(crate) fn load_recent(&self, max_age: Duration) -> Option<ExportedServices> {
         let path = self.path.as_ref()?;
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
         let age = SystemTime::now()
@@ -66,7 +66,7 @@ impl ExportCache {
 
     /// Saves `catalog` (through a temporary file and a rename, so a crash never leaves half a
     /// file); a failure is logged, never fatal: the cache only shortens a restart's warm-up.
-    pub fn save(&self, catalog: &ExportCatalog) {
+    pub(crate) fn save(&self, catalog: &ExportCatalog) {
         let Some(path) = &self.path else { return };
         let tmp = path.with_extension("json.tmp");
         let written = serde_json::to_vec(catalog)
@@ -80,7 +80,7 @@ impl ExportCache {
 }
 
 /// `fresh` with every service of `cached` that `fresh` lacks or lists with fewer endpoints.
-pub fn merge_warming(fresh: &mut ExportedServices, cached: &ExportedServices) {
+pub(crate) fn merge_warming(fresh: &mut ExportedServices, cached: &ExportedServices) {
     for (key, old) in cached {
         let grown = fresh
             .get(key)

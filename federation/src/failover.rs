@@ -15,7 +15,7 @@ use crate::registry::RegistryEndpoint;
 
 /// What is known about one linked peer that holds a catalog.
 #[derive(Debug, Clone, Copy)]
-pub struct PeerInput<'a> {
+pub(crate) struct PeerInput<'a> {
     /// The peer cluster.
     pub cluster: &'a str,
     /// Its region (from the link).
@@ -30,7 +30,7 @@ pub struct PeerInput<'a> {
 
 /// Everything the decision depends on, resolved at one instant.
 #[derive(Debug, Clone)]
-pub struct FailoverInputs<'a> {
+pub(crate) struct FailoverInputs<'a> {
     /// This cluster.
     pub cluster: &'a str,
     /// Its region.
@@ -47,7 +47,7 @@ pub struct FailoverInputs<'a> {
 
 /// The decision for one service.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServiceDecision {
+pub(crate) struct ServiceDecision {
     /// Localities in failover order, with their endpoints.
     pub route: ServiceRoute,
     /// Endpoint counts per cluster holding the service (including ones left out of the order).
@@ -60,7 +60,7 @@ pub struct ServiceDecision {
 
 /// The decision for every service.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FailoverDecision {
+pub(crate) struct FailoverDecision {
     /// Every service known locally or in a peer's catalog.
     pub services: BTreeMap<ServiceKey, ServiceDecision>,
     /// What this cluster exports (every local service), without a version.
@@ -68,7 +68,7 @@ pub struct FailoverDecision {
 }
 
 /// Computes the decision.
-pub fn decide(inputs: &FailoverInputs<'_>) -> FailoverDecision {
+pub(crate) fn decide(inputs: &FailoverInputs<'_>) -> FailoverDecision {
     let mut local: BTreeMap<&ServiceKey, Vec<&RegistryEndpoint>> = BTreeMap::new();
     for e in inputs.local {
         local.entry(&e.service).or_default().push(e);

@@ -10,7 +10,7 @@ use mesh_core::names::check_label;
 use serde::{Deserialize, Serialize};
 
 /// File of the persisted links inside the state directory.
-pub const LINKS_FILE: &str = "links.json";
+pub(crate) const LINKS_FILE: &str = "links.json";
 /// Version of the file format.
 const FORMAT_VERSION: u32 = 1;
 
@@ -52,7 +52,7 @@ pub enum LinkError {
 /// What adding a link changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LinkChange {
+pub(crate) enum LinkChange {
     /// A new link.
     Created,
     /// An existing link with new details (e.g. the peer's gateway moved).
@@ -70,7 +70,7 @@ struct LinksFile {
 
 /// The linked peers, by cluster name.
 #[derive(Debug)]
-pub struct LinkStore {
+pub(crate) struct LinkStore {
     cluster: String,
     trust_domain: String,
     path: Option<PathBuf>,
@@ -79,7 +79,11 @@ pub struct LinkStore {
 
 impl LinkStore {
     /// Loads the links of `cluster` from `state_dir` (none when the file does not exist yet).
-    pub fn load(state_dir: &Path, cluster: &str, trust_domain: &str) -> Result<Self, LinkError> {
+    pub(crate) fn load(
+        state_dir: &Path,
+        cluster: &str,
+        trust_domain: &str,
+    ) -> Result<Self, LinkError> {
         let path = state_dir.join(LINKS_FILE);
         let corrupt = |reason: String| LinkError::Corrupt {
             path: path.clone(),
@@ -116,7 +120,7 @@ impl LinkStore {
 
     /// A store that is not persisted.
     #[cfg(test)]
-    pub fn ephemeral(cluster: &str, trust_domain: &str) -> Self {
+    pub(crate) fn ephemeral(cluster: &str, trust_domain: &str) -> Self {
         Self {
             cluster: cluster.to_string(),
             trust_domain: trust_domain.to_string(),
@@ -126,7 +130,7 @@ impl LinkStore {
     }
 
     /// Adds or updates the link to `info.cluster`; the same info twice changes nothing.
-    pub fn add(&mut self, info: LinkInfo) -> Result<LinkChange, LinkError> {
+    pub(crate) fn add(&mut self, info: LinkInfo) -> Result<LinkChange, LinkError> {
         let change = match self.links.get(&info.cluster) {
             Some(old) if *old == info => return Ok(LinkChange::Unchanged),
             Some(_) => LinkChange::Updated,
@@ -147,7 +151,7 @@ impl LinkStore {
     }
 
     /// Removes the link to `cluster`.
-    pub fn remove(&mut self, cluster: &str) -> Result<LinkInfo, LinkError> {
+    pub(crate) fn remove(&mut self, cluster: &str) -> Result<LinkInfo, LinkError> {
         let mut next = self.links.clone();
         let removed = next
             .remove(cluster)
@@ -159,17 +163,17 @@ impl LinkStore {
 
     /// The link to `cluster`.
     #[cfg(test)]
-    pub fn get(&self, cluster: &str) -> Option<&LinkInfo> {
+    pub(crate) fn get(&self, cluster: &str) -> Option<&LinkInfo> {
         self.links.get(cluster)
     }
 
     /// Whether `cluster` is linked.
-    pub fn contains(&self, cluster: &str) -> bool {
+    pub(crate) fn contains(&self, cluster: &str) -> bool {
         self.links.contains_key(cluster)
     }
 
     /// Every link, by cluster name.
-    pub fn iter(&self) -> impl Iterator<Item = &LinkInfo> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &LinkInfo> {
         self.links.values()
     }
 

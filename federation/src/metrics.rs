@@ -11,14 +11,14 @@ use prometheus_client::registry::Registry;
 
 /// Labels naming a peer cluster.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabels {
+pub(crate) struct PeerLabels {
     /// The peer cluster.
     pub peer: String,
 }
 
 /// Labels of a received catalog message.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CatalogMessageLabels {
+pub(crate) struct CatalogMessageLabels {
     /// The peer cluster (`unlinked` when the sender is not linked).
     pub peer: String,
     /// `snapshot`, `delta` or `resync_request`.
@@ -29,28 +29,28 @@ pub struct CatalogMessageLabels {
 
 /// Labels of a refused CSR.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RefusalLabels {
+pub(crate) struct RefusalLabels {
     /// `token`, `policy` or `malformed`.
     pub reason: String,
 }
 
 /// Labels of a discovery stream.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StreamLabels {
+pub(crate) struct StreamLabels {
     /// `sidecar` or `gateway`.
     pub stream: String,
 }
 
 /// Labels naming a service.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabels {
+pub(crate) struct ServiceLabels {
     /// The service, `name.namespace`.
     pub service: String,
 }
 
 /// Every metric of the controller.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Workloads registered through the API.
     pub registered_workloads: Gauge,
     /// Services known locally or from peers.
@@ -85,7 +85,7 @@ struct KnownLabels {
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
-    pub fn new(registry: &mut Registry) -> Self {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         let m = Self {
             registered_workloads: Gauge::default(),
             services: Gauge::default(),
@@ -159,7 +159,7 @@ impl Metrics {
     }
 
     /// Counts a catalog message.
-    pub fn catalog_message(&self, peer: &str, kind: &str, result: &str) {
+    pub(crate) fn catalog_message(&self, peer: &str, kind: &str, result: &str) {
         self.catalog_messages
             .get_or_create(&CatalogMessageLabels {
                 peer: peer.to_string(),
@@ -170,7 +170,7 @@ impl Metrics {
     }
 
     /// Counts a refused CSR.
-    pub fn csr_refused(&self, reason: &str) {
+    pub(crate) fn csr_refused(&self, reason: &str) {
         self.csrs_refused
             .get_or_create(&RefusalLabels {
                 reason: reason.to_string(),
@@ -179,7 +179,7 @@ impl Metrics {
     }
 
     /// Sets the per-peer gauges; peers not listed any more lose their series.
-    pub fn set_peers(&self, peers: &[(String, bool, usize)]) {
+    pub(crate) fn set_peers(&self, peers: &[(String, bool, usize)]) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let now: BTreeSet<String> = peers.iter().map(|(p, _, _)| p.clone()).collect();
         for gone in known.peers.difference(&now) {
@@ -198,7 +198,7 @@ impl Metrics {
     }
 
     /// Sets the per-service failover gauges; services not listed any more lose their series.
-    pub fn set_failover(&self, services: &[(String, bool)]) {
+    pub(crate) fn set_failover(&self, services: &[(String, bool)]) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let now: BTreeSet<String> = services.iter().map(|(s, _)| s.clone()).collect();
         for gone in known.services.difference(&now) {
@@ -217,7 +217,7 @@ impl Metrics {
     }
 
     /// A guard counting one open discovery stream of `stream` kind until dropped.
-    pub fn subscriber(&self, stream: &str) -> SubscriberGuard {
+    pub(crate) fn subscriber(&self, stream: &str) -> SubscriberGuard {
         let gauge = self
             .discovery_subscribers
             .get_or_create(&StreamLabels {
@@ -231,7 +231,7 @@ impl Metrics {
 
 /// Decrements the subscriber gauge when the stream ends.
 #[derive(Debug)]
-pub struct SubscriberGuard(Gauge);
+pub(crate) struct SubscriberGuard(Gauge);
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {

@@ -14,7 +14,7 @@ use mesh_core::catalog::{CatalogError, CatalogMessage};
 use mesh_core::peer_catalogs::{PeerCatalog, PeerCatalogs};
 
 /// Three missed one-second reports: the gateway is gone.
-pub const GATEWAY_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const GATEWAY_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// RTT changes smaller than this are not published (loopback and LAN jitter).
 const RTT_FLOOR: Duration = Duration::from_millis(1);
 /// RTT changes smaller than this share of the published value are not published.
@@ -22,7 +22,7 @@ const RTT_SHARE: f64 = 0.2;
 
 /// A link's state as `mesh status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
+pub(crate) enum LinkState {
     /// Connected.
     Up,
     /// Not connected; the catalog, if any, is kept under lease.
@@ -33,7 +33,7 @@ pub enum LinkState {
 
 impl LinkState {
     /// The word used in [`mesh_core::api::LinkStatusView`].
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LinkState::Up => "up",
             LinkState::Down => "down",
@@ -50,7 +50,7 @@ struct LastReport {
 
 /// Peer catalogs, link states and the gateway's reports.
 #[derive(Debug)]
-pub struct Peering {
+pub(crate) struct Peering {
     catalogs: PeerCatalogs,
     withdrawn: BTreeSet<String>,
     last_report: Option<LastReport>,
@@ -61,7 +61,7 @@ pub struct Peering {
 
 impl Peering {
     /// Empty, with catalogs leased for `grace` after their link drops.
-    pub fn new(grace: Duration) -> Self {
+    pub(crate) fn new(grace: Duration) -> Self {
         Self {
             catalogs: PeerCatalogs::new(grace),
             withdrawn: BTreeSet::new(),
@@ -71,7 +71,7 @@ impl Peering {
     }
 
     /// Applies a catalog message from linked `peer`.
-    pub fn apply(&mut self, peer: &str, msg: &CatalogMessage) -> Result<(), CatalogError> {
+    pub(crate) fn apply(&mut self, peer: &str, msg: &CatalogMessage) -> Result<(), CatalogError> {
         self.catalogs.apply(peer, msg)?;
         self.withdrawn.remove(peer);
         Ok(())
@@ -79,7 +79,7 @@ impl Peering {
 
     /// Records a gateway report: addresses, and the link state of every linked peer (a linked
     /// peer the report does not mention is down: the gateway does not know of it yet).
-    pub fn gateway_report<'a>(
+    pub(crate) fn gateway_report<'a>(
         &mut self,
         report: GatewayReport,
         linked: impl Iterator<Item = &'a str>,
@@ -102,7 +102,7 @@ impl Peering {
 
     /// Marks every link down if the gateway fell silent, then withdraws the catalogs whose
     /// lease ran out; returns the withdrawn peers.
-    pub fn tick(&mut self, now: Instant) -> Vec<String> {
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<String> {
         if !self.gateway_alive(now) {
             let peers: Vec<String> = self.catalogs.iter().map(|(p, _)| p.clone()).collect();
             for peer in peers {
@@ -115,48 +115,48 @@ impl Peering {
     }
 
     /// Forgets everything about `peer` (unlink).
-    pub fn forget(&mut self, peer: &str) {
+    pub(crate) fn forget(&mut self, peer: &str) {
         self.catalogs.remove(peer);
         self.withdrawn.remove(peer);
         self.published_rtt.remove(peer);
     }
 
     /// Whether the gateway reported within [`GATEWAY_REPORT_TIMEOUT`].
-    pub fn gateway_alive(&self, now: Instant) -> bool {
+    pub(crate) fn gateway_alive(&self, now: Instant) -> bool {
         self.last_report
             .as_ref()
             .is_some_and(|r| now.duration_since(r.at) < GATEWAY_REPORT_TIMEOUT)
     }
 
     /// The gateway's QUIC address from its last report, however old.
-    pub fn gateway_quic_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn gateway_quic_addr(&self) -> Option<SocketAddr> {
         self.last_report.as_ref().map(|r| r.report.quic_addr)
     }
 
     /// The gateway's tunnel address from its last report, however old.
-    pub fn gateway_tunnel_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn gateway_tunnel_addr(&self) -> Option<SocketAddr> {
         self.last_report.as_ref().map(|r| r.report.tunnel_addr)
     }
 
     /// The gateway's last word on `peer`, and how long ago it was said.
-    pub fn reported(&self, peer: &str, now: Instant) -> Option<(&PeerLinkStatus, Duration)> {
+    pub(crate) fn reported(&self, peer: &str, now: Instant) -> Option<(&PeerLinkStatus, Duration)> {
         let last = self.last_report.as_ref()?;
         let status = last.report.peers.iter().find(|p| p.cluster == peer)?;
         Some((status, now.duration_since(last.at)))
     }
 
     /// The held catalog of `peer`.
-    pub fn catalog(&self, peer: &str) -> Option<&PeerCatalog> {
+    pub(crate) fn catalog(&self, peer: &str) -> Option<&PeerCatalog> {
         self.catalogs.get(peer)
     }
 
     /// The RTT to publish for `peer`.
-    pub fn rtt(&self, peer: &str) -> Option<Duration> {
+    pub(crate) fn rtt(&self, peer: &str) -> Option<Duration> {
         self.published_rtt.get(peer).copied()
     }
 
     /// The state of the link to `peer`.
-    pub fn link_state(&self, peer: &str, now: Instant) -> LinkState {
+    pub(crate) fn link_state(&self, peer: &str, now: Instant) -> LinkState {
         if let Some(held) = self.catalogs.get(peer) {
             return if held.link_up {
                 LinkState::Up

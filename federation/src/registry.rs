@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use mesh_core::names::ServiceKey;
 
-pub use registration::{RegistrationError, Registrations};
-pub use static_file::{StaticFileError, StaticServices};
+pub(crate) use registration::{RegistrationError, Registrations};
+pub use static_file::StaticFileError;
+pub(crate) use static_file::StaticServices;
 
 /// One endpoint of a local service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryEndpoint {
+pub(crate) struct RegistryEndpoint {
     /// The service it serves.
     pub service: ServiceKey,
     /// Its sidecar's inbound (mTLS) address.
@@ -31,7 +32,7 @@ pub struct RegistryEndpoint {
 }
 
 /// A source of the cluster's own endpoints.
-pub trait ServiceRegistry: Send + Sync + std::fmt::Debug {
+pub(crate) trait ServiceRegistry: Send + Sync + std::fmt::Debug {
     /// A short name for logs (`registrations`, `static file services.yaml`).
     fn name(&self) -> &str;
 
@@ -41,13 +42,13 @@ pub trait ServiceRegistry: Send + Sync + std::fmt::Debug {
 
 /// Several backends seen as one; the first backend that lists an address for a service wins.
 #[derive(Debug, Clone, Default)]
-pub struct CombinedRegistry {
+pub(crate) struct CombinedRegistry {
     backends: Vec<Arc<dyn ServiceRegistry>>,
 }
 
 impl CombinedRegistry {
     /// A registry over `backends`, in precedence order.
-    pub fn new(backends: Vec<Arc<dyn ServiceRegistry>>) -> Self {
+    pub(crate) fn new(backends: Vec<Arc<dyn ServiceRegistry>>) -> Self {
         for b in &backends {
             tracing::debug!(backend = b.name(), "registry backend enabled");
         }

@@ -28,7 +28,7 @@ mod tests;
 
 /// What the state is built from.
 #[derive(Debug, Clone)]
-pub struct StateConfig {
+pub(crate) struct StateConfig {
     /// This cluster.
     pub cluster: String,
     /// Its region.
@@ -49,7 +49,7 @@ pub struct StateConfig {
 
 /// Why a catalog message was not applied.
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogRefusal {
+pub(crate) enum CatalogRefusal {
     /// The sender is not a linked peer.
     #[error("cluster {0} is not linked with this cluster; run `mesh link` first")]
     NotLinked(String),
@@ -68,7 +68,7 @@ const WARMUP_MAX: Duration = Duration::from_secs(10);
 
 /// What a tick expired.
 #[derive(Debug, Default, PartialEq)]
-pub struct Expired {
+pub(crate) struct Expired {
     /// Workloads whose registration expired.
     pub workloads: Vec<String>,
     /// Peers whose catalog lease ran out.
@@ -79,7 +79,7 @@ pub struct Expired {
 
 /// The state.
 #[derive(Debug)]
-pub struct FederationState {
+pub(crate) struct FederationState {
     config: StateConfig,
     registrations: Arc<Registrations>,
     registry: CombinedRegistry,
@@ -100,7 +100,7 @@ pub struct FederationState {
 
 impl FederationState {
     /// A state over `links` (loaded from disk) and optional static services.
-    pub fn new(
+    pub(crate) fn new(
         config: StateConfig,
         links: LinkStore,
         static_services: Option<StaticServices>,
@@ -140,7 +140,7 @@ impl FederationState {
     }
 
     /// Registers or renews a workload; true when it is new.
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         path_id: &str,
         reg: WorkloadRegistration,
@@ -151,12 +151,16 @@ impl FederationState {
     }
 
     /// Removes a workload.
-    pub fn deregister(&mut self, id: &str, caller: &SpiffeId) -> Result<(), RegistrationError> {
+    pub(crate) fn deregister(
+        &mut self,
+        id: &str,
+        caller: &SpiffeId,
+    ) -> Result<(), RegistrationError> {
         self.registrations.remove(id, caller)
     }
 
     /// Stores a breaker report sent by `caller`.
-    pub fn put_breakers(
+    pub(crate) fn put_breakers(
         &mut self,
         caller: &SpiffeId,
         report: BreakerReport,
@@ -166,13 +170,13 @@ impl FederationState {
     }
 
     /// Records the gateway's report.
-    pub fn gateway_report(&mut self, report: GatewayReport, now: Instant) {
+    pub(crate) fn gateway_report(&mut self, report: GatewayReport, now: Instant) {
         let linked = self.links.iter().map(|l| l.cluster.as_str());
         self.peering.gateway_report(report, linked, now);
     }
 
     /// Applies a catalog message received from `peer`.
-    pub fn apply_catalog(
+    pub(crate) fn apply_catalog(
         &mut self,
         peer: &str,
         msg: &CatalogMessage,
@@ -185,24 +189,24 @@ impl FederationState {
     }
 
     /// Links with a peer (idempotent).
-    pub fn add_link(&mut self, info: LinkInfo) -> Result<LinkChange, LinkError> {
+    pub(crate) fn add_link(&mut self, info: LinkInfo) -> Result<LinkChange, LinkError> {
         self.links.add(info)
     }
 
     /// Unlinks a peer: its link, trust and catalog go at once.
-    pub fn remove_link(&mut self, cluster: &str) -> Result<LinkInfo, LinkError> {
+    pub(crate) fn remove_link(&mut self, cluster: &str) -> Result<LinkInfo, LinkError> {
         let removed = self.links.remove(cluster)?;
         self.peering.forget(cluster);
         Ok(removed)
     }
 
     /// Every link.
-    pub fn links(&self) -> Vec<LinkInfo> {
+    pub(crate) fn links(&self) -> Vec<LinkInfo> {
         self.links.iter().cloned().collect()
     }
 
     /// This cluster's link info, once the gateway has said where it listens.
-    pub fn link_info(&self) -> Option<LinkInfo> {
+    pub(crate) fn link_info(&self) -> Option<LinkInfo> {
         Some(LinkInfo {
             cluster: self.config.cluster.clone(),
             region: self.config.region.clone(),
@@ -213,7 +217,7 @@ impl FederationState {
 
     /// Expires registrations, breaker reports and peer leases (and takes links down when the
     /// gateway fell silent).
-    pub fn tick(&mut self, now: Instant) -> Expired {
+    pub(crate) fn tick(&mut self, now: Instant) -> Expired {
         Expired {
             workloads: self.registrations.expire(now),
             peers: self.peering.tick(now),
@@ -222,7 +226,7 @@ impl FederationState {
     }
 
     /// Recomputes the view; returns it when it changed (with a new version).
-    pub fn recompute(&mut self, now: Instant) -> Option<Arc<PublishedView>> {
+    pub(crate) fn recompute(&mut self, now: Instant) -> Option<Arc<PublishedView>> {
         let local = self.registry.endpoints(now);
         let tally = self.breakers.tally(now);
         let peers: Vec<PeerInput<'_>> = self
@@ -308,17 +312,17 @@ impl FederationState {
     }
 
     /// The view now published.
-    pub fn view(&self) -> Arc<PublishedView> {
+    pub(crate) fn view(&self) -> Arc<PublishedView> {
         self.view.clone()
     }
 
     /// Live registrations.
-    pub fn workloads(&self, now: Instant) -> usize {
+    pub(crate) fn workloads(&self, now: Instant) -> usize {
         self.registrations.count(now)
     }
 
     /// Per linked peer: name, link up, endpoints in its held catalog.
-    pub fn peer_gauges(&self, now: Instant) -> Vec<(String, bool, usize)> {
+    pub(crate) fn peer_gauges(&self, now: Instant) -> Vec<(String, bool, usize)> {
         self.links
             .iter()
             .map(|l| {
@@ -334,7 +338,7 @@ impl FederationState {
     }
 
     /// `GET /v1/status`.
-    pub fn status(&self, now: Instant) -> ControllerStatus {
+    pub(crate) fn status(&self, now: Instant) -> ControllerStatus {
         let gateway_connected = self.peering.gateway_alive(now);
         let links = self
             .links

@@ -15,7 +15,7 @@ use crate::failover::ServiceDecision;
 
 /// The controller's published view.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PublishedView {
+pub(crate) struct PublishedView {
     /// Bumped on every change of anything below.
     pub version: u64,
     /// This cluster.
@@ -40,7 +40,7 @@ pub struct PublishedView {
 
 impl PublishedView {
     /// The empty view of a cluster that knows nothing yet.
-    pub fn empty(
+    pub(crate) fn empty(
         cluster: &str,
         own_bundle: TrustBundle,
         version: u64,
@@ -61,7 +61,7 @@ impl PublishedView {
     }
 
     /// Whether two views differ in anything but their version.
-    pub fn same_content(&self, other: &PublishedView) -> bool {
+    pub(crate) fn same_content(&self, other: &PublishedView) -> bool {
         self.cluster == other.cluster
             && self.own_bundle == other.own_bundle
             && self.peer_bundles == other.peer_bundles
@@ -74,7 +74,7 @@ impl PublishedView {
     }
 
     /// What a sidecar that asked for `services` sees.
-    pub fn sidecar_snapshot(&self, services: &[ServiceKey]) -> SidecarSnapshot {
+    pub(crate) fn sidecar_snapshot(&self, services: &[ServiceKey]) -> SidecarSnapshot {
         let mut routes = BTreeMap::new();
         let mut unknown = Vec::new();
         for key in services {
@@ -100,7 +100,7 @@ impl PublishedView {
     }
 
     /// What the gateway sees.
-    pub fn gateway_snapshot(&self) -> GatewaySnapshot {
+    pub(crate) fn gateway_snapshot(&self) -> GatewaySnapshot {
         GatewaySnapshot {
             version: self.version,
             cluster: self.cluster.clone(),
@@ -112,7 +112,7 @@ impl PublishedView {
 }
 
 /// A streamed message whose content can be compared without its version.
-pub trait Snapshot: serde::Serialize + Send + 'static {
+pub(crate) trait Snapshot: serde::Serialize + Send + 'static {
     /// Whether the two messages differ in anything but their version.
     fn same_content(&self, other: &Self) -> bool;
 }

@@ -9,11 +9,11 @@ use mesh_core::http::{BoxBody, text};
 use mesh_core::names::{ServiceKey, check_label};
 
 /// W3C trace context header carried into the stream header.
-pub const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: &str = "traceparent";
 
 /// Where a tunnel goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectTarget {
+pub(crate) struct ConnectTarget {
     /// The peer cluster.
     pub cluster: String,
     /// The service the endpoint serves.
@@ -92,7 +92,7 @@ impl IngressError {
 }
 
 /// Parses a tunnel request: `CONNECT ip:port` with the target cluster and service headers.
-pub fn parse_connect<B>(req: &Request<B>) -> Result<ConnectTarget, IngressError> {
+pub(crate) fn parse_connect<B>(req: &Request<B>) -> Result<ConnectTarget, IngressError> {
     if req.method() != Method::CONNECT {
         return Err(IngressError::NotConnect(req.method().to_string()));
     }

@@ -23,7 +23,7 @@ use mesh_core::backoff::Backoff;
 
 /// How often the gateway reports to its controller (besides every link change): the
 /// controller declares the gateway gone after a few missed reports.
-pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between attempts to reach the controller.
 const MAX_CONTROLLER_BACKOFF: Duration = Duration::from_secs(5);
 

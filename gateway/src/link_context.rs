@@ -36,12 +36,12 @@ pub(crate) struct LinkContext {
 
 impl LinkContext {
     /// Signals a link state change.
-    pub fn notify_change(&self) {
+    pub(crate) fn notify_change(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// The exports now in force.
-    pub fn current_exports(&self) -> Arc<ExportCatalog> {
+    pub(crate) fn current_exports(&self) -> Arc<ExportCatalog> {
         self.exports.borrow().clone()
     }
 }

@@ -9,21 +9,21 @@ use std::sync::atomic::AtomicU64;
 
 /// Labels naming a peer cluster.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabels {
+pub(crate) struct PeerLabels {
     /// The peer cluster.
     pub peer: String,
 }
 
 /// Labels naming a reason.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub(crate) struct ReasonLabels {
     /// Short, fixed label of the reason.
     pub reason: String,
 }
 
 /// Labels of a tunnel outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TunnelLabels {
+pub(crate) struct TunnelLabels {
     /// The peer cluster the tunnel goes to (ingress) or comes from (egress).
     pub peer: String,
     /// `ingress` (opened by a local sidecar) or `egress` (opened by a peer gateway).
@@ -34,7 +34,7 @@ pub struct TunnelLabels {
 
 /// Labels of tunnel bytes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BytesLabels {
+pub(crate) struct BytesLabels {
     /// The peer cluster.
     pub peer: String,
     /// `to_peer` (sent over QUIC) or `from_peer` (received over QUIC).
@@ -43,7 +43,7 @@ pub struct BytesLabels {
 
 /// Labels of catalog messages on control streams.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CatalogLabels {
+pub(crate) struct CatalogLabels {
     /// The peer cluster.
     pub peer: String,
     /// `sent` or `received`.
@@ -54,7 +54,7 @@ pub struct CatalogLabels {
 
 /// Every metric the gateway exports.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// 1 while the QUIC link to the peer is up.
     pub link_up: Family<PeerLabels, Gauge>,
     /// Smoothed RTT of the link.
@@ -79,7 +79,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
-    pub fn new(registry: &mut Registry) -> Self {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
         registry.register(
             "mesh_gateway_link_up",
@@ -135,7 +135,7 @@ impl Metrics {
     }
 
     /// Counts one tunnel outcome.
-    pub fn tunnel(&self, peer: &str, side: &str, result: &str) {
+    pub(crate) fn tunnel(&self, peer: &str, side: &str, result: &str) {
         self.tunnels
             .get_or_create(&TunnelLabels {
                 peer: peer.to_string(),
@@ -146,7 +146,7 @@ impl Metrics {
     }
 
     /// Counts a failed handshake.
-    pub fn handshake_failure(&self, reason: &str) {
+    pub(crate) fn handshake_failure(&self, reason: &str) {
         self.handshake_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -155,7 +155,7 @@ impl Metrics {
     }
 
     /// Counts a refused stream.
-    pub fn stream_rejected(&self, reason: &str) {
+    pub(crate) fn stream_rejected(&self, reason: &str) {
         self.stream_rejected
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -164,7 +164,7 @@ impl Metrics {
     }
 
     /// Counts one catalog message.
-    pub fn catalog_message(&self, peer: &str, direction: &str, kind: &str) {
+    pub(crate) fn catalog_message(&self, peer: &str, direction: &str, kind: &str) {
         self.catalog_messages
             .get_or_create(&CatalogLabels {
                 peer: peer.to_string(),
@@ -175,7 +175,7 @@ impl Metrics {
     }
 
     /// Marks a tunnel with `peer` active until the guard drops.
-    pub fn active_tunnel(&self, peer: &str) -> ActiveTunnel {
+    pub(crate) fn active_tunnel(&self, peer: &str) -> ActiveTunnel {
         let gauge = self
             .tunnels_active
             .get_or_create(&PeerLabels {
@@ -187,7 +187,7 @@ impl Metrics {
     }
 
     /// Drops every per-peer series of a peer that was unlinked.
-    pub fn forget_peer(&self, peer: &str) {
+    pub(crate) fn forget_peer(&self, peer: &str) {
         let labels = PeerLabels {
             peer: peer.to_string(),
         };
@@ -199,7 +199,7 @@ impl Metrics {
 
 /// Counts one active tunnel while it lives.
 #[derive(Debug)]
-pub struct ActiveTunnel(Gauge);
+pub(crate) struct ActiveTunnel(Gauge);
 
 impl Drop for ActiveTunnel {
     fn drop(&mut self) {

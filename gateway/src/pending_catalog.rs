@@ -8,7 +8,7 @@
 use mesh_core::catalog::{CatalogDelta, CatalogMessage};
 
 /// Folds `newer` into `pending`; `None` when they cannot be combined and a snapshot is needed.
-pub fn fold(pending: CatalogMessage, newer: CatalogMessage) -> Option<CatalogMessage> {
+pub(crate) fn fold(pending: CatalogMessage, newer: CatalogMessage) -> Option<CatalogMessage> {
     match (pending, newer) {
         (_, snapshot @ CatalogMessage::Snapshot { .. }) => Some(snapshot),
         (CatalogMessage::Snapshot { mut catalog }, CatalogMessage::Delta { delta }) => {

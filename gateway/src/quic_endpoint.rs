@@ -31,24 +31,24 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 64 * 1024 * 1024;
 const SEND_WINDOW: u64 = 64 * 1024 * 1024;
 
 /// QUIC application error codes this gateway closes connections and streams with.
-pub mod codes {
+pub(crate) mod codes {
     use quinn::VarInt;
     /// Clean shutdown or unlink.
-    pub const CLOSED: VarInt = VarInt::from_u32(0);
+    pub(crate) const CLOSED: VarInt = VarInt::from_u32(0);
     /// The peer is not who it must be (wrong SPIFFE ID, unexpected dialer).
-    pub const WRONG_PEER: VarInt = VarInt::from_u32(1);
+    pub(crate) const WRONG_PEER: VarInt = VarInt::from_u32(1);
     /// A newer connection from the same peer replaced this one.
-    pub const REPLACED: VarInt = VarInt::from_u32(2);
+    pub(crate) const REPLACED: VarInt = VarInt::from_u32(2);
     /// The peer never confirmed the link with its control stream.
-    pub const UNCONFIRMED: VarInt = VarInt::from_u32(3);
+    pub(crate) const UNCONFIRMED: VarInt = VarInt::from_u32(3);
     /// The peer acknowledged nothing for too long: the path is broken in at least one direction.
-    pub const UNRESPONSIVE: VarInt = VarInt::from_u32(4);
+    pub(crate) const UNRESPONSIVE: VarInt = VarInt::from_u32(4);
     /// A stream refused (bad header, not exported) or broken mid-splice.
-    pub const STREAM_REFUSED: VarInt = VarInt::from_u32(16);
+    pub(crate) const STREAM_REFUSED: VarInt = VarInt::from_u32(16);
 }
 
 /// The transport settings of every link connection.
-pub fn transport_config(
+pub(crate) fn transport_config(
     keep_alive: Duration,
     idle_timeout: Duration,
 ) -> Result<Arc<TransportConfig>, GatewayError> {
@@ -66,7 +66,7 @@ pub fn transport_config(
 }
 
 /// The server side: client certificates are mandatory and verified against `trust`.
-pub fn server_config(
+pub(crate) fn server_config(
     identity: &WorkloadIdentity,
     trust: TrustStore,
     transport: Arc<TransportConfig>,
@@ -79,7 +79,7 @@ pub fn server_config(
 }
 
 /// The client side used to dial peers.
-pub fn client_config(
+pub(crate) fn client_config(
     identity: &WorkloadIdentity,
     trust: TrustStore,
     transport: Arc<TransportConfig>,
@@ -92,7 +92,7 @@ pub fn client_config(
 }
 
 /// Binds the UDP socket (errors name the gateway and the address) and starts the endpoint.
-pub fn bind_endpoint(
+pub(crate) fn bind_endpoint(
     addr: SocketAddr,
     server: quinn::ServerConfig,
 ) -> Result<Endpoint, GatewayError> {
@@ -108,7 +108,7 @@ pub fn bind_endpoint(
 }
 
 /// The SPIFFE ID of the peer of an established connection.
-pub fn peer_id(conn: &Connection) -> Option<SpiffeId> {
+pub(crate) fn peer_id(conn: &Connection) -> Option<SpiffeId> {
     let identity = conn.peer_identity()?;
     let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     peer_spiffe_id(Some(certs.as_slice()))
@@ -123,7 +123,7 @@ fn is_certificate_alert(code: quinn::TransportErrorCode) -> bool {
 }
 
 /// Short metrics label for a failed handshake.
-pub fn handshake_failure_label(err: &ConnectionError) -> &'static str {
+pub(crate) fn handshake_failure_label(err: &ConnectionError) -> &'static str {
     match err {
         ConnectionError::TransportError(e) if is_certificate_alert(e.code) => "untrusted_peer",
         ConnectionError::TransportError(_) => "tls",
@@ -142,7 +142,7 @@ pub fn handshake_failure_label(err: &ConnectionError) -> &'static str {
 
 /// A person-readable account of a connection error: the verifier's message where there is one
 /// (it names the unlinked trust domain and the command that fixes it).
-pub fn describe(err: &ConnectionError) -> String {
+pub(crate) fn describe(err: &ConnectionError) -> String {
     match err {
         ConnectionError::TransportError(e) if !e.reason.is_empty() => e.reason.clone(),
         ConnectionError::ConnectionClosed(c) if !c.reason.is_empty() => format!(

@@ -15,7 +15,7 @@ const BUFFER: usize = 64 * 1024;
 
 /// Bytes moved by a finished splice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Spliced {
+pub(crate) struct Spliced {
     /// From the local side into the QUIC stream.
     pub to_peer: u64,
     /// From the QUIC stream to the local side.
@@ -23,14 +23,14 @@ pub struct Spliced {
 }
 
 /// The byte counters of one peer.
-pub struct SpliceCounters {
+pub(crate) struct SpliceCounters {
     to_peer: Counter,
     from_peer: Counter,
 }
 
 impl SpliceCounters {
     /// The counters of `peer`.
-    pub fn new(metrics: &Metrics, peer: &str) -> Self {
+    pub(crate) fn new(metrics: &Metrics, peer: &str) -> Self {
         let get = |direction: &str| {
             metrics
                 .tunnel_bytes
@@ -50,7 +50,7 @@ impl SpliceCounters {
 /// Splices `local` with a QUIC stream until both directions ended. EOF on one side finishes the
 /// matching direction of the other (FIN on QUIC, shutdown on the local stream), so protocols
 /// that half-close keep working. An error in either direction resets both.
-pub async fn splice<L>(
+pub(crate) async fn splice<L>(
     local: L,
     mut send: SendStream,
     mut recv: RecvStream,

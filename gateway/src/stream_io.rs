@@ -11,11 +11,11 @@ use crate::quic_endpoint::codes;
 
 /// How long a peer may take to send a whole header, or to answer a tunnel: both are a few
 /// hundred bytes sent at once, so anything slower is a broken or hostile peer.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a stream header could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum HeaderReadError {
+pub(crate) enum HeaderReadError {
     /// Malformed, oversized, unknown version.
     #[error(transparent)]
     Header(#[from] HeaderError),
@@ -29,7 +29,7 @@ pub enum HeaderReadError {
 
 impl HeaderReadError {
     /// Short label for `mesh_gateway_stream_rejected_total{reason}`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             HeaderReadError::Header(e) => e.label(),
             HeaderReadError::Timeout => "timeout",
@@ -40,7 +40,9 @@ impl HeaderReadError {
 
 /// Reads and decodes the header that opens a stream: prefix first, then a body no longer than
 /// the prefix allows (the bound is checked before the body is read).
-pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<StreamHeader, HeaderReadError> {
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<StreamHeader, HeaderReadError> {
     let read = async {
         let mut prefix = [0u8; PREFIX_LEN];
         r.read_exact(&mut prefix)
@@ -58,7 +60,7 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<StreamHeader
 
 /// Why no tunnel reply was read.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplyReadError {
+pub(crate) enum ReplyReadError {
     /// Undecodable reply.
     #[error("peer gateway sent a malformed tunnel reply: {0}")]
     Malformed(#[from] HeaderError),
@@ -71,7 +73,9 @@ pub enum ReplyReadError {
 }
 
 /// Reads the peer's answer to a tunnel header.
-pub async fn read_reply<R: AsyncRead + Unpin>(r: &mut R) -> Result<TunnelReply, ReplyReadError> {
+pub(crate) async fn read_reply<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<TunnelReply, ReplyReadError> {
     let read = async {
         let mut head = [0u8; 2];
         r.read_exact(&mut head).await.map_err(ReplyReadError::Io)?;
@@ -86,7 +90,12 @@ pub async fn read_reply<R: AsyncRead + Unpin>(r: &mut R) -> Result<TunnelReply, 
 
 /// Answers a stream with a refusal, then ends it: the reply is finished so it reaches the peer,
 /// and the receiving side is stopped so nothing more is read from it.
-pub async fn refuse(send: &mut SendStream, recv: &mut RecvStream, kind: TunnelRefusal, msg: &str) {
+pub(crate) async fn refuse(
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    kind: TunnelRefusal,
+    msg: &str,
+) {
     let reply = TunnelReply::Refused(kind, msg.to_string()).encode();
     if send.write_all(&reply).await.is_ok() {
         let _ = send.finish();

@@ -14,7 +14,7 @@ use crate::stream_io::refuse;
 
 /// Bound on connecting to an endpoint: endpoints are in this cluster, so a slow connect means a
 /// dead one, and the peer's sidecar should retry elsewhere rather than wait.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves a tunnel that `peer` opened with `header`.
 pub(crate) async fn serve(

@@ -39,7 +39,7 @@ fn target(addr: std::net::SocketAddr, authority: Option<String>) -> Target {
 }
 
 /// Measures every selected path; starts and stops the reference proxies.
-pub async fn measure_all(
+pub(super) async fn measure_all(
     cfg: &BenchConfig,
     pair: &MeshPair,
 ) -> Result<Vec<PathReport>, BenchError> {

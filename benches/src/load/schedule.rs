@@ -9,7 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// Sends intended times `start`, `start + interval`, ... before `end` to `workers` in turn;
 /// returns the times sent. Stops early when every worker is gone.
-pub fn dispatch(
+pub(super) fn dispatch(
     start: Instant,
     end: Instant,
     interval: Duration,
@@ -42,7 +42,7 @@ pub fn dispatch(
 }
 
 /// Sleeps until `until - spin`, then spins until `until`.
-pub fn sleep_until(until: Instant, spin: Duration) {
+pub(super) fn sleep_until(until: Instant, spin: Duration) {
     loop {
         let now = Instant::now();
         if now >= until {

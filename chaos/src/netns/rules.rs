@@ -63,7 +63,7 @@ fn spec(dir_flag: &str, peer: Ipv4Addr, share: Option<f64>, tag: &str) -> Vec<St
 
 /// Rules dropping packets between `a` and `b`: both ways, or only from `a` to `b`. Each drop is
 /// installed on both ends, so one namespace missing its rule cannot let packets through.
-pub fn partition(a: &Endpoint, b: &Endpoint, direction: Direction, tag: &str) -> Vec<Rule> {
+pub(super) fn partition(a: &Endpoint, b: &Endpoint, direction: Direction, tag: &str) -> Vec<Rule> {
     let mut rules = vec![
         Rule {
             ns: a.ns.clone(),
@@ -93,7 +93,7 @@ pub fn partition(a: &Endpoint, b: &Endpoint, direction: Direction, tag: &str) ->
 
 /// Rules dropping `share` of the packets between `cluster` and each of `peers`, each way (the
 /// load driver's traffic to the cluster is not touched: it plays the cluster's own app).
-pub fn wan_loss(cluster: &Endpoint, peers: &[Ipv4Addr], share: f64, tag: &str) -> Vec<Rule> {
+pub(super) fn wan_loss(cluster: &Endpoint, peers: &[Ipv4Addr], share: f64, tag: &str) -> Vec<Rule> {
     peers
         .iter()
         .flat_map(|p| {

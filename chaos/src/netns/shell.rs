@@ -6,7 +6,7 @@ use std::process::Command;
 use super::NetError;
 
 /// Runs `argv` and returns its stdout.
-pub fn run(argv: &[String]) -> Result<String, NetError> {
+pub(super) fn run(argv: &[String]) -> Result<String, NetError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(NetError::Command {
             command: String::new(),
@@ -35,12 +35,12 @@ pub fn run(argv: &[String]) -> Result<String, NetError> {
 }
 
 /// Builds an argv from string slices.
-pub fn argv(parts: &[&str]) -> Vec<String> {
+pub(super) fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
 /// Whether `program` can be found on `PATH`.
-pub fn on_path(program: &str) -> bool {
+pub(super) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }

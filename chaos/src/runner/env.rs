@@ -37,14 +37,14 @@ pub(crate) struct RunEnv {
 
 impl RunEnv {
     /// Remembers the pids now running.
-    pub fn note_pids(&mut self) {
+    pub(super) fn note_pids(&mut self) {
         if let Some(set) = &self.set {
             self.pids.extend(set.pids());
         }
     }
 
     /// One process of the set.
-    pub fn process_mut(&mut self, p: &ProcessRef) -> Option<&mut Process> {
+    pub(super) fn process_mut(&mut self, p: &ProcessRef) -> Option<&mut Process> {
         self.set
             .as_mut()?
             .clusters
@@ -57,7 +57,7 @@ impl RunEnv {
     }
 
     /// An address a process reported in its ready file.
-    pub fn addr(&self, p: &ProcessRef, role: &str) -> Option<SocketAddr> {
+    pub(super) fn addr(&self, p: &ProcessRef, role: &str) -> Option<SocketAddr> {
         self.set
             .as_ref()?
             .process(&p.cluster, &p.process)?
@@ -67,12 +67,12 @@ impl RunEnv {
     }
 
     /// Stops the load (if running) and returns what it recorded.
-    pub async fn finish_load(&mut self) -> Option<LoadResult> {
+    pub(super) async fn finish_load(&mut self) -> Option<LoadResult> {
         Some(self.driver.take()?.finish().await)
     }
 
     /// Stops everything: background tasks, relays, every process, the namespaces.
-    pub async fn teardown(&mut self) {
+    pub(super) async fn teardown(&mut self) {
         for (_, t) in std::mem::take(&mut self.tasks) {
             t.abort();
         }
@@ -92,7 +92,7 @@ impl RunEnv {
 
     /// What of the run is still there after teardown: processes (by pid, or by a command line
     /// naming the state directory), namespaces, links.
-    pub fn leftovers(&self) -> Vec<String> {
+    pub(super) fn leftovers(&self) -> Vec<String> {
         let mut left: Vec<String> = self
             .pids
             .iter()

@@ -111,7 +111,7 @@ pub(crate) struct RawEvent {
 
 impl RawEvent {
     /// Names of the action parameters that are set, with their lines.
-    pub fn parameters(&self) -> Vec<(&'static str, u64)> {
+    pub(super) fn parameters(&self) -> Vec<(&'static str, u64)> {
         let mut out = Vec::new();
         macro_rules! check {
             ($($f:ident),*) => {

@@ -15,7 +15,7 @@ const MAX_ID_LEN: usize = 253;
 
 /// Why a registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistrationError {
+pub(crate) enum RegistrationError {
     /// The registration itself is malformed.
     #[error("{0}")]
     Invalid(String),
@@ -38,7 +38,7 @@ struct Entry {
 
 /// Workloads registered through the control API.
 #[derive(Debug)]
-pub struct Registrations {
+pub(crate) struct Registrations {
     cluster: String,
     trust_domain: String,
     ttl: Duration,
@@ -47,7 +47,7 @@ pub struct Registrations {
 
 impl Registrations {
     /// An empty backend for `cluster` whose entries live `ttl` after each renewal.
-    pub fn new(cluster: &str, trust_domain: &str, ttl: Duration) -> Self {
+    pub(crate) fn new(cluster: &str, trust_domain: &str, ttl: Duration) -> Self {
         Self {
             cluster: cluster.to_string(),
             trust_domain: trust_domain.to_string(),
@@ -62,7 +62,7 @@ impl Registrations {
 
     /// Registers or renews `reg` (sent to `PUT /v1/workloads/{path_id}`) for `caller`; true
     /// when the workload was not registered (or registered elsewhere) before.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         path_id: &str,
         reg: WorkloadRegistration,
@@ -142,7 +142,7 @@ impl Registrations {
     }
 
     /// Removes workload `id`, which only its own identity may do.
-    pub fn remove(&self, id: &str, caller: &SpiffeId) -> Result<(), RegistrationError> {
+    pub(crate) fn remove(&self, id: &str, caller: &SpiffeId) -> Result<(), RegistrationError> {
         let mut entries = self.entries();
         let Some(entry) = entries.get(id) else {
             return Err(RegistrationError::Unknown(id.to_string()));
@@ -158,7 +158,7 @@ impl Registrations {
     }
 
     /// Drops the registrations not renewed within the TTL; returns their ids.
-    pub fn expire(&self, now: Instant) -> Vec<String> {
+    pub(crate) fn expire(&self, now: Instant) -> Vec<String> {
         let mut entries = self.entries();
         let expired: Vec<String> = entries
             .iter()
@@ -172,7 +172,7 @@ impl Registrations {
     }
 
     /// Live registrations at `now`.
-    pub fn count(&self, now: Instant) -> usize {
+    pub(crate) fn count(&self, now: Instant) -> usize {
         self.entries()
             .values()
             .filter(|e| now.duration_since(e.renewed) < self.ttl)

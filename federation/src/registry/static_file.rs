@@ -59,14 +59,14 @@ struct StaticEntry {
 
 /// Endpoints read from a static file at start.
 #[derive(Debug)]
-pub struct StaticServices {
+pub(crate) struct StaticServices {
     name: String,
     endpoints: Vec<RegistryEndpoint>,
 }
 
 impl StaticServices {
     /// Reads and validates `path`; every identity must be in `trust_domain`.
-    pub fn load(path: &Path, trust_domain: &str) -> Result<Self, StaticFileError> {
+    pub(crate) fn load(path: &Path, trust_domain: &str) -> Result<Self, StaticFileError> {
         let text = std::fs::read_to_string(path).map_err(|e| StaticFileError {
             path: path.to_path_buf(),
             line: None,
@@ -77,7 +77,11 @@ impl StaticServices {
     }
 
     /// Parses the file's text (`path` only names it in errors).
-    pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<Self, StaticFileError> {
+    pub(crate) fn parse(
+        path: &Path,
+        text: &str,
+        trust_domain: &str,
+    ) -> Result<Self, StaticFileError> {
         let fail = |line: Option<u64>, column: Option<u64>, message: String| StaticFileError {
             path: path.to_path_buf(),
             line,
@@ -175,7 +179,7 @@ impl StaticServices {
     }
 
     /// How many endpoints the file lists.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.endpoints.len()
     }
 }

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 /// A failed call.
 #[derive(Debug)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// The controller answered with an error status.
     Status { status: StatusCode, body: String },
     /// Anything else.
@@ -32,7 +32,7 @@ impl From<ControlError> for CallError {
 
 impl CallError {
     /// The status, when the controller answered one.
-    pub fn status(&self) -> Option<StatusCode> {
+    pub(crate) fn status(&self) -> Option<StatusCode> {
         match self {
             CallError::Status { status, .. } => Some(*status),
             CallError::Other(_) => None,
@@ -40,7 +40,7 @@ impl CallError {
     }
 
     /// The answer body, when the controller answered.
-    pub fn body(&self) -> &str {
+    pub(crate) fn body(&self) -> &str {
         match self {
             CallError::Status { body, .. } => body,
             CallError::Other(_) => "",
@@ -48,7 +48,7 @@ impl CallError {
     }
 
     /// Converts into an `anyhow` error for `?` in tests.
-    pub fn into_anyhow(self) -> anyhow::Error {
+    pub(crate) fn into_anyhow(self) -> anyhow::Error {
         match self {
             CallError::Status { status, body } => anyhow!("controller answered {status}: {body}"),
             CallError::Other(e) => e,
@@ -58,11 +58,11 @@ impl CallError {
 
 /// A client of the control port.
 #[derive(Clone)]
-pub struct Client(Arc<ControlClient>);
+pub(crate) struct Client(Arc<ControlClient>);
 
 impl Client {
     /// Gets a certificate for `id` with `token` and connects with it.
-    pub async fn bootstrap(
+    pub(crate) async fn bootstrap(
         addr: SocketAddr,
         cluster: &str,
         ca_pem: &str,
@@ -75,7 +75,7 @@ impl Client {
     }
 
     /// Sends `body` as JSON.
-    pub async fn send_json<T: Serialize>(
+    pub(crate) async fn send_json<T: Serialize>(
         &self,
         method: Method,
         path: &str,
@@ -85,17 +85,20 @@ impl Client {
     }
 
     /// Opens an NDJSON stream.
-    pub async fn stream<T: DeserializeOwned>(&self, path: &str) -> Result<Ndjson<T>, CallError> {
+    pub(crate) async fn stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Ndjson<T>, CallError> {
         Ok(Ndjson(self.0.stream(path).await?))
     }
 }
 
 /// A stream of snapshots.
-pub struct Ndjson<T>(NdjsonStream<T>);
+pub(crate) struct Ndjson<T>(NdjsonStream<T>);
 
 impl<T: DeserializeOwned> Ndjson<T> {
     /// The next message, `None` when the stream ended.
-    pub async fn next(&mut self) -> anyhow::Result<Option<T>> {
+    pub(crate) async fn next(&mut self) -> anyhow::Result<Option<T>> {
         Ok(self.0.next().await?)
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod control;
+pub(crate) mod control;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,13 +25,13 @@ use mesh_federation::{ControllerArgs, RunningController, start};
 use self::control::{CallError, Client, Ndjson};
 use serde::de::DeserializeOwned;
 
-pub const TOKEN: &str = "test-join-token";
+pub(crate) const TOKEN: &str = "test-join-token";
 
 /// A state directory removed when dropped.
-pub struct StateDir(pub PathBuf);
+pub(crate) struct StateDir(pub PathBuf);
 
 impl StateDir {
-    pub fn new(name: &str, cluster: &str) -> anyhow::Result<(Self, ClusterCa)> {
+    pub(crate) fn new(name: &str, cluster: &str) -> anyhow::Result<(Self, ClusterCa)> {
         let dir = std::env::temp_dir().join(format!("mesh-fed-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ca = ClusterCa::generate(&format!("{cluster}.mesh"))?;
@@ -40,7 +40,7 @@ impl StateDir {
         Ok((Self(dir), ca))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -51,7 +51,7 @@ impl Drop for StateDir {
     }
 }
 
-pub fn args(cluster: &str, state: &Path) -> ControllerArgs {
+pub(crate) fn args(cluster: &str, state: &Path) -> ControllerArgs {
     ControllerArgs {
         cluster: cluster.into(),
         region: Some("us".into()),
@@ -68,7 +68,7 @@ pub fn args(cluster: &str, state: &Path) -> ControllerArgs {
 }
 
 /// One plain HTTP/1.1 request to the admin port.
-pub async fn admin(
+pub(crate) async fn admin(
     addr: SocketAddr,
     method: Method,
     path: &str,
@@ -90,7 +90,7 @@ pub async fn admin(
 }
 
 /// One HTTP/2 request to the control port without a client certificate.
-pub async fn anonymous_control(
+pub(crate) async fn anonymous_control(
     addr: SocketAddr,
     bundle: &TrustBundle,
     method: Method,
@@ -115,7 +115,7 @@ pub async fn anonymous_control(
 }
 
 /// Reads the stream until a message satisfies `pred`, failing after `deadline`.
-pub async fn next_until<T: DeserializeOwned + std::fmt::Debug>(
+pub(crate) async fn next_until<T: DeserializeOwned + std::fmt::Debug>(
     stream: &mut Ndjson<T>,
     deadline: Duration,
     what: &str,
@@ -144,7 +144,7 @@ pub async fn next_until<T: DeserializeOwned + std::fmt::Debug>(
 }
 
 /// A controller started on a fresh state directory.
-pub struct Harness {
+pub(crate) struct Harness {
     pub ctl: RunningController,
     pub ca: ClusterCa,
     pub cluster: String,
@@ -152,7 +152,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub async fn start(name: &str, cluster: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(name: &str, cluster: &str) -> anyhow::Result<Self> {
         let (state, ca) = StateDir::new(name, cluster)?;
         let ctl = start(args(cluster, state.path())).await?;
         Ok(Self {
@@ -164,7 +164,7 @@ impl Harness {
     }
 
     /// Bootstraps a client for `id` with `token`.
-    pub async fn bootstrap(
+    pub(crate) async fn bootstrap(
         &self,
         id: &SpiffeId,
         token: &str,
@@ -180,7 +180,7 @@ impl Harness {
     }
 
     /// Bootstraps a client for `id` with the right token.
-    pub async fn client(&self, id: &SpiffeId) -> anyhow::Result<Client> {
+    pub(crate) async fn client(&self, id: &SpiffeId) -> anyhow::Result<Client> {
         let (client, _) = self
             .bootstrap(id, TOKEN)
             .await
@@ -189,7 +189,7 @@ impl Harness {
     }
 
     /// An admin request with an optional JSON body.
-    pub async fn admin<T: serde::Serialize>(
+    pub(crate) async fn admin<T: serde::Serialize>(
         &self,
         method: Method,
         path: &str,
@@ -200,17 +200,17 @@ impl Harness {
     }
 
     /// `GET` on the admin port.
-    pub async fn admin_get(&self, path: &str) -> anyhow::Result<(StatusCode, String)> {
+    pub(crate) async fn admin_get(&self, path: &str) -> anyhow::Result<(StatusCode, String)> {
         admin(self.ctl.admin_addr, Method::GET, path, None).await
     }
 }
 
-pub fn echo() -> ServiceKey {
+pub(crate) fn echo() -> ServiceKey {
     ServiceKey::new("echo", "demo").expect("valid name")
 }
 
 /// The clusters of `echo.demo` in a snapshot's failover order.
-pub fn localities(snap: &SidecarSnapshot) -> Vec<String> {
+pub(crate) fn localities(snap: &SidecarSnapshot) -> Vec<String> {
     let route = snap.services.get(&echo());
     route
         .map(|r| {
@@ -223,12 +223,12 @@ pub fn localities(snap: &SidecarSnapshot) -> Vec<String> {
 }
 
 /// The status of a refused call.
-pub fn status_of<T>(r: &Result<T, CallError>) -> Option<StatusCode> {
+pub(crate) fn status_of<T>(r: &Result<T, CallError>) -> Option<StatusCode> {
     r.as_ref().err().and_then(CallError::status)
 }
 
 /// Link info of a fake peer `eu-central` in region `eu`.
-pub fn peer_link_info() -> anyhow::Result<LinkInfo> {
+pub(crate) fn peer_link_info() -> anyhow::Result<LinkInfo> {
     let ca = ClusterCa::generate("eu-central.mesh")?;
     Ok(LinkInfo {
         cluster: "eu-central".into(),
@@ -243,7 +243,7 @@ pub fn peer_link_info() -> anyhow::Result<LinkInfo> {
 }
 
 /// The fake peer's catalog exporting one `echo.demo` endpoint.
-pub fn peer_catalog(version: u64) -> anyhow::Result<ExportCatalog> {
+pub(crate) fn peer_catalog(version: u64) -> anyhow::Result<ExportCatalog> {
     let mut catalog = ExportCatalog::new("eu-central");
     catalog.version = version;
     let endpoint = ExportedEndpoint {

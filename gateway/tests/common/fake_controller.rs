@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use super::Cluster;
 
 /// What the fake controller saw, and what it serves.
-pub struct ControllerState {
+pub(crate) struct ControllerState {
     pub token: String,
     pub snapshots: watch::Sender<Option<GatewaySnapshot>>,
     pub reports: Mutex<Vec<GatewayReport>>,
@@ -35,7 +35,7 @@ pub struct ControllerState {
 }
 
 /// The running fake controller.
-pub struct FakeController {
+pub(crate) struct FakeController {
     pub addr: SocketAddr,
     pub state: Arc<ControllerState>,
     cluster_tls: Arc<rustls::ServerConfig>,
@@ -43,7 +43,7 @@ pub struct FakeController {
 }
 
 impl FakeController {
-    pub async fn start(cluster: &Cluster, token: &str) -> Result<Self> {
+    pub(crate) async fn start(cluster: &Cluster, token: &str) -> Result<Self> {
         let id = cluster.ca.issue(
             &SpiffeId::controller(&cluster.bundle.trust_domain),
             Duration::from_secs(3600),
@@ -105,36 +105,36 @@ impl FakeController {
     }
 
     /// Drops the listener and every connection, as if the controller died.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.abort();
         }
     }
 
     /// Serves again on the same port.
-    pub async fn restart(&mut self, cluster: &Cluster) -> Result<()> {
+    pub(crate) async fn restart(&mut self, cluster: &Cluster) -> Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
         self.serve(listener, cluster);
         Ok(())
     }
 
-    pub fn publish(&self, snapshot: GatewaySnapshot) {
+    pub(crate) fn publish(&self, snapshot: GatewaySnapshot) {
         self.state.snapshots.send_replace(Some(snapshot));
     }
 
-    pub fn last_report(&self) -> Option<GatewayReport> {
+    pub(crate) fn last_report(&self) -> Option<GatewayReport> {
         self.state.reports.lock().unwrap().last().cloned()
     }
 
-    pub fn report_count(&self) -> usize {
+    pub(crate) fn report_count(&self) -> usize {
         self.state.reports.lock().unwrap().len()
     }
 
-    pub fn federation(&self) -> Vec<(String, CatalogMessage)> {
+    pub(crate) fn federation(&self) -> Vec<(String, CatalogMessage)> {
         self.state.federation.lock().unwrap().clone()
     }
 
-    pub fn subscriptions(&self) -> u32 {
+    pub(crate) fn subscriptions(&self) -> u32 {
         *self.state.subscriptions.lock().unwrap()
     }
 }

@@ -3,14 +3,14 @@
 //! and a sidecar-like tunnel client.
 #![allow(dead_code)]
 
-pub mod fake_controller;
+pub(crate) mod fake_controller;
 mod net;
 mod tunnel_client;
 
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use net::{EchoEndpoint, UdpRelay};
+pub(crate) use net::{EchoEndpoint, UdpRelay};
 #[allow(unused_imports)]
-pub use tunnel_client::{TunnelClient, round_trip};
+pub(crate) use tunnel_client::{TunnelClient, round_trip};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,12 +29,12 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
 /// How long any awaited condition may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(15);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(15);
 /// Validity of the identities issued here: longer than any test.
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// A cluster: its CA, trust bundle, gateway and one workload identity.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub name: String,
     pub ca: Arc<ClusterCa>,
     pub bundle: TrustBundle,
@@ -43,7 +43,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(name: &str) -> Result<Self> {
+    pub(crate) fn new(name: &str) -> Result<Self> {
         let TestCluster { name, ca, bundle } = TestCluster::new(name);
         let gateway_id = ca.issue(&SpiffeId::gateway(&bundle.trust_domain), HOUR)?;
         let workload_id = ca.issue(
@@ -60,7 +60,7 @@ impl Cluster {
     }
 
     /// The peer entry others put in their snapshot to link with this cluster's gateway.
-    pub fn peer(&self, gateway_addr: SocketAddr) -> PeerLinkConfig {
+    pub(crate) fn peer(&self, gateway_addr: SocketAddr) -> PeerLinkConfig {
         PeerLinkConfig {
             cluster: self.name.clone(),
             trust_bundle: self.bundle.clone(),
@@ -69,7 +69,7 @@ impl Cluster {
     }
 
     /// A snapshot of this cluster with `peers` and `exports`.
-    pub fn snapshot(
+    pub(crate) fn snapshot(
         &self,
         version: u64,
         peers: Vec<PeerLinkConfig>,
@@ -86,7 +86,11 @@ impl Cluster {
 }
 
 /// An export catalog of `cluster` at `version` with `service` served by `endpoints`.
-pub fn exports(cluster: &str, version: u64, services: &[(&str, &[SocketAddr])]) -> ExportCatalog {
+pub(crate) fn exports(
+    cluster: &str,
+    version: u64,
+    services: &[(&str, &[SocketAddr])],
+) -> ExportCatalog {
     let mut c = ExportCatalog::new(cluster);
     c.version = version;
     for (service, endpoints) in services {
@@ -110,7 +114,7 @@ pub fn exports(cluster: &str, version: u64, services: &[(&str, &[SocketAddr])]) 
 
 /// How the recording sink answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkMode {
+pub(crate) enum SinkMode {
     /// 200.
     Apply,
     /// 409 once, then apply.
@@ -120,14 +124,14 @@ pub enum SinkMode {
 }
 
 /// A catalog sink that records what it applied.
-pub struct RecordingSink {
+pub(crate) struct RecordingSink {
     tx: mpsc::UnboundedSender<(String, CatalogMessage)>,
     mode: Mutex<SinkMode>,
     pub failed_attempts: Mutex<u32>,
 }
 
 impl RecordingSink {
-    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<(String, CatalogMessage)>) {
+    pub(crate) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<(String, CatalogMessage)>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let sink = Arc::new(Self {
             tx,
@@ -137,11 +141,11 @@ impl RecordingSink {
         (sink, rx)
     }
 
-    pub fn set_mode(&self, mode: SinkMode) {
+    pub(crate) fn set_mode(&self, mode: SinkMode) {
         *self.mode.lock().unwrap() = mode;
     }
 
-    pub fn failed(&self) -> u32 {
+    pub(crate) fn failed(&self) -> u32 {
         *self.failed_attempts.lock().unwrap()
     }
 }
@@ -170,7 +174,7 @@ impl CatalogSink for RecordingSink {
 }
 
 /// A gateway core running in this process.
-pub struct TestGateway {
+pub(crate) struct TestGateway {
     pub core: GatewayCore,
     pub snapshots: watch::Sender<Option<GatewaySnapshot>>,
     pub sink: Arc<RecordingSink>,
@@ -180,12 +184,12 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts a gateway of `cluster` on 127.0.0.1 port 0 (or the given QUIC address).
-    pub async fn start(cluster: &Cluster, quic_addr: Option<SocketAddr>) -> Result<Self> {
+    pub(crate) async fn start(cluster: &Cluster, quic_addr: Option<SocketAddr>) -> Result<Self> {
         Self::start_with(cluster, Self::settings(cluster, quic_addr)).await
     }
 
     /// The settings `start` uses, to be adjusted before `start_with`.
-    pub fn settings(cluster: &Cluster, quic_addr: Option<SocketAddr>) -> GatewaySettings {
+    pub(crate) fn settings(cluster: &Cluster, quic_addr: Option<SocketAddr>) -> GatewaySettings {
         GatewaySettings {
             cluster: cluster.name.clone(),
             quic_addr: quic_addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal")),
@@ -198,7 +202,7 @@ impl TestGateway {
     }
 
     /// Starts a gateway of `cluster` with `settings`.
-    pub async fn start_with(cluster: &Cluster, settings: GatewaySettings) -> Result<Self> {
+    pub(crate) async fn start_with(cluster: &Cluster, settings: GatewaySettings) -> Result<Self> {
         let (snapshots, rx) = watch::channel(None);
         let (sink, received) = RecordingSink::new();
         let mut registry = Registry::default();
@@ -220,12 +224,12 @@ impl TestGateway {
         })
     }
 
-    pub fn publish(&self, snapshot: GatewaySnapshot) {
+    pub(crate) fn publish(&self, snapshot: GatewaySnapshot) {
         self.snapshots.send_replace(Some(snapshot));
     }
 
     /// The metrics in the text exposition format.
-    pub fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
             .expect("encoding metrics");
@@ -233,7 +237,7 @@ impl TestGateway {
     }
 
     /// The value of the sample whose line starts with `series` (name and labels), if present.
-    pub fn metric(&self, series: &str) -> Option<f64> {
+    pub(crate) fn metric(&self, series: &str) -> Option<f64> {
         self.metrics().lines().find_map(|l| {
             l.strip_prefix(series)
                 .and_then(|rest| rest.trim().parse().ok())
@@ -241,26 +245,26 @@ impl TestGateway {
     }
 
     /// Waits for the next catalog message this gateway's controller received.
-    pub async fn next_catalog(&mut self) -> Result<(String, CatalogMessage)> {
+    pub(crate) async fn next_catalog(&mut self) -> Result<(String, CatalogMessage)> {
         tokio::time::timeout(DEADLINE, self.received.recv())
             .await
             .context("no catalog message arrived in time")?
             .context("sink closed")
     }
 
-    pub fn link_up(&self, peer: &str) -> bool {
+    pub(crate) fn link_up(&self, peer: &str) -> bool {
         self.core.board().status(peer).is_some_and(|s| s.up)
     }
 }
 
 /// Polls `cond` until it holds or [`DEADLINE`] passes.
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<()> {
     mesh_test_support::wait_for(what, DEADLINE, async || cond()).await?;
     Ok(())
 }
 
 /// Links two started gateways with each other, exporting `a_exports` / `b_exports`.
-pub fn link_pair(
+pub(crate) fn link_pair(
     a: (&Cluster, &TestGateway, ExportCatalog),
     b: (&Cluster, &TestGateway, ExportCatalog),
 ) {
@@ -271,7 +275,7 @@ pub fn link_pair(
 }
 
 /// Runs `f` with a deadline.
-pub async fn within<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+pub(crate) async fn within<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::time::timeout(DEADLINE, f)
         .await
         .with_context(|| format!("{what} did not finish in time"))?

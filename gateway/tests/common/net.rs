@@ -9,13 +9,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// A TCP echo endpoint that counts the connections it accepted.
-pub struct EchoEndpoint {
+pub(crate) struct EchoEndpoint {
     pub addr: SocketAddr,
     pub accepted: Arc<Mutex<u32>>,
 }
 
 impl EchoEndpoint {
-    pub async fn start() -> Result<Self> {
+    pub(crate) async fn start() -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let accepted = Arc::new(Mutex::new(0));
@@ -34,20 +34,20 @@ impl EchoEndpoint {
         Ok(Self { addr, accepted })
     }
 
-    pub fn connections(&self) -> u32 {
+    pub(crate) fn connections(&self) -> u32 {
         *self.accepted.lock().unwrap()
     }
 }
 
 /// A UDP relay between a dialing gateway and a peer gateway that can be partitioned: while
 /// partitioned it drops every datagram, the way a frozen peer or a cut network looks.
-pub struct UdpRelay {
+pub(crate) struct UdpRelay {
     pub addr: SocketAddr,
     partitioned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl UdpRelay {
-    pub async fn start(target: SocketAddr) -> Result<Self> {
+    pub(crate) async fn start(target: SocketAddr) -> Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
         let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
@@ -87,7 +87,7 @@ impl UdpRelay {
         Ok(Self { addr, partitioned })
     }
 
-    pub fn partition(&self, cut: bool) {
+    pub(crate) fn partition(&self, cut: bool) {
         self.partitioned
             .store(cut, std::sync::atomic::Ordering::SeqCst);
     }

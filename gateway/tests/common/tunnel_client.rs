@@ -17,12 +17,12 @@ use tokio::net::TcpStream;
 use super::DEADLINE;
 
 /// A sidecar-like client of a gateway's tunnel port: mTLS with `identity`, HTTP/2.
-pub struct TunnelClient {
+pub(crate) struct TunnelClient {
     sender: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
 }
 
 impl TunnelClient {
-    pub async fn connect(
+    pub(crate) async fn connect(
         tunnel_addr: SocketAddr,
         identity: &WorkloadIdentity,
         trust: &[TrustBundle],
@@ -43,7 +43,7 @@ impl TunnelClient {
     }
 
     /// Sends a CONNECT; returns the response (and the tunnel when it is 200).
-    pub async fn connect_tunnel(
+    pub(crate) async fn connect_tunnel(
         &mut self,
         endpoint: SocketAddr,
         cluster: Option<&str>,
@@ -87,7 +87,7 @@ impl TunnelClient {
 }
 
 /// Writes `data` on a tunnel and reads the same number of bytes back, concurrently.
-pub async fn round_trip(tunnel: &mut TokioIo<Upgraded>, data: &[u8]) -> Result<Vec<u8>> {
+pub(crate) async fn round_trip(tunnel: &mut TokioIo<Upgraded>, data: &[u8]) -> Result<Vec<u8>> {
     let (mut r, mut w) = tokio::io::split(tunnel);
     let write = async {
         w.write_all(data).await?;

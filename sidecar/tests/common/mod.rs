@@ -28,31 +28,31 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub const DAY: Duration = Duration::from_secs(86400);
+pub(crate) const DAY: Duration = Duration::from_secs(86400);
 
 /// One cluster's CA and bundle.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub name: String,
     pub ca: Arc<ClusterCa>,
     pub bundle: TrustBundle,
 }
 
 impl Cluster {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let TestCluster { name, ca, bundle } = TestCluster::new(name);
         Self { name, ca, bundle }
     }
 
-    pub fn id(&self, sa: &str) -> SpiffeId {
+    pub(crate) fn id(&self, sa: &str) -> SpiffeId {
         SpiffeId::workload(&self.bundle.trust_domain, "demo", sa)
     }
 
-    pub fn identity(&self, sa: &str) -> SidecarIdentity {
+    pub(crate) fn identity(&self, sa: &str) -> SidecarIdentity {
         let ident = self.ca.issue(&self.id(sa), DAY).unwrap();
         SidecarIdentity::new(ident, self.bundle.clone()).unwrap()
     }
 
-    pub fn state(&self, sa: &str, request_timeout: Duration) -> Arc<SidecarState> {
+    pub(crate) fn state(&self, sa: &str, request_timeout: Duration) -> Arc<SidecarState> {
         SidecarState::new(
             StateOptions {
                 cluster: self.name.clone(),
@@ -67,20 +67,20 @@ impl Cluster {
     }
 }
 
-pub fn echo() -> ServiceKey {
+pub(crate) fn echo() -> ServiceKey {
     "echo.demo".parse().unwrap()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
 /// Deterministic test payload.
-pub fn payload(len: usize) -> Vec<u8> {
+pub(crate) fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
@@ -89,14 +89,14 @@ pub fn payload(len: usize) -> Vec<u8> {
 /// - `/sha256` streams the request body through SHA-256 and answers the hex digest;
 /// - `/generate/<n>` streams n payload bytes;
 /// - anything else echoes the body, with `x-app-id`, `x-seen-host` and `x-seen-method`.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
 impl TestApp {
-    pub async fn start(id: &str) -> Self {
+    pub(crate) async fn start(id: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -108,11 +108,11 @@ impl TestApp {
         Self { addr, hits, task }
     }
 
-    pub fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.task.abort();
     }
 }
@@ -188,7 +188,7 @@ async fn app_handler(id: String, req: Request<Incoming>) -> Response<BoxBody> {
 }
 
 /// A body fed chunk by chunk from a channel: streams without holding the whole payload.
-pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+pub(crate) struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
@@ -204,7 +204,7 @@ impl http_body::Body for ChannelBody {
 }
 
 /// A task that is aborted when dropped.
-pub struct Task(pub JoinHandle<()>);
+pub(crate) struct Task(pub JoinHandle<()>);
 
 impl Drop for Task {
     fn drop(&mut self) {
@@ -213,14 +213,14 @@ impl Drop for Task {
 }
 
 /// A server sidecar (inbound) for `echo.demo` in front of an app.
-pub struct ServerSidecar {
+pub(crate) struct ServerSidecar {
     pub addr: SocketAddr,
     pub state: Arc<SidecarState>,
     pub task: Task,
 }
 
 impl ServerSidecar {
-    pub async fn start(cluster: &Cluster, app: SocketAddr) -> Self {
+    pub(crate) async fn start(cluster: &Cluster, app: SocketAddr) -> Self {
         let state = cluster.state("echo", Duration::from_secs(5));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -235,11 +235,11 @@ impl ServerSidecar {
     }
 
     /// Drops the listener and every connection it accepted.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.task.0.abort();
     }
 
-    pub fn endpoint(&self, cluster: &Cluster) -> RouteEndpoint {
+    pub(crate) fn endpoint(&self, cluster: &Cluster) -> RouteEndpoint {
         RouteEndpoint {
             address: self.addr,
             identity: cluster.id("echo").to_string(),
@@ -250,18 +250,18 @@ impl ServerSidecar {
 }
 
 /// A client sidecar (outbound proxy).
-pub struct ClientSidecar {
+pub(crate) struct ClientSidecar {
     pub addr: SocketAddr,
     pub state: Arc<SidecarState>,
     pub task: Task,
 }
 
 impl ClientSidecar {
-    pub async fn start(cluster: &Cluster) -> Self {
+    pub(crate) async fn start(cluster: &Cluster) -> Self {
         Self::with_timeout(cluster, Duration::from_secs(5)).await
     }
 
-    pub async fn with_timeout(cluster: &Cluster, request_timeout: Duration) -> Self {
+    pub(crate) async fn with_timeout(cluster: &Cluster, request_timeout: Duration) -> Self {
         let state = cluster.state("client", request_timeout);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -274,7 +274,7 @@ impl ClientSidecar {
 }
 
 /// A locality of `echo.demo`.
-pub fn locality(cluster: &str, endpoints: Vec<RouteEndpoint>) -> LocalityRoute {
+pub(crate) fn locality(cluster: &str, endpoints: Vec<RouteEndpoint>) -> LocalityRoute {
     LocalityRoute {
         entry: LocalityEntry {
             cluster: cluster.into(),
@@ -286,7 +286,7 @@ pub fn locality(cluster: &str, endpoints: Vec<RouteEndpoint>) -> LocalityRoute {
 }
 
 /// A snapshot of `own` routing `echo.demo` over `localities`.
-pub fn snapshot(
+pub(crate) fn snapshot(
     own: &Cluster,
     bundles: Vec<TrustBundle>,
     localities: Vec<LocalityRoute>,
@@ -305,18 +305,18 @@ pub fn snapshot(
 
 /// A response read whole.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Answer {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).to_string()
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
@@ -336,7 +336,7 @@ async fn read(rsp: Response<Incoming>) -> anyhow::Result<Answer> {
 }
 
 /// One HTTP/1.1 request through the proxy; `uri` absolute (proxy form) or origin form with `host`.
-pub async fn h1(
+pub(crate) async fn h1(
     proxy: SocketAddr,
     method: Method,
     uri: &str,
@@ -357,7 +357,7 @@ pub async fn h1(
 }
 
 /// GET `http://echo.demo.svc.clusterset.local<path>` over HTTP/1.1 through the proxy.
-pub async fn get(proxy: SocketAddr, path: &str) -> anyhow::Result<Answer> {
+pub(crate) async fn get(proxy: SocketAddr, path: &str) -> anyhow::Result<Answer> {
     h1(
         proxy,
         Method::GET,
@@ -369,7 +369,7 @@ pub async fn get(proxy: SocketAddr, path: &str) -> anyhow::Result<Answer> {
 }
 
 /// An h2c (prior knowledge) connection to the proxy.
-pub async fn h2c(
+pub(crate) async fn h2c(
     proxy: SocketAddr,
 ) -> anyhow::Result<hyper::client::conn::http2::SendRequest<BoxBody>> {
     let tcp = tokio::net::TcpStream::connect(proxy).await?;
@@ -380,7 +380,7 @@ pub async fn h2c(
 }
 
 /// One request on an h2c connection.
-pub async fn h2_send(
+pub(crate) async fn h2_send(
     sender: &mut hyper::client::conn::http2::SendRequest<BoxBody>,
     method: Method,
     uri: &str,
@@ -394,14 +394,14 @@ pub async fn h2_send(
 }
 
 /// Waits for `cond` with a deadline.
-pub async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     mesh_test_support::eventually(what, deadline, async || cond()).await;
 }
 
 /// Serves mTLS HTTP/2 on a fresh loopback port as `id` of `cluster` (a stand-in gateway or
 /// controller), answering every request with `handler`. With `client_auth_optional`, clients
 /// without a certificate get through the handshake (the controller's CSR call).
-pub async fn serve_mtls_h2<F, Fut>(
+pub(crate) async fn serve_mtls_h2<F, Fut>(
     cluster: &Cluster,
     id: &SpiffeId,
     client_auth_optional: bool,

@@ -8,6 +8,7 @@ mod paths;
 use std::time::Instant;
 
 use mesh_core::identity::ClusterCa;
+use mesh_launcher::cluster_set::ComponentArgs;
 
 use crate::args::{BenchArgs, BenchConfig, Part};
 use crate::control_plane::{Propagation, summarise};
@@ -165,40 +166,24 @@ async fn link(cfg: &BenchConfig, pair: &mut MeshPair) -> Result<LinkReport, Benc
         .and_then(|ca| ca.write_to(&ca_dir))
         .map_err(|e| BenchError::Tls(e.to_string()))?;
     let ca = ca_dir.display().to_string();
-    let any = "127.0.0.1:0".to_string();
-    pair.spawn(
-        &cfg.bench_bin,
-        "relay-egress",
-        vec![
-            "tls-relay".into(),
-            "--role".into(),
-            "egress".into(),
-            "--listen".into(),
-            any.clone(),
-            "--forward".into(),
-            sink.to_string(),
-            "--ca-dir".into(),
-            ca.clone(),
-        ],
-    )
-    .await?;
+    let relay = |role: &str, forward: std::net::SocketAddr| {
+        let words = [
+            "tls-relay",
+            "--role",
+            role,
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+        ];
+        let mut argv: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        argv.extend([forward.to_string(), "--ca-dir".into(), ca.clone()]);
+        ComponentArgs::Other(argv)
+    };
+    pair.spawn(&cfg.bench_bin, "relay-egress", relay("egress", sink))
+        .await?;
     let egress = pair.need("relay-egress", "listen")?;
-    pair.spawn(
-        &cfg.bench_bin,
-        "relay-ingress",
-        vec![
-            "tls-relay".into(),
-            "--role".into(),
-            "ingress".into(),
-            "--listen".into(),
-            any,
-            "--forward".into(),
-            egress.to_string(),
-            "--ca-dir".into(),
-            ca,
-        ],
-    )
-    .await?;
+    pair.spawn(&cfg.bench_bin, "relay-ingress", relay("ingress", egress))
+        .await?;
     let ingress = pair.need("relay-ingress", "listen")?;
     let controller = pair.need(&format!("controller-{CLUSTER_A}"), "control")?;
     let (_, tls) = bootstrap(

@@ -12,9 +12,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mesh_core::identity::CA_CERT_FILE;
+use mesh_core::member_args::ClusterMemberArgs;
+use mesh_federation::ControllerArgs;
+use mesh_gateway::GatewayArgs;
 use mesh_launcher::ca::{JOIN_TOKEN_FILE, ensure_cluster_ca};
-use mesh_launcher::cluster_set::{LaunchError, Process};
+use mesh_launcher::cluster_set::{ComponentArgs, LaunchError, Process};
 use mesh_launcher::link::link_pair;
+use mesh_sidecar::SidecarArgs;
 
 use crate::error::BenchError;
 use crate::load::{Conn, Protocol, Target, connect, exchange, request};
@@ -67,10 +72,6 @@ pub fn authority(service: &str, cluster: Option<&str>) -> String {
     }
 }
 
-fn s(v: impl ToString) -> String {
-    v.to_string()
-}
-
 impl MeshPair {
     /// Starts the two clusters under `dir` with `mesh_bin`, the helper servers with `bench_bin`,
     /// links them and waits until the clients route every path.
@@ -106,11 +107,14 @@ impl MeshPair {
             ensure_cluster_ca(cluster, &self.dir.join(cluster), false)
                 .map_err(LaunchError::from)?;
         }
-        let any = "127.0.0.1:0";
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let helper =
+            |words: &[&str]| ComponentArgs::Other(words.iter().map(|w| w.to_string()).collect());
+        let any_text = any.to_string();
         self.spawn(
             bench_bin,
             "upstream",
-            vec![s("upstream"), s("--listen"), s(any)],
+            helper(&["upstream", "--listen", &any_text]),
         )
         .await?;
         let upstream = self.need("upstream", "listen")?;
@@ -118,7 +122,7 @@ impl MeshPair {
             self.spawn(
                 bench_bin,
                 "sink",
-                vec![s("tcp-sink"), s("--listen"), s(any)],
+                helper(&["tcp-sink", "--listen", &any_text]),
             )
             .await?;
         }
@@ -132,39 +136,29 @@ impl MeshPair {
         write_file(&services_b, &services_b_yaml(sink))?;
 
         for (cluster, services) in [(CLUSTER_A, &services_a), (CLUSTER_B, &services_b)] {
-            let state = self.dir.join(cluster);
+            let controller = ControllerArgs {
+                control: any,
+                admin: any,
+                services_file: Some(services.clone()),
+                ..ControllerArgs::new(cluster, &self.dir.join(cluster))
+            };
             self.spawn(
                 mesh_bin,
                 &format!("controller-{cluster}"),
-                vec![
-                    s("controller"),
-                    s("--cluster"),
-                    s(cluster),
-                    s("--state-dir"),
-                    s(state.display()),
-                    s("--control"),
-                    s(any),
-                    s("--admin"),
-                    s(any),
-                    s("--services-file"),
-                    s(services.display()),
-                ],
+                ComponentArgs::Controller(controller),
             )
             .await?;
-            let mut gateway = vec![
-                s("gateway"),
-                s("--cluster"),
-                s(cluster),
-                s("--quic"),
-                s(any),
-                s("--tunnel"),
-                s(any),
-                s("--admin"),
-                s(any),
-            ];
-            gateway.extend(self.credentials(cluster)?);
-            self.spawn(mesh_bin, &format!("gateway-{cluster}"), gateway)
-                .await?;
+            let gateway = GatewayArgs {
+                quic: any,
+                tunnel: any,
+                ..GatewayArgs::new(self.member(cluster)?)
+            };
+            self.spawn(
+                mesh_bin,
+                &format!("gateway-{cluster}"),
+                ComponentArgs::Gateway(gateway),
+            )
+            .await?;
         }
         let admin_a = self.need(&format!("controller-{CLUSTER_A}"), "admin")?;
         let admin_b = self.need(&format!("controller-{CLUSTER_B}"), "admin")?;
@@ -181,85 +175,75 @@ impl MeshPair {
             endpoints.push(CLUSTER_B);
         }
         for cluster in endpoints {
-            let mut argv = vec![
-                s("sidecar"),
-                s("--cluster"),
-                s(cluster),
-                s("--id"),
-                format!("echo-{cluster}"),
-                s("--namespace"),
-                s(NAMESPACE),
-                s("--service"),
-                s(ECHO_SERVICE),
-                s("--service-account"),
-                s(ECHO_ACCOUNT),
-                s("--app"),
-                s(upstream),
-                s("--inbound"),
-                s(any),
-                s("--outbound"),
-                s(any),
-                s("--admin"),
-                s(any),
-            ];
-            argv.extend(self.credentials(cluster)?);
-            self.spawn(mesh_bin, &format!("sidecar-echo-{cluster}"), argv)
-                .await?;
+            let sidecar =
+                SidecarArgs {
+                    namespace: NAMESPACE.into(),
+                    service: Some(ECHO_SERVICE.parse().map_err(|e| {
+                        BenchError::NotReady(format!("service {ECHO_SERVICE}: {e}"))
+                    })?),
+                    service_account: Some(ECHO_ACCOUNT.into()),
+                    app: Some(upstream),
+                    inbound: any,
+                    outbound: any,
+                    ..SidecarArgs::new(self.member(cluster)?, format!("echo-{cluster}"))
+                };
+            self.spawn(
+                mesh_bin,
+                &format!("sidecar-echo-{cluster}"),
+                ComponentArgs::Sidecar(sidecar),
+            )
+            .await?;
         }
         let clients = [(CLUSTER_A, layout.client_a), (CLUSTER_B, layout.client_b)];
         for (cluster, _) in clients.iter().filter(|(_, on)| *on) {
-            let mut argv = vec![
-                s("sidecar"),
-                s("--cluster"),
-                s(cluster),
-                s("--id"),
-                format!("client-{cluster}"),
-                s("--namespace"),
-                s(NAMESPACE),
-                s("--service-account"),
-                s("client"),
-                s("--outbound"),
-                s(any),
-                s("--admin"),
-                s(any),
-            ];
-            argv.extend(self.credentials(cluster)?);
-            self.spawn(mesh_bin, &format!("client-{cluster}"), argv)
-                .await?;
+            let client = SidecarArgs {
+                namespace: NAMESPACE.into(),
+                service_account: Some("client".into()),
+                outbound: any,
+                ..SidecarArgs::new(self.member(cluster)?, format!("client-{cluster}"))
+            };
+            self.spawn(
+                mesh_bin,
+                &format!("client-{cluster}"),
+                ComponentArgs::Sidecar(client),
+            )
+            .await?;
         }
         Ok(())
     }
 
-    /// `--controller`, `--ca-file` and `--token-file` of a component of `cluster`.
-    fn credentials(&self, cluster: &str) -> Result<Vec<String>, BenchError> {
+    /// The shared flags of a member of `cluster`: its controller (started already) and its
+    /// credentials.
+    fn member(&self, cluster: &str) -> Result<ClusterMemberArgs, BenchError> {
         let state = self.dir.join(cluster);
-        Ok(vec![
-            s("--controller"),
-            s(self.need(&format!("controller-{cluster}"), "control")?),
-            s("--ca-file"),
-            s(state.join("ca.crt").display()),
-            s("--token-file"),
-            s(state.join(JOIN_TOKEN_FILE).display()),
-        ])
+        Ok(ClusterMemberArgs {
+            cluster: cluster.to_string(),
+            controller: self.need(&format!("controller-{cluster}"), "control")?,
+            ca_file: state.join(CA_CERT_FILE),
+            token_file: state.join(JOIN_TOKEN_FILE),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ready_file: None,
+        })
     }
 
-    /// Starts one more process `name` from `bin` (its `--ready-file` is added), stopped with
-    /// the rest.
+    /// Starts one more process `name` from `bin` (its ready file is set here), stopped with the
+    /// rest.
     pub async fn spawn(
         &mut self,
         bin: &Path,
         name: &str,
-        mut argv: Vec<String>,
+        mut args: ComponentArgs,
     ) -> Result<(), BenchError> {
         let ready_path = self.dir.join("run").join(format!("{name}.json"));
         if let Some(parent) = ready_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| BenchError::io(parent, e))?;
         }
-        argv.extend([s("--ready-file"), s(ready_path.display())]);
+        args.set_ready_file(ready_path.clone());
         let mut process = Process {
             label: format!("bench/{name}"),
             exec_prefix: Vec::new(),
-            argv,
+            args,
+            wiring: Vec::new(),
             log: self.dir.join("logs").join(format!("{name}.log")),
             ready_path,
             child: None,

@@ -46,8 +46,8 @@ enum Command {
 fn component_of(cmd: &Command) -> Option<(&'static str, &str)> {
     match cmd {
         Command::Controller(a) => Some(("controller", &a.cluster)),
-        Command::Gateway(a) => Some(("gateway", &a.cluster)),
-        Command::Sidecar(a) => Some(("sidecar", &a.cluster)),
+        Command::Gateway(a) => Some(("gateway", &a.member.cluster)),
+        Command::Sidecar(a) => Some(("sidecar", &a.member.cluster)),
         Command::DemoApp(a) => Some(("demo-app", &a.cluster)),
         _ => None,
     }

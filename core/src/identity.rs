@@ -10,7 +10,7 @@ mod spiffe;
 mod tls;
 mod verify;
 
-pub use ca::{CaError, ClusterCa, WorkloadCsr, WorkloadIdentity};
+pub use ca::{CA_CERT_FILE, CaError, ClusterCa, WorkloadCsr, WorkloadIdentity};
 pub use spiffe::{SpiffeError, SpiffeId, default_trust_domain, peer_spiffe_id, spiffe_id_of_cert};
 pub use tls::{TlsError, client_config, server_config};
 pub use verify::{TrustBundle, TrustBundles, TrustStore};

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod argv;
 pub mod backoff;
 pub mod balance;
 pub mod bootstrap;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod identity;
 pub mod latency_weight;
 pub mod locality;
+pub mod member_args;
 pub mod names;
 pub mod outlier;
 pub mod peer_catalogs;

@@ -1,9 +1,10 @@
 //! The controller's command line (`mesh controller --help`) and its validated form.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mesh_core::argv::{Argv, parse_flags};
 use mesh_core::names::check_label;
 
 use crate::error::FederationError;
@@ -19,7 +20,7 @@ const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 
 /// `mesh controller`: the federation controller of one cluster (registry, CA, peering, failover
 /// decisions, discovery streams to sidecars and the gateway, link management).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ControllerArgs {
     /// Name of this cluster, a DNS label (e.g. `us-east`). Its trust domain is `<cluster>.mesh`.
     #[arg(long)]
@@ -74,6 +75,33 @@ pub struct ControllerArgs {
     /// pid here, so a supervisor learns the real ports.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+}
+
+impl ControllerArgs {
+    /// The arguments of the controller of `cluster` keeping its state in `state_dir`, every other
+    /// flag at its default (clap's, so the two cannot drift apart).
+    pub fn new(cluster: &str, state_dir: &Path) -> Self {
+        let mut argv = Argv::default();
+        argv.flag("cluster", cluster).path("state-dir", state_dir);
+        parse_flags(argv).expect("rendered flags parse")
+    }
+
+    /// The flags as command-line arguments after `mesh controller`, the inverse of parsing them.
+    pub fn to_argv(&self) -> Argv {
+        let mut argv = Argv::default();
+        argv.flag("cluster", &self.cluster)
+            .opt("region", self.region.as_ref())
+            .path("state-dir", &self.state_dir)
+            .flag("control", self.control)
+            .flag("admin", self.admin)
+            .list("region-priority", &self.region_priority)
+            .duration("lease-grace", self.lease_grace)
+            .duration("registration-ttl", self.registration_ttl)
+            .opt_path("services-file", self.services_file.as_deref())
+            .duration("cert-ttl", self.cert_ttl)
+            .opt_path("ready-file", self.ready_file.as_deref());
+        argv
+    }
 }
 
 /// The validated configuration the controller runs with.
@@ -206,6 +234,33 @@ mod tests {
         assert!(err.to_string().contains("--registration-ttl"), "{err}");
         let err = parse(&["--lease-grace", "0ms"]).unwrap_err();
         assert!(err.to_string().contains("--lease-grace"), "{err}");
+    }
+
+    #[test]
+    fn argv_round_trips_through_parsing() {
+        let customised = Cli::parse_from([
+            "mesh",
+            "--cluster",
+            "us-east",
+            "--region",
+            "us",
+            "--state-dir",
+            "/state/us-east",
+            "--region-priority",
+            "eu,ap",
+            "--lease-grace",
+            "1m 30s",
+            "--services-file",
+            "/state/services.yaml",
+            "--ready-file",
+            "/state/run/controller.json",
+        ])
+        .args;
+        let defaults = Cli::parse_from(["mesh", "--cluster", "a", "--state-dir", "d"]).args;
+        for args in [customised, defaults] {
+            let argv = std::iter::once("mesh".to_string()).chain(args.to_argv().into_vec());
+            assert_eq!(Cli::try_parse_from(argv).unwrap().args, args);
+        }
     }
 
     #[test]

@@ -1,40 +1,31 @@
-//! The command line of `mesh gateway`.
+//! The command line of `mesh gateway`, and its check into a [`GatewayConfig`] that nothing
+//! downstream has to re-validate.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use mesh_core::argv::{Argv, parse_flags};
+use mesh_core::member_args::{ClusterMemberArgs, DEFAULT_LISTEN};
+
 use crate::error::GatewayError;
+use crate::gateway_core::GatewaySettings;
 
 /// Runs the east-west gateway of one cluster: QUIC links to the gateways of linked clusters,
 /// and the tunnel port through which local sidecars reach endpoints in those clusters.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct GatewayArgs {
-    /// Name of the cluster this gateway serves (e.g. `us-east`); its trust domain is
-    /// `<cluster>.mesh`.
-    #[arg(long)]
-    pub cluster: String,
-
-    /// The cluster controller's control address (TLS, HTTP/2), e.g. `127.0.0.1:7443`.
-    #[arg(long)]
-    pub controller: SocketAddr,
-
-    /// The cluster's root certificate (PEM), e.g. `<state>/<cluster>/ca.crt`; the controller's
-    /// serving certificate chains to it.
-    #[arg(long)]
-    pub ca_file: PathBuf,
-
-    /// File holding the cluster's join token, used once to obtain the gateway's certificate.
-    #[arg(long)]
-    pub token_file: PathBuf,
+    /// The flags every cluster member shares (cluster, controller, credentials, admin, ready
+    /// file).
+    #[command(flatten)]
+    pub member: ClusterMemberArgs,
 
     /// UDP address of the QUIC endpoint that peer gateways dial (port 0 picks a free port; the
     /// controller learns the real one from the gateway's report).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub quic: SocketAddr,
 
     /// TCP address of the tunnel port (mTLS, HTTP/2 CONNECT) that local sidecars dial.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub tunnel: SocketAddr,
 
     /// The QUIC address peer gateways are told to dial, when it is not the bound one (NAT, a
@@ -46,10 +37,6 @@ pub struct GatewayArgs {
     /// 0.0.0.0 listener, a Service in front). Default: the bound --tunnel address.
     #[arg(long)]
     pub advertise_tunnel: Option<SocketAddr>,
-
-    /// Admin address serving /healthz, /readyz, /metrics and /v1/status (the link report as JSON).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub admin: SocketAddr,
 
     /// QUIC keep-alive interval (e.g. `300ms`). Keeps NAT bindings open and lets a dead peer be
     /// noticed: it must be well below --idle-timeout so a few lost keep-alives are tolerated.
@@ -63,36 +50,62 @@ pub struct GatewayArgs {
     /// keep-alives in a row (at 5% loss, about one chance in 160,000 per interval).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1500ms")]
     pub idle_timeout: Duration,
-
-    /// Once listeners are bound and the identity obtained, write a JSON ready file here with the
-    /// bound addresses (roles `admin`, `quic`, `tunnel`) and the pid.
-    #[arg(long)]
-    pub ready_file: Option<PathBuf>,
 }
 
 impl GatewayArgs {
-    /// The keep-alive interval.
-    pub fn keep_alive(&self) -> Duration {
-        self.keep_alive
+    /// The arguments of the gateway of the cluster `member` names, every other flag at its
+    /// default (clap's, so the two cannot drift apart).
+    pub fn new(member: ClusterMemberArgs) -> Self {
+        parse_flags(member.to_argv()).expect("rendered flags parse")
     }
 
-    /// The idle timeout.
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
+    /// The flags as command-line arguments after `mesh gateway`, the inverse of parsing them.
+    pub fn to_argv(&self) -> Argv {
+        let mut argv = self.member.to_argv();
+        argv.flag("quic", self.quic)
+            .flag("tunnel", self.tunnel)
+            .opt("advertise-quic", self.advertise_quic)
+            .opt("advertise-tunnel", self.advertise_tunnel)
+            .duration("keep-alive", self.keep_alive)
+            .duration("idle-timeout", self.idle_timeout);
+        argv
     }
+}
 
-    /// Cross-field checks, run before anything starts.
-    pub fn validate(&self) -> Result<(), GatewayError> {
-        mesh_core::names::check_label(&self.cluster)
-            .map_err(|e| GatewayError::InvalidArgs(format!("--cluster: {e}")))?;
-        check_advertised("--quic", self.quic, "--advertise-quic", self.advertise_quic)?;
+/// The checked configuration of a gateway: nothing downstream re-validates or parses it.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Cluster, controller, credentials, admin address and ready file (checked).
+    pub member: ClusterMemberArgs,
+    /// What the gateway core runs with (listeners, advertised addresses, QUIC timing).
+    pub settings: GatewaySettings,
+}
+
+impl GatewayConfig {
+    /// Checks every flag and the flags together (advertised addresses, keep-alive against idle
+    /// timeout), before anything starts.
+    pub fn from_args(args: GatewayArgs) -> Result<Self, GatewayError> {
+        args.member.validate()?;
+        check_advertised("quic", args.quic, "advertise-quic", args.advertise_quic)?;
         check_advertised(
-            "--tunnel",
-            self.tunnel,
-            "--advertise-tunnel",
-            self.advertise_tunnel,
+            "tunnel",
+            args.tunnel,
+            "advertise-tunnel",
+            args.advertise_tunnel,
         )?;
-        check_timing(self.keep_alive(), self.idle_timeout())
+        check_timing(args.keep_alive, args.idle_timeout)?;
+        Ok(Self {
+            settings: GatewaySettings {
+                cluster: args.member.cluster.clone(),
+                quic_addr: args.quic,
+                tunnel_addr: args.tunnel,
+                advertise_quic: args.advertise_quic,
+                advertise_tunnel: args.advertise_tunnel,
+                keep_alive: args.keep_alive,
+                idle_timeout: args.idle_timeout,
+            },
+            member: args.member,
+        })
     }
 }
 
@@ -100,22 +113,25 @@ impl GatewayArgs {
 /// host and a port, and a listener on all interfaces (0.0.0.0, ::) needs one, since the bound
 /// address says nothing about where it can be reached.
 fn check_advertised(
-    bind_flag: &str,
+    bind_flag: &'static str,
     bound: SocketAddr,
-    advertise_flag: &str,
+    advertise_flag: &'static str,
     advertised: Option<SocketAddr>,
 ) -> Result<(), GatewayError> {
     match advertised {
-        Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
-            Err(GatewayError::InvalidArgs(format!(
-                "{advertise_flag} {addr} is not an address anyone can dial: give a reachable IP \
-                 and a port"
-            )))
-        }
-        None if bound.ip().is_unspecified() => Err(GatewayError::InvalidArgs(format!(
-            "{bind_flag} {bound} listens on every interface, so it cannot be told to others: \
-             add {advertise_flag} <reachable ip:port>"
-        ))),
+        Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => Err(GatewayError::Config {
+            flag: advertise_flag,
+            reason: format!(
+                "{addr} is not an address anyone can dial: give a reachable IP and a port"
+            ),
+        }),
+        None if bound.ip().is_unspecified() => Err(GatewayError::Config {
+            flag: bind_flag,
+            reason: format!(
+                "{bound} listens on every interface, so it cannot be told to others: add \
+                 --{advertise_flag} <reachable ip:port>"
+            ),
+        }),
         _ => Ok(()),
     }
 }
@@ -127,17 +143,21 @@ pub(crate) fn check_timing(
     idle_timeout: Duration,
 ) -> Result<(), GatewayError> {
     if keep_alive.is_zero() {
-        return Err(GatewayError::InvalidArgs(
-            "--keep-alive must be above 0".into(),
-        ));
+        return Err(GatewayError::Config {
+            flag: "keep-alive",
+            reason: "must be above 0".into(),
+        });
     }
     if keep_alive >= idle_timeout {
-        return Err(GatewayError::InvalidArgs(format!(
-            "--keep-alive ({}) must be below --idle-timeout ({}), or idle links would time out \
-             between keep-alives",
-            humantime::format_duration(keep_alive),
-            humantime::format_duration(idle_timeout)
-        )));
+        return Err(GatewayError::Config {
+            flag: "keep-alive",
+            reason: format!(
+                "{} must be below --idle-timeout ({}), or idle links would time out between \
+                 keep-alives",
+                humantime::format_duration(keep_alive),
+                humantime::format_duration(idle_timeout)
+            ),
+        });
     }
     Ok(())
 }
@@ -174,9 +194,9 @@ mod tests {
         let args = parse(&[]).unwrap();
         assert_eq!(args.quic, "127.0.0.1:0".parse().unwrap());
         assert_eq!(args.tunnel, "127.0.0.1:0".parse().unwrap());
-        assert_eq!(args.keep_alive(), Duration::from_millis(300));
-        assert_eq!(args.idle_timeout(), Duration::from_millis(1500));
-        args.validate().unwrap();
+        assert_eq!(args.keep_alive, Duration::from_millis(300));
+        assert_eq!(args.idle_timeout, Duration::from_millis(1500));
+        GatewayConfig::from_args(args).unwrap();
     }
 
     #[test]
@@ -204,46 +224,66 @@ mod tests {
 
     #[test]
     fn a_listener_on_every_interface_needs_an_advertised_address() {
-        let err = parse(&["--quic", "0.0.0.0:4433"])
-            .unwrap()
-            .validate()
+        let check = |extra: &[&str]| GatewayConfig::from_args(parse(extra).unwrap());
+        let err = check(&["--quic", "0.0.0.0:4433"]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid --quic: 0.0.0.0:4433") && err.contains("--advertise-quic"),
+            "{err}"
+        );
+        let err = check(&["--tunnel", "[::]:15008"]).unwrap_err().to_string();
+        assert!(err.contains("--advertise-tunnel"), "{err}");
+        let err = check(&["--advertise-quic", "0.0.0.0:4433"])
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("--quic 0.0.0.0:4433") && err.contains("--advertise-quic"),
+            err.starts_with("invalid --advertise-quic")
+                && err.contains("not an address anyone can dial"),
             "{err}"
         );
-        let err = parse(&["--tunnel", "[::]:15008"])
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--advertise-tunnel"), "{err}");
-        let err = parse(&["--advertise-quic", "0.0.0.0:4433"])
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not an address anyone can dial"), "{err}");
-        parse(&[
+        check(&[
             "--quic",
             "0.0.0.0:4433",
             "--advertise-quic",
             "203.0.113.7:4433",
         ])
-        .unwrap()
-        .validate()
         .unwrap();
     }
 
     #[test]
     fn keep_alive_must_be_below_idle_timeout() {
         let args = parse(&["--keep-alive", "3s"]).unwrap();
-        let err = args.validate().unwrap_err().to_string();
-        assert!(err.contains("--idle-timeout (1s 500ms)"), "{err}");
+        let err = GatewayConfig::from_args(args).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid --keep-alive") && err.contains("--idle-timeout (1s 500ms)"),
+            "{err}"
+        );
         assert!(parse(&["--idle-timeout", "1.5 fortnights"]).is_err());
         let mut args = parse(&[]).unwrap();
-        args.cluster = "Bad_Name".into();
-        assert!(args.validate().is_err());
+        args.member.cluster = "Bad_Name".into();
+        let err = GatewayConfig::from_args(args).unwrap_err().to_string();
+        assert!(err.starts_with("invalid --cluster"), "{err}");
+    }
+
+    #[test]
+    fn argv_round_trips_through_parsing() {
+        let customised = parse(&[
+            "--quic",
+            "0.0.0.0:4433",
+            "--advertise-quic",
+            "203.0.113.7:4433",
+            "--advertise-tunnel",
+            "10.0.0.2:15008",
+            "--keep-alive",
+            "250ms",
+            "--idle-timeout",
+            "2s",
+            "--ready-file",
+            "/run/gateway.json",
+        ])
+        .unwrap();
+        for args in [customised, parse(&[]).unwrap()] {
+            let argv = std::iter::once("gateway".to_string()).chain(args.to_argv().into_vec());
+            assert_eq!(Cli::try_parse_from(argv).unwrap().args, args);
+        }
     }
 }

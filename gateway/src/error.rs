@@ -5,14 +5,29 @@ use std::path::PathBuf;
 use mesh_core::bootstrap::BootstrapError;
 use mesh_core::control_client::ControlError;
 use mesh_core::identity::TlsError;
+use mesh_core::member_args::MemberArgsError;
 use mesh_core::telemetry::BindError;
+
+impl From<MemberArgsError> for GatewayError {
+    fn from(e: MemberArgsError) -> Self {
+        GatewayError::Config {
+            flag: e.flag,
+            reason: e.reason,
+        }
+    }
+}
 
 /// Why the gateway could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// Arguments that contradict each other or do not parse.
-    #[error("invalid arguments: {0}")]
-    InvalidArgs(String),
+    /// A command-line flag with a value the gateway cannot use, alone or with the others.
+    #[error("invalid --{flag}: {reason}")]
+    Config {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
     /// A listener could not be bound (names the role and address).
     #[error(transparent)]
     Bind(#[from] BindError),

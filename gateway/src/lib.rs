@@ -39,7 +39,7 @@ mod stream_io;
 mod tunnel_egress;
 mod tunnel_ingress;
 
-pub use args::GatewayArgs;
+pub use args::{GatewayArgs, GatewayConfig};
 pub use catalog_frame::{FrameError, MAX_FRAME_LEN, encode_frame, read_frame, write_frame};
 pub use catalog_sink::{CatalogSink, Delivery, DeliveryError, DeliveryFuture};
 pub use connect_request::IngressError;

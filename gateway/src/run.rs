@@ -8,31 +8,33 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use mesh_core::admin::{AdminRoutes, AdminServer, Readiness, ResponseFuture};
 use mesh_core::api::{PATH_STATUS, ReadyFile};
-use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::telemetry::{bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::args::GatewayArgs;
+use crate::args::{GatewayArgs, GatewayConfig};
 use crate::controller_session::{FederationSink, bootstrap, follow_snapshots, report_loop};
 use crate::error::GatewayError;
-use crate::gateway_core::{GatewayCore, GatewaySettings, LinkBoard};
+use crate::gateway_core::{GatewayCore, LinkBoard};
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
-    args.validate()?;
-    let credentials = JoinCredentials::read(&args.ca_file, &args.token_file)?;
-    let admin_listener = bind_tcp("gateway", "admin", args.admin).await?;
+    let GatewayConfig { member, settings } = GatewayConfig::from_args(args)?;
+    let credentials = member.credentials()?;
+    let admin_listener = bind_tcp("gateway", "admin", member.admin).await?;
     let admin_addr = admin_listener.local_addr().map_err(|e| {
         GatewayError::Bind(mesh_core::telemetry::bind_error(
-            "gateway", "admin", args.admin, &e,
+            "gateway",
+            "admin",
+            member.admin,
+            &e,
         ))
     })?;
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let (client, identity, own_bundle) = tokio::select! {
-        r = bootstrap(args.controller, &args.cluster, &credentials) => r?,
+        r = bootstrap(member.controller, &member.cluster, &credentials) => r?,
         _ = &mut shutdown => {
             tracing::info!("shutdown requested before the gateway was ready");
             return Ok(());
@@ -41,15 +43,6 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
 
     let mut registry = Registry::default();
     let (snapshots_tx, snapshots_rx) = watch::channel(None);
-    let settings = GatewaySettings {
-        cluster: args.cluster.clone(),
-        quic_addr: args.quic,
-        tunnel_addr: args.tunnel,
-        advertise_quic: args.advertise_quic,
-        advertise_tunnel: args.advertise_tunnel,
-        keep_alive: args.keep_alive(),
-        idle_timeout: args.idle_timeout(),
-    };
     let sink = Arc::new(FederationSink {
         client: client.clone(),
     });
@@ -76,16 +69,16 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
         tokio::spawn(admin.serve(admin_listener)),
         tokio::spawn(follow_snapshots(
             client.clone(),
-            args.cluster.clone(),
+            member.cluster.clone(),
             snapshots_tx,
         )),
         tokio::spawn(report_loop(client, board.clone())),
     ];
     readiness.set(true);
-    if let Some(path) = &args.ready_file {
+    if let Some(path) = &member.ready_file {
         let ready = ReadyFile {
             component: "gateway".into(),
-            cluster: args.cluster.clone(),
+            cluster: member.cluster.clone(),
             addrs: BTreeMap::from([
                 ("admin".to_string(), admin_addr),
                 ("quic".to_string(), board.quic_addr()),
@@ -100,7 +93,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
                 source,
             })?;
     }
-    tracing::info!(cluster = %args.cluster, admin = %admin_addr, quic = %board.quic_addr(), tunnel = %board.tunnel_addr(), "gateway ready");
+    tracing::info!(cluster = %member.cluster, admin = %admin_addr, quic = %board.quic_addr(), tunnel = %board.tunnel_addr(), "gateway ready");
 
     shutdown.await;
     tracing::info!("shutting down: closing links");

@@ -13,6 +13,7 @@ use common::fake_controller::FakeController;
 use common::{Cluster, TestGateway, exports, wait_until, within};
 use mesh_core::api::{GatewayReport, ReadyFile};
 use mesh_core::catalog::CatalogMessage;
+use mesh_core::member_args::ClusterMemberArgs;
 use mesh_gateway::GatewayArgs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -81,18 +82,20 @@ async fn run_bootstraps_reports_links_and_rides_out_a_controller_outage() -> Res
     let gb = TestGateway::start(&bravo, None).await?;
 
     let args = GatewayArgs {
-        cluster: "alpha".into(),
-        controller: ctl.addr,
-        ca_file,
-        token_file,
+        member: ClusterMemberArgs {
+            cluster: "alpha".into(),
+            controller: ctl.addr,
+            ca_file,
+            token_file,
+            admin: "127.0.0.1:0".parse()?,
+            ready_file: Some(ready_file.clone()),
+        },
         quic: "127.0.0.1:0".parse()?,
         tunnel: "127.0.0.1:0".parse()?,
         advertise_quic: None,
         advertise_tunnel: None,
-        admin: "127.0.0.1:0".parse()?,
         keep_alive: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(3),
-        ready_file: Some(ready_file.clone()),
     };
     let gateway = tokio::spawn(mesh_gateway::run(args));
 
@@ -221,18 +224,20 @@ async fn a_refused_join_token_stops_run_with_the_controllers_reason() -> Result<
     std::fs::write(scratch.0.join("join-token"), "wrong")?;
     let ctl = FakeController::start(&alpha, "join-secret").await?;
     let args = GatewayArgs {
-        cluster: "alpha".into(),
-        controller: ctl.addr,
-        ca_file: scratch.0.join("ca.crt"),
-        token_file: scratch.0.join("join-token"),
+        member: ClusterMemberArgs {
+            cluster: "alpha".into(),
+            controller: ctl.addr,
+            ca_file: scratch.0.join("ca.crt"),
+            token_file: scratch.0.join("join-token"),
+            admin: "127.0.0.1:0".parse()?,
+            ready_file: None,
+        },
         quic: "127.0.0.1:0".parse()?,
         tunnel: "127.0.0.1:0".parse()?,
         advertise_quic: None,
         advertise_tunnel: None,
-        admin: "127.0.0.1:0".parse()?,
         keep_alive: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(3),
-        ready_file: None,
     };
     let err = within("run fails", async {
         Ok(mesh_gateway::run(args.clone()).await)
@@ -242,7 +247,7 @@ async fn a_refused_join_token_stops_run_with_the_controllers_reason() -> Result<
     assert!(err.to_string().contains("bad join token"), "{err}");
 
     let mut missing = args;
-    missing.ca_file = scratch.0.join("absent.crt");
+    missing.member.ca_file = scratch.0.join("absent.crt");
     let err = mesh_gateway::run(missing)
         .await
         .expect_err("missing CA file");

@@ -8,4 +8,5 @@
 pub mod admin_client;
 pub mod ca;
 pub mod cluster_set;
+pub mod demo_app_args;
 pub mod link;

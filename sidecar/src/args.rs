@@ -2,34 +2,27 @@
 //! downstream has to re-validate.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use mesh_core::argv::{Argv, parse_flags};
+use mesh_core::member_args::{ClusterMemberArgs, DEFAULT_LISTEN};
 use mesh_core::names::{ServiceKey, check_label};
 
 use crate::error::SidecarError;
 
 /// Flags of `mesh sidecar`: one sidecar per workload, an HTTP proxy for its app's outbound calls
 /// and (with `--service`) an mTLS listener that forwards to the app.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct SidecarArgs {
-    /// The cluster this sidecar runs in (also shown by `ps`).
-    #[arg(long)]
-    pub cluster: String,
-    /// The cluster controller's control address (mTLS HTTP/2).
-    #[arg(long)]
-    pub controller: SocketAddr,
-    /// The cluster's root certificate (`<state>/<cluster>/ca.crt`), to trust the controller.
-    #[arg(long)]
-    pub ca_file: PathBuf,
-    /// The cluster's join token (`<state>/<cluster>/join-token`), for the first certificate.
-    #[arg(long)]
-    pub token_file: PathBuf,
+    /// The flags every cluster member shares (cluster, controller, credentials, admin, ready
+    /// file).
+    #[command(flatten)]
+    pub member: ClusterMemberArgs,
     /// This workload instance's unique id, e.g. `echo-0` or `client-0`.
     #[arg(long)]
     pub id: String,
     /// The workload's namespace (part of its SPIFFE ID).
-    #[arg(long, default_value = "demo")]
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// The workload's service account (part of its SPIFFE ID). Default: the name of
     /// `--service`, or `client` without one.
@@ -43,7 +36,7 @@ pub struct SidecarArgs {
     #[arg(long)]
     pub app: Option<SocketAddr>,
     /// Where to listen for mTLS traffic from other sidecars and gateways.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub inbound: SocketAddr,
     /// The inbound address registered with the controller, when it differs from the bound one
     /// (NAT, a 0.0.0.0 listener). Default: the bound inbound address.
@@ -51,25 +44,54 @@ pub struct SidecarArgs {
     pub advertise: Option<SocketAddr>,
     /// Where to listen as an HTTP proxy for the local app (HTTP/1.1 and HTTP/2 prior knowledge),
     /// e.g. `curl -x http://<outbound> http://echo.demo.svc.clusterset.local/`.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub outbound: SocketAddr,
-    /// Admin address: /healthz, /readyz, /metrics.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub admin: SocketAddr,
     /// Bound on opening a connection to an endpoint (TCP, TLS, gateway tunnel), e.g. `1s`.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_CONNECT_TIMEOUT)]
     pub connect_timeout: Duration,
     /// Bound on one try of a request until its response headers arrive, e.g. `15s` (each retry
     /// gets its own).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_REQUEST_TIMEOUT)]
     pub request_timeout: Duration,
     /// Keep traffic in the configured locality order whatever the localities' latency: no
     /// shift away from a locality far slower than another, and no latency probes.
     #[arg(long)]
     pub no_latency_weighting: bool,
-    /// Write a JSON ready file with the bound addresses and pid here once ready.
-    #[arg(long)]
-    pub ready_file: Option<PathBuf>,
+}
+
+/// The namespace of the demo workloads, the common case on a laptop.
+const DEFAULT_NAMESPACE: &str = "demo";
+/// A loopback connect (TCP + TLS) takes well under a millisecond; a second bounds a stalled SYN
+/// without failing a healthy cross-region dial.
+const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
+/// Long enough for a slow upstream, short enough that a hung one is retried elsewhere.
+const DEFAULT_REQUEST_TIMEOUT: &str = "15s";
+
+impl SidecarArgs {
+    /// The arguments of workload `id` in the cluster `member` names, every other flag at its
+    /// default (clap's, so the two cannot drift apart).
+    pub fn new(member: ClusterMemberArgs, id: impl std::fmt::Display) -> Self {
+        let mut argv = member.to_argv();
+        argv.flag("id", id);
+        parse_flags(argv).expect("rendered flags parse")
+    }
+
+    /// The flags as command-line arguments after `mesh sidecar`, the inverse of parsing them.
+    pub fn to_argv(&self) -> Argv {
+        let mut argv = self.member.to_argv();
+        argv.flag("id", &self.id)
+            .flag("namespace", &self.namespace)
+            .opt("service-account", self.service_account.as_ref())
+            .opt("service", self.service.as_ref())
+            .opt("app", self.app)
+            .flag("inbound", self.inbound)
+            .opt("advertise", self.advertise)
+            .flag("outbound", self.outbound)
+            .duration("connect-timeout", self.connect_timeout)
+            .duration("request-timeout", self.request_timeout)
+            .switch("no-latency-weighting", self.no_latency_weighting);
+        argv
+    }
 }
 
 /// What this workload serves, when it serves something.
@@ -81,63 +103,89 @@ pub struct ServedService {
     pub app: SocketAddr,
 }
 
-/// The checked configuration of a sidecar.
+/// The checked configuration of a sidecar: nothing downstream re-validates or parses it.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
-    /// The flags as given.
-    pub args: SidecarArgs,
+    /// Cluster, controller, credentials, admin address and ready file (checked).
+    pub member: ClusterMemberArgs,
+    /// The workload instance's id.
+    pub id: String,
+    /// The workload's namespace.
+    pub namespace: String,
     /// The service account the identity is requested for.
     pub service_account: String,
     /// The served service, if any.
     pub served: Option<ServedService>,
+    /// Inbound listener address.
+    pub inbound: SocketAddr,
+    /// The inbound address registered with the controller, when not the bound one.
+    pub advertise: Option<SocketAddr>,
+    /// Outbound (proxy) listener address.
+    pub outbound: SocketAddr,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Per-try request timeout.
     pub request_timeout: Duration,
+    /// Whether traffic shifts away from a locality far slower than another.
+    pub latency_weighting: bool,
 }
 
-impl SidecarArgs {
-    /// Checks the flags together, e.g. that `--app` comes with `--service`.
-    pub fn validate(self) -> Result<SidecarConfig, SidecarError> {
-        fn invalid<T>(msg: String) -> Result<T, SidecarError> {
-            Err(SidecarError::InvalidArgs(msg))
-        }
-        check_label(&self.cluster).or_else(|e| invalid(format!("--cluster: {e}")))?;
-        check_label(&self.namespace).or_else(|e| invalid(format!("--namespace: {e}")))?;
-        if self.id.is_empty() || self.id.contains('/') {
-            return invalid(format!(
-                "--id `{}` must be non-empty and contain no '/'",
-                self.id
+impl SidecarConfig {
+    /// Checks every flag and the flags together (e.g. that `--app` comes with `--service`), and
+    /// builds the configuration.
+    pub fn from_args(args: SidecarArgs) -> Result<Self, SidecarError> {
+        let config = |flag, reason: String| SidecarError::Config { flag, reason };
+        args.member.validate()?;
+        check_label(&args.namespace).map_err(|e| config("namespace", e.to_string()))?;
+        if args.id.is_empty() || args.id.contains('/') {
+            return Err(config(
+                "id",
+                format!("`{}` must be non-empty and contain no '/'", args.id),
             ));
         }
-        let served = match (&self.service, self.app) {
+        let served = match (&args.service, args.app) {
             (Some(service), Some(app)) => Some(ServedService {
                 service: service.clone(),
                 app,
             }),
             (Some(service), None) => {
-                return invalid(format!(
-                    "--service {service} needs --app <addr> of the local app"
+                return Err(config(
+                    "app",
+                    format!("--service {service} needs --app <addr> of the local app"),
                 ));
             }
-            (None, Some(_)) => return invalid("--app is only used with --service".into()),
+            (None, Some(_)) => {
+                return Err(config(
+                    "service",
+                    "--app is only used with --service".into(),
+                ));
+            }
             (None, None) => None,
         };
-        let service_account = match (&self.service_account, &self.service) {
+        let service_account = match (&args.service_account, &args.service) {
             (Some(sa), _) => sa.clone(),
             (None, Some(service)) => service.name.clone(),
             (None, None) => "client".to_string(),
         };
-        check_label(&service_account).or_else(|e| invalid(format!("--service-account: {e}")))?;
-        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return invalid("--connect-timeout and --request-timeout must be above 0".into());
+        check_label(&service_account).map_err(|e| config("service-account", e.to_string()))?;
+        if args.connect_timeout.is_zero() {
+            return Err(config("connect-timeout", "must be above 0".into()));
         }
-        Ok(SidecarConfig {
-            connect_timeout: self.connect_timeout,
-            request_timeout: self.request_timeout,
+        if args.request_timeout.is_zero() {
+            return Err(config("request-timeout", "must be above 0".into()));
+        }
+        Ok(Self {
+            member: args.member,
+            id: args.id,
+            namespace: args.namespace,
             service_account,
             served,
-            args: self,
+            inbound: args.inbound,
+            advertise: args.advertise,
+            outbound: args.outbound,
+            connect_timeout: args.connect_timeout,
+            request_timeout: args.request_timeout,
+            latency_weighting: !args.no_latency_weighting,
         })
     }
 }
@@ -155,6 +203,10 @@ mod tests {
     }
 
     fn parse(extra: &[&str]) -> SidecarArgs {
+        try_parse(extra).unwrap()
+    }
+
+    fn try_parse(extra: &[&str]) -> Result<SidecarArgs, clap::Error> {
         let mut argv = vec![
             "mesh",
             "--cluster",
@@ -169,19 +221,23 @@ mod tests {
             "echo-0",
         ];
         argv.extend_from_slice(extra);
-        Cli::parse_from(argv).args
+        Cli::try_parse_from(argv).map(|c| c.args)
     }
 
     #[test]
     fn defaults_follow_the_service() {
-        let cfg = parse(&["--service", "echo.demo", "--app", "127.0.0.1:8080"])
-            .validate()
-            .unwrap();
+        let cfg = SidecarConfig::from_args(parse(&[
+            "--service",
+            "echo.demo",
+            "--app",
+            "127.0.0.1:8080",
+        ]))
+        .unwrap();
         assert_eq!(cfg.service_account, "echo");
-        assert_eq!(cfg.args.namespace, "demo");
+        assert_eq!(cfg.namespace, "demo");
         assert_eq!(cfg.connect_timeout, Duration::from_secs(1));
         assert_eq!(cfg.request_timeout, Duration::from_secs(15));
-        let client = parse(&[]).validate().unwrap();
+        let client = SidecarConfig::from_args(parse(&[])).unwrap();
         assert_eq!(client.service_account, "client");
         assert!(client.served.is_none());
     }
@@ -219,9 +275,53 @@ mod tests {
 
     #[test]
     fn service_without_app_is_refused() {
-        let err = parse(&["--service", "echo.demo"]).validate().unwrap_err();
-        assert!(err.to_string().contains("--app"), "{err}");
-        let err = parse(&["--app", "127.0.0.1:1"]).validate().unwrap_err();
-        assert!(err.to_string().contains("--service"), "{err}");
+        let err = SidecarConfig::from_args(parse(&["--service", "echo.demo"])).unwrap_err();
+        assert!(err.to_string().starts_with("invalid --app"), "{err}");
+        let err = SidecarConfig::from_args(parse(&["--app", "127.0.0.1:1"])).unwrap_err();
+        assert!(err.to_string().starts_with("invalid --service"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (extra, flag) in [
+            (&["--namespace", "Demo"][..], "--namespace"),
+            (&["--service-account", "a/b"][..], "--service-account"),
+            (&["--request-timeout", "0s"][..], "--request-timeout"),
+            (&["--connect-timeout", "0s"][..], "--connect-timeout"),
+        ] {
+            let err = SidecarConfig::from_args(parse(extra)).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("invalid {flag}")),
+                "{err}"
+            );
+        }
+        let mut args = parse(&[]);
+        args.member.cluster = "Us East".into();
+        let err = SidecarConfig::from_args(args).unwrap_err();
+        assert!(err.to_string().starts_with("invalid --cluster"), "{err}");
+        assert!(try_parse(&["--request-timeout", "15 parsecs"]).is_err());
+    }
+
+    #[test]
+    fn argv_round_trips_through_parsing() {
+        let served = parse(&[
+            "--service",
+            "echo.demo",
+            "--app",
+            "127.0.0.1:8080",
+            "--service-account",
+            "echo",
+            "--advertise",
+            "10.0.0.7:15006",
+            "--request-timeout",
+            "1500ms",
+            "--no-latency-weighting",
+            "--ready-file",
+            "/run/echo-0.json",
+        ]);
+        for args in [served, parse(&[])] {
+            let argv = std::iter::once("mesh".to_string()).chain(args.to_argv().into_vec());
+            assert_eq!(Cli::try_parse_from(argv).unwrap().args, args);
+        }
     }
 }

@@ -3,14 +3,29 @@
 
 use mesh_core::bootstrap::BootstrapError;
 use mesh_core::identity::TlsError;
+use mesh_core::member_args::MemberArgsError;
 use mesh_core::telemetry::BindError;
+
+impl From<MemberArgsError> for SidecarError {
+    fn from(e: MemberArgsError) -> Self {
+        SidecarError::Config {
+            flag: e.flag,
+            reason: e.reason,
+        }
+    }
+}
 
 /// Why the sidecar could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
-    /// Flags that do not fit together.
-    #[error("invalid arguments: {0}")]
-    InvalidArgs(String),
+    /// A command-line flag with a value the sidecar cannot use, alone or with the others.
+    #[error("invalid --{flag}: {reason}")]
+    Config {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
     /// The workload certificate could not be obtained (files, controller, refusal).
     #[error("bootstrapping the workload identity: {0}")]
     Bootstrap(#[from] BootstrapError),

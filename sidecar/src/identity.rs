@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use mesh_core::api::ALPN_H2;
-use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{
     SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadIdentity, client_config,
@@ -70,11 +69,12 @@ impl SidecarIdentity {
 pub async fn bootstrap(
     config: &SidecarConfig,
 ) -> Result<(Arc<ControlClient>, SidecarIdentity), SidecarError> {
-    let args = &config.args;
-    let credentials = JoinCredentials::read(&args.ca_file, &args.token_file)?;
-    let td = default_trust_domain(&args.cluster);
-    let id = SpiffeId::workload(&td, &args.namespace, &config.service_account);
+    let member = &config.member;
+    let credentials = member.credentials()?;
+    let td = default_trust_domain(&member.cluster);
+    let id = SpiffeId::workload(&td, &config.namespace, &config.service_account);
     let (client, identity, bundle) =
-        mesh_core::bootstrap::bootstrap(args.controller, &args.cluster, &credentials, &id).await?;
+        mesh_core::bootstrap::bootstrap(member.controller, &member.cluster, &credentials, &id)
+            .await?;
     Ok((client, SidecarIdentity::new(identity, bundle)?))
 }

@@ -67,34 +67,34 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SidecarError> {
     tokio::pin!(shutdown);
-    let config = args.validate()?;
-    let args = &config.args;
+    let config = SidecarConfig::from_args(args)?;
+    let member = &config.member;
     let (client, identity) = identity::bootstrap(&config).await?;
 
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);
     let state = SidecarState::new(
         StateOptions {
-            cluster: args.cluster.clone(),
+            cluster: member.cluster.clone(),
             identity,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
             resilience: ResilienceConfig {
                 latency: LatencyWeightConfig {
-                    enabled: !args.no_latency_weighting,
+                    enabled: config.latency_weighting,
                     ..LatencyWeightConfig::default()
                 },
                 ..ResilienceConfig::default()
             },
-            discovery_source: format!("controller at {}", args.controller),
+            discovery_source: format!("controller at {}", member.controller),
         },
         metrics,
     );
 
-    let admin = bind_tcp(COMPONENT, "admin", args.admin).await?;
-    let outbound = bind_tcp(COMPONENT, "outbound", args.outbound).await?;
+    let admin = bind_tcp(COMPONENT, "admin", member.admin).await?;
+    let outbound = bind_tcp(COMPONENT, "outbound", config.outbound).await?;
     let inbound = match &config.served {
-        Some(_) => Some(bind_tcp(COMPONENT, "inbound", args.inbound).await?),
+        Some(_) => Some(bind_tcp(COMPONENT, "inbound", config.inbound).await?),
         None => None,
     };
     let mut addrs = BTreeMap::from([
@@ -113,13 +113,13 @@ pub async fn run_until(
     tasks.spawn(breaker_reports::run(
         state.clone(),
         client.clone(),
-        args.id.clone(),
+        config.id.clone(),
     ));
 
     let mut heartbeat = None;
     if let (Some(served), Some(listener)) = (&config.served, inbound) {
         let bound = local_addr(&listener, "inbound")?;
-        let advertised = args.advertise.unwrap_or(bound);
+        let advertised = config.advertise.unwrap_or(bound);
         tasks.spawn(inbound::serve(
             listener,
             state.clone(),
@@ -134,9 +134,9 @@ pub async fn run_until(
             readiness.clone(),
         ));
         let registration = WorkloadRegistration {
-            id: args.id.clone(),
+            id: config.id.clone(),
             service: served.service.clone(),
-            cluster: args.cluster.clone(),
+            cluster: member.cluster.clone(),
             address: advertised,
             identity: state.identity().id().to_string(),
             healthy: false,
@@ -160,10 +160,10 @@ pub async fn run_until(
         readiness.set(true);
     }
 
-    if let Some(path) = &args.ready_file {
+    if let Some(path) = &member.ready_file {
         let ready = ReadyFile {
             component: COMPONENT.to_string(),
-            cluster: args.cluster.clone(),
+            cluster: member.cluster.clone(),
             addrs: addrs.clone(),
             pid: std::process::id(),
         };
@@ -175,7 +175,7 @@ pub async fn run_until(
             })?;
     }
     tracing::info!(
-        id = %args.id,
+        id = %config.id,
         identity = %state.identity().id(),
         addrs = ?addrs,
         "sidecar ready"
@@ -196,7 +196,7 @@ async fn stop(
 ) {
     if let Some(heartbeat) = heartbeat {
         heartbeat.abort();
-        registration::deregister(client, &config.args.id).await;
+        registration::deregister(client, &config.id).await;
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}

@@ -20,6 +20,7 @@ use mesh_core::api::{
 };
 use mesh_core::http::{BoxBody, json, read_json, text};
 use mesh_core::identity::SpiffeId;
+use mesh_core::member_args::ClusterMemberArgs;
 use mesh_core::names::ServiceKey;
 use mesh_sidecar::SidecarArgs;
 
@@ -201,10 +202,7 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
     let _ = std::fs::remove_file(&ready_path);
 
     let args = SidecarArgs {
-        cluster: "us-east".into(),
-        controller: ctl.addr,
-        ca_file: dir.join("ca.crt"),
-        token_file: dir.join("join-token"),
+        member: member(ctl.addr, &dir, Some(ready_path.clone())),
         id: "echo-0".into(),
         namespace: "demo".into(),
         service_account: None,
@@ -213,11 +211,9 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         inbound: "127.0.0.1:0".parse()?,
         advertise: None,
         outbound: "127.0.0.1:0".parse()?,
-        admin: "127.0.0.1:0".parse()?,
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
-        ready_file: Some(ready_path.clone()),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sidecar = tokio::spawn(mesh_sidecar::run_until(args, async {
@@ -387,10 +383,7 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
     std::fs::write(dir.join("ca.crt"), east.ca.cert_pem())?;
     std::fs::write(dir.join("join-token"), "wrong")?;
     let args = SidecarArgs {
-        cluster: "us-east".into(),
-        controller: ctl.addr,
-        ca_file: dir.join("ca.crt"),
-        token_file: dir.join("join-token"),
+        member: member(ctl.addr, &dir, None),
         id: "client-0".into(),
         namespace: "demo".into(),
         service_account: None,
@@ -399,11 +392,9 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         inbound: "127.0.0.1:0".parse()?,
         advertise: None,
         outbound: "127.0.0.1:0".parse()?,
-        admin: "127.0.0.1:0".parse()?,
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
-        ready_file: None,
     };
     let err = tokio::time::timeout(
         Duration::from_secs(10),
@@ -417,4 +408,20 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
     assert!(chain.contains("bad join token"), "{chain}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The shared flags of a sidecar of `us-east` whose credentials are in `dir`.
+fn member(
+    controller: SocketAddr,
+    dir: &std::path::Path,
+    ready_file: Option<std::path::PathBuf>,
+) -> ClusterMemberArgs {
+    ClusterMemberArgs {
+        cluster: "us-east".into(),
+        controller,
+        ca_file: dir.join("ca.crt"),
+        token_file: dir.join("join-token"),
+        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ready_file,
+    }
 }

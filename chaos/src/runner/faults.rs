@@ -126,7 +126,6 @@ pub(crate) async fn inject(env: &mut RunEnv, id: &str, fault: &Fault) -> Result<
                     .ok_or_else(|| fail(id, format!("no process {t}")))?;
                 // Graceful: SIGTERM and wait, as a rollout would, then start on the same addresses.
                 p.stop().await;
-                p.argv = p.pinned_argv();
                 p.start(&mesh_bin).await.map_err(|e| fail(id, e))?;
                 env.note_pids();
             }

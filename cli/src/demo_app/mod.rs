@@ -6,7 +6,6 @@
 
 pub mod faults;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -31,26 +30,7 @@ pub use mesh_chaos::load::{
 /// Largest body buffered to digest it; larger ones are refused with 413 when a digest is asked.
 const MAX_DIGEST_BODY: usize = 8 * 1024 * 1024;
 
-/// Arguments of `mesh demo-app`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoAppArgs {
-    /// Cluster this replica runs in (shown in every answer).
-    #[arg(long)]
-    pub cluster: String,
-    /// Replica name, e.g. `echo-0` (shown in every answer).
-    #[arg(long)]
-    pub replica: String,
-    /// Plain HTTP/1.1 and HTTP/2 (prior knowledge) listener for requests.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
-    /// Admin listener (`/healthz`, `/readyz`, `/metrics`, and `/v1/faults` to inject 500s or
-    /// latency for a share of requests).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub admin: SocketAddr,
-    /// Write the bound addresses here once listening.
-    #[arg(long)]
-    pub ready_file: Option<PathBuf>,
-}
+pub use mesh_launcher::demo_app_args::DemoAppArgs;
 
 /// Errors of the demo app.
 #[derive(Debug, thiserror::Error)]

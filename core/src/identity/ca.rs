@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::spiffe::SpiffeId;
 
 /// File name of a CA certificate inside a cluster's state directory.
-const CA_CERT_FILE: &str = "ca.crt";
+pub const CA_CERT_FILE: &str = "ca.crt";
 /// File name of a CA key inside a cluster's state directory.
 const CA_KEY_FILE: &str = "ca.key";
 /// How long a cluster root is valid: roots are rotated by re-linking, not by expiry.

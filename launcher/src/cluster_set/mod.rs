@@ -4,9 +4,10 @@
 //! individual components can be killed, frozen and restarted to cause real failures.
 //!
 //! Two concepts, one file each: the plan (`plan.rs`: which processes a cluster-set has and
-//! their command lines, nothing running) and the supervisor (`supervisor.rs`: starting them in
+//! their arguments, typed as each component's own args in `component.rs`, nothing running) and the supervisor (`supervisor.rs`: starting them in
 //! dependency order, linking, waiting for convergence, killing, freezing, restarting, stopping).
 
+mod component;
 mod manifest;
 mod plan;
 mod process;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use mesh_core::config::ClusterSpec;
 
+pub use component::{ComponentArgs, UNWIRED, Wire};
 pub use manifest::{Manifest, ManifestCluster, ManifestProcess, read_manifest};
 pub use plan::{DEMO_SERVICE, Placement};
 pub use process::{Process, Signal, log_tail, send_signal};

@@ -2,19 +2,23 @@
 //! command lines and where they run. Nothing here starts anything (see `supervisor.rs`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use mesh_core::config::Topology;
+use mesh_core::identity::CA_CERT_FILE;
+use mesh_core::member_args::ClusterMemberArgs;
+use mesh_federation::ControllerArgs;
+use mesh_gateway::GatewayArgs;
+use mesh_sidecar::SidecarArgs;
 
+use super::component::{ComponentArgs, UNWIRED, Wire};
 use super::{Cluster, ClusterSet, Process};
 use crate::ca::JOIN_TOKEN_FILE;
+use crate::demo_app_args::DemoAppArgs;
 
 /// The service every demo cluster runs.
 pub const DEMO_SERVICE: &str = "echo.demo";
-
-pub(super) fn s(v: impl ToString) -> String {
-    v.to_string()
-}
 
 /// Where a cluster's processes run: the address their listeners bind, and a command prefix that
 /// places them (e.g. `ip netns exec mesh-us-east` for the chaos suite's network namespaces).
@@ -62,128 +66,94 @@ impl ClusterSet {
             mesh_bin: mesh_bin.to_path_buf(),
             clusters,
         };
-        let grace = humantime::format_duration(topology.lease_grace).to_string();
         for i in 0..set.clusters.len() {
             let spec = set.clusters[i].spec.clone();
             let placement = placements.get(&spec.name).cloned().unwrap_or_default();
-            let any = format!("{}:0", placement.bind_ip);
-            let any = any.as_str();
+            let any = SocketAddr::new(placement.bind_ip, 0);
             let dir = set.state_dir.join(&spec.name);
-            let mut add = |name: &str, argv: Vec<String>| {
+            let member = ClusterMemberArgs {
+                cluster: spec.name.clone(),
+                controller: UNWIRED,
+                ca_file: dir.join(CA_CERT_FILE),
+                token_file: dir.join(JOIN_TOKEN_FILE),
+                admin: any,
+                ready_file: None,
+            };
+            let to_controller = Wire::Controller("controller".into());
+            let mut add = |name: &str, mut args: ComponentArgs, wiring: Vec<Wire>| {
+                let ready_path = dir.join("run").join(format!("{name}.json"));
+                args.set_ready_file(ready_path.clone());
                 let process = Process {
                     label: format!("{}/{name}", spec.name),
                     exec_prefix: placement.exec_prefix.clone(),
-                    argv,
+                    args,
+                    wiring,
                     log: set
                         .state_dir
                         .join("logs")
                         .join(&spec.name)
                         .join(format!("{name}.log")),
-                    ready_path: dir.join("run").join(format!("{name}.json")),
+                    ready_path,
                     child: None,
                     ready: None,
                 };
                 set.clusters[i].processes.push((name.to_string(), process));
             };
-            let mut controller = vec![
-                s("controller"),
-                s("--cluster"),
-                s(&spec.name),
-                s("--region"),
-                s(&spec.region),
-                s("--state-dir"),
-                s(dir.display()),
-                s("--lease-grace"),
-                s(&grace),
-                s("--control"),
-                s(any),
-                s("--admin"),
-                s(any),
-            ];
-            if !spec.region_priority.is_empty() {
-                controller.extend([s("--region-priority"), spec.region_priority.join(",")]);
-            }
-            add("controller", controller);
+            add(
+                "controller",
+                ComponentArgs::Controller(ControllerArgs {
+                    region: Some(spec.region.clone()),
+                    control: any,
+                    admin: any,
+                    region_priority: spec.region_priority.clone(),
+                    lease_grace: topology.lease_grace,
+                    ..ControllerArgs::new(&spec.name, &dir)
+                }),
+                Vec::new(),
+            );
             add(
                 "gateway",
-                vec![
-                    s("gateway"),
-                    s("--cluster"),
-                    s(&spec.name),
-                    s("--quic"),
-                    s(any),
-                    s("--tunnel"),
-                    s(any),
-                    s("--admin"),
-                    s(any),
-                ],
+                ComponentArgs::Gateway(GatewayArgs {
+                    quic: any,
+                    tunnel: any,
+                    ..GatewayArgs::new(member.clone())
+                }),
+                vec![to_controller.clone()],
             );
             for r in 0..spec.echo_replicas {
                 let replica = format!("echo-{r}");
                 add(
                     &replica,
-                    vec![
-                        s("demo-app"),
-                        s("--cluster"),
-                        s(&spec.name),
-                        s("--replica"),
-                        s(&replica),
-                        s("--listen"),
-                        s(any),
-                        s("--admin"),
-                        s(any),
-                    ],
+                    ComponentArgs::DemoApp(DemoAppArgs {
+                        cluster: spec.name.clone(),
+                        replica: replica.clone(),
+                        listen: any,
+                        admin: any,
+                        ready_file: None,
+                    }),
+                    Vec::new(),
                 );
                 add(
                     &format!("sidecar-{replica}"),
-                    vec![
-                        s("sidecar"),
-                        s("--cluster"),
-                        s(&spec.name),
-                        s("--id"),
-                        s(&replica),
-                        s("--service"),
-                        s(DEMO_SERVICE),
-                        s("--service-account"),
-                        s("echo"),
-                        s("--inbound"),
-                        s(any),
-                        s("--outbound"),
-                        s(any),
-                        s("--admin"),
-                        s(any),
-                    ],
+                    ComponentArgs::Sidecar(SidecarArgs {
+                        service: Some(DEMO_SERVICE.parse().expect("the demo service is valid")),
+                        service_account: Some("echo".into()),
+                        inbound: any,
+                        outbound: any,
+                        ..SidecarArgs::new(member.clone(), &replica)
+                    }),
+                    vec![to_controller.clone(), Wire::App(replica.clone())],
                 );
             }
-            let client_port = spec.client_port.unwrap_or(0);
             add(
                 "client",
-                vec![
-                    s("sidecar"),
-                    s("--cluster"),
-                    s(&spec.name),
-                    s("--id"),
-                    s("client"),
-                    s("--service-account"),
-                    s("client"),
-                    s("--outbound"),
-                    format!("{}:{client_port}", placement.bind_ip),
-                    s("--admin"),
-                    s(any),
-                ],
+                ComponentArgs::Sidecar(SidecarArgs {
+                    service_account: Some("client".into()),
+                    outbound: SocketAddr::new(placement.bind_ip, spec.client_port.unwrap_or(0)),
+                    ..SidecarArgs::new(member.clone(), "client")
+                }),
+                vec![to_controller.clone()],
             );
-            for (name, p) in &mut set.clusters[i].processes {
-                p.argv
-                    .extend([s("--ready-file"), s(p.ready_path.display())]);
-                if name != "controller" && !name.starts_with("echo-") {
-                    p.argv.extend([
-                        s("--ca-file"),
-                        s(dir.join("ca.crt").display()),
-                        s("--token-file"),
-                        s(dir.join(JOIN_TOKEN_FILE).display()),
-                    ]);
-                }
-            }
         }
         set
     }
@@ -219,7 +189,7 @@ mod tests {
                 "client"
             ]
         );
-        let argv = |name: &str| east.process(name).unwrap().argv.join(" ");
+        let argv = |name: &str| east.process(name).unwrap().args.argv().join(" ");
         assert!(
             argv("controller").contains("--region-priority us-west,eu-central"),
             "{}",
@@ -233,13 +203,13 @@ mod tests {
             "the demo app needs no credentials"
         );
         for (name, p) in &east.processes {
+            let argv = p.args.argv();
             assert!(
-                p.argv
-                    .windows(2)
+                argv.windows(2)
                     .any(|w| w[0] == "--cluster" && w[1] == "us-east"),
                 "{name} shows its cluster"
             );
-            assert!(p.argv.iter().any(|a| a == "--ready-file"), "{name}");
+            assert!(argv.iter().any(|a| a == "--ready-file"), "{name}");
         }
     }
 }

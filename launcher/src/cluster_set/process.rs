@@ -13,6 +13,7 @@ use mesh_core::api::ReadyFile;
 use tokio::process::{Child, Command};
 
 use super::LaunchError;
+use super::component::{ComponentArgs, Wire};
 
 /// How long a component may take from spawn to writing its ready file. Bootstrapping an identity
 /// is a few milliseconds; this bound is for a machine under heavy load.
@@ -62,8 +63,10 @@ pub struct Process {
     pub label: String,
     /// Program and arguments that run the binary (e.g. `ip netns exec <ns>`); empty = direct.
     pub exec_prefix: Vec<String>,
-    /// Arguments after the binary.
-    pub argv: Vec<String>,
+    /// What it runs: its typed arguments, rendered when it is spawned.
+    pub args: ComponentArgs,
+    /// Addresses it takes from processes started before it, filled in by the supervisor.
+    pub wiring: Vec<Wire>,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
     /// Where it writes its ready file.
@@ -75,8 +78,13 @@ pub struct Process {
 }
 
 impl Process {
-    /// Spawns the process and waits for its ready file.
+    /// Spawns the process and waits for its ready file. A process started again binds the
+    /// addresses it had the first time ([`ComponentArgs::pin_listeners`]), so peers find it
+    /// where they expect it.
     pub async fn start(&mut self, mesh_bin: &Path) -> Result<(), LaunchError> {
+        if let Some(ready) = &self.ready {
+            self.args.pin_listeners(ready);
+        }
         let _ = std::fs::remove_file(&self.ready_path);
         if let Some(dir) = self.log.parent() {
             std::fs::create_dir_all(dir).map_err(|e| LaunchError::io(dir, e))?;
@@ -95,7 +103,7 @@ impl Process {
             }
             None => Command::new(mesh_bin),
         };
-        cmd.args(&self.argv)
+        cmd.args(self.args.argv())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -183,24 +191,6 @@ impl Process {
             let _ = child.wait().await;
         }
     }
-
-    /// The arguments with every `:0` listener replaced by the address bound the first time, so
-    /// a restarted component comes back where its peers expect it.
-    pub fn pinned_argv(&self) -> Vec<String> {
-        let Some(ready) = &self.ready else {
-            return self.argv.clone();
-        };
-        let mut argv = self.argv.clone();
-        for i in 1..argv.len() {
-            let role = argv[i - 1].trim_start_matches("--").to_string();
-            if argv[i].ends_with(":0")
-                && let Some(addr) = ready.addr(&role)
-            {
-                argv[i] = addr.to_string();
-            }
-        }
-        argv
-    }
 }
 
 #[allow(unsafe_code)]
@@ -227,63 +217,6 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pinned_argv_replaces_only_ephemeral_listeners_with_their_bound_addresses() {
-        let mut p = Process {
-            label: "us-east/gateway".into(),
-            exec_prefix: Vec::new(),
-            argv: [
-                "gateway",
-                "--quic",
-                "127.0.0.1:0",
-                "--tunnel",
-                "127.0.0.1:7000",
-                "--admin",
-                "127.0.0.1:0",
-                "--cluster",
-                "us-east",
-            ]
-            .map(String::from)
-            .to_vec(),
-            log: PathBuf::from("/dev/null"),
-            ready_path: PathBuf::from("/dev/null"),
-            child: None,
-            ready: None,
-        };
-        assert_eq!(
-            p.pinned_argv(),
-            p.argv,
-            "nothing to pin before the first start"
-        );
-        p.ready = Some(ReadyFile {
-            component: "gateway".into(),
-            cluster: "us-east".into(),
-            addrs: [
-                ("quic".to_string(), "127.0.0.1:4001".parse().unwrap()),
-                ("tunnel".to_string(), "127.0.0.1:7000".parse().unwrap()),
-                ("admin".to_string(), "127.0.0.1:4002".parse().unwrap()),
-            ]
-            .into(),
-            pid: 1,
-        });
-        assert_eq!(
-            p.pinned_argv(),
-            [
-                "gateway",
-                "--quic",
-                "127.0.0.1:4001",
-                "--tunnel",
-                "127.0.0.1:7000",
-                "--admin",
-                "127.0.0.1:4002",
-                "--cluster",
-                "us-east"
-            ]
-            .map(String::from)
-            .to_vec()
-        );
-    }
 
     #[test]
     fn log_tail_returns_the_last_lines() {

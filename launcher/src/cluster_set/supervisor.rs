@@ -3,13 +3,15 @@
 //! clusters, waits for convergence, and kills, freezes, restarts or stops single processes.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use mesh_core::api::{ControllerStatus, PATH_STATUS};
 use mesh_core::config::Topology;
 
-use super::plan::{DEMO_SERVICE, s};
+use super::component::Wire;
+use super::plan::DEMO_SERVICE;
 use super::{Cluster, ClusterSet, LaunchError, MANIFEST_FILE, Placement, Process, Signal};
 use crate::admin_client;
 use crate::ca::ensure_cluster_ca;
@@ -57,33 +59,36 @@ impl ClusterSet {
             let run_dir = dir.join("run");
             std::fs::create_dir_all(&run_dir).map_err(|e| LaunchError::io(&run_dir, e))?;
             for pi in 0..self.clusters[ci].processes.len() {
-                let (pname, _) = &self.clusters[ci].processes[pi];
-                let pname = pname.clone();
                 // Wire each process to what it depends on, now that their addresses are known.
-                let extra = self.dependency_args(ci, &pname);
+                let wired = self.wired_addrs(ci, pi)?;
                 let mesh_bin = self.mesh_bin.clone();
                 let p = &mut self.clusters[ci].processes[pi].1;
-                p.argv.extend(extra);
+                for (wire, addr) in wired {
+                    p.args.wire(&wire, addr);
+                }
                 p.start(&mesh_bin).await?;
             }
         }
         Ok(())
     }
 
-    fn dependency_args(&self, ci: usize, name: &str) -> Vec<String> {
+    /// The addresses process `pi` of cluster `ci` takes from the processes started before it.
+    fn wired_addrs(&self, ci: usize, pi: usize) -> Result<Vec<(Wire, SocketAddr)>, LaunchError> {
         let cluster = &self.clusters[ci];
-        let mut extra = Vec::new();
-        if (name == "gateway" || name.starts_with("sidecar-") || name == "client")
-            && let Some(control) = cluster.addr("controller", "control")
-        {
-            extra.extend([s("--controller"), s(control)]);
-        }
-        if let Some(replica) = name.strip_prefix("sidecar-")
-            && let Some(app) = cluster.addr(replica, "listen")
-        {
-            extra.extend([s("--app"), s(app)]);
-        }
-        extra
+        let p = &cluster.processes[pi].1;
+        p.wiring
+            .iter()
+            .map(|wire| {
+                let (source, role) = wire.source();
+                cluster
+                    .addr(source, role)
+                    .map(|addr| (wire.clone(), addr))
+                    .ok_or_else(|| LaunchError::Spawn {
+                        component: p.label.clone(),
+                        reason: format!("{source} has no {role} address to give it"),
+                    })
+            })
+            .collect()
     }
 
     /// Links every pair of clusters through their controllers' admin APIs.
@@ -199,7 +204,6 @@ impl ClusterSet {
         let mesh_bin = self.mesh_bin.clone();
         let p = self.process_mut(cluster, name)?;
         p.kill().await;
-        p.argv = p.pinned_argv();
         p.start(&mesh_bin).await
     }
 

@@ -1,16 +1,18 @@
 //! Shared support for end-to-end tests: start a real cluster-set from the built `mesh` binary,
-//! send requests through a client sidecar's proxy, and drive open-loop load.
+//! send requests through a client sidecar's proxy, and drive open-loop load (with the chaos
+//! suite's driver).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_chaos::load::{LoadDriver, Outcome};
+use mesh_chaos::scenario::{LoadSpec, Protocol};
 use mesh_core::config::Topology;
 use mesh_launcher::cluster_set::ClusterSet;
 use sha2::{Digest, Sha256};
@@ -199,113 +201,46 @@ where
     mesh_test_support::eventually(what, timeout, async || check().await).await;
 }
 
-/// One request's outcome under load.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub sent_at: Instant,
-    pub latency: Duration,
-    pub ok: bool,
-    pub served_by: Option<String>,
-    pub error: Option<String>,
+/// Open-loop GETs of `host` through the proxy at `proxy`, `rate` a second: the chaos suite's
+/// driver, the workspace's one load generator (every request recorded, latency from its due
+/// time).
+pub fn start_load(proxy: SocketAddr, host: &str, rate: u32) -> LoadDriver {
+    let spec = LoadSpec {
+        client: String::new(),
+        rate,
+        protocol: Protocol::Http1,
+        method: http::Method::GET,
+        host: host.to_string(),
+        body_bytes: 0,
+        timeout: Duration::from_secs(10),
+    };
+    LoadDriver::start(proxy, spec)
 }
 
-/// Open-loop load: one request every `1/rate`, whatever the system does, each recorded.
-pub struct Load {
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+/// When an outcome of a load that started at `started` was due (sent, in an open loop).
+pub fn due_at(started: tokio::time::Instant, outcome: &Outcome) -> Instant {
+    started.into_std() + outcome.scheduled
 }
 
-impl Load {
-    pub fn start(proxy: SocketAddr, url: &str, rate: u32) -> Self {
-        let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let url = url.to_string();
-        let (o, st) = (outcomes.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut inflight = tokio::task::JoinSet::new();
-            while !st.load(std::sync::atomic::Ordering::SeqCst) {
-                tick.tick().await;
-                let (o, url) = (o.clone(), url.clone());
-                inflight.spawn(async move {
-                    let sent_at = Instant::now();
-                    let r = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        send(proxy, Proto::Http1, "GET", &url, Bytes::new()),
-                    )
-                    .await;
-                    let latency = sent_at.elapsed();
-                    let outcome = match r {
-                        Ok(Ok(a)) => Outcome {
-                            sent_at,
-                            latency,
-                            ok: a.status == StatusCode::OK,
-                            served_by: a.served_by.clone(),
-                            error: (a.status != StatusCode::OK)
-                                .then(|| format!("{} {}", a.status, a.text().trim())),
-                        },
-                        Ok(Err(e)) => Outcome {
-                            sent_at,
-                            latency,
-                            ok: false,
-                            served_by: None,
-                            error: Some(e),
-                        },
-                        Err(_) => Outcome {
-                            sent_at,
-                            latency,
-                            ok: false,
-                            served_by: None,
-                            error: Some("timeout".into()),
-                        },
-                    };
-                    o.lock().unwrap().push(outcome);
-                });
-                while inflight.try_join_next().is_some() {}
-            }
-            while inflight.join_next().await.is_some() {}
-        });
-        Self {
-            outcomes,
-            stop,
-            task,
-        }
-    }
-
-    /// Outcomes so far.
-    pub fn snapshot(&self) -> Vec<Outcome> {
-        self.outcomes.lock().unwrap().clone()
-    }
-
-    /// Stops sending, waits for requests in flight, returns every outcome sorted by send time.
-    pub async fn finish(self) -> Vec<Outcome> {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.task.await;
-        let mut v = self.outcomes.lock().unwrap().clone();
-        v.sort_by_key(|o| o.sent_at);
-        v
-    }
-}
-
-/// Share of outcomes sent at or after `from` (and before `to`) served by `cluster`.
+/// Share of outcomes of a load started at `started`, due at or after `from` (and before `to`),
+/// served by `cluster`.
 pub fn share_served_by(
     outcomes: &[Outcome],
+    started: tokio::time::Instant,
     from: Instant,
     to: Instant,
     cluster: &str,
 ) -> (f64, usize) {
     let window: Vec<_> = outcomes
         .iter()
-        .filter(|o| o.sent_at >= from && o.sent_at < to)
+        .filter(|o| (from..to).contains(&due_at(started, o)))
         .collect();
     if window.is_empty() {
         return (0.0, 0);
     }
     let n = window
         .iter()
-        .filter(|o| o.ok && o.served_by.as_deref() == Some(cluster))
+        .filter(|o| o.ok() && o.served_by.as_deref() == Some(cluster))
         .count();
     (n as f64 / window.len() as f64, window.len())
 }

@@ -5,16 +5,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Load, Running, eventually, share_served_by};
+use support::{Running, due_at, eventually, share_served_by, start_load};
 
-const URL: &str = "http://echo.demo.svc.clusterset.local/";
+const HOST: &str = "echo.demo.svc.clusterset.local";
 const RATE: u32 = 120;
 
 #[tokio::test(flavor = "current_thread")]
 async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
     let mut run = Running::default_set("failover").await;
     let proxy = run.proxy("us-east");
-    let load = Load::start(proxy, URL, RATE);
+    let load = start_load(proxy, HOST, RATE);
+    let started = load.started();
     eventually(
         Duration::from_secs(10),
         "a second of answered requests",
@@ -50,6 +51,7 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
             let now = Instant::now();
             let (share, n) = share_served_by(
                 &load.snapshot(),
+                started,
                 now - Duration::from_secs(1),
                 now,
                 "us-west",
@@ -66,7 +68,7 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
             let answered = load
                 .snapshot()
                 .iter()
-                .filter(|o| o.sent_at >= observed_from)
+                .filter(|o| due_at(started, o) >= observed_from)
                 .count();
             async move { answered >= RATE as usize * 3 }
         },
@@ -89,6 +91,7 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
         let now = Instant::now();
         let (share, n) = share_served_by(
             &load.snapshot(),
+            started,
             now - Duration::from_secs(1),
             now,
             "us-east",
@@ -99,7 +102,7 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
             break;
         }
     }
-    let outcomes = load.finish().await;
+    let outcomes = load.finish().await.outcomes;
     let status = serde_json::to_string_pretty(&run.status("us-east").await).unwrap();
     let client_admin = run
         .set
@@ -123,7 +126,7 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
     run.stop().await;
 
     let total = outcomes.len();
-    let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok).collect();
+    let failed: Vec<_> = outcomes.iter().filter(|o| !o.ok()).collect();
     assert!(total as u32 >= RATE * 5, "load ran: {total} requests");
     assert!(
         failed.len() as f64 <= total as f64 * 0.01,
@@ -133,7 +136,7 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
     );
     let late_failures: Vec<_> = failed
         .iter()
-        .filter(|o| o.sent_at >= fault + Duration::from_secs(2) && o.sent_at < heal)
+        .filter(|o| (fault + Duration::from_secs(2)..heal).contains(&due_at(started, o)))
         .collect();
     assert!(
         late_failures.is_empty(),
@@ -141,7 +144,13 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
         late_failures.iter().map(|o| &o.error).collect::<Vec<_>>()
     );
     // From 2 s after the fault until the heal, everything is served by us-west (next in priority).
-    let (share, n) = share_served_by(&outcomes, fault + Duration::from_secs(2), heal, "us-west");
+    let (share, n) = share_served_by(
+        &outcomes,
+        started,
+        fault + Duration::from_secs(2),
+        heal,
+        "us-west",
+    );
     assert!(
         n > 0 && share >= 0.99,
         "only {:.1}% of {n} requests served by us-west after failover\n{logs}",

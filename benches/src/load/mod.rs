@@ -1,10 +1,13 @@
-//! The load generator: open loop at a fixed rate (each request has an intended send time on a
-//! fixed schedule, and its latency is measured from that time, so a stalled server is charged
-//! for the requests it delayed: coordinated omission is corrected), or closed loop for maximum
-//! throughput. HTTP/1.1 (one request at a time per connection) or HTTP/2 (multiplexed).
+//! The benchmark's precision wrapper over the workspace's one open-loop schedule
+//! (`mesh_chaos::load::schedule`): each request has an intended send time on that schedule,
+//! handed out by a spinning dispatcher thread, and its latency is measured from that time into an
+//! HdrHistogram, so a stalled server is charged for the requests it delayed (coordinated omission
+//! is corrected). What is kept here is what only a benchmark needs: connections opened before
+//! the clock starts, one worker per connection, warm-up excluded from the numbers, and a closed
+//! loop for maximum throughput. HTTP/1.1 (one request at a time per connection) or HTTP/2
+//! (multiplexed).
 
 mod conn;
-mod schedule;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use mesh_chaos::load::schedule::{Due, Schedule, dispatch};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -241,7 +245,7 @@ async fn run_open_loop(
     let mut senders = Vec::new();
     let mut workers = JoinSet::new();
     for conn in conns {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Due>();
         senders.push(tx);
         workers.spawn(open_loop_worker(
             conn,
@@ -251,12 +255,22 @@ async fn run_open_loop(
             recorder.clone(),
         ));
     }
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let spin = spec.spin;
+    let schedule = Schedule {
+        start,
+        interval: Duration::from_secs_f64(1.0 / rate),
+        end: Some(end),
+        spin: spec.spin,
+    };
     let measure_from = lock(&recorder).measure_from;
     let dispatcher = std::thread::Builder::new()
         .name("load-dispatch".into())
-        .spawn(move || schedule::dispatch(start, end, interval, spin, senders))
+        .spawn(move || {
+            dispatch(
+                &schedule,
+                senders,
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+        })
         .map_err(|e| BenchError::measure("starting the dispatcher", e))?;
     // Wait for the schedule to end, then give late answers as long again to drain.
     let drain_until =
@@ -281,14 +295,14 @@ async fn run_open_loop(
 
 async fn open_loop_worker(
     conn: Conn,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Instant>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Due>,
     spec: LoadSpec,
     body: Bytes,
     recorder: SharedRecorder,
 ) {
     let mut conn = Some(conn);
     let mut in_flight = JoinSet::new();
-    while let Some(intended) = rx.recv().await {
+    while let Some(Due { at: intended, .. }) = rx.recv().await {
         if conn.as_ref().is_none_or(Conn::is_closed) {
             conn = connect(spec.target.addr, spec.protocol).await.ok();
         }

@@ -1,6 +1,6 @@
-//! The open-loop load driver: request `i` is due at `i / rate` after the start and is sent then
-//! whatever the system does, so a stalled mesh shows up as latency and failures instead of as a
-//! quietly lower rate. Every request carries an id and a seeded body whose SHA-256 the demo app
+//! The open-loop load driver: request `i` is due at `i / rate` after the start (the shared
+//! [`schedule`](super::schedule)) and is sent then whatever the system does, so a stalled mesh
+//! shows up as latency and failures instead of as a quietly lower rate. Every request carries an id and a seeded body whose SHA-256 the demo app
 //! echoes; every outcome is recorded.
 
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::client::ProxyClient;
 use super::outcome::{DigestCheck, Outcome, Wire};
+use super::schedule::{Due, Schedule, dispatch};
 use crate::scenario::{LoadSpec, Protocol};
 
 /// Request header carrying the request id.
@@ -83,9 +84,15 @@ impl LoadDriver {
             late: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
-        let started = Instant::now();
-        let task = tokio::spawn(schedule(
+        let schedule = Schedule::at_rate(std::time::Instant::now(), f64::from(spec.rate.max(1)));
+        let started = Instant::from_std(schedule.start);
+        let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
+        let dispatcher = shared.clone();
+        // The dispatcher ends when asked to stop, dropping `due_tx`, which ends `send_due`.
+        std::thread::spawn(move || dispatch(&schedule, vec![due_tx], &dispatcher.stop));
+        let task = tokio::spawn(send_due(
             started,
+            due_rx,
             ProxyClient::new(proxy),
             spec,
             shared.clone(),
@@ -139,26 +146,25 @@ impl LoadDriver {
     }
 }
 
-async fn schedule(started: Instant, client: ProxyClient, spec: LoadSpec, shared: Arc<Shared>) {
+async fn send_due(
+    started: Instant,
+    mut due: tokio::sync::mpsc::UnboundedReceiver<Due>,
+    client: ProxyClient,
+    spec: LoadSpec,
+    shared: Arc<Shared>,
+) {
     let client = Arc::new(client);
     let spec = Arc::new(spec);
-    let interval = Duration::from_secs_f64(1.0 / f64::from(spec.rate));
     let mut inflight = JoinSet::new();
-    let mut id: u64 = 0;
-    while !shared.stop.load(Ordering::SeqCst) {
-        let offset = interval.mul_f64(id as f64);
-        let due = started + offset;
-        tokio::time::sleep_until(due).await;
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        if Instant::now() > due + LATE {
+    while let Some(Due { id, at }) = due.recv().await {
+        let at = Instant::from_std(at);
+        if Instant::now() > at + LATE {
             shared.late.fetch_add(1, Ordering::Relaxed);
         }
         shared.sent.fetch_add(1, Ordering::SeqCst);
         let (client, spec, shared) = (client.clone(), spec.clone(), shared.clone());
         inflight.spawn(async move {
-            let outcome = one_request(&client, &spec, id, offset, due).await;
+            let outcome = one_request(&client, &spec, id, at - started, at).await;
             shared
                 .outcomes
                 .lock()
@@ -166,7 +172,6 @@ async fn schedule(started: Instant, client: ProxyClient, spec: LoadSpec, shared:
                 .push(outcome);
         });
         while inflight.try_join_next().is_some() {}
-        id += 1;
     }
     while inflight.join_next().await.is_some() {}
 }

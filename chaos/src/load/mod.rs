@@ -1,8 +1,11 @@
-//! Load: the open-loop driver, its HTTP client and the per-request outcome record.
+//! Load: the open-loop schedule (the one pacing every load generator of the workspace uses,
+//! `mesh-bench` included), the driver that sends a scenario's requests on it, its HTTP client and
+//! the per-request outcome record.
 
 mod client;
 mod driver;
 mod outcome;
+pub mod schedule;
 
 pub use client::{Answer, ProxyClient};
 pub use driver::{

@@ -1,25 +1,27 @@
 //! Shared support for end-to-end tests: start a real cluster-set from the built `mesh` binary,
-//! send requests through a client sidecar's proxy, and drive open-loop load.
+//! send requests through a client sidecar's proxy, and drive open-loop load (with the chaos
+//! suite's driver).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_chaos::load::{LoadDriver, Outcome};
+use mesh_chaos::scenario::{LoadSpec, Protocol};
 use mesh_core::config::Topology;
 use mesh_launcher::cluster_set::ClusterSet;
 use sha2::{Digest, Sha256};
 
 /// A unique scratch directory, removed on drop.
-pub(crate) struct Scratch(pub PathBuf);
+pub struct Scratch(pub PathBuf);
 
 impl Scratch {
-    pub(crate) fn new(tag: &str) -> Self {
+    pub fn new(tag: &str) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("mesh-e2e-{tag}-{}-{n}", std::process::id()));
@@ -37,18 +39,18 @@ impl Drop for Scratch {
     }
 }
 
-pub(crate) fn mesh_bin() -> PathBuf {
+pub fn mesh_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mesh"))
 }
 
 /// A running cluster-set that is stopped (every process) when dropped or stopped.
-pub(crate) struct Running {
+pub struct Running {
     pub set: ClusterSet,
     pub scratch: Scratch,
 }
 
 impl Running {
-    pub(crate) async fn start(tag: &str, topology: Topology) -> Self {
+    pub async fn start(tag: &str, topology: Topology) -> Self {
         let scratch = Scratch::new(tag);
         let topology = topology.with_ephemeral_ports();
         let set = match ClusterSet::start(&topology, &scratch.0, &mesh_bin()).await {
@@ -58,32 +60,32 @@ impl Running {
         Self { set, scratch }
     }
 
-    pub(crate) async fn default_set(tag: &str) -> Self {
+    pub async fn default_set(tag: &str) -> Self {
         Self::start(tag, Topology::default_set()).await
     }
 
-    pub(crate) fn proxy(&self, cluster: &str) -> SocketAddr {
+    pub fn proxy(&self, cluster: &str) -> SocketAddr {
         self.set
             .cluster(cluster)
             .and_then(|c| c.client_proxy())
             .expect("client proxy")
     }
 
-    pub(crate) fn admin(&self, cluster: &str) -> SocketAddr {
+    pub fn admin(&self, cluster: &str) -> SocketAddr {
         self.set
             .cluster(cluster)
             .and_then(|c| c.controller_admin())
             .expect("controller admin")
     }
 
-    pub(crate) async fn status(&self, cluster: &str) -> mesh_core::api::ControllerStatus {
+    pub async fn status(&self, cluster: &str) -> mesh_core::api::ControllerStatus {
         mesh_launcher::admin_client::get_json(self.admin(cluster), mesh_core::api::PATH_STATUS)
             .await
             .expect("status")
     }
 
     /// Dumps the tail of every log (for failing tests).
-    pub(crate) fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         let mut out = String::new();
         for c in &self.set.clusters {
             for (name, p) in &c.processes {
@@ -97,14 +99,14 @@ impl Running {
         out
     }
 
-    pub(crate) async fn stop(&mut self) {
+    pub async fn stop(&mut self) {
         self.set.stop().await;
     }
 }
 
 /// One answer through the proxy.
 #[derive(Debug)]
-pub(crate) struct Answer {
+pub struct Answer {
     pub status: StatusCode,
     pub served_by: Option<String>,
     pub mesh_error: Option<String>,
@@ -112,20 +114,20 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// HTTP version used towards the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Proto {
+pub enum Proto {
     Http1,
     Http2,
 }
 
 /// Sends one request to `url` through the sidecar proxy at `proxy`.
-pub(crate) async fn send(
+pub async fn send(
     proxy: SocketAddr,
     proto: Proto,
     method: &str,
@@ -180,18 +182,18 @@ pub(crate) async fn send(
     })
 }
 
-pub(crate) async fn get(proxy: SocketAddr, url: &str) -> Answer {
+pub async fn get(proxy: SocketAddr, url: &str) -> Answer {
     send(proxy, Proto::Http1, "GET", url, Bytes::new())
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
-pub(crate) fn sha256(b: &[u8]) -> String {
+pub fn sha256(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
 /// Waits until `check` holds, polling; panics with `what` after `timeout`.
-pub(crate) async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -199,113 +201,46 @@ where
     mesh_test_support::eventually(what, timeout, async || check().await).await;
 }
 
-/// One request's outcome under load.
-#[derive(Debug, Clone)]
-pub(crate) struct Outcome {
-    pub sent_at: Instant,
-    pub latency: Duration,
-    pub ok: bool,
-    pub served_by: Option<String>,
-    pub error: Option<String>,
+/// Open-loop GETs of `host` through the proxy at `proxy`, `rate` a second: the chaos suite's
+/// driver, the workspace's one load generator (every request recorded, latency from its due
+/// time).
+pub fn start_load(proxy: SocketAddr, host: &str, rate: u32) -> LoadDriver {
+    let spec = LoadSpec {
+        client: String::new(),
+        rate,
+        protocol: Protocol::Http1,
+        method: http::Method::GET,
+        host: host.to_string(),
+        body_bytes: 0,
+        timeout: Duration::from_secs(10),
+    };
+    LoadDriver::start(proxy, spec)
 }
 
-/// Open-loop load: one request every `1/rate`, whatever the system does, each recorded.
-pub(crate) struct Load {
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+/// When an outcome of a load that started at `started` was due (sent, in an open loop).
+pub fn due_at(started: tokio::time::Instant, outcome: &Outcome) -> Instant {
+    started.into_std() + outcome.scheduled
 }
 
-impl Load {
-    pub(crate) fn start(proxy: SocketAddr, url: &str, rate: u32) -> Self {
-        let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let url = url.to_string();
-        let (o, st) = (outcomes.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut inflight = tokio::task::JoinSet::new();
-            while !st.load(std::sync::atomic::Ordering::SeqCst) {
-                tick.tick().await;
-                let (o, url) = (o.clone(), url.clone());
-                inflight.spawn(async move {
-                    let sent_at = Instant::now();
-                    let r = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        send(proxy, Proto::Http1, "GET", &url, Bytes::new()),
-                    )
-                    .await;
-                    let latency = sent_at.elapsed();
-                    let outcome = match r {
-                        Ok(Ok(a)) => Outcome {
-                            sent_at,
-                            latency,
-                            ok: a.status == StatusCode::OK,
-                            served_by: a.served_by.clone(),
-                            error: (a.status != StatusCode::OK)
-                                .then(|| format!("{} {}", a.status, a.text().trim())),
-                        },
-                        Ok(Err(e)) => Outcome {
-                            sent_at,
-                            latency,
-                            ok: false,
-                            served_by: None,
-                            error: Some(e),
-                        },
-                        Err(_) => Outcome {
-                            sent_at,
-                            latency,
-                            ok: false,
-                            served_by: None,
-                            error: Some("timeout".into()),
-                        },
-                    };
-                    o.lock().unwrap().push(outcome);
-                });
-                while inflight.try_join_next().is_some() {}
-            }
-            while inflight.join_next().await.is_some() {}
-        });
-        Self {
-            outcomes,
-            stop,
-            task,
-        }
-    }
-
-    /// Outcomes so far.
-    pub(crate) fn snapshot(&self) -> Vec<Outcome> {
-        self.outcomes.lock().unwrap().clone()
-    }
-
-    /// Stops sending, waits for requests in flight, returns every outcome sorted by send time.
-    pub(crate) async fn finish(self) -> Vec<Outcome> {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.task.await;
-        let mut v = self.outcomes.lock().unwrap().clone();
-        v.sort_by_key(|o| o.sent_at);
-        v
-    }
-}
-
-/// Share of outcomes sent at or after `from` (and before `to`) served by `cluster`.
-pub(crate) fn share_served_by(
+/// Share of outcomes of a load started at `started`, due at or after `from` (and before `to`),
+/// served by `cluster`.
+pub fn share_served_by(
     outcomes: &[Outcome],
+    started: tokio::time::Instant,
     from: Instant,
     to: Instant,
     cluster: &str,
 ) -> (f64, usize) {
     let window: Vec<_> = outcomes
         .iter()
-        .filter(|o| o.sent_at >= from && o.sent_at < to)
+        .filter(|o| (from..to).contains(&due_at(started, o)))
         .collect();
     if window.is_empty() {
         return (0.0, 0);
     }
     let n = window
         .iter()
-        .filter(|o| o.ok && o.served_by.as_deref() == Some(cluster))
+        .filter(|o| o.ok() && o.served_by.as_deref() == Some(cluster))
         .count();
     (n as f64 / window.len() as f64, window.len())
 }

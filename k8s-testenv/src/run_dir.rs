@@ -1,0 +1,48 @@
+//! Per-cluster run folders under `<target>/k8s/run/`, named after the owning process so that a
+//! later run can remove the folders of processes that died without cleaning up (a test binary
+//! killed by a signal, or a shared fixture, which Rust never drops).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::Error;
+
+const PREFIX: &str = "cluster-";
+
+/// Creates a new, empty run folder for `cluster` owned by this process.
+pub fn create(root: &Path, cluster: &str) -> Result<PathBuf, Error> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::fs::create_dir_all(root).map_err(Error::io(format!("creating {}", root.display())))?;
+    let dir = root.join(format!(
+        "{PREFIX}{}-{}-{cluster}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    if dir.exists() {
+        // Left by an earlier process with the same id: its processes are gone.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    std::fs::create_dir(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Removes the run folders whose owning process no longer exists.
+pub fn sweep_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -74,7 +74,7 @@ pub fn ensure_binaries() -> Result<Binaries, Error> {
         .get_or_init(|| build_if_needed(&k8s_dir()).map_err(|e| e.to_string()))
         .clone()
         // The first caller's error is reported to every later caller as text: Error is not Clone.
-        .map_err(|text| Error::Invalid(text))
+        .map_err(Error::Invalid)
 }
 
 fn up_to_date(bin_dir: &Path) -> bool {

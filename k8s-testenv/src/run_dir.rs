@@ -46,3 +46,27 @@ pub fn sweep_stale(root: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_removes_only_folders_of_dead_processes() {
+        let root = std::env::temp_dir().join(format!("k8s-testenv-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mine = create(&root, "east").expect("creating a run folder");
+        // Pid 0 is never a user process, so /proc/0 never exists.
+        let dead = root.join(format!("{PREFIX}0-0-west"));
+        let unrelated = root.join("something-else");
+        std::fs::create_dir_all(&dead).expect("creating a stale folder");
+        std::fs::create_dir_all(&unrelated).expect("creating an unrelated folder");
+
+        sweep_stale(&root);
+
+        assert!(mine.is_dir(), "this process's folder must stay");
+        assert!(!dead.exists(), "a dead process's folder must go");
+        assert!(unrelated.is_dir(), "folders not named by this crate must stay");
+        std::fs::remove_dir_all(&root).expect("cleaning up");
+    }
+}

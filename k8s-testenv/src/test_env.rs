@@ -88,3 +88,18 @@ pub fn shared(names: &[&str]) -> &'static TestEnv {
         Err(e) => panic!("starting the shared Kubernetes test clusters failed: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_duplicate_or_invalid_names_before_building_anything() {
+        for names in [&["east", "east"][..], &["East"], &[""], &["a_b"]] {
+            match TestEnv::start(names) {
+                Err(Error::Invalid(msg)) => assert!(msg.contains("DNS labels"), "{msg}"),
+                other => panic!("{names:?}: expected Error::Invalid, got {other:?}"),
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::binaries::Binaries;
 use crate::error::{Error, log_tail};
 use crate::pki::{ADMIN_USER, Pki};
-use crate::{probe, spawn};
+use crate::{probe, run_dir, spawn};
 
 /// etcd on a loaded 2-core machine is up in a second or two; this allows for a build running
 /// beside it.
@@ -40,6 +40,8 @@ pub struct Cluster {
     pki: Pki,
     /// kube-apiserver first, so it is stopped before its storage.
     processes: Vec<Child>,
+    /// Removes `dir` when this process exits without dropping the cluster.
+    reaper: Child,
 }
 
 /// A started process and its log.
@@ -52,8 +54,10 @@ impl Cluster {
     /// Starts a cluster named `name` in `dir` (which must exist and be empty) and waits until its
     /// API server is ready.
     pub(crate) fn start(name: &str, dir: PathBuf, binaries: &Binaries) -> Result<Self, Error> {
+        let reaper = run_dir::reaper(&dir)?;
         let pki = Pki::generate(name, &dir)?;
         let mut cluster = Self {
+            reaper,
             name: name.to_string(),
             kubeconfig: dir.join("kubeconfig"),
             dir,
@@ -322,6 +326,9 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The folder is gone, so the reaper exits at once when its stdin closes.
+        drop(self.reaper.stdin.take());
+        let _ = self.reaper.wait();
     }
 }
 

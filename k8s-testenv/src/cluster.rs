@@ -27,7 +27,7 @@ const TAIL_LINES: usize = 40;
 /// The Service IP range; it never leaves the API server (there is no kube-proxy).
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// The service-account issuer, the in-cluster default.
-pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+pub(crate) const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// A running cluster. Dropping it kills its processes and removes its folder.
 #[derive(Debug)]

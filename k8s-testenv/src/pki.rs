@@ -13,11 +13,11 @@ use rcgen::{
 use crate::error::Error;
 
 /// The admin identity's user name; its group `system:masters` bypasses RBAC.
-pub const ADMIN_USER: &str = "admin";
+pub(crate) const ADMIN_USER: &str = "admin";
 
 /// The PEM files of one cluster, and the admin identity in DER for the readiness probe.
 #[derive(Debug, Clone)]
-pub struct Pki {
+pub(crate) struct Pki {
     pub ca_cert: PathBuf,
     pub serving_cert: PathBuf,
     pub serving_key: PathBuf,
@@ -32,7 +32,7 @@ pub struct Pki {
 
 impl Pki {
     /// Generates fresh material for `cluster` and writes it into `dir`.
-    pub fn generate(cluster: &str, dir: &Path) -> Result<Self, Error> {
+    pub(crate) fn generate(cluster: &str, dir: &Path) -> Result<Self, Error> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = name(&format!("mesh-k8s-testenv {cluster} CA"), None);

@@ -15,16 +15,16 @@ use crate::pki::Pki;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A status code and body, or why there is none.
-pub type Response = Result<(u16, String), String>;
+pub(crate) type Response = Result<(u16, String), String>;
 
 /// GET `path` over plain HTTP on loopback `port`.
-pub fn http_get(port: u16, path: &str) -> Response {
+pub(crate) fn http_get(port: u16, path: &str) -> Response {
     let mut stream = connect(port)?;
     request(&mut stream, path)
 }
 
 /// An HTTPS client that trusts only the cluster's CA and presents the admin certificate.
-pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+pub(crate) fn tls_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(pki.ca_der.clone()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -39,7 +39,7 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, rustls::Error>
 }
 
 /// GET `path` over HTTPS on loopback `port`, verifying the server as 127.0.0.1.
-pub fn https_get(config: &Arc<rustls::ClientConfig>, port: u16, path: &str) -> Response {
+pub(crate) fn https_get(config: &Arc<rustls::ClientConfig>, port: u16, path: &str) -> Response {
     let stream = connect(port)?;
     let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
     let conn = rustls::ClientConnection::new(config.clone(), name).map_err(|e| e.to_string())?;

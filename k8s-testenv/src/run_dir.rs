@@ -13,7 +13,7 @@ use crate::error::Error;
 const PREFIX: &str = "cluster-";
 
 /// Creates a new, empty run folder for `cluster` owned by this process.
-pub fn create(root: &Path, cluster: &str) -> Result<PathBuf, Error> {
+pub(crate) fn create(root: &Path, cluster: &str) -> Result<PathBuf, Error> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     std::fs::create_dir_all(root).map_err(Error::io(format!("creating {}", root.display())))?;
     let dir = root.join(format!(
@@ -32,7 +32,7 @@ pub fn create(root: &Path, cluster: &str) -> Result<PathBuf, Error> {
 /// Starts the reaper of `dir`: `sh` waits for end of file on its stdin (held by the returned
 /// child until it is dropped or this process exits), gives the cluster's processes, killed by
 /// their parent-death signal at the same moment, a second to go, and removes the folder.
-pub fn reaper(dir: &Path) -> Result<Child, Error> {
+pub(crate) fn reaper(dir: &Path) -> Result<Child, Error> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(r#"cat >/dev/null; [ -d "$0" ] || exit 0; sleep 1; rm -rf "$0""#)
@@ -50,7 +50,7 @@ pub fn reaper(dir: &Path) -> Result<Child, Error> {
 }
 
 /// Removes the run folders whose owning process no longer exists.
-pub fn sweep_stale(root: &Path) {
+pub(crate) fn sweep_stale(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };

@@ -16,7 +16,7 @@ use crate::error::Error;
 
 /// Environment variables removed from every child: the clusters are on loopback, and a proxy
 /// would intercept the API server's own calls (webhooks, aggregated APIs) and the clients'.
-pub const PROXY_VARS: [&str; 8] = [
+pub(crate) const PROXY_VARS: [&str; 8] = [
     "HTTPS_PROXY",
     "HTTP_PROXY",
     "ALL_PROXY",
@@ -30,7 +30,7 @@ pub const PROXY_VARS: [&str; 8] = [
 const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// A command for `program` that dies with this process and sees no proxy settings.
-pub fn command(program: &Path) -> Command {
+pub(crate) fn command(program: &Path) -> Command {
     let mut cmd = if Path::new(SETPRIV).is_file() {
         let mut cmd = Command::new(SETPRIV);
         cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
@@ -58,7 +58,7 @@ fn warn_no_setpriv() {
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns `cmd` from the process-long spawner thread (see the module doc).
-pub fn spawn(cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn(cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
@@ -83,7 +83,7 @@ pub fn spawn(cmd: Command) -> std::io::Result<Child> {
 
 /// A loopback port that was free a moment ago. Another process may take it before the child
 /// binds it: callers retry with new ports when a child reports the address in use.
-pub fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(Error::io("binding an ephemeral loopback port"))?;
     let port = listener

@@ -18,10 +18,10 @@ use mesh_launcher::cluster_set::ClusterSet;
 use sha2::{Digest, Sha256};
 
 /// A unique scratch directory, removed on drop.
-pub struct Scratch(pub PathBuf);
+pub(crate) struct Scratch(pub PathBuf);
 
 impl Scratch {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("mesh-e2e-{tag}-{}-{n}", std::process::id()));
@@ -39,18 +39,18 @@ impl Drop for Scratch {
     }
 }
 
-pub fn mesh_bin() -> PathBuf {
+pub(crate) fn mesh_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mesh"))
 }
 
 /// A running cluster-set that is stopped (every process) when dropped or stopped.
-pub struct Running {
+pub(crate) struct Running {
     pub set: ClusterSet,
     pub scratch: Scratch,
 }
 
 impl Running {
-    pub async fn start(tag: &str, topology: Topology) -> Self {
+    pub(crate) async fn start(tag: &str, topology: Topology) -> Self {
         let scratch = Scratch::new(tag);
         let topology = topology.with_ephemeral_ports();
         let set = match ClusterSet::start(&topology, &scratch.0, &mesh_bin()).await {
@@ -60,32 +60,32 @@ impl Running {
         Self { set, scratch }
     }
 
-    pub async fn default_set(tag: &str) -> Self {
+    pub(crate) async fn default_set(tag: &str) -> Self {
         Self::start(tag, Topology::default_set()).await
     }
 
-    pub fn proxy(&self, cluster: &str) -> SocketAddr {
+    pub(crate) fn proxy(&self, cluster: &str) -> SocketAddr {
         self.set
             .cluster(cluster)
             .and_then(|c| c.client_proxy())
             .expect("client proxy")
     }
 
-    pub fn admin(&self, cluster: &str) -> SocketAddr {
+    pub(crate) fn admin(&self, cluster: &str) -> SocketAddr {
         self.set
             .cluster(cluster)
             .and_then(|c| c.controller_admin())
             .expect("controller admin")
     }
 
-    pub async fn status(&self, cluster: &str) -> mesh_core::api::ControllerStatus {
+    pub(crate) async fn status(&self, cluster: &str) -> mesh_core::api::ControllerStatus {
         mesh_launcher::admin_client::get_json(self.admin(cluster), mesh_core::api::PATH_STATUS)
             .await
             .expect("status")
     }
 
     /// Dumps the tail of every log (for failing tests).
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         for c in &self.set.clusters {
             for (name, p) in &c.processes {
@@ -99,14 +99,14 @@ impl Running {
         out
     }
 
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.set.stop().await;
     }
 }
 
 /// One answer through the proxy.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub served_by: Option<String>,
     pub mesh_error: Option<String>,
@@ -114,20 +114,20 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// HTTP version used towards the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
+pub(crate) enum Proto {
     Http1,
     Http2,
 }
 
 /// Sends one request to `url` through the sidecar proxy at `proxy`.
-pub async fn send(
+pub(crate) async fn send(
     proxy: SocketAddr,
     proto: Proto,
     method: &str,
@@ -182,18 +182,18 @@ pub async fn send(
     })
 }
 
-pub async fn get(proxy: SocketAddr, url: &str) -> Answer {
+pub(crate) async fn get(proxy: SocketAddr, url: &str) -> Answer {
     send(proxy, Proto::Http1, "GET", url, Bytes::new())
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
-pub fn sha256(b: &[u8]) -> String {
+pub(crate) fn sha256(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
 /// Waits until `check` holds, polling; panics with `what` after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -204,7 +204,7 @@ where
 /// Open-loop GETs of `host` through the proxy at `proxy`, `rate` a second: the chaos suite's
 /// driver, the workspace's one load generator (every request recorded, latency from its due
 /// time).
-pub fn start_load(proxy: SocketAddr, host: &str, rate: u32) -> LoadDriver {
+pub(crate) fn start_load(proxy: SocketAddr, host: &str, rate: u32) -> LoadDriver {
     let spec = LoadSpec {
         client: String::new(),
         rate,
@@ -218,13 +218,13 @@ pub fn start_load(proxy: SocketAddr, host: &str, rate: u32) -> LoadDriver {
 }
 
 /// When an outcome of a load that started at `started` was due (sent, in an open loop).
-pub fn due_at(started: tokio::time::Instant, outcome: &Outcome) -> Instant {
+pub(crate) fn due_at(started: tokio::time::Instant, outcome: &Outcome) -> Instant {
     started.into_std() + outcome.scheduled
 }
 
 /// Share of outcomes of a load started at `started`, due at or after `from` (and before `to`),
 /// served by `cluster`.
-pub fn share_served_by(
+pub(crate) fn share_served_by(
     outcomes: &[Outcome],
     started: tokio::time::Instant,
     from: Instant,

@@ -328,6 +328,8 @@ fn catalog(version: u64) -> ExportCatalog {
                 ExportedService {
                     healthy: true,
                     endpoints,
+                    ports: Vec::new(),
+                    exported_since: None,
                 },
             )
         })

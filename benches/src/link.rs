@@ -154,7 +154,7 @@ pub async fn bootstrap(
     .map_err(|e| BenchError::Tls(e.to_string()))?;
     let id = SpiffeId::workload(&default_trust_domain(cluster), namespace, account);
     let (client, identity, bundle) =
-        mesh_core::bootstrap::bootstrap(controller, cluster, &credentials, &id)
+        mesh_core::bootstrap::bootstrap(&controller.into(), cluster, &credentials, &id)
             .await
             .map_err(|e| BenchError::Tls(e.to_string()))?;
     let trust = TrustStore::new(&[bundle]).map_err(|e| BenchError::Tls(e.to_string()))?;

@@ -1,7 +1,7 @@
 //! `mesh`: a multi-cluster gateway and failover mesh. One binary for every component.
 
 use clap::{Parser, Subcommand};
-use mesh_cli::commands::{link, status, up};
+use mesh_cli::commands::{check, link, status, up};
 use mesh_cli::demo_app;
 use mesh_launcher::ca;
 
@@ -21,14 +21,18 @@ enum Command {
     /// Run a whole cluster-set locally (controller, gateway, echo replicas behind sidecars and a
     /// client sidecar per cluster), linked and ready; Ctrl-C stops it.
     Up(up::UpArgs),
-    /// Link two running clusters by their controllers' admin addresses (trust bundles and
-    /// gateway addresses are exchanged both ways; idempotent).
+    /// Link two clusters, by their controllers' admin addresses (local mode) or by their
+    /// kubeconfigs or contexts (Kubernetes): trust bundles and gateway addresses are exchanged
+    /// both ways; idempotent.
     Link(link::LinkArgs),
     /// Undo `mesh link`: revoke trust and withdraw imported endpoints on both sides.
     Unlink(link::LinkArgs),
     /// Show links (state, RTT), services per cluster with healthy endpoints, breakers and
     /// active failovers.
     Status(status::StatusArgs),
+    /// Check a cluster-set (Kubernetes: `--kubeconfig` per cluster; local: `mesh up`'s) and say
+    /// what is wrong and what to do.
+    Check(check::CheckArgs),
     /// Create a cluster's root CA and join token in the state directory.
     Ca(ca::CaArgs),
     /// Run a cluster's federation controller (registry, CA, federation, failover, discovery).
@@ -76,6 +80,7 @@ fn main() -> std::process::ExitCode {
         | Command::Link(_)
         | Command::Unlink(_)
         | Command::Status(_)
+        | Command::Check(_)
         | Command::Ca(_)
         | Command::Chaos(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -94,9 +99,10 @@ fn main() -> std::process::ExitCode {
     let result: Result<(), String> = runtime.block_on(async move {
         match cli.command {
             Command::Up(a) => up::run(a).await.map_err(|e| e.to_string()),
-            Command::Link(a) => link::run_link(a).await.map_err(|e| e.to_string()),
-            Command::Unlink(a) => link::run_unlink(a).await.map_err(|e| e.to_string()),
+            Command::Link(a) => link::run_link(a).await,
+            Command::Unlink(a) => link::run_unlink(a).await,
             Command::Status(a) => status::run(a).await.map_err(|e| e.to_string()),
+            Command::Check(a) => check::run(a).await,
             Command::Ca(a) => ca::run(a).map_err(|e| e.to_string()),
             Command::Controller(a) => mesh_federation::run(a).await.map_err(|e| e.to_string()),
             Command::Gateway(a) => mesh_gateway::run(a).await.map_err(|e| e.to_string()),

@@ -4,8 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -14,19 +14,41 @@ use tokio::net::TcpListener;
 
 use crate::http::{BoxBody, full, text};
 
-/// Whether a component is ready to serve; flipped by the component, read by `/readyz`.
+/// Whether a component is ready to serve; flipped by the component, read by `/readyz`. A
+/// ready component may still be degraded (serving its last known state while a dependency is
+/// away): the detail says how, after `ready` on the answer's next line.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Debug, Default)]
+struct ReadinessState {
+    ready: AtomicBool,
+    detail: Mutex<Option<String>>,
+}
 
 impl Readiness {
     /// Marks ready or not.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.0.ready.store(ready, Ordering::SeqCst);
     }
 
     /// Whether ready.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    /// Sets (or clears) what `/readyz` adds about a degraded state.
+    pub fn set_detail(&self, detail: Option<String>) {
+        *self.0.detail.lock().unwrap_or_else(|p| p.into_inner()) = detail;
+    }
+
+    /// The detail now set.
+    pub fn detail(&self) -> Option<String> {
+        self.0
+            .detail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -65,10 +87,14 @@ impl AdminServer {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
             (&Method::GET, "/readyz") => {
-                if self.readiness.get() {
-                    text(StatusCode::OK, "ready")
+                let (status, word) = if self.readiness.get() {
+                    (StatusCode::OK, "ready")
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                };
+                match self.readiness.detail() {
+                    Some(detail) => text(status, format!("{word}\n{detail}")),
+                    None => text(status, word),
                 }
             }
             (&Method::GET, "/metrics") => self.metrics(),

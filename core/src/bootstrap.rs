@@ -78,7 +78,7 @@ impl JoinCredentials {
 /// Obtains a certificate for `id` from `cluster`'s controller at `controller`, retrying an
 /// unreachable controller for [`BOOTSTRAP_PATIENCE`] (see the module doc for the rule).
 pub async fn bootstrap(
-    controller: std::net::SocketAddr,
+    controller: &crate::host_port::HostPort,
     cluster: &str,
     credentials: &JoinCredentials,
     id: &SpiffeId,
@@ -88,7 +88,7 @@ pub async fn bootstrap(
     let mut attempts = 0u32;
     loop {
         let attempt = ControlClient::bootstrap(
-            controller,
+            controller.clone(),
             cluster,
             &credentials.ca_pem,
             &credentials.token,
@@ -158,7 +158,9 @@ mod tests {
         };
         let id = SpiffeId::gateway(&crate::identity::default_trust_domain("us-east"));
         let started = Instant::now();
-        let err = bootstrap(addr, "us-east", &creds, &id).await.unwrap_err();
+        let err = bootstrap(&addr.into(), "us-east", &creds, &id)
+            .await
+            .unwrap_err();
         assert!(matches!(err, BootstrapError::Unreachable { .. }), "{err}");
         let waited = started.elapsed();
         assert!(

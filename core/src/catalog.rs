@@ -35,6 +35,31 @@ pub struct ExportedService {
     pub healthy: bool,
     /// Endpoints, sorted by address.
     pub endpoints: Vec<ExportedEndpoint>,
+    /// The service's ports, sorted, as its Kubernetes Service names them (what a
+    /// `ServiceImport` lists); empty for a service defined only by its endpoints (local mode,
+    /// registrations). Added after the first release: absent means empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+    /// When the owner exported the service (its `ServiceExport`'s creation, Unix seconds), so
+    /// that the oldest export defines the service when clusters disagree on its ports
+    /// (KEP-1645); absent outside Kubernetes. Added after the first release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported_since: Option<u64>,
+}
+
+/// A port of an exported service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// The port's name (`http`; may be empty when the service has one port).
+    #[serde(default)]
+    pub name: String,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The port number.
+    pub port: u16,
+    /// The application protocol (`http`, `kubernetes.io/h2c`), when declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
 }
 
 impl ExportedService {
@@ -221,6 +246,8 @@ pub(crate) mod tests {
                     let svc = ExportedService {
                         healthy: true,
                         endpoints: eps.clone(),
+                        ports: Vec::new(),
+                        exported_since: None,
                     };
                     (k.parse().unwrap(), svc)
                 })
@@ -257,6 +284,8 @@ pub(crate) mod tests {
         let mut svc = ExportedService {
             healthy: true,
             endpoints: vec![ep(1, true), ep(2, false)],
+            ports: Vec::new(),
+            exported_since: None,
         };
         assert_eq!(svc.healthy_endpoints(), 1);
         svc.healthy = false;

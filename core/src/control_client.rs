@@ -2,7 +2,6 @@
 //! bootstrap (CSR with the join token), JSON calls and NDJSON snapshot streams, all over one
 //! pooled mTLS HTTP/2 connection that is re-established on failure.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
 use crate::api::{ALPN_H2, CsrRequest, CsrResponse, PATH_CERTIFICATES};
+use crate::host_port::HostPort;
 use crate::http::{BoxBody, empty, full};
 use crate::identity::{
     CaError, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadCsr, WorkloadIdentity,
@@ -41,7 +41,7 @@ pub enum ControlError {
     #[error("controller at {addr}: {reason}")]
     Connect {
         /// Controller address.
-        addr: SocketAddr,
+        addr: HostPort,
         /// Why.
         reason: String,
     },
@@ -73,7 +73,7 @@ pub enum ControlError {
 
 /// A client of one cluster's controller.
 pub struct ControlClient {
-    addr: SocketAddr,
+    addr: HostPort,
     tls: TlsConnector,
     conn: Mutex<Option<SendRequest<BoxBody>>>,
 }
@@ -91,7 +91,7 @@ impl ControlClient {
     /// returns a client that authenticates with it. `ca_pem` is the cluster's root, which the
     /// controller's serving certificate chains to.
     pub async fn bootstrap(
-        addr: SocketAddr,
+        addr: HostPort,
         cluster: &str,
         ca_pem: &str,
         token: &str,
@@ -103,7 +103,10 @@ impl ControlClient {
             ca_pem: ca_pem.to_string(),
         };
         let trust = TrustStore::new(std::slice::from_ref(&bundle))?;
-        let anonymous = Self::new(addr, client_config(None, trust.clone(), &[ALPN_H2])?);
+        let anonymous = Self::new(
+            addr.clone(),
+            client_config(None, trust.clone(), &[ALPN_H2])?,
+        );
         let csr = WorkloadCsr::generate(id)?;
         let req = Request::builder()
             .method(Method::POST)
@@ -125,7 +128,7 @@ impl ControlClient {
         Ok((Arc::new(client), identity, answer.trust_bundle))
     }
 
-    fn new(addr: SocketAddr, cfg: rustls::ClientConfig) -> Self {
+    fn new(addr: HostPort, cfg: rustls::ClientConfig) -> Self {
         Self {
             addr,
             tls: TlsConnector::from(Arc::new(cfg)),
@@ -134,8 +137,8 @@ impl ControlClient {
     }
 
     /// The controller's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    pub fn addr(&self) -> &HostPort {
+        &self.addr
     }
 
     fn malformed(&self, path: &str, e: impl std::fmt::Display) -> ControlError {
@@ -147,7 +150,7 @@ impl ControlClient {
 
     fn connect_error(&self, e: impl std::fmt::Display) -> ControlError {
         ControlError::Connect {
-            addr: self.addr,
+            addr: self.addr.clone(),
             reason: e.to_string(),
         }
     }
@@ -160,7 +163,7 @@ impl ControlClient {
             return Ok(s.clone());
         }
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect(self.addr)
+            let tcp = tokio::net::TcpStream::connect(self.addr.connect_target())
                 .await
                 .map_err(|e| self.connect_error(e))?;
             let _ = tcp.set_nodelay(true);

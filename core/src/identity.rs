@@ -11,6 +11,9 @@ mod tls;
 mod verify;
 
 pub use ca::{CA_CERT_FILE, CaError, ClusterCa, WorkloadCsr, WorkloadIdentity};
-pub use spiffe::{SpiffeError, SpiffeId, default_trust_domain, peer_spiffe_id, spiffe_id_of_cert};
+pub use spiffe::{
+    SpiffeError, SpiffeId, certificate_expiry, default_trust_domain, peer_spiffe_id,
+    spiffe_id_of_cert,
+};
 pub use tls::{TlsError, client_config, server_config};
 pub use verify::{TrustBundle, TrustBundles, TrustStore};

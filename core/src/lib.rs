@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod config;
 pub mod control_client;
+pub mod host_port;
 pub mod http;
 pub mod identity;
 pub mod latency_weight;

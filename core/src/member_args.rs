@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::argv::Argv;
 use crate::bootstrap::{BootstrapError, JoinCredentials};
+use crate::host_port::HostPort;
 use crate::names::check_label;
 
 /// Where a member's listeners bind by default: loopback, a port picked by the kernel (the ready
@@ -20,9 +21,10 @@ pub struct ClusterMemberArgs {
     /// Its trust domain is `<cluster>.mesh`.
     #[arg(long)]
     pub cluster: String,
-    /// The cluster controller's control address (TLS, HTTP/2), e.g. `127.0.0.1:7443`.
+    /// The cluster controller's control address (TLS, HTTP/2) as `host:port`: `127.0.0.1:7443`
+    /// locally, `mesh-controller.mesh-system.svc:15012` in Kubernetes.
     #[arg(long)]
-    pub controller: SocketAddr,
+    pub controller: HostPort,
     /// The cluster's root certificate (PEM), e.g. `<state>/<cluster>/ca.crt`; the controller's
     /// serving certificate chains to it.
     #[arg(long)]
@@ -59,7 +61,8 @@ impl ClusterMemberArgs {
             flag: "cluster",
             reason: e.to_string(),
         })?;
-        if self.controller.ip().is_unspecified() || self.controller.port() == 0 {
+        if self.controller.ip().is_some_and(|ip| ip.is_unspecified()) || self.controller.port() == 0
+        {
             return Err(MemberArgsError {
                 flag: "controller",
                 reason: format!(
@@ -81,7 +84,7 @@ impl ClusterMemberArgs {
     pub fn to_argv(&self) -> Argv {
         let mut argv = Argv::default();
         argv.flag("cluster", &self.cluster)
-            .flag("controller", self.controller)
+            .flag("controller", &self.controller)
             .path("ca-file", &self.ca_file)
             .path("token-file", &self.token_file)
             .flag("admin", self.admin)

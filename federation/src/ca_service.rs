@@ -3,6 +3,7 @@
 //! the join token.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::api::{CsrRequest, CsrResponse};
@@ -12,6 +13,7 @@ use mesh_core::identity::{
 use mesh_core::names::check_label;
 
 use crate::error::{ApiError, FederationError};
+use crate::kubernetes::token_review::{ReviewError, ServiceAccountRef, TokenReviewer};
 
 /// File of the join token inside the state directory.
 pub(crate) const JOIN_TOKEN_FILE: &str = "join-token";
@@ -25,12 +27,23 @@ pub(crate) struct CsrRefusal {
     pub error: ApiError,
 }
 
+/// How workloads in Kubernetes prove who they are: a ServiceAccount token, reviewed by the
+/// API server; the identity signed is the token's ServiceAccount's.
+#[derive(Debug, Clone)]
+pub(crate) struct KubernetesAuth {
+    /// Checks tokens.
+    pub reviewer: Arc<dyn TokenReviewer>,
+    /// The gateway's ServiceAccount: its tokens get the gateway identity.
+    pub gateway: ServiceAccountRef,
+}
+
 /// The CA, the join token and the signing policy.
 pub(crate) struct CaService {
     ca: ClusterCa,
     cluster: String,
     token: String,
     cert_ttl: Duration,
+    kubernetes: Option<KubernetesAuth>,
 }
 
 impl std::fmt::Debug for CaService {
@@ -90,7 +103,14 @@ impl CaService {
             cluster: cluster.to_string(),
             token,
             cert_ttl,
+            kubernetes: None,
         }
+    }
+
+    /// Also accepts ServiceAccount tokens (Kubernetes mode).
+    pub(crate) fn with_kubernetes_auth(mut self, auth: KubernetesAuth) -> Self {
+        self.kubernetes = Some(auth);
+        self
     }
 
     /// The cluster's trust bundle.
@@ -113,16 +133,76 @@ impl CaService {
             .issue(&SpiffeId::controller(self.ca.trust_domain()), self.cert_ttl)
     }
 
-    /// Checks the `authorization` header and signs the request.
-    pub(crate) fn sign(
+    /// Checks the `authorization` header and signs the request: the join token lets the
+    /// request name any workload or the gateway of this trust domain; a ServiceAccount token
+    /// (Kubernetes mode) only the identity of its own ServiceAccount.
+    pub(crate) async fn sign(
         &self,
         authorization: Option<&str>,
         request: &CsrRequest,
     ) -> Result<(SpiffeId, CsrResponse), CsrRefusal> {
-        self.check_token(authorization)?;
+        let refuse = |msg: String| CsrRefusal {
+            reason: "token",
+            error: ApiError::Unauthorized(msg),
+        };
+        let presented = bearer(authorization).ok_or_else(|| {
+            refuse(match self.kubernetes {
+                Some(_) => "certificate requests need `authorization: Bearer <token>`: the pod's \
+                            projected ServiceAccount token (audience `mesh`), or the cluster's \
+                            join token"
+                    .into(),
+                None => "certificate requests need `authorization: Bearer <join token>` (the \
+                         cluster's join-token file)"
+                    .into(),
+            })
+        })?;
+        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
+            return self.sign_as(request, authorise_path);
+        }
+        let Some(kubernetes) = &self.kubernetes else {
+            return Err(refuse(format!(
+                "the join token does not match cluster {}'s; pass the join-token file of this \
+                 cluster's state directory",
+                self.cluster
+            )));
+        };
+        let account = kubernetes
+            .reviewer
+            .review(presented)
+            .await
+            .map_err(|e| match e {
+                ReviewError::Unavailable(_) => CsrRefusal {
+                    reason: "review_unavailable",
+                    error: ApiError::Unavailable(e.to_string()),
+                },
+                other => refuse(other.to_string()),
+            })?;
+        let trust_domain = self.ca.trust_domain();
+        let allowed = if account == kubernetes.gateway {
+            SpiffeId::gateway(trust_domain)
+        } else {
+            SpiffeId::workload(trust_domain, &account.namespace, &account.name)
+        };
+        self.sign_as(request, |id| {
+            if *id == allowed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the token is ServiceAccount {account}'s, whose identity is {allowed}; it \
+                     cannot be issued {id}"
+                ))
+            }
+        })
+    }
+
+    fn sign_as(
+        &self,
+        request: &CsrRequest,
+        authorise: impl FnOnce(&SpiffeId) -> Result<(), String>,
+    ) -> Result<(SpiffeId, CsrResponse), CsrRefusal> {
         let (id, cert_chain_pem) = self
             .ca
-            .sign_csr(&request.csr_pem, self.cert_ttl, authorise_path)
+            .sign_csr(&request.csr_pem, self.cert_ttl, authorise)
             .map_err(|e| match e {
                 CaError::Refused(_) => CsrRefusal {
                     reason: "policy",
@@ -141,33 +221,16 @@ impl CaService {
             },
         ))
     }
+}
 
-    fn check_token(&self, authorization: Option<&str>) -> Result<(), CsrRefusal> {
-        let refuse = |msg: String| CsrRefusal {
-            reason: "token",
-            error: ApiError::Unauthorized(msg),
-        };
-        let Some(value) = authorization else {
-            return Err(refuse(
-                "certificate requests need `authorization: Bearer <join token>` (the cluster's \
-                 join-token file)"
-                    .into(),
-            ));
-        };
-        let presented = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .unwrap_or_default();
-        if !constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
-            return Err(refuse(format!(
-                "the join token does not match cluster {}'s; pass the join-token file of this \
-                 cluster's state directory",
-                self.cluster
-            )));
-        }
-        Ok(())
-    }
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
+    (!token.is_empty()).then_some(token)
 }
 
 /// What to run to create the state directory's CA material. `mesh ca` writes into
@@ -242,20 +305,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn signs_workloads_and_the_gateway_with_the_token() {
+    #[tokio::test]
+    async fn signs_workloads_and_the_gateway_with_the_token() {
         let svc = service();
         let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
-        let (signed, rsp) = svc.sign(Some("Bearer s3cret"), &csr(&id)).unwrap();
+        let (signed, rsp) = svc.sign(Some("Bearer s3cret"), &csr(&id)).await.unwrap();
         assert_eq!(signed, id);
         assert_eq!(rsp.trust_bundle.cluster, "us-east");
         assert!(rsp.cert_chain_pem.contains("BEGIN CERTIFICATE"));
         let gw = SpiffeId::gateway("us-east.mesh");
-        assert!(svc.sign(Some("Bearer s3cret"), &csr(&gw)).is_ok());
+        assert!(svc.sign(Some("Bearer s3cret"), &csr(&gw)).await.is_ok());
     }
 
-    #[test]
-    fn refuses_bad_tokens_the_controller_identity_and_odd_paths() {
+    #[tokio::test]
+    async fn refuses_bad_tokens_the_controller_identity_and_odd_paths() {
         let svc = service();
         let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
         for auth in [
@@ -264,12 +327,15 @@ mod tests {
             Some("s3cret"),
             Some("Bearer s3cre"),
         ] {
-            let err = svc.sign(auth, &csr(&id)).unwrap_err();
+            let err = svc.sign(auth, &csr(&id)).await.unwrap_err();
             assert_eq!(err.reason, "token", "{auth:?}");
             assert_eq!(err.error.status(), http::StatusCode::UNAUTHORIZED);
         }
         let ctl = SpiffeId::controller("us-east.mesh");
-        let err = svc.sign(Some("Bearer s3cret"), &csr(&ctl)).unwrap_err();
+        let err = svc
+            .sign(Some("Bearer s3cret"), &csr(&ctl))
+            .await
+            .unwrap_err();
         assert_eq!(err.error.status(), http::StatusCode::FORBIDDEN);
         assert!(
             err.error.to_string().contains("never issued"),
@@ -279,6 +345,7 @@ mod tests {
         let odd: SpiffeId = "spiffe://us-east.mesh/admin".parse().unwrap();
         assert_eq!(
             svc.sign(Some("Bearer s3cret"), &csr(&odd))
+                .await
                 .unwrap_err()
                 .reason,
             "policy"
@@ -286,6 +353,7 @@ mod tests {
         let foreign = SpiffeId::gateway("eu-central.mesh");
         assert_eq!(
             svc.sign(Some("Bearer s3cret"), &csr(&foreign))
+                .await
                 .unwrap_err()
                 .reason,
             "policy"
@@ -295,14 +363,99 @@ mod tests {
         };
         assert_eq!(
             svc.sign(Some("Bearer s3cret"), &garbage)
+                .await
                 .unwrap_err()
                 .reason,
             "malformed"
         );
     }
 
-    #[test]
-    fn missing_state_files_name_the_path_and_the_fix() {
+    #[derive(Debug)]
+    struct FixedReviewer(Result<ServiceAccountRef, ReviewError>);
+
+    impl TokenReviewer for FixedReviewer {
+        fn review<'a>(
+            &'a self,
+            _token: &'a str,
+        ) -> crate::kubernetes::token_review::ReviewFuture<'a> {
+            let answer = self.0.clone();
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn kubernetes_service(answer: Result<ServiceAccountRef, ReviewError>) -> CaService {
+        service().with_kubernetes_auth(KubernetesAuth {
+            reviewer: Arc::new(FixedReviewer(answer)),
+            gateway: ServiceAccountRef {
+                namespace: "mesh-system".into(),
+                name: "mesh-gateway".into(),
+            },
+        })
+    }
+
+    fn account(namespace: &str, name: &str) -> ServiceAccountRef {
+        ServiceAccountRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_account_token_gets_exactly_its_own_identity() {
+        let svc = kubernetes_service(Ok(account("demo", "echo")));
+        let echo = SpiffeId::workload("us-east.mesh", "demo", "echo");
+        let (signed, _) = svc
+            .sign(Some("Bearer sa-token"), &csr(&echo))
+            .await
+            .unwrap();
+        assert_eq!(signed, echo);
+        for other in [
+            SpiffeId::workload("us-east.mesh", "demo", "admin"),
+            SpiffeId::workload("us-east.mesh", "prod", "echo"),
+            SpiffeId::gateway("us-east.mesh"),
+        ] {
+            let err = svc
+                .sign(Some("Bearer sa-token"), &csr(&other))
+                .await
+                .unwrap_err();
+            assert_eq!(err.reason, "policy", "{other}");
+            assert!(
+                err.error.to_string().contains("ServiceAccount demo/echo"),
+                "{}",
+                err.error
+            );
+        }
+        let gateway = kubernetes_service(Ok(account("mesh-system", "mesh-gateway")));
+        let gw = SpiffeId::gateway("us-east.mesh");
+        assert_eq!(
+            gateway.sign(Some("Bearer t"), &csr(&gw)).await.unwrap().0,
+            gw
+        );
+        // The join token still works for workloads outside Kubernetes.
+        assert!(svc.sign(Some("Bearer s3cret"), &csr(&gw)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn rejected_and_unreviewable_tokens_are_refused_with_the_reason() {
+        let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
+        let rejected = kubernetes_service(Err(ReviewError::Rejected("token expired".into())));
+        let err = rejected
+            .sign(Some("Bearer t"), &csr(&id))
+            .await
+            .unwrap_err();
+        assert_eq!(err.error.status(), http::StatusCode::UNAUTHORIZED);
+        assert!(
+            err.error.to_string().contains("token expired"),
+            "{}",
+            err.error
+        );
+        let down = kubernetes_service(Err(ReviewError::Unavailable("connection refused".into())));
+        let err = down.sign(Some("Bearer t"), &csr(&id)).await.unwrap_err();
+        assert_eq!(err.error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn missing_state_files_name_the_path_and_the_fix() {
         let dir = std::env::temp_dir().join(format!("mesh-fed-ca-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let err = CaService::load(&dir, "us-east", Duration::from_secs(60)).unwrap_err();
@@ -318,6 +471,7 @@ mod tests {
         let svc = CaService::load(&dir, "us-east", Duration::from_secs(60)).unwrap();
         assert!(
             svc.sign(Some("Bearer tok"), &csr(&SpiffeId::gateway("us-east.mesh")))
+                .await
                 .is_ok()
         );
         std::fs::write(dir.join("ca.key"), "garbage").unwrap();

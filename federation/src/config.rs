@@ -15,6 +15,9 @@ const DEFAULT_REGISTRATION_TTL: &str = "3s";
 const DEFAULT_LEASE_GRACE: &str = "30s";
 /// Workload certificates live a day and are rotated well before they expire.
 const DEFAULT_CERT_TTL: &str = "24h";
+/// client-go's default: a killed leader is replaced in well under a minute, and a slow API
+/// server does not make leadership flap.
+const DEFAULT_LEADER_LEASE: &str = "15s";
 /// Shorter certificates would expire between a sidecar's rotation checks.
 const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 
@@ -32,9 +35,49 @@ pub struct ControllerArgs {
     pub region: Option<String>,
 
     /// The cluster's state directory, holding `ca.crt`, `ca.key` and `join-token` (written by
-    /// `mesh ca`). The controller keeps its links in `links.json` there.
+    /// `mesh ca`). The controller keeps its links in `links.json` there. Not used with
+    /// `--kubernetes`, where the state lives in Kubernetes objects.
+    #[arg(
+        long,
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub state_dir: Option<PathBuf>,
+
+    /// Kubernetes mode: the registry is the cluster's `ServiceExport`s, Services and
+    /// EndpointSlices; links are `Link` objects; the CA is a Secret; workloads authenticate with
+    /// ServiceAccount tokens; replicas elect a leader with a Lease.
     #[arg(long)]
-    pub state_dir: PathBuf,
+    pub kubernetes: bool,
+
+    /// Kubernetes mode: the kubeconfig to use (default: the pod's in-cluster config).
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubernetes mode: the namespace the chart is installed in (its CA Secret, ConfigMaps and
+    /// leader Lease live there).
+    #[arg(long, default_value = mesh_k8s::names::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
+    /// Kubernetes mode: this replica's name in the leader election (the chart passes the pod's
+    /// name; default: the host name).
+    #[arg(long)]
+    pub pod_name: Option<String>,
+
+    /// Kubernetes mode: the Secret holding the CA (`ca.crt`, `ca.key`, `join-token`). The
+    /// default `mesh-ca` is created on first start when missing; any other name must exist.
+    #[arg(long, default_value = mesh_k8s::names::DEFAULT_CA_SECRET)]
+    pub ca_secret: String,
+
+    /// Kubernetes mode: the gateway's ServiceAccount in `--namespace`; its tokens are issued
+    /// the gateway identity.
+    #[arg(long, default_value = mesh_k8s::names::GATEWAY_SERVICE_ACCOUNT)]
+    pub gateway_service_account: String,
+
+    /// Kubernetes mode: how long the leader Lease lasts without renewal (a killed leader is
+    /// replaced within about this long).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_LEADER_LEASE)]
+    pub leader_lease: Duration,
 
     /// Control listener (TLS, HTTP/2) for sidecars and the gateway.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -91,8 +134,17 @@ impl ControllerArgs {
         let mut argv = Argv::default();
         argv.flag("cluster", &self.cluster)
             .opt("region", self.region.as_ref())
-            .path("state-dir", &self.state_dir)
-            .flag("control", self.control)
+            .opt_path("state-dir", self.state_dir.as_deref());
+        if self.kubernetes {
+            argv.switch("kubernetes", true)
+                .opt_path("kubeconfig", self.kubeconfig.as_deref())
+                .opt("pod-name", self.pod_name.as_ref())
+                .flag("namespace", &self.namespace)
+                .flag("ca-secret", &self.ca_secret)
+                .flag("gateway-service-account", &self.gateway_service_account)
+                .duration("leader-lease", self.leader_lease);
+        }
+        argv.flag("control", self.control)
             .flag("admin", self.admin)
             .list("region-priority", &self.region_priority)
             .duration("lease-grace", self.lease_grace)
@@ -104,6 +156,21 @@ impl ControllerArgs {
     }
 }
 
+/// Where the controller keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateStore {
+    /// Local mode: the state directory.
+    Directory(PathBuf),
+    /// Kubernetes mode.
+    Kubernetes(KubernetesConfig),
+}
+
+/// The Kubernetes settings (see [`ControllerArgs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    pub(crate) settings: crate::kubernetes::KubernetesSettings,
+}
+
 /// The validated configuration the controller runs with.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -111,8 +178,8 @@ pub struct ControllerConfig {
     pub cluster: String,
     /// Its region.
     pub region: String,
-    /// The state directory.
-    pub state_dir: PathBuf,
+    /// Where the state lives.
+    pub store: StateStore,
     /// Control listener address.
     pub control: SocketAddr,
     /// Admin listener address.
@@ -165,10 +232,51 @@ impl ControllerConfig {
         if args.cert_ttl < MIN_CERT_TTL {
             return Err(config("cert-ttl", "must be at least 1m".into()));
         }
+        let store = match (args.kubernetes, args.state_dir) {
+            (false, Some(dir)) => StateStore::Directory(dir),
+            (false, None) => {
+                return Err(config(
+                    "state-dir",
+                    "is required (or run in Kubernetes mode with --kubernetes)".into(),
+                ));
+            }
+            (true, Some(_)) => {
+                return Err(config(
+                    "state-dir",
+                    "is not used with --kubernetes: the state lives in Kubernetes objects".into(),
+                ));
+            }
+            (true, None) => {
+                check_label(&args.namespace).map_err(|e| config("namespace", e.to_string()))?;
+                if args.leader_lease < Duration::from_secs(2) {
+                    return Err(config("leader-lease", "must be at least 2s".into()));
+                }
+                let pod_name = match args.pod_name {
+                    Some(name) if !name.trim().is_empty() => name,
+                    _ => std::env::var("HOSTNAME")
+                        .ok()
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| {
+                            format!("{}-controller-{}", args.cluster, std::process::id())
+                        }),
+                };
+                StateStore::Kubernetes(KubernetesConfig {
+                    settings: crate::kubernetes::KubernetesSettings {
+                        kubeconfig: args.kubeconfig,
+                        namespace: args.namespace,
+                        pod_name,
+                        create_ca: args.ca_secret == mesh_k8s::names::DEFAULT_CA_SECRET,
+                        ca_secret: args.ca_secret,
+                        gateway_service_account: args.gateway_service_account,
+                        leader_lease: args.leader_lease,
+                    },
+                })
+            }
+        };
         Ok(Self {
             cluster: args.cluster,
             region,
-            state_dir: args.state_dir,
+            store,
             control: args.control,
             admin: args.admin,
             region_priority,

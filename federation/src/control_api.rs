@@ -186,7 +186,12 @@ impl ControlApi {
             .inspect_err(|_| {
                 metrics.csr_refused("malformed");
             })?;
-        match self.controller.ca().sign(authorization.as_deref(), &csr) {
+        match self
+            .controller
+            .ca()
+            .sign(authorization.as_deref(), &csr)
+            .await
+        {
             Ok((id, answer)) => {
                 metrics.csrs_signed.inc();
                 tracing::info!(identity = %id, "certificate signed");

@@ -47,6 +47,14 @@ pub enum FederationError {
     /// The persisted links could not be loaded.
     #[error(transparent)]
     Links(#[from] LinkError),
+    /// A Kubernetes object the controller needs could not be read or written (Kubernetes mode).
+    #[error("{what}: {reason}")]
+    Kubernetes {
+        /// The object, named.
+        what: String,
+        /// What went wrong, and what to do.
+        reason: String,
+    },
     /// The ready file could not be written.
     #[error("writing ready file {path}: {source}")]
     ReadyFile {

@@ -25,6 +25,9 @@ pub(crate) type ExportedServices = BTreeMap<ServiceKey, ExportedService>;
 #[derive(Debug, Clone)]
 pub(crate) struct ExportCache {
     path: Option<PathBuf>,
+    /// Kubernetes mode: the catalog read from the cache ConfigMap at start (already checked for
+    /// age); the leader writes the ConfigMap, so [`save`](Self::save) keeps nothing here.
+    preloaded: Option<ExportedServices>,
 }
 
 impl ExportCache {
@@ -32,17 +35,29 @@ impl ExportCache {
     pub(crate) fn in_dir(state_dir: &Path) -> Self {
         Self {
             path: Some(state_dir.join(FILE)),
+            preloaded: None,
+        }
+    }
+
+    /// A cache whose content was read elsewhere (Kubernetes mode: from a ConfigMap).
+    pub(crate) fn preloaded(services: Option<ExportedServices>) -> Self {
+        Self {
+            path: None,
+            preloaded: services,
         }
     }
 
     /// A cache that keeps nothing (tests).
     #[cfg(test)]
     pub(crate) fn ephemeral() -> Self {
-        Self { path: None }
+        Self::preloaded(None)
     }
 
     /// The services of the catalog saved less than `max_age` ago, if there is one.
     pub(crate) fn load_recent(&self, max_age: Duration) -> Option<ExportedServices> {
+        if self.preloaded.is_some() {
+            return self.preloaded.clone();
+        }
         let path = self.path.as_ref()?;
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
         let age = SystemTime::now()
@@ -107,6 +122,8 @@ mod tests {
                     healthy: true,
                 })
                 .collect(),
+            ports: Vec::new(),
+            exported_since: None,
         }
     }
 

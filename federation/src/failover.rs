@@ -123,9 +123,12 @@ fn export(
     let breaker_open =
         breaker_count(inputs, key, inputs.cluster).quorum_open(inputs.policy.breaker_quorum);
     let any_healthy = endpoints.iter().any(|e| e.healthy);
+    let spec = own.iter().find_map(|e| e.spec.as_deref());
     ExportedService {
         healthy: any_healthy && !breaker_open,
         endpoints,
+        ports: spec.map(|s| s.ports.clone()).unwrap_or_default(),
+        exported_since: spec.and_then(|s| s.exported_since),
     }
 }
 

@@ -23,6 +23,7 @@ mod discovery;
 mod error;
 mod export_cache;
 mod failover;
+mod kubernetes;
 mod links;
 mod metrics;
 mod peering;
@@ -44,7 +45,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{ControllerArgs, ControllerConfig};
+pub use config::{ControllerArgs, ControllerConfig, KubernetesConfig, StateStore};
 pub use error::{ApiError, FederationError};
 pub use registry::StaticFileError;
 
@@ -96,9 +97,30 @@ impl RunningController {
 /// (and, with `--ready-file`, after writing it).
 pub async fn start(args: ControllerArgs) -> Result<RunningController, FederationError> {
     let config = ControllerConfig::from_args(args)?;
-    let ca = CaService::load(&config.state_dir, &config.cluster, config.cert_ttl)?;
+    let (ca, links, export_cache, kubernetes) = match &config.store {
+        StateStore::Directory(dir) => {
+            let ca = CaService::load(dir, &config.cluster, config.cert_ttl)?;
+            let links = LinkStore::load(dir, &config.cluster, ca.trust_domain())?;
+            (ca, links, ExportCache::in_dir(dir), None)
+        }
+        StateStore::Kubernetes(k) => {
+            let kubernetes::Prepared {
+                ca,
+                cached_exports,
+                runner,
+            } = kubernetes::prepare(
+                k.settings.clone(),
+                &config.cluster,
+                config.cert_ttl,
+                config.lease_grace,
+            )
+            .await?;
+            let links = LinkStore::ephemeral(&config.cluster, ca.trust_domain());
+            let cache = ExportCache::preloaded(cached_exports);
+            (ca, links, cache, Some(runner))
+        }
+    };
     let trust_domain = ca.trust_domain().to_string();
-    let links = LinkStore::load(&config.state_dir, &config.cluster, &trust_domain)?;
     let static_services = match &config.services_file {
         Some(path) => {
             let s = StaticServices::load(path, &trust_domain)?;
@@ -111,6 +133,10 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
 
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let extra_backends: Vec<Arc<dyn registry::ServiceRegistry>> = kubernetes
+        .iter()
+        .map(|k| k.registry.clone() as Arc<dyn registry::ServiceRegistry>)
+        .collect();
     let state = FederationState::new(
         StateConfig {
             cluster: config.cluster.clone(),
@@ -126,10 +152,16 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         },
         links,
         static_services,
-        ExportCache::in_dir(&config.state_dir),
+        extra_backends,
+        export_cache,
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let controller = Controller::new(state, ca, metrics, shutdown_rx.clone());
+    let readiness = Readiness::default();
+    let kubernetes_tasks = match kubernetes {
+        Some(runner) => runner.start(controller.clone(), readiness.clone()).await?,
+        None => Vec::new(),
+    };
 
     let control = bind_tcp("controller", "control", config.control).await?;
     let admin = bind_tcp("controller", "admin", config.admin).await?;
@@ -137,14 +169,14 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let control_addr = bound(&control, config.control);
     let admin_addr = bound(&admin, config.admin);
 
-    let readiness = Readiness::default();
     let admin_server = AdminServer::new(
         Arc::new(registry),
         readiness.clone(),
         Some(Arc::new(AdminApi::new(controller.clone()))),
     );
     let admin_task = tokio::spawn(admin_server.serve(admin));
-    let tasks = vec![
+    let mut tasks = kubernetes_tasks;
+    tasks.extend([
         tokio::spawn(serve_control(
             control,
             tls.clone(),
@@ -158,7 +190,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
             config.cert_ttl,
             shutdown_rx,
         )),
-    ];
+    ]);
     readiness.set(true);
     let links = controller.read(|s, _| s.links().len());
     tracing::info!(

@@ -118,8 +118,7 @@ impl LinkStore {
         })
     }
 
-    /// A store that is not persisted.
-    #[cfg(test)]
+    /// A store that is not persisted (Kubernetes mode: the `Link` objects are the record).
     pub(crate) fn ephemeral(cluster: &str, trust_domain: &str) -> Self {
         Self {
             cluster: cluster.to_string(),

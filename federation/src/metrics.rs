@@ -73,6 +73,11 @@ pub(crate) struct Metrics {
     pub view_version: Gauge,
     /// 1 when a service's traffic is not all going to the own cluster.
     pub failover_active: Family<ServiceLabels, Gauge>,
+    /// Kubernetes mode: 1 while every watch of the API server works, 0 while the controller
+    /// serves its last known state because it cannot reach the API server.
+    pub kubernetes_api_up: Gauge,
+    /// Kubernetes mode: 1 while this replica holds the leader Lease.
+    pub leader: Gauge,
     /// Label values set last time, so vanished peers and services are removed.
     known: Mutex<KnownLabels>,
 }
@@ -98,8 +103,20 @@ impl Metrics {
             discovery_subscribers: Family::default(),
             view_version: Gauge::default(),
             failover_active: Family::default(),
+            kubernetes_api_up: Gauge::default(),
+            leader: Gauge::default(),
             known: Mutex::new(KnownLabels::default()),
         };
+        registry.register(
+            "mesh_controller_kubernetes_api_up",
+            "Kubernetes mode: 1 while the API server's watches work, 0 while the controller serves its last known state",
+            m.kubernetes_api_up.clone(),
+        );
+        registry.register(
+            "mesh_controller_leader",
+            "Kubernetes mode: 1 while this replica holds the leader Lease",
+            m.leader.clone(),
+        );
         registry.register(
             "mesh_controller_registered_workloads",
             "Workloads registered through the control API",

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use mesh_core::catalog::ServicePort;
 use mesh_core::names::ServiceKey;
 
 pub(crate) use registration::{RegistrationError, Registrations};
@@ -29,6 +30,20 @@ pub(crate) struct RegistryEndpoint {
     /// Reached over plain HTTP/2 without TLS (static file `plaintext: true`); kept local,
     /// never exported.
     pub plaintext: bool,
+    /// What the service's definition says beyond its endpoints (Kubernetes backend: from the
+    /// Service and its ServiceExport; other backends: nothing), shared by its endpoints.
+    pub spec: Option<Arc<ServiceSpec>>,
+}
+
+/// A service's definition as exported: what a `ServiceImport` is made from, and what two
+/// clusters exporting the service must agree on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct ServiceSpec {
+    /// Its ports, sorted.
+    pub ports: Vec<ServicePort>,
+    /// When it was exported (the `ServiceExport`'s creation, Unix seconds): the oldest export
+    /// of a service defines it when clusters disagree (KEP-1645).
+    pub exported_since: Option<u64>,
 }
 
 /// A source of the cluster's own endpoints.
@@ -97,6 +112,7 @@ mod tests {
             identity: "spiffe://us-east.mesh/ns/demo/sa/echo".into(),
             healthy,
             plaintext: false,
+            spec: None,
         }
     }
 

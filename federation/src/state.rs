@@ -2,6 +2,7 @@
 //! catalogs, gateway reports, breaker reports, and the published view recomputed from them.
 //! Every method takes `now`, so the behaviour over time is tested with injected instants.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,9 +10,10 @@ use mesh_core::api::{
     BreakerReport, ControllerStatus, GatewayReport, LinkInfo, LinkStatusView, PeerLinkConfig,
     ServiceStatusView, WorkloadRegistration,
 };
-use mesh_core::catalog::{CatalogError, CatalogMessage, ExportCatalog};
+use mesh_core::catalog::{CatalogError, CatalogMessage, ExportCatalog, ExportedService};
 use mesh_core::identity::{SpiffeId, TrustBundle};
 use mesh_core::locality::LocalityPolicy;
+use mesh_core::names::ServiceKey;
 
 use crate::breaker_reports::{BREAKER_REPORT_TTL, BreakerReports};
 use crate::export_cache::{ExportCache, ExportedServices, merge_warming};
@@ -104,6 +106,7 @@ impl FederationState {
         config: StateConfig,
         links: LinkStore,
         static_services: Option<StaticServices>,
+        extra_backends: Vec<Arc<dyn ServiceRegistry>>,
         export_cache: ExportCache,
     ) -> Self {
         let registrations = Arc::new(Registrations::new(
@@ -115,6 +118,7 @@ impl FederationState {
         if let Some(s) = static_services {
             backends.push(Arc::new(s));
         }
+        backends.extend(extra_backends);
         let mut exports = ExportCatalog::new(&config.cluster);
         exports.version = config.initial_version;
         let view = PublishedView::empty(
@@ -198,6 +202,33 @@ impl FederationState {
         let removed = self.links.remove(cluster)?;
         self.peering.forget(cluster);
         Ok(removed)
+    }
+
+    /// Every cluster exporting each service, with its entry: this cluster's exports and the
+    /// catalogs held of linked peers (what `ServiceImport`s are made from).
+    pub(crate) fn exporters(&self) -> BTreeMap<ServiceKey, Vec<(String, ExportedService)>> {
+        let mut all: BTreeMap<ServiceKey, Vec<(String, ExportedService)>> = BTreeMap::new();
+        for (key, svc) in &self.exports.services {
+            all.entry(key.clone())
+                .or_default()
+                .push((self.config.cluster.clone(), svc.clone()));
+        }
+        for link in self.links.iter() {
+            let Some(held) = self.peering.catalog(&link.cluster) else {
+                continue;
+            };
+            for (key, svc) in &held.catalog.services {
+                all.entry(key.clone())
+                    .or_default()
+                    .push((link.cluster.clone(), svc.clone()));
+            }
+        }
+        all
+    }
+
+    /// This cluster's name.
+    pub(crate) fn cluster(&self) -> &str {
+        &self.config.cluster
     }
 
     /// Every link.

@@ -185,6 +185,8 @@ mod tests {
             mesh_core::catalog::ExportedService {
                 healthy: true,
                 endpoints,
+                ports: Vec::new(),
+                exported_since: None,
             },
         );
         let err = encode_frame(&CatalogMessage::Snapshot { catalog }).unwrap_err();

@@ -2,7 +2,6 @@
 //! `GatewaySnapshot` stream (resubscribed with backoff, the last snapshot kept meanwhile), the
 //! `GatewayReport` every second and on every link change, and delivery of peers' catalogs.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ const MAX_CONTROLLER_BACKOFF: Duration = Duration::from_secs(5);
 /// Obtains the gateway certificate (the shared bootstrap and its give-up rule,
 /// [`mesh_core::bootstrap`]).
 pub(crate) async fn bootstrap(
-    controller: SocketAddr,
+    controller: &mesh_core::host_port::HostPort,
     cluster: &str,
     credentials: &JoinCredentials,
 ) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), GatewayError> {

@@ -81,6 +81,8 @@ mod tests {
             ExportedService {
                 healthy: true,
                 endpoints: vec![endpoint(7001, true), endpoint(7002, false)],
+                ports: Vec::new(),
+                exported_since: None,
             },
         );
         c.services.insert(
@@ -88,6 +90,8 @@ mod tests {
             ExportedService {
                 healthy: true,
                 endpoints: vec![endpoint(7003, true)],
+                ports: Vec::new(),
+                exported_since: None,
             },
         );
         c

@@ -69,6 +69,8 @@ mod tests {
                         identity: "spiffe://eu-central.mesh/ns/demo/sa/x".into(),
                         healthy: true,
                     }],
+                    ports: Vec::new(),
+                    exported_since: None,
                 },
             );
         }

@@ -34,7 +34,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let (client, identity, own_bundle) = tokio::select! {
-        r = bootstrap(member.controller, &member.cluster, &credentials) => r?,
+        r = bootstrap(&member.controller, &member.cluster, &credentials) => r?,
         _ = &mut shutdown => {
             tracing::info!("shutdown requested before the gateway was ready");
             return Ok(());

@@ -57,6 +57,10 @@ pub struct SidecarArgs {
     /// shift away from a locality far slower than another, and no latency probes.
     #[arg(long)]
     pub no_latency_weighting: bool,
+    /// Do not register the served workload with the controller: in Kubernetes the workload's
+    /// EndpointSlices (and their ready conditions) say where it is and whether it is ready.
+    #[arg(long)]
+    pub no_register: bool,
 }
 
 /// The namespace of the demo workloads, the common case on a laptop.
@@ -89,7 +93,8 @@ impl SidecarArgs {
             .flag("outbound", self.outbound)
             .duration("connect-timeout", self.connect_timeout)
             .duration("request-timeout", self.request_timeout)
-            .switch("no-latency-weighting", self.no_latency_weighting);
+            .switch("no-latency-weighting", self.no_latency_weighting)
+            .switch("no-register", self.no_register);
         argv
     }
 }
@@ -128,6 +133,8 @@ pub struct SidecarConfig {
     pub request_timeout: Duration,
     /// Whether traffic shifts away from a locality far slower than another.
     pub latency_weighting: bool,
+    /// Whether the served workload registers with the controller (heartbeats).
+    pub register: bool,
 }
 
 impl SidecarConfig {
@@ -186,6 +193,7 @@ impl SidecarConfig {
             connect_timeout: args.connect_timeout,
             request_timeout: args.request_timeout,
             latency_weighting: !args.no_latency_weighting,
+            register: !args.no_register,
         })
     }
 }

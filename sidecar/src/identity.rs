@@ -74,7 +74,7 @@ pub async fn bootstrap(
     let td = default_trust_domain(&member.cluster);
     let id = SpiffeId::workload(&td, &config.namespace, &config.service_account);
     let (client, identity, bundle) =
-        mesh_core::bootstrap::bootstrap(member.controller, &member.cluster, &credentials, &id)
+        mesh_core::bootstrap::bootstrap(&member.controller, &member.cluster, &credentials, &id)
             .await?;
     Ok((client, SidecarIdentity::new(identity, bundle)?))
 }

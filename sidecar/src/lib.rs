@@ -141,11 +141,13 @@ pub async fn run_until(
             identity: state.identity().id().to_string(),
             healthy: false,
         };
-        heartbeat = Some(tasks.spawn(registration::heartbeat(
-            client.clone(),
-            registration,
-            health_rx.clone(),
-        )));
+        if config.register {
+            heartbeat = Some(tasks.spawn(registration::heartbeat(
+                client.clone(),
+                registration,
+                health_rx.clone(),
+            )));
+        }
         // Ready once the app answers; a stop signal while waiting is a clean stop.
         tracing::info!(app = %served.app, "waiting for the app to answer");
         tokio::select! {

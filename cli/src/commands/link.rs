@@ -1,34 +1,193 @@
 //! `mesh link` / `mesh unlink`: exchange (or revoke) trust bundles and gateway addresses between
-//! two running clusters, through their controllers' admin APIs. Linking is idempotent.
+//! two clusters. Idempotent.
+//!
+//! - Local mode: `mesh link <admin-a> <admin-b>`, through the controllers' admin APIs.
+//! - Kubernetes: `mesh link --kubeconfig a.yaml --kubeconfig b.yaml` (or `--context a --context
+//!   b` in one kubeconfig), through `Link` objects that each cluster's controller reconciles.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use mesh_launcher::admin_client::AdminError;
+use mesh_k8s::client::ClusterSource;
+use mesh_k8s::linking::{link_clusters, unlink_clusters};
 use mesh_launcher::link::{link_pair, unlink_pair};
 
 /// Arguments of `mesh link` and `mesh unlink`.
 #[derive(Debug, clap::Args)]
 pub struct LinkArgs {
-    /// Admin address of the first cluster's controller (e.g. 127.0.0.1:15000).
-    pub a: SocketAddr,
-    /// Admin address of the second cluster's controller.
-    pub b: SocketAddr,
-    /// How long to wait for a controller whose gateway has not reported yet (e.g. `20s`).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    /// Local mode: admin address of the first cluster's controller (e.g. 127.0.0.1:15000).
+    #[arg(requires = "b", conflicts_with_all = ["kubeconfig", "context"])]
+    pub a: Option<SocketAddr>,
+    /// Local mode: admin address of the second cluster's controller.
+    pub b: Option<SocketAddr>,
+    /// Kubernetes: a cluster's kubeconfig; give it twice, once per cluster (or once, with two
+    /// `--context`s).
+    #[arg(long, action = clap::ArgAction::Append)]
+    pub kubeconfig: Vec<PathBuf>,
+    /// Kubernetes: a context; give it twice, once per cluster.
+    #[arg(long, action = clap::ArgAction::Append)]
+    pub context: Vec<String>,
+    /// Kubernetes: the namespace the mesh chart is installed in, in both clusters.
+    #[arg(long, default_value = mesh_k8s::names::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// How long to wait: local mode, for a controller whose gateway has not reported yet;
+    /// Kubernetes, for both `Link`s to become ready (e.g. `60s`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub wait: Duration,
 }
 
+/// What `mesh link` was asked to link.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Local(SocketAddr, SocketAddr),
+    Kubernetes(ClusterSource, ClusterSource),
+}
+
+/// The two clusters the flags name.
+fn target(args: &LinkArgs) -> Result<Target, String> {
+    if let (Some(a), Some(b)) = (args.a, args.b) {
+        return Ok(Target::Local(a, b));
+    }
+    let source = |kubeconfig: Option<&PathBuf>, context: Option<&String>| ClusterSource {
+        kubeconfig: kubeconfig.cloned(),
+        context: context.cloned(),
+    };
+    match (args.kubeconfig.as_slice(), args.context.as_slice()) {
+        ([a, b], []) => Ok(Target::Kubernetes(
+            source(Some(a), None),
+            source(Some(b), None),
+        )),
+        ([a, b], [ca, cb]) => Ok(Target::Kubernetes(
+            source(Some(a), Some(ca)),
+            source(Some(b), Some(cb)),
+        )),
+        (one, [ca, cb]) if one.len() <= 1 => Ok(Target::Kubernetes(
+            source(one.first(), Some(ca)),
+            source(one.first(), Some(cb)),
+        )),
+        _ => Err(
+            "name two clusters: two controller admin addresses (local mode), `--kubeconfig A \
+             --kubeconfig B`, or `--context A --context B` (with at most one --kubeconfig)"
+                .into(),
+        ),
+    }
+}
+
 /// Runs `mesh link`.
-pub async fn run_link(args: LinkArgs) -> Result<(), AdminError> {
-    let (a, b) = link_pair(args.a, args.b, args.wait).await?;
-    println!("linked {a} and {b}: each now trusts the other's trust domain and knows its gateway");
+pub async fn run_link(args: LinkArgs) -> Result<(), String> {
+    match target(&args)? {
+        Target::Local(a, b) => {
+            let (a, b) = link_pair(a, b, args.wait)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "linked {a} and {b}: each now trusts the other's trust domain and knows its gateway"
+            );
+        }
+        Target::Kubernetes(a, b) => {
+            let (a, b) = link_clusters(&a, &b, &args.namespace, args.wait)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "linked {a} and {b}: both Links are Ready (`kubectl get links` in either cluster)"
+            );
+        }
+    }
     Ok(())
 }
 
 /// Runs `mesh unlink`.
-pub async fn run_unlink(args: LinkArgs) -> Result<(), AdminError> {
-    let (a, b) = unlink_pair(args.a, args.b).await?;
-    println!("unlinked {a} and {b}: trust revoked and imported endpoints withdrawn on both sides");
+pub async fn run_unlink(args: LinkArgs) -> Result<(), String> {
+    match target(&args)? {
+        Target::Local(a, b) => {
+            let (a, b) = unlink_pair(a, b).await.map_err(|e| e.to_string())?;
+            println!(
+                "unlinked {a} and {b}: trust revoked and imported endpoints withdrawn on both sides"
+            );
+        }
+        Target::Kubernetes(a, b) => {
+            let (a, b) = unlink_clusters(&a, &b, &args.namespace)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "unlinked {a} and {b}: both Links deleted; each controller revokes the other's \
+                 trust and withdraws its imports"
+            );
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LinkArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Target, String> {
+        let cli = Cli::try_parse_from(std::iter::once("mesh").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        target(&cli.args)
+    }
+
+    #[test]
+    fn names_two_clusters_in_any_of_three_ways() {
+        assert_eq!(
+            parse(&["127.0.0.1:1", "127.0.0.1:2"]).unwrap(),
+            Target::Local(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap()
+            )
+        );
+        let Target::Kubernetes(a, b) =
+            parse(&["--kubeconfig", "e.yaml", "--kubeconfig", "w.yaml"]).unwrap()
+        else {
+            panic!("kubernetes")
+        };
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("e.yaml".into(), "w.yaml".into())
+        );
+        let Target::Kubernetes(a, b) = parse(&["--context", "east", "--context", "west"]).unwrap()
+        else {
+            panic!("kubernetes")
+        };
+        assert_eq!(
+            (a.context.as_deref(), b.context.as_deref()),
+            (Some("east"), Some("west"))
+        );
+        let Target::Kubernetes(a, _) = parse(&[
+            "--kubeconfig",
+            "all.yaml",
+            "--context",
+            "east",
+            "--context",
+            "west",
+        ])
+        .unwrap() else {
+            panic!("kubernetes")
+        };
+        assert_eq!(a.to_string(), "context east of all.yaml");
+    }
+
+    #[test]
+    fn anything_else_says_how_to_name_them() {
+        for bad in [
+            &["--kubeconfig", "e.yaml"][..],
+            &["--context", "a"],
+            &[],
+            &["--kubeconfig", "a", "--kubeconfig", "b", "--context", "x"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("name two clusters"), "{bad:?}: {err}");
+        }
+        assert!(parse(&["127.0.0.1:1", "127.0.0.1:2", "--kubeconfig", "x"]).is_err());
+    }
 }

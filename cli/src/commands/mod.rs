@@ -1,5 +1,6 @@
-//! The `mesh` subcommands that are not components: `ca`, `up`, `link`, `unlink`, `status`.
+//! The `mesh` subcommands that are not components: `up`, `link`, `unlink`, `status`, `check`.
 
+pub mod check;
 pub mod link;
 pub mod status;
 pub mod up;

@@ -117,7 +117,7 @@ impl ClusterCa {
         let cert = dir.join(CA_CERT_FILE);
         std::fs::write(&cert, &self.cert_pem).map_err(io(&cert))?;
         let key = dir.join(CA_KEY_FILE);
-        write_private(&key, &self.key.serialize_pem())?;
+        write_private(&key, &self.key_pem())?;
         Ok(())
     }
 
@@ -132,19 +132,39 @@ impl ClusterCa {
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let key_path = dir.join(CA_KEY_FILE);
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(crypto(format!(
-            "{}: parsing the CA key",
-            key_path.display()
-        )))?;
-        Issuer::from_ca_cert_pem(&cert_pem, &key).map_err(crypto(format!(
-            "{}: parsing the CA certificate",
-            cert_path.display()
-        )))?;
+        Self::from_pem(
+            &cert_pem,
+            &key_pem,
+            trust_domain,
+            (
+                &cert_path.display().to_string(),
+                &key_path.display().to_string(),
+            ),
+        )
+    }
+
+    /// The CA of `cert_pem` and `key_pem`; `(cert_source, key_source)` name where they came from
+    /// in errors (a file, a Secret's key).
+    pub fn from_pem(
+        cert_pem: &str,
+        key_pem: &str,
+        trust_domain: &str,
+        (cert_source, key_source): (&str, &str),
+    ) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(crypto(format!("{key_source}: parsing the CA key")))?;
+        Issuer::from_ca_cert_pem(cert_pem, &key)
+            .map_err(crypto(format!("{cert_source}: parsing the CA certificate")))?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
-            cert_pem,
+            cert_pem: cert_pem.to_string(),
             key,
         })
+    }
+
+    /// The root's private key in PEM (to store it in a Kubernetes Secret).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 
     /// The trust domain this CA issues for.

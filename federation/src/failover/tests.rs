@@ -15,6 +15,7 @@ fn local(port: u16, healthy: bool) -> RegistryEndpoint {
         identity: "spiffe://home.mesh/ns/demo/sa/echo".into(),
         healthy,
         plaintext: false,
+        spec: None,
     }
 }
 
@@ -33,6 +34,7 @@ fn catalog(cluster: &str, healthy: bool, endpoints: &[(u16, bool)]) -> ExportCat
                     healthy: *h,
                 })
                 .collect(),
+            spec: None,
         },
     );
     c

@@ -195,6 +195,7 @@ impl ServiceRegistry for Registrations {
                 identity: e.registration.identity.clone(),
                 healthy: e.registration.healthy,
                 plaintext: false,
+                spec: None,
             })
             .collect()
     }

@@ -170,6 +170,7 @@ impl StaticServices {
                 identity,
                 healthy: true,
                 plaintext: entry.plaintext,
+                spec: None,
             });
         }
         Ok(Self {

@@ -47,6 +47,7 @@ fn state_with(cache: ExportCache) -> FederationState {
         config,
         LinkStore::ephemeral("home", "home.mesh"),
         None,
+        Vec::new(),
         cache,
     )
 }
@@ -87,6 +88,8 @@ fn peer_snapshot(cluster: &str) -> CatalogMessage {
                 identity: format!("spiffe://{cluster}.mesh/ns/demo/sa/echo"),
                 healthy: true,
             }],
+            ports: Vec::new(),
+            exported_since: None,
         },
     );
     CatalogMessage::Snapshot { catalog }

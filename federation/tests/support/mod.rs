@@ -254,6 +254,8 @@ pub(crate) fn peer_catalog(version: u64) -> anyhow::Result<ExportCatalog> {
     let service = ExportedService {
         healthy: true,
         endpoints: vec![endpoint],
+        ports: Vec::new(),
+        exported_since: None,
     };
     catalog.services.insert(echo(), service);
     Ok(catalog)

@@ -106,6 +106,8 @@ pub(crate) fn exports(
                         healthy: true,
                     })
                     .collect(),
+                ports: Vec::new(),
+                exported_since: None,
             },
         );
     }

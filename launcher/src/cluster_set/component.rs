@@ -98,7 +98,7 @@ impl ComponentArgs {
         match (wire, self) {
             (Wire::Controller(_), this) => match this.member_mut() {
                 Some(member) => {
-                    member.controller = addr;
+                    member.controller = addr.into();
                     true
                 }
                 None => false,

@@ -73,7 +73,7 @@ impl ClusterSet {
             let dir = set.state_dir.join(&spec.name);
             let member = ClusterMemberArgs {
                 cluster: spec.name.clone(),
-                controller: UNWIRED,
+                controller: UNWIRED.into(),
                 ca_file: dir.join(CA_CERT_FILE),
                 token_file: dir.join(JOIN_TOKEN_FILE),
                 admin: any,

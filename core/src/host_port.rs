@@ -1,0 +1,132 @@
+//! An address to dial given as `host:port`, where the host is an IP address or a DNS name
+//! (`mesh-controller.mesh-system.svc:15012` in Kubernetes, `127.0.0.1:7443` locally). Names are
+//! resolved at every connect, so a Service whose address changes is followed.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// `host:port`, checked for shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+/// Why a `host:port` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not host:port ({reason})")]
+pub struct HostPortError {
+    input: String,
+    reason: &'static str,
+}
+
+impl HostPort {
+    /// The host: an IP address or a DNS name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The IP address, when the host is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// The address to hand to `TcpStream::connect` (which resolves names).
+    pub fn connect_target(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = HostPortError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(addr.into());
+        }
+        let fail = |reason| HostPortError {
+            input: s.to_string(),
+            reason,
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| fail("no port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| fail("the port is not a number up to 65535"))?;
+        let valid_name = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid_name {
+            return Err(fail("the host is neither an IP address nor a DNS name"));
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip() {
+            Some(ip) => SocketAddr::new(ip, self.port).fmt(f),
+            None => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses_and_names() {
+        let ip: HostPort = "127.0.0.1:7443".parse().unwrap();
+        assert_eq!(ip.ip(), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(ip.to_string(), "127.0.0.1:7443");
+        let v6: HostPort = "[::1]:7443".parse().unwrap();
+        assert_eq!(v6.to_string(), "[::1]:7443");
+        let name: HostPort = "Mesh-Controller.mesh-system.svc:15012".parse().unwrap();
+        assert_eq!(name.host(), "mesh-controller.mesh-system.svc");
+        assert_eq!(name.ip(), None);
+        assert_eq!(name.to_string().parse::<HostPort>().unwrap(), name);
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_dialled() {
+        for bad in [
+            "controller",
+            "controller:http",
+            "a..b:1",
+            "-a:1",
+            ":80",
+            "x:70000",
+            "a_b:1",
+        ] {
+            let err = bad.parse::<HostPort>().unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}

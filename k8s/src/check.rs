@@ -1,0 +1,545 @@
+//! `mesh check` against Kubernetes clusters: each check names what it looked at, whether it
+//! holds, and when it does not, what to do. Checks of one cluster need only its kubeconfig;
+//! given several, links and trust bundles are also checked from both sides.
+
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec, SubjectAccessReview,
+    SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use mesh_core::api::LinkInfo;
+use serde::Serialize;
+
+use crate::client::ClusterSource;
+use crate::conditions::condition;
+use crate::link::{Link, READY};
+use crate::link_info::read_link_info;
+use crate::names::{CA_CERT_KEY, CONTROLLER_SERVICE_ACCOUNT, LEADER_LEASE, ROOT_CA_CONFIGMAP};
+
+/// The CRDs the chart installs.
+pub const CRDS: [&str; 3] = [
+    "links.mesh.dev",
+    "serviceexports.multicluster.x-k8s.io",
+    "serviceimports.multicluster.x-k8s.io",
+];
+
+/// A root certificate closer to expiry than this is reported.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The cluster (its name when known, else its kubeconfig or context).
+    pub cluster: String,
+    /// What was checked.
+    pub check: String,
+    /// Whether it holds.
+    pub ok: bool,
+    /// What was seen.
+    pub detail: String,
+    /// What to do, when it does not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// The findings of one run.
+#[derive(Debug, Default)]
+struct Report {
+    findings: Vec<Finding>,
+}
+
+impl Report {
+    fn pass(&mut self, cluster: &str, check: &str, detail: String) {
+        self.findings.push(Finding {
+            cluster: cluster.to_string(),
+            check: check.to_string(),
+            ok: true,
+            detail,
+            fix: None,
+        });
+    }
+
+    fn fail(&mut self, cluster: &str, check: &str, detail: String, fix: String) {
+        self.findings.push(Finding {
+            cluster: cluster.to_string(),
+            check: check.to_string(),
+            ok: false,
+            detail,
+            fix: Some(fix),
+        });
+    }
+}
+
+/// One cluster as the checks saw it.
+struct Checked {
+    name: String,
+    info: Option<LinkInfo>,
+    links: Vec<Link>,
+}
+
+/// Runs every check against each of `sources` (the chart installed in `namespace`).
+pub async fn check_clusters(sources: &[ClusterSource], namespace: &str) -> Vec<Finding> {
+    let mut report = Report::default();
+    let mut checked = Vec::new();
+    for source in sources {
+        if let Some(c) = check_cluster(&mut report, source, namespace).await {
+            checked.push(c);
+        }
+    }
+    cross_check(&mut report, &checked);
+    report.findings
+}
+
+async fn check_cluster(
+    report: &mut Report,
+    source: &ClusterSource,
+    namespace: &str,
+) -> Option<Checked> {
+    let label = source.to_string();
+    let client = match source.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            report.fail(
+                &label,
+                "api-server",
+                e.reason,
+                "fix the kubeconfig or pass another".into(),
+            );
+            return None;
+        }
+    };
+    match client.apiserver_version().await {
+        Ok(v) => report.pass(
+            &label,
+            "api-server",
+            format!("reachable, Kubernetes {}", v.git_version),
+        ),
+        Err(e) => {
+            report.fail(
+                &label,
+                "api-server",
+                e.to_string(),
+                "check the kubeconfig's server address and credentials".into(),
+            );
+            return None;
+        }
+    }
+    let info = match read_link_info(&client, namespace).await {
+        Ok(info) => Some(info),
+        Err(e) => {
+            report.fail(
+                &label,
+                "link-info",
+                e.to_string(),
+                "install the chart, and check that the controller and gateway run (`kubectl -n \
+                 <namespace> get pods`); the controller publishes the link information once its \
+                 gateway has reported"
+                    .into(),
+            );
+            None
+        }
+    };
+    let name = info.as_ref().map_or(label.clone(), |i| i.cluster.clone());
+    if let Some(info) = &info {
+        report.pass(
+            &name,
+            "gateway",
+            format!(
+                "advertised at {} (published by the controller)",
+                info.gateway_addr
+            ),
+        );
+    }
+    check_crds(report, &client, &name).await;
+    check_leader(report, &client, &name, namespace).await;
+    check_root_expiry(report, &client, &name, namespace).await;
+    check_own_access(report, &client, &name, namespace).await;
+    check_controller_access(report, &client, &name, namespace).await;
+    let links = match Api::<Link>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            report.fail(
+                &name,
+                "links",
+                e.to_string(),
+                "install the chart's CRDs".into(),
+            );
+            Vec::new()
+        }
+    };
+    for link in &links {
+        let peer = link.name_any();
+        let conditions = link
+            .status
+            .clone()
+            .map(|s| s.conditions)
+            .unwrap_or_default();
+        match condition(&conditions, READY) {
+            Some(c) if c.status == "True" => report.pass(
+                &name,
+                &format!("link {peer}"),
+                format!(
+                    "Ready ({}), RTT {}",
+                    c.message,
+                    link.status
+                        .as_ref()
+                        .and_then(|s| s.rtt.clone())
+                        .unwrap_or_else(|| "?".into())
+                ),
+            ),
+            Some(c) => report.fail(
+                &name,
+                &format!("link {peer}"),
+                format!("not Ready: {}: {}", c.reason, c.message),
+                format!(
+                    "make sure cluster {peer} has a Link to {name} and its gateway is reachable; \
+                     `mesh link` both clusters again"
+                ),
+            ),
+            None => report.fail(
+                &name,
+                &format!("link {peer}"),
+                "no status: the controller has not reported on it".into(),
+                "check that this cluster's controller runs and leads".into(),
+            ),
+        }
+    }
+    if links.is_empty() {
+        report.pass(&name, "links", "none yet (link with `mesh link`)".into());
+    }
+    Some(Checked { name, info, links })
+}
+
+async fn check_crds(report: &mut Report, client: &Client, name: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in CRDS {
+        match api.get_opt(crd).await {
+            Ok(Some(def)) => {
+                let established = def
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    });
+                if established {
+                    report.pass(
+                        name,
+                        &format!("crd {crd}"),
+                        "installed and established".into(),
+                    );
+                } else {
+                    report.fail(
+                        name,
+                        &format!("crd {crd}"),
+                        "installed but not established".into(),
+                        "check `kubectl describe crd` for why the API server does not serve it"
+                            .into(),
+                    );
+                }
+            }
+            Ok(None) => report.fail(
+                name,
+                &format!("crd {crd}"),
+                "not installed".into(),
+                "install the chart (`helm install mesh charts/mesh ...`), which installs its CRDs"
+                    .into(),
+            ),
+            Err(e) => report.fail(
+                name,
+                &format!("crd {crd}"),
+                e.to_string(),
+                "run mesh check as a user who may read CustomResourceDefinitions".into(),
+            ),
+        }
+    }
+}
+
+async fn check_leader(report: &mut Report, client: &Client, name: &str, namespace: &str) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let fix = "check the controller Deployment (`kubectl -n <namespace> get deploy mesh-controller`) and its logs";
+    match api.get_opt(LEADER_LEASE).await {
+        Ok(Some(lease)) => {
+            let spec = lease.spec.unwrap_or_default();
+            let holder = spec.holder_identity.filter(|h| !h.is_empty());
+            let duration = spec.lease_duration_seconds.unwrap_or(15);
+            let age = spec
+                .renew_time
+                .map(|t| Timestamp::now().as_second() - t.0.as_second());
+            match (holder, age) {
+                (Some(holder), Some(age)) if age <= i64::from(duration) + 5 => report.pass(
+                    name,
+                    "controller",
+                    format!("running; leader {holder} renewed {age}s ago"),
+                ),
+                (holder, age) => report.fail(
+                    name,
+                    "controller",
+                    format!(
+                        "no live leader (holder {}, last renewal {})",
+                        holder.unwrap_or_else(|| "none".into()),
+                        age.map_or("never".into(), |a| format!("{a}s ago"))
+                    ),
+                    fix.into(),
+                ),
+            }
+        }
+        Ok(None) => report.fail(
+            name,
+            "controller",
+            "never elected a leader".into(),
+            fix.into(),
+        ),
+        Err(e) => report.fail(name, "controller", e.to_string(), fix.into()),
+    }
+}
+
+async fn check_root_expiry(report: &mut Report, client: &Client, name: &str, namespace: &str) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let pem = match api.get_opt(ROOT_CA_CONFIGMAP).await {
+        Ok(Some(map)) => map.data.and_then(|d| d.get(CA_CERT_KEY).cloned()),
+        Ok(None) => None,
+        Err(e) => {
+            report.fail(
+                name,
+                "certificates",
+                e.to_string(),
+                "run mesh check as a cluster admin".into(),
+            );
+            return;
+        }
+    };
+    let Some(pem) = pem else {
+        report.fail(
+            name,
+            "certificates",
+            format!("no ConfigMap {ROOT_CA_CONFIGMAP}: the controller has not published its root"),
+            "check that the controller runs".into(),
+        );
+        return;
+    };
+    match mesh_core::identity::certificate_expiry(&pem) {
+        Ok(left) if left > EXPIRY_WARNING => report.pass(
+            name,
+            "certificates",
+            format!("root valid for {} more days", left.as_secs() / 86_400),
+        ),
+        Ok(left) => report.fail(
+            name,
+            "certificates",
+            format!("the root expires in {} days", left.as_secs() / 86_400),
+            "rotate the cluster's root CA before it expires".into(),
+        ),
+        Err(e) => report.fail(
+            name,
+            "certificates",
+            e,
+            "replace the CA Secret's ca.crt".into(),
+        ),
+    }
+}
+
+/// What `mesh check` and `mesh link` need of the user running them.
+const OPERATOR_NEEDS: [(&str, &str, &str, bool); 5] = [
+    ("get", "", "configmaps", true),
+    ("list", "mesh.dev", "links", false),
+    ("create", "mesh.dev", "links", false),
+    ("delete", "mesh.dev", "links", false),
+    ("get", "coordination.k8s.io", "leases", true),
+];
+
+async fn check_own_access(report: &mut Report, client: &Client, name: &str, namespace: &str) {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for (verb, group, resource, namespaced) in OPERATOR_NEEDS {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(attributes(
+                    verb,
+                    group,
+                    resource,
+                    namespaced.then_some(namespace),
+                )),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        match api.create(&PostParams::default(), &review).await {
+            Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
+            Ok(_) => missing.push(format!("{verb} {resource}")),
+            Err(e) => missing.push(format!("{verb} {resource} ({e})")),
+        }
+    }
+    if missing.is_empty() {
+        report.pass(
+            name,
+            "rbac (you)",
+            "may read the mesh's objects and manage Links".into(),
+        );
+    } else {
+        report.fail(
+            name,
+            "rbac (you)",
+            format!("not allowed: {}", missing.join(", ")),
+            "run mesh link and mesh check as a user bound to a role granting these".into(),
+        );
+    }
+}
+
+/// What the controller's ServiceAccount needs (the chart's RBAC).
+const CONTROLLER_NEEDS: [(&str, &str, &str, bool); 11] = [
+    ("watch", "", "services", false),
+    ("watch", "", "pods", false),
+    ("watch", "discovery.k8s.io", "endpointslices", false),
+    ("watch", "multicluster.x-k8s.io", "serviceexports", false),
+    (
+        "patch",
+        "multicluster.x-k8s.io",
+        "serviceexports/status",
+        false,
+    ),
+    ("patch", "multicluster.x-k8s.io", "serviceimports", false),
+    ("delete", "multicluster.x-k8s.io", "serviceimports", false),
+    ("watch", "mesh.dev", "links", false),
+    ("patch", "mesh.dev", "links/status", false),
+    ("create", "authentication.k8s.io", "tokenreviews", false),
+    ("update", "coordination.k8s.io", "leases", true),
+];
+
+async fn check_controller_access(
+    report: &mut Report,
+    client: &Client,
+    name: &str,
+    namespace: &str,
+) {
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let user = format!("system:serviceaccount:{namespace}:{CONTROLLER_SERVICE_ACCOUNT}");
+    let mut missing = Vec::new();
+    for (verb, group, resource, namespaced) in CONTROLLER_NEEDS {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{namespace}"),
+                ]),
+                resource_attributes: Some(attributes(
+                    verb,
+                    group,
+                    resource,
+                    namespaced.then_some(namespace),
+                )),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        match api.create(&PostParams::default(), &review).await {
+            Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
+            Ok(_) => missing.push(format!("{verb} {resource}")),
+            Err(e) => {
+                report.fail(
+                    name,
+                    "rbac (controller)",
+                    format!("cannot ask the API server: {e}"),
+                    "run mesh check as a user who may create SubjectAccessReviews".into(),
+                );
+                return;
+            }
+        }
+    }
+    if missing.is_empty() {
+        report.pass(
+            name,
+            "rbac (controller)",
+            format!("{user} has every permission it needs"),
+        );
+    } else {
+        report.fail(
+            name,
+            "rbac (controller)",
+            format!("{user} may not: {}", missing.join(", ")),
+            "reinstall the chart (its ClusterRole and Role grant these) or restore the edited RBAC"
+                .into(),
+        );
+    }
+}
+
+fn attributes(
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> ResourceAttributes {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    ResourceAttributes {
+        verb: Some(verb.into()),
+        group: Some(group.into()),
+        resource: Some(resource.into()),
+        subresource,
+        namespace: namespace.map(str::to_string),
+        ..ResourceAttributes::default()
+    }
+}
+
+/// Links and trust bundles seen from both sides, for every pair of checked clusters.
+fn cross_check(report: &mut Report, clusters: &[Checked]) {
+    for a in clusters {
+        for b in clusters {
+            if a.name == b.name {
+                continue;
+            }
+            let a_to_b = a.links.iter().find(|l| l.name_any() == b.name);
+            let b_to_a = b.links.iter().find(|l| l.name_any() == a.name);
+            match (a_to_b, b_to_a) {
+                (Some(_), None) => report.fail(
+                    &a.name,
+                    &format!("link {}", b.name),
+                    format!(
+                        "{} has a Link to {}, but {} has none back",
+                        a.name, b.name, b.name
+                    ),
+                    format!(
+                        "run `mesh link` for {} and {} again (or `mesh unlink` to remove the rest)",
+                        a.name, b.name
+                    ),
+                ),
+                (Some(link), Some(_)) => {
+                    let Some(info) = &b.info else { continue };
+                    if link.spec.trust_bundle.ca_pem == info.trust_bundle.ca_pem
+                        && link.spec.gateway_address == info.gateway_addr.to_string()
+                    {
+                        report.pass(
+                            &a.name,
+                            &format!("trust {}", b.name),
+                            "the Link holds the peer's current trust bundle and gateway address"
+                                .into(),
+                        );
+                    } else {
+                        report.fail(
+                            &a.name,
+                            &format!("trust {}", b.name),
+                            "the Link's trust bundle or gateway address differs from what the peer publishes"
+                                .into(),
+                            format!("run `mesh link` for {} and {} again to refresh it", a.name, b.name),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -40,6 +40,15 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 helm_major=${HELM_VERSION%%.*}
 helm_ldflags="-X helm.sh/helm/$helm_major/internal/version.version=$HELM_VERSION -X helm.sh/helm/$helm_major/internal/version.gitTreeState=clean"
+# As Helm's Makefile does: the Kubernetes version that client-only commands (`helm template`,
+# `helm lint`) assume is the one of the client-go Helm is built with (v0.X -> 1.X). Without it
+# they assume v1.20.0 and refuse charts whose kubeVersion asks for more.
+helm_k8s_minor=$(cd "$here/helm" && go list -mod=readonly -m -f '{{.Version}}' k8s.io/client-go)
+helm_k8s_minor=${helm_k8s_minor#v0.}; helm_k8s_minor=${helm_k8s_minor%%.*}
+for pkg in pkg/chartutil pkg/lint/rules; do
+  helm_ldflags+=" -X helm.sh/helm/$helm_major/$pkg.k8sVersionMajor=1"
+  helm_ldflags+=" -X helm.sh/helm/$helm_major/$pkg.k8sVersionMinor=$helm_k8s_minor"
+done
 
 export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 # -trimpath keeps the build cache valid across work trees at different paths.

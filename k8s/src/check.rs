@@ -351,18 +351,22 @@ async fn check_root_expiry(report: &mut Report, client: &Client, name: &str, nam
 }
 
 /// What `mesh check` and `mesh link` need of the user running them.
-const OPERATOR_NEEDS: [(&str, &str, &str, bool); 5] = [
-    ("get", "", "configmaps", true),
-    ("list", "mesh.dev", "links", false),
-    ("create", "mesh.dev", "links", false),
-    ("delete", "mesh.dev", "links", false),
-    ("get", "coordination.k8s.io", "leases", true),
+const OPERATOR_NEEDS: [Need; 5] = [
+    ("get", "", "configmaps", true, Some(LINK_INFO_CONFIGMAP)),
+    ("list", "mesh.dev", "links", false, None),
+    ("create", "mesh.dev", "links", false, None),
+    ("delete", "mesh.dev", "links", false, None),
+    ("get", "coordination.k8s.io", "leases", true, Some(LEADER_LEASE)),
 ];
+
+/// A permission: verb, API group, resource (with `/subresource`), whether in the chart's
+/// namespace, and the object's name when the grant is for one object.
+type Need = (&'static str, &'static str, &'static str, bool, Option<&'static str>);
 
 async fn check_own_access(report: &mut Report, client: &Client, name: &str, namespace: &str) {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut missing = Vec::new();
-    for (verb, group, resource, namespaced) in OPERATOR_NEEDS {
+    for (verb, group, resource, namespaced, object) in OPERATOR_NEEDS {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(attributes(
@@ -370,6 +374,7 @@ async fn check_own_access(report: &mut Report, client: &Client, name: &str, name
                     group,
                     resource,
                     namespaced.then_some(namespace),
+                    object,
                 )),
                 ..SelfSubjectAccessReviewSpec::default()
             },
@@ -426,7 +431,7 @@ async fn check_controller_access(
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     let user = format!("system:serviceaccount:{namespace}:{CONTROLLER_SERVICE_ACCOUNT}");
     let mut missing = Vec::new();
-    for (verb, group, resource, namespaced) in CONTROLLER_NEEDS {
+    for (verb, group, resource, namespaced, object) in CONTROLLER_NEEDS {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.clone()),
@@ -439,6 +444,7 @@ async fn check_controller_access(
                     group,
                     resource,
                     namespaced.then_some(namespace),
+                    object,
                 )),
                 ..SubjectAccessReviewSpec::default()
             },
@@ -491,6 +497,7 @@ fn attributes(
         resource: Some(resource.into()),
         subresource,
         namespace: namespace.map(str::to_string),
+        name: object.map(str::to_string),
         ..ResourceAttributes::default()
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::SessionAffinityConfig;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
@@ -18,15 +18,57 @@ pub const CONFLICT: &str = "Conflict";
 pub const CLUSTER_SET_IP: &str = "ClusterSetIP";
 
 /// Marks the Service of the same name and namespace as exported to the cluster-set.
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[kube(
-    group = "multicluster.x-k8s.io",
-    version = "v1alpha1",
-    kind = "ServiceExport",
-    namespaced,
-    status = "ServiceExportStatus",
-    schema = "disabled"
-)]
+///
+/// Written by hand rather than derived: a `ServiceExport` usually has no `spec` at all
+/// (`metadata: {name: echo}` is the whole object), which the derived type would refuse.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceExport {
+    /// The object's metadata.
+    pub metadata: ObjectMeta,
+    /// What to carry over to the imports (usually absent).
+    #[serde(default)]
+    pub spec: ServiceExportSpec,
+    /// Conditions written by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ServiceExportStatus>,
+}
+
+impl ServiceExport {
+    /// An export of the Service `name` (the namespace is set by the caller or the API).
+    pub fn new(name: &str) -> Self {
+        Self {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+impl k8s_openapi::Resource for ServiceExport {
+    const API_VERSION: &'static str = "multicluster.x-k8s.io/v1alpha1";
+    const GROUP: &'static str = "multicluster.x-k8s.io";
+    const KIND: &'static str = "ServiceExport";
+    const VERSION: &'static str = "v1alpha1";
+    const URL_PATH_SEGMENT: &'static str = "serviceexports";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for ServiceExport {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// What a `ServiceExport` asks to carry over to the imports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceExportSpec {
     /// Labels to put on the derived `ServiceImport`.

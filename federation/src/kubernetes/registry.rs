@@ -343,7 +343,7 @@ mod tests {
     }
 
     fn export(name: &str) -> Arc<ServiceExport> {
-        let mut e = ServiceExport::new(name, Default::default());
+        let mut e = ServiceExport::new(name);
         e.metadata.namespace = Some("demo".into());
         Arc::new(e)
     }

@@ -1,0 +1,330 @@
+//! The mesh on three real Kubernetes API servers, end to end: `helm install` of the chart in
+//! each, controllers and gateways running with the ServiceAccount credentials the chart
+//! created, `ServiceExport`s, `mesh link` pairwise, `ServiceImport`s naming every cluster,
+//! traffic served locally, failover on EndpointSlice readiness and back, `mesh check`, the bad
+//! inputs of the Kubernetes issue, and `mesh unlink`.
+//!
+//! One test walks the phases in order: they share three API servers and a cluster-set that
+//! takes a while to start, and each phase builds on the previous one's state. Each phase is its
+//! own function, named for what it proves.
+//!
+//! These tests never skip: without the Kubernetes binaries (no Go toolchain to build them) they
+//! fail with the reason.
+
+mod kube_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube_support::{DEMO_NS, MeshCluster, apply, condition, get_json, kubectl, mesh};
+use mesh_test_support::eventually;
+use support::{Scratch, due_at, get, share_served_by, start_load};
+
+const HOST: &str = "echo.demo.svc.clusterset.local";
+const RATE: u32 = 100;
+
+/// (cluster, region, region priority).
+const CLUSTERS: [(&str, &str, &[&str]); 3] = [
+    ("us-east", "us-east", &["us-west", "eu"]),
+    ("us-west", "us-west", &["us-east", "eu"]),
+    ("eu-west", "eu", &["us-east", "us-west"]),
+];
+
+struct World {
+    clusters: Vec<MeshCluster>,
+    proxy: std::net::SocketAddr,
+    _scratch: Scratch,
+}
+
+impl World {
+    fn cluster(&self, name: &str) -> &MeshCluster {
+        self.clusters.iter().find(|c| c.name == name).expect("cluster")
+    }
+
+    fn logs(&self) -> String {
+        self.clusters.iter().map(MeshCluster::logs).collect()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cluster_set_on_kubernetes() {
+    let env = mesh_k8s_testenv::shared(&CLUSTERS.map(|(name, _, _)| name));
+    let scratch = Scratch::new("kubernetes");
+    let mut clusters = Vec::new();
+    for (name, region, priority) in CLUSTERS {
+        let kube = env.cluster(name).expect("test cluster");
+        let mut c = MeshCluster::install(kube, name, region, priority, &scratch.0);
+        c.start_controller("controller-0", priority, &[]).await;
+        c.start_gateway("controller-0").await;
+        c.start_echo("echo-0", "controller-0").await;
+        c.export_echo(80);
+        c.write_echo_slice(&[("echo-0", true)]);
+        clusters.push(c);
+    }
+    let proxy = clusters[0].start_client("controller-0").await;
+    let mut world = World {
+        clusters,
+        proxy,
+        _scratch: scratch,
+    };
+
+    link_pairwise_and_every_cluster_imports_echo_from_all_three(&world).await;
+    exports_are_valid_and_a_request_is_served_locally(&world).await;
+    endpoint_readiness_fails_over_within_two_seconds_and_back(&world).await;
+    mesh_check_reports_a_healthy_set_as_healthy(&world);
+    bad_inputs_are_refused_with_what_to_do(&world).await;
+    unlink_removes_the_peer_imports_on_both_sides(&world).await;
+    mesh_check_names_a_link_deleted_on_one_side(&world).await;
+
+    for c in &mut world.clusters {
+        c.stop().await;
+    }
+}
+
+fn kubeconfigs(world: &World) -> Vec<String> {
+    world
+        .clusters
+        .iter()
+        .map(|c| c.kube.kubeconfig().display().to_string())
+        .collect()
+}
+
+fn import_clusters(c: &MeshCluster) -> Vec<String> {
+    get_json(c.kube, &["serviceimport", "echo", "-n", DEMO_NS])
+        .and_then(|i| {
+            i["status"]["clusters"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|c| c["cluster"].as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &World) {
+    let configs = kubeconfigs(world);
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        let ran = mesh(&["link", "--kubeconfig", &configs[a], "--kubeconfig", &configs[b], "--wait", "90s"]);
+        assert!(ran.ok, "mesh link {a} {b}: {}\n{}\n{}", ran.stderr, ran.stdout, world.logs());
+        assert!(ran.stdout.contains("both Links are Ready"), "{}", ran.stdout);
+    }
+    // Linking again changes nothing and succeeds (idempotent).
+    let again = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", &configs[1]]);
+    assert!(again.ok, "{}", again.stderr);
+    for c in &world.clusters {
+        eventually(
+            &format!("ServiceImport demo/echo in {} naming all three clusters", c.name),
+            Duration::from_secs(30),
+            async || import_clusters(c) == ["eu-west", "us-east", "us-west"],
+        )
+        .await;
+        let import = get_json(c.kube, &["serviceimport", "echo", "-n", DEMO_NS]).unwrap();
+        assert_eq!(import["spec"]["type"], "ClusterSetIP");
+        assert_eq!(import["spec"]["ports"][0]["port"], 80);
+        let links = kubectl(c.kube, &["get", "links"], None);
+        assert_eq!(links.matches("True").count(), 2, "kubectl get links in {}:\n{links}", c.name);
+    }
+}
+
+async fn exports_are_valid_and_a_request_is_served_locally(world: &World) {
+    for c in &world.clusters {
+        eventually(
+            &format!("ServiceExport demo/echo in {} Valid without conflict", c.name),
+            Duration::from_secs(15),
+            async || {
+                let export = get_json(c.kube, &["serviceexport", "echo", "-n", DEMO_NS]).unwrap();
+                condition(&export, "Valid").is_some_and(|v| v.0 == "True")
+                    && condition(&export, "Conflict").is_some_and(|v| v.0 == "False")
+            },
+        )
+        .await;
+    }
+    let answer = get(world.proxy, &format!("http://{HOST}/")).await;
+    assert_eq!(answer.status, 200, "{}\n{}", answer.text(), world.logs());
+    assert_eq!(answer.served_by.as_deref(), Some("us-east"));
+}
+
+async fn endpoint_readiness_fails_over_within_two_seconds_and_back(world: &World) {
+    let east = world.cluster("us-east");
+    let load = start_load(world.proxy, HOST, RATE);
+    let started = load.started();
+    eventually("a second of answers", Duration::from_secs(10), async || {
+        load.snapshot().len() >= RATE as usize
+    })
+    .await;
+    // us-east's only endpoint is marked not ready, as kube-controller-manager would when its
+    // readiness probe fails.
+    let fault = Instant::now();
+    east.write_echo_slice(&[("echo-0", false)]);
+    let took = eventually("traffic served by us-west", Duration::from_secs(2), async || {
+        let now = Instant::now();
+        let (share, n) = share_served_by(&load.snapshot(), started, now - Duration::from_millis(300), now, "us-west");
+        n > 0 && share >= 0.9
+    })
+    .await;
+    eprintln!("failover observed {took:?} after the EndpointSlice update");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = load.snapshot();
+    let window: Vec<_> = during.iter().filter(|o| due_at(started, o) >= fault).collect();
+    let failed = window.iter().filter(|o| !o.ok()).count();
+    assert!(
+        failed * 100 <= window.len(),
+        "{failed} of {} requests failed during the failover\n{}",
+        window.len(),
+        world.logs()
+    );
+    // Ready again: traffic comes back.
+    east.write_echo_slice(&[("echo-0", true)]);
+    eventually("traffic back in us-east", Duration::from_secs(15), async || {
+        let now = Instant::now();
+        let (share, n) = share_served_by(&load.snapshot(), started, now - Duration::from_secs(1), now, "us-east");
+        n > 0 && share >= 0.95
+    })
+    .await;
+    let result = load.finish().await;
+    let failed = result.outcomes.iter().filter(|o| !o.ok()).count();
+    assert_eq!(result.lost(), 0, "every request sent got an outcome");
+    assert!(
+        failed * 100 <= result.outcomes.len(),
+        "{failed} of {} failed over the whole run",
+        result.outcomes.len()
+    );
+}
+
+fn mesh_check_reports_a_healthy_set_as_healthy(world: &World) {
+    let configs = kubeconfigs(world);
+    let mut args = vec!["check"];
+    for c in &configs {
+        args.extend(["--kubeconfig", c.as_str()]);
+    }
+    let ran = mesh(&args);
+    assert!(ran.ok, "mesh check of a healthy set failed:\n{}\n{}", ran.stdout, ran.stderr);
+    assert!(!ran.stdout.contains("FAIL"), "{}", ran.stdout);
+    for expected in ["crd links.mesh.dev", "controller", "link us-west", "trust eu-west", "rbac (controller)"] {
+        assert!(ran.stdout.contains(expected), "no {expected} in:\n{}", ran.stdout);
+    }
+    args.push("--json");
+    let ran = mesh(&args);
+    let findings: serde_json::Value = serde_json::from_str(&ran.stdout).expect("--json is JSON");
+    assert!(findings.as_array().unwrap().iter().all(|f| f["ok"] == true));
+}
+
+async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
+    let east = world.cluster("us-east");
+    let west = world.cluster("us-west");
+    let configs = kubeconfigs(world);
+
+    // A ServiceExport whose Service does not exist: Valid=False with the reason.
+    apply(
+        east.kube,
+        &format!("apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: ghost, namespace: {DEMO_NS}}}\n"),
+    );
+    eventually("ServiceExport ghost invalid", Duration::from_secs(15), async || {
+        get_json(east.kube, &["serviceexport", "ghost", "-n", DEMO_NS])
+            .and_then(|e| condition(&e, "Valid"))
+            .is_some_and(|(status, reason, message)| {
+                status == "False" && reason == "NoService" && message.contains("does not exist")
+            })
+    })
+    .await;
+    assert!(get_json(west.kube, &["serviceimport", "ghost", "-n", DEMO_NS]).is_none());
+
+    // Two clusters export one service with different ports: the newer export is in conflict.
+    for (c, port) in [(east, 80), (west, 8080)] {
+        apply(
+            c.kube,
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: clash, namespace: {DEMO_NS}}}\n\
+                 spec: {{ports: [{{name: http, port: {port}}}]}}\n---\n\
+                 apiVersion: v1\nkind: Pod\nmetadata: {{name: clash-0, namespace: {DEMO_NS}}}\n\
+                 spec: {{serviceAccountName: echo, containers: [{{name: c, image: mesh}}]}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: clash-1\n  namespace: {DEMO_NS}\n  \
+                 labels: {{kubernetes.io/service-name: clash}}\naddressType: IPv4\nendpoints:\n- addresses: [\"192.0.2.99\"]\n  \
+                 targetRef: {{kind: Pod, name: clash-0, namespace: {DEMO_NS}}}\n---\n\
+                 apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: clash, namespace: {DEMO_NS}}}\n"
+            ),
+        );
+        // Creation times have a one-second resolution: make us-east's export clearly older.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    eventually("Conflict=True on us-west's newer export", Duration::from_secs(20), async || {
+        get_json(west.kube, &["serviceexport", "clash", "-n", DEMO_NS])
+            .and_then(|e| condition(&e, "Conflict"))
+            .is_some_and(|(status, reason, message)| {
+                status == "True" && reason == "PortConflict" && message.contains("cluster us-east exported")
+            })
+    })
+    .await;
+    let east_export = get_json(east.kube, &["serviceexport", "clash", "-n", DEMO_NS]).unwrap();
+    assert_eq!(condition(&east_export, "Conflict").map(|c| c.0), Some("False".into()));
+    let import = get_json(west.kube, &["serviceimport", "clash", "-n", DEMO_NS]).expect("import");
+    assert_eq!(import["spec"]["ports"][0]["port"], 80, "the oldest export defines the ports");
+
+    // mesh link with an unreachable API server, a cluster without the chart, or one cluster
+    // twice: non-zero, the cluster and the fix named, nothing written.
+    let unreachable = east.dir.join("unreachable.kubeconfig");
+    let text = std::fs::read_to_string(east.kube.kubeconfig())
+        .unwrap()
+        .replace(&east.kube.server(), "https://127.0.0.1:1");
+    std::fs::write(&unreachable, text).unwrap();
+    let ran = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", unreachable.to_str().unwrap(), "--wait", "5s"]);
+    assert!(!ran.ok && ran.stderr.contains("unreachable.kubeconfig"), "{}", ran.stderr);
+    let ran = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", &configs[1], "--namespace", "no-chart-here"]);
+    assert!(!ran.ok && ran.stderr.contains("helm install"), "{}", ran.stderr);
+    let ran = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", &configs[0]]);
+    assert!(!ran.ok && ran.stderr.contains("cluster names must be unique"), "{}", ran.stderr);
+    assert_eq!(
+        kubectl(east.kube, &["get", "links", "-o", "name"], None).lines().count(),
+        2,
+        "no Link was written by the refused runs"
+    );
+
+    // A Link whose trust bundle does not parse: Ready=False with what to do.
+    apply(
+        east.kube,
+        "apiVersion: mesh.dev/v1alpha1\nkind: Link\nmetadata: {name: bogus}\nspec:\n  cluster: bogus\n  region: nowhere\n  \
+         gatewayAddress: 192.0.2.1:15443\n  trustBundle: {trustDomain: bogus.mesh, caPem: not a certificate}\n",
+    );
+    eventually("Link bogus refused", Duration::from_secs(15), async || {
+        get_json(east.kube, &["link", "bogus"])
+            .and_then(|l| condition(&l, "Ready"))
+            .is_some_and(|(status, reason, message)| status == "False" && reason == "Invalid" && message.contains("fix the Link"))
+    })
+    .await;
+    kubectl(east.kube, &["delete", "link", "bogus"], None);
+    // Traffic still flows after all of the above.
+    let answer = get(world.proxy, &format!("http://{HOST}/")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+async fn unlink_removes_the_peer_imports_on_both_sides(world: &World) {
+    let configs = kubeconfigs(world);
+    let ran = mesh(&["unlink", "--kubeconfig", &configs[0], "--kubeconfig", &configs[2]]);
+    assert!(ran.ok, "mesh unlink: {}", ran.stderr);
+    let east = world.cluster("us-east");
+    let eu = world.cluster("eu-west");
+    eventually("us-east's import without eu-west", Duration::from_secs(15), async || {
+        import_clusters(east) == ["us-east", "us-west"]
+    })
+    .await;
+    eventually("eu-west's import without us-east", Duration::from_secs(15), async || {
+        import_clusters(eu) == ["eu-west", "us-west"]
+    })
+    .await;
+    assert!(get_json(east.kube, &["link", "eu-west"]).is_none());
+    assert!(get_json(eu.kube, &["link", "us-east"]).is_none());
+}
+
+async fn mesh_check_names_a_link_deleted_on_one_side(world: &World) {
+    let configs = kubeconfigs(world);
+    let west = world.cluster("us-west");
+    kubectl(west.kube, &["delete", "link", "us-east"], None);
+    let ran = mesh(&["check", "--kubeconfig", &configs[0], "--kubeconfig", &configs[1]]);
+    assert!(!ran.ok, "mesh check must fail:\n{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("us-east has a Link to us-west, but us-west has none back"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("mesh link"), "{}", ran.stdout);
+}

@@ -38,7 +38,10 @@ struct World {
 
 impl World {
     fn cluster(&self, name: &str) -> &MeshCluster {
-        self.clusters.iter().find(|c| c.name == name).expect("cluster")
+        self.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .expect("cluster")
     }
 
     fn logs(&self) -> String {
@@ -104,16 +107,43 @@ fn import_clusters(c: &MeshCluster) -> Vec<String> {
 async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &World) {
     let configs = kubeconfigs(world);
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
-        let ran = mesh(&["link", "--kubeconfig", &configs[a], "--kubeconfig", &configs[b], "--wait", "90s"]);
-        assert!(ran.ok, "mesh link {a} {b}: {}\n{}\n{}", ran.stderr, ran.stdout, world.logs());
-        assert!(ran.stdout.contains("both Links are Ready"), "{}", ran.stdout);
+        let ran = mesh(&[
+            "link",
+            "--kubeconfig",
+            &configs[a],
+            "--kubeconfig",
+            &configs[b],
+            "--wait",
+            "90s",
+        ]);
+        assert!(
+            ran.ok,
+            "mesh link {a} {b}: {}\n{}\n{}",
+            ran.stderr,
+            ran.stdout,
+            world.logs()
+        );
+        assert!(
+            ran.stdout.contains("both Links are Ready"),
+            "{}",
+            ran.stdout
+        );
     }
     // Linking again changes nothing and succeeds (idempotent).
-    let again = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", &configs[1]]);
+    let again = mesh(&[
+        "link",
+        "--kubeconfig",
+        &configs[0],
+        "--kubeconfig",
+        &configs[1],
+    ]);
     assert!(again.ok, "{}", again.stderr);
     for c in &world.clusters {
         eventually(
-            &format!("ServiceImport demo/echo in {} naming all three clusters", c.name),
+            &format!(
+                "ServiceImport demo/echo in {} naming all three clusters",
+                c.name
+            ),
             Duration::from_secs(30),
             async || import_clusters(c) == ["eu-west", "us-east", "us-west"],
         )
@@ -122,14 +152,22 @@ async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &Wor
         assert_eq!(import["spec"]["type"], "ClusterSetIP");
         assert_eq!(import["spec"]["ports"][0]["port"], 80);
         let links = kubectl(c.kube, &["get", "links"], None);
-        assert_eq!(links.matches("True").count(), 2, "kubectl get links in {}:\n{links}", c.name);
+        assert_eq!(
+            links.matches("True").count(),
+            2,
+            "kubectl get links in {}:\n{links}",
+            c.name
+        );
     }
 }
 
 async fn exports_are_valid_and_a_request_is_served_locally(world: &World) {
     for c in &world.clusters {
         eventually(
-            &format!("ServiceExport demo/echo in {} Valid without conflict", c.name),
+            &format!(
+                "ServiceExport demo/echo in {} Valid without conflict",
+                c.name
+            ),
             Duration::from_secs(15),
             async || {
                 let export = get_json(c.kube, &["serviceexport", "echo", "-n", DEMO_NS]).unwrap();
@@ -156,16 +194,29 @@ async fn endpoint_readiness_fails_over_within_two_seconds_and_back(world: &World
     // readiness probe fails.
     let fault = Instant::now();
     east.write_echo_slice(&[("echo-0", false)]);
-    let took = eventually("traffic served by us-west", Duration::from_secs(2), async || {
-        let now = Instant::now();
-        let (share, n) = share_served_by(&load.snapshot(), started, now - Duration::from_millis(300), now, "us-west");
-        n > 0 && share >= 0.9
-    })
+    let took = eventually(
+        "traffic served by us-west",
+        Duration::from_secs(2),
+        async || {
+            let now = Instant::now();
+            let (share, n) = share_served_by(
+                &load.snapshot(),
+                started,
+                now - Duration::from_millis(300),
+                now,
+                "us-west",
+            );
+            n > 0 && share >= 0.9
+        },
+    )
     .await;
     eprintln!("failover observed {took:?} after the EndpointSlice update");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = load.snapshot();
-    let window: Vec<_> = during.iter().filter(|o| due_at(started, o) >= fault).collect();
+    let window: Vec<_> = during
+        .iter()
+        .filter(|o| due_at(started, o) >= fault)
+        .collect();
     let failed = window.iter().filter(|o| !o.ok()).count();
     assert!(
         failed * 100 <= window.len(),
@@ -175,11 +226,21 @@ async fn endpoint_readiness_fails_over_within_two_seconds_and_back(world: &World
     );
     // Ready again: traffic comes back.
     east.write_echo_slice(&[("echo-0", true)]);
-    eventually("traffic back in us-east", Duration::from_secs(15), async || {
-        let now = Instant::now();
-        let (share, n) = share_served_by(&load.snapshot(), started, now - Duration::from_secs(1), now, "us-east");
-        n > 0 && share >= 0.95
-    })
+    eventually(
+        "traffic back in us-east",
+        Duration::from_secs(15),
+        async || {
+            let now = Instant::now();
+            let (share, n) = share_served_by(
+                &load.snapshot(),
+                started,
+                now - Duration::from_secs(1),
+                now,
+                "us-east",
+            );
+            n > 0 && share >= 0.95
+        },
+    )
     .await;
     let result = load.finish().await;
     let failed = result.outcomes.iter().filter(|o| !o.ok()).count();
@@ -198,10 +259,24 @@ fn mesh_check_reports_a_healthy_set_as_healthy(world: &World) {
         args.extend(["--kubeconfig", c.as_str()]);
     }
     let ran = mesh(&args);
-    assert!(ran.ok, "mesh check of a healthy set failed:\n{}\n{}", ran.stdout, ran.stderr);
+    assert!(
+        ran.ok,
+        "mesh check of a healthy set failed:\n{}\n{}",
+        ran.stdout, ran.stderr
+    );
     assert!(!ran.stdout.contains("FAIL"), "{}", ran.stdout);
-    for expected in ["crd links.mesh.dev", "controller", "link us-west", "trust eu-west", "rbac (controller)"] {
-        assert!(ran.stdout.contains(expected), "no {expected} in:\n{}", ran.stdout);
+    for expected in [
+        "crd links.mesh.dev",
+        "controller",
+        "link us-west",
+        "trust eu-west",
+        "rbac (controller)",
+    ] {
+        assert!(
+            ran.stdout.contains(expected),
+            "no {expected} in:\n{}",
+            ran.stdout
+        );
     }
     args.push("--json");
     let ran = mesh(&args);
@@ -217,15 +292,21 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
     // A ServiceExport whose Service does not exist: Valid=False with the reason.
     apply(
         east.kube,
-        &format!("apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: ghost, namespace: {DEMO_NS}}}\n"),
+        &format!(
+            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: ghost, namespace: {DEMO_NS}}}\n"
+        ),
     );
-    eventually("ServiceExport ghost invalid", Duration::from_secs(15), async || {
-        get_json(east.kube, &["serviceexport", "ghost", "-n", DEMO_NS])
-            .and_then(|e| condition(&e, "Valid"))
-            .is_some_and(|(status, reason, message)| {
-                status == "False" && reason == "NoService" && message.contains("does not exist")
-            })
-    })
+    eventually(
+        "ServiceExport ghost invalid",
+        Duration::from_secs(15),
+        async || {
+            get_json(east.kube, &["serviceexport", "ghost", "-n", DEMO_NS])
+                .and_then(|e| condition(&e, "Valid"))
+                .is_some_and(|(status, reason, message)| {
+                    status == "False" && reason == "NoService" && message.contains("does not exist")
+                })
+        },
+    )
     .await;
     assert!(get_json(west.kube, &["serviceimport", "ghost", "-n", DEMO_NS]).is_none());
 
@@ -247,18 +328,30 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
         // Creation times have a one-second resolution: make us-east's export clearly older.
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    eventually("Conflict=True on us-west's newer export", Duration::from_secs(20), async || {
-        get_json(west.kube, &["serviceexport", "clash", "-n", DEMO_NS])
-            .and_then(|e| condition(&e, "Conflict"))
-            .is_some_and(|(status, reason, message)| {
-                status == "True" && reason == "PortConflict" && message.contains("cluster us-east exported")
-            })
-    })
+    eventually(
+        "Conflict=True on us-west's newer export",
+        Duration::from_secs(20),
+        async || {
+            get_json(west.kube, &["serviceexport", "clash", "-n", DEMO_NS])
+                .and_then(|e| condition(&e, "Conflict"))
+                .is_some_and(|(status, reason, message)| {
+                    status == "True"
+                        && reason == "PortConflict"
+                        && message.contains("cluster us-east exported")
+                })
+        },
+    )
     .await;
     let east_export = get_json(east.kube, &["serviceexport", "clash", "-n", DEMO_NS]).unwrap();
-    assert_eq!(condition(&east_export, "Conflict").map(|c| c.0), Some("False".into()));
+    assert_eq!(
+        condition(&east_export, "Conflict").map(|c| c.0),
+        Some("False".into())
+    );
     let import = get_json(west.kube, &["serviceimport", "clash", "-n", DEMO_NS]).expect("import");
-    assert_eq!(import["spec"]["ports"][0]["port"], 80, "the oldest export defines the ports");
+    assert_eq!(
+        import["spec"]["ports"][0]["port"], 80,
+        "the oldest export defines the ports"
+    );
 
     // mesh link with an unreachable API server, a cluster without the chart, or one cluster
     // twice: non-zero, the cluster and the fix named, nothing written.
@@ -267,14 +360,50 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
         .unwrap()
         .replace(&east.kube.server(), "https://127.0.0.1:1");
     std::fs::write(&unreachable, text).unwrap();
-    let ran = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", unreachable.to_str().unwrap(), "--wait", "5s"]);
-    assert!(!ran.ok && ran.stderr.contains("unreachable.kubeconfig"), "{}", ran.stderr);
-    let ran = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", &configs[1], "--namespace", "no-chart-here"]);
-    assert!(!ran.ok && ran.stderr.contains("helm install"), "{}", ran.stderr);
-    let ran = mesh(&["link", "--kubeconfig", &configs[0], "--kubeconfig", &configs[0]]);
-    assert!(!ran.ok && ran.stderr.contains("cluster names must be unique"), "{}", ran.stderr);
+    let ran = mesh(&[
+        "link",
+        "--kubeconfig",
+        &configs[0],
+        "--kubeconfig",
+        unreachable.to_str().unwrap(),
+        "--wait",
+        "5s",
+    ]);
+    assert!(
+        !ran.ok && ran.stderr.contains("unreachable.kubeconfig"),
+        "{}",
+        ran.stderr
+    );
+    let ran = mesh(&[
+        "link",
+        "--kubeconfig",
+        &configs[0],
+        "--kubeconfig",
+        &configs[1],
+        "--namespace",
+        "no-chart-here",
+    ]);
+    assert!(
+        !ran.ok && ran.stderr.contains("helm install"),
+        "{}",
+        ran.stderr
+    );
+    let ran = mesh(&[
+        "link",
+        "--kubeconfig",
+        &configs[0],
+        "--kubeconfig",
+        &configs[0],
+    ]);
+    assert!(
+        !ran.ok && ran.stderr.contains("cluster names must be unique"),
+        "{}",
+        ran.stderr
+    );
     assert_eq!(
-        kubectl(east.kube, &["get", "links", "-o", "name"], None).lines().count(),
+        kubectl(east.kube, &["get", "links", "-o", "name"], None)
+            .lines()
+            .count(),
         2,
         "no Link was written by the refused runs"
     );
@@ -288,7 +417,9 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
     eventually("Link bogus refused", Duration::from_secs(15), async || {
         get_json(east.kube, &["link", "bogus"])
             .and_then(|l| condition(&l, "Ready"))
-            .is_some_and(|(status, reason, message)| status == "False" && reason == "Invalid" && message.contains("fix the Link"))
+            .is_some_and(|(status, reason, message)| {
+                status == "False" && reason == "Invalid" && message.contains("fix the Link")
+            })
     })
     .await;
     kubectl(east.kube, &["delete", "link", "bogus"], None);
@@ -299,17 +430,27 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
 
 async fn unlink_removes_the_peer_imports_on_both_sides(world: &World) {
     let configs = kubeconfigs(world);
-    let ran = mesh(&["unlink", "--kubeconfig", &configs[0], "--kubeconfig", &configs[2]]);
+    let ran = mesh(&[
+        "unlink",
+        "--kubeconfig",
+        &configs[0],
+        "--kubeconfig",
+        &configs[2],
+    ]);
     assert!(ran.ok, "mesh unlink: {}", ran.stderr);
     let east = world.cluster("us-east");
     let eu = world.cluster("eu-west");
-    eventually("us-east's import without eu-west", Duration::from_secs(15), async || {
-        import_clusters(east) == ["us-east", "us-west"]
-    })
+    eventually(
+        "us-east's import without eu-west",
+        Duration::from_secs(15),
+        async || import_clusters(east) == ["us-east", "us-west"],
+    )
     .await;
-    eventually("eu-west's import without us-east", Duration::from_secs(15), async || {
-        import_clusters(eu) == ["eu-west", "us-west"]
-    })
+    eventually(
+        "eu-west's import without us-east",
+        Duration::from_secs(15),
+        async || import_clusters(eu) == ["eu-west", "us-west"],
+    )
     .await;
     assert!(get_json(east.kube, &["link", "eu-west"]).is_none());
     assert!(get_json(eu.kube, &["link", "us-east"]).is_none());
@@ -319,10 +460,17 @@ async fn mesh_check_names_a_link_deleted_on_one_side(world: &World) {
     let configs = kubeconfigs(world);
     let west = world.cluster("us-west");
     kubectl(west.kube, &["delete", "link", "us-east"], None);
-    let ran = mesh(&["check", "--kubeconfig", &configs[0], "--kubeconfig", &configs[1]]);
+    let ran = mesh(&[
+        "check",
+        "--kubeconfig",
+        &configs[0],
+        "--kubeconfig",
+        &configs[1],
+    ]);
     assert!(!ran.ok, "mesh check must fail:\n{}", ran.stdout);
     assert!(
-        ran.stdout.contains("us-east has a Link to us-west, but us-west has none back"),
+        ran.stdout
+            .contains("us-east has a Link to us-west, but us-west has none back"),
         "{}",
         ran.stdout
     );

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::binaries::Binaries;
@@ -39,7 +41,11 @@ pub struct Cluster {
     binaries: Binaries,
     pki: Pki,
     /// kube-apiserver first, so it is stopped before its storage.
-    processes: Vec<Child>,
+    processes: Mutex<Vec<Child>>,
+    /// etcd's client port, for restarting the API server.
+    etcd_port: u16,
+    /// The API server's pid, for stopping it alone.
+    apiserver_pid: AtomicU32,
     /// Removes `dir` when this process exits without dropping the cluster.
     reaper: Child,
 }
@@ -64,10 +70,12 @@ impl Cluster {
             port: 0,
             binaries: binaries.clone(),
             pki,
-            processes: Vec::new(),
+            processes: Mutex::new(Vec::new()),
+            etcd_port: 0,
+            apiserver_pid: AtomicU32::new(0),
         };
-        let etcd_port = cluster.start_etcd()?;
-        cluster.start_apiserver(etcd_port)?;
+        cluster.etcd_port = cluster.start_etcd()?;
+        cluster.start_apiserver()?;
         cluster.write_kubeconfig()?;
         Ok(cluster)
     }
@@ -170,53 +178,12 @@ impl Cluster {
         }
     }
 
-    fn start_apiserver(&mut self, etcd_port: u16) -> Result<(), Error> {
-        let tls = probe::tls_config(&self.pki).map_err(|e| {
-            Error::Invalid(format!("cluster {}: TLS client config: {e}", self.name))
-        })?;
+    fn start_apiserver(&mut self) -> Result<(), Error> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let port = spawn::free_port()?;
-            let p = &self.pki;
-            let mut cmd = spawn::command(&self.binaries.kube_apiserver);
-            cmd.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-                .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-                .arg(format!("--secure-port={port}"))
-                // The default reconciler would publish the loopback address as the `kubernetes`
-                // Service's endpoint and fight over it; there is no network to reach it from.
-                .arg("--endpoint-reconciler-type=none")
-                .arg(format!("--tls-cert-file={}", p.serving_cert.display()))
-                .arg(format!(
-                    "--tls-private-key-file={}",
-                    p.serving_key.display()
-                ))
-                .arg(format!("--client-ca-file={}", p.ca_cert.display()))
-                .arg("--authorization-mode=RBAC")
-                .arg(format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"))
-                .arg(format!(
-                    "--service-account-key-file={}",
-                    p.sa_public_key.display()
-                ))
-                .arg(format!(
-                    "--service-account-signing-key-file={}",
-                    p.sa_private_key.display()
-                ))
-                .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-                .arg("--allow-privileged=true")
-                // Without this it writes self-signed certificates to /var/run/kubernetes.
-                .arg(format!("--cert-dir={}", self.dir.join("certs").display()))
-                .arg("--profiling=false");
-            let started = self.spawn_logged(cmd, "kube-apiserver")?;
-            let ready =
-                self.wait_ready(started, APISERVER_READY_TIMEOUT, || match probe::https_get(
-                    &tls, port, "/readyz",
-                ) {
-                    Ok((200, _)) => Ok(()),
-                    Ok((status, body)) => Err(format!("{status} {}", last_line(&body))),
-                    Err(e) => Err(e),
-                });
-            match ready {
+            match self.run_apiserver(port) {
                 Ok(()) => {
                     self.port = port;
                     return Ok(());
@@ -225,6 +192,74 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Starts kube-apiserver on `port` and waits until it is ready.
+    fn run_apiserver(&self, port: u16) -> Result<(), Error> {
+        let tls = probe::tls_config(&self.pki).map_err(|e| {
+            Error::Invalid(format!("cluster {}: TLS client config: {e}", self.name))
+        })?;
+        let p = &self.pki;
+        let mut cmd = spawn::command(&self.binaries.kube_apiserver);
+        cmd.arg(format!(
+            "--etcd-servers=http://127.0.0.1:{}",
+            self.etcd_port
+        ))
+        .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+        .arg(format!("--secure-port={port}"))
+        // The default reconciler would publish the loopback address as the `kubernetes`
+        // Service's endpoint and fight over it; there is no network to reach it from.
+        .arg("--endpoint-reconciler-type=none")
+        .arg(format!("--tls-cert-file={}", p.serving_cert.display()))
+        .arg(format!(
+            "--tls-private-key-file={}",
+            p.serving_key.display()
+        ))
+        .arg(format!("--client-ca-file={}", p.ca_cert.display()))
+        .arg("--authorization-mode=RBAC")
+        .arg(format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"))
+        .arg(format!(
+            "--service-account-key-file={}",
+            p.sa_public_key.display()
+        ))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            p.sa_private_key.display()
+        ))
+        .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+        .arg("--allow-privileged=true")
+        // Without this it writes self-signed certificates to /var/run/kubernetes.
+        .arg(format!("--cert-dir={}", self.dir.join("certs").display()))
+        .arg("--profiling=false");
+        let started = self.spawn_logged(cmd, "kube-apiserver")?;
+        let pid = started.child.id();
+        self.wait_ready(started, APISERVER_READY_TIMEOUT, || match probe::https_get(
+            &tls, port, "/readyz",
+        ) {
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => Err(format!("{status} {}", last_line(&body))),
+            Err(e) => Err(e),
+        })?;
+        self.apiserver_pid.store(pid, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Stops the API server (SIGKILL: it goes away at once, as when its machine dies); etcd
+    /// keeps the cluster's data. Clients get connection refused until [`Self::restart_apiserver`].
+    pub fn stop_apiserver(&self) {
+        let pid = self.apiserver_pid.swap(0, Ordering::SeqCst);
+        let mut processes = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = processes.iter().position(|c| c.id() == pid) {
+            let mut child = processes.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the API server again on its old port (so kubeconfigs stay valid) and waits until
+    /// it is ready.
+    pub fn restart_apiserver(&self) -> Result<(), Error> {
+        self.run_apiserver(self.port)
     }
 
     fn spawn_logged(&self, mut cmd: Command, program: &str) -> Result<Started, Error> {
@@ -254,7 +289,7 @@ impl Cluster {
     /// Polls `probe` until it succeeds, the process exits, or `timeout` passes. The process is
     /// kept on success and killed otherwise.
     fn wait_ready(
-        &mut self,
+        &self,
         mut started: Started,
         timeout: Duration,
         mut probe: impl FnMut() -> Result<(), String>,
@@ -269,7 +304,10 @@ impl Cluster {
             }
             match probe() {
                 Ok(()) => {
-                    self.processes.insert(0, started.child);
+                    self.processes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(0, started.child);
                     return Ok(());
                 }
                 Err(e) => last = e,
@@ -321,7 +359,12 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // SIGKILL: nothing in a test cluster needs a clean shutdown, and it is immediate.
-        for child in &mut self.processes {
+        for child in self
+            .processes
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -21,7 +21,9 @@ use crate::client::ClusterSource;
 use crate::conditions::condition;
 use crate::link::{Link, READY};
 use crate::link_info::read_link_info;
-use crate::names::{CA_CERT_KEY, CONTROLLER_SERVICE_ACCOUNT, LEADER_LEASE, ROOT_CA_CONFIGMAP};
+use crate::names::{
+    CA_CERT_KEY, CONTROLLER_SERVICE_ACCOUNT, LEADER_LEASE, LINK_INFO_CONFIGMAP, ROOT_CA_CONFIGMAP,
+};
 
 /// The CRDs the chart installs.
 pub const CRDS: [&str; 3] = [
@@ -356,12 +358,24 @@ const OPERATOR_NEEDS: [Need; 5] = [
     ("list", "mesh.dev", "links", false, None),
     ("create", "mesh.dev", "links", false, None),
     ("delete", "mesh.dev", "links", false, None),
-    ("get", "coordination.k8s.io", "leases", true, Some(LEADER_LEASE)),
+    (
+        "get",
+        "coordination.k8s.io",
+        "leases",
+        true,
+        Some(LEADER_LEASE),
+    ),
 ];
 
 /// A permission: verb, API group, resource (with `/subresource`), whether in the chart's
 /// namespace, and the object's name when the grant is for one object.
-type Need = (&'static str, &'static str, &'static str, bool, Option<&'static str>);
+type Need = (
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    Option<&'static str>,
+);
 
 async fn check_own_access(report: &mut Report, client: &Client, name: &str, namespace: &str) {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
@@ -403,23 +417,56 @@ async fn check_own_access(report: &mut Report, client: &Client, name: &str, name
 }
 
 /// What the controller's ServiceAccount needs (the chart's RBAC).
-const CONTROLLER_NEEDS: [(&str, &str, &str, bool); 11] = [
-    ("watch", "", "services", false),
-    ("watch", "", "pods", false),
-    ("watch", "discovery.k8s.io", "endpointslices", false),
-    ("watch", "multicluster.x-k8s.io", "serviceexports", false),
+const CONTROLLER_NEEDS: [Need; 13] = [
+    ("watch", "", "services", false, None),
+    ("watch", "", "pods", false, None),
+    ("watch", "discovery.k8s.io", "endpointslices", false, None),
+    (
+        "watch",
+        "multicluster.x-k8s.io",
+        "serviceexports",
+        false,
+        None,
+    ),
     (
         "patch",
         "multicluster.x-k8s.io",
         "serviceexports/status",
         false,
+        None,
     ),
-    ("patch", "multicluster.x-k8s.io", "serviceimports", false),
-    ("delete", "multicluster.x-k8s.io", "serviceimports", false),
-    ("watch", "mesh.dev", "links", false),
-    ("patch", "mesh.dev", "links/status", false),
-    ("create", "authentication.k8s.io", "tokenreviews", false),
-    ("update", "coordination.k8s.io", "leases", true),
+    (
+        "patch",
+        "multicluster.x-k8s.io",
+        "serviceimports",
+        false,
+        None,
+    ),
+    (
+        "delete",
+        "multicluster.x-k8s.io",
+        "serviceimports",
+        false,
+        None,
+    ),
+    ("watch", "mesh.dev", "links", false, None),
+    ("patch", "mesh.dev", "links/status", false, None),
+    (
+        "create",
+        "authentication.k8s.io",
+        "tokenreviews",
+        false,
+        None,
+    ),
+    (
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        true,
+        Some(LEADER_LEASE),
+    ),
+    ("patch", "", "configmaps", true, Some(LINK_INFO_CONFIGMAP)),
+    ("get", "", "secrets", true, None),
 ];
 
 async fn check_controller_access(
@@ -486,6 +533,7 @@ fn attributes(
     group: &str,
     resource: &str,
     namespace: Option<&str>,
+    object: Option<&str>,
 ) -> ResourceAttributes {
     let (resource, subresource) = match resource.split_once('/') {
         Some((r, s)) => (r, Some(s.to_string())),

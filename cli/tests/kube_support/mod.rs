@@ -51,13 +51,26 @@ pub(crate) struct Ran {
 
 /// Runs `cmd` with `stdin`.
 pub(crate) fn run(mut cmd: Command, stdin: Option<&str>) -> Ran {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    for var in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
         cmd.env_remove(var);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
     if let Some(input) = stdin {
         child
             .stdin
@@ -127,8 +140,21 @@ pub(crate) fn condition(json: &Value, type_: &str) -> Option<(String, String, St
 }
 
 /// A ServiceAccount token from the TokenRequest API.
-pub(crate) fn token(cluster: &Cluster, namespace: &str, account: &str, audience: Option<&str>) -> String {
-    let mut args = vec!["create", "token", account, "-n", namespace, "--duration", "10h"];
+pub(crate) fn token(
+    cluster: &Cluster,
+    namespace: &str,
+    account: &str,
+    audience: Option<&str>,
+) -> String {
+    let mut args = vec![
+        "create",
+        "token",
+        account,
+        "-n",
+        namespace,
+        "--duration",
+        "10h",
+    ];
     if let Some(a) = audience {
         args.extend(["--audience", a]);
     }
@@ -167,14 +193,28 @@ impl MeshCluster {
             .args(["--set", &format!("cluster.name={name}")])
             .args(["--set", &format!("cluster.region={region}")]);
         if !priority.is_empty() {
-            helm.args(["--set", &format!("cluster.regionPriority={{{}}}", priority.join(","))]);
+            helm.args([
+                "--set",
+                &format!("cluster.regionPriority={{{}}}", priority.join(",")),
+            ]);
         }
         let ran = run(helm, None);
-        assert!(ran.ok, "helm install in {}: {}\n{}", kube.name(), ran.stderr, ran.stdout);
+        assert!(
+            ran.ok,
+            "helm install in {}: {}\n{}",
+            kube.name(),
+            ran.stderr,
+            ran.stdout
+        );
         for crd in mesh_k8s::check::CRDS {
             kubectl(
                 kube,
-                &["wait", "--for=condition=Established", "--timeout=60s", &format!("crd/{crd}")],
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    &format!("crd/{crd}"),
+                ],
                 None,
             );
         }
@@ -234,13 +274,17 @@ impl MeshCluster {
 
     /// An address `process` bound under `role`.
     pub(crate) fn addr(&self, process: &str, role: &str) -> SocketAddr {
-        self.processes[process].ready.as_ref().expect("ready")
-            .addrs[role]
+        self.processes[process].ready.as_ref().expect("ready").addrs[role]
     }
 
     /// Starts controller replica `replica` with the chart's controller ServiceAccount's
     /// credentials.
-    pub(crate) async fn start_controller(&mut self, replica: &str, priority: &[&str], extra: &[&str]) {
+    pub(crate) async fn start_controller(
+        &mut self,
+        replica: &str,
+        priority: &[&str],
+        extra: &[&str],
+    ) {
         let kubeconfig = self.service_account_kubeconfig(MESH_NS, "mesh-controller");
         let mut argv = Argv::new([
             "--cluster",
@@ -254,8 +298,14 @@ impl MeshCluster {
             replica,
         ]);
         argv.path("kubeconfig", &kubeconfig)
-            .path("ready-file", &self.dir.join(format!("{replica}.ready.json")))
-            .list("region-priority", &priority.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            .path(
+                "ready-file",
+                &self.dir.join(format!("{replica}.ready.json")),
+            )
+            .list(
+                "region-priority",
+                &priority.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            );
         argv.extend(Argv::new(extra.iter().copied()));
         let args = parse_flags(argv).expect("controller flags");
         self.start(replica, ComponentArgs::Controller(args)).await;
@@ -295,7 +345,10 @@ impl MeshCluster {
             "--replica",
             replica,
             "--ready-file",
-            self.dir.join(format!("{replica}.ready.json")).to_str().unwrap(),
+            self.dir
+                .join(format!("{replica}.ready.json"))
+                .to_str()
+                .unwrap(),
         ]))
         .expect("demo app flags");
         self.start(replica, ComponentArgs::DemoApp(app)).await;
@@ -365,7 +418,10 @@ impl MeshCluster {
 
     /// Starts the client sidecar (ServiceAccount `demo/client`); returns its outbound proxy.
     pub(crate) async fn start_client(&mut self, controller: &str) -> SocketAddr {
-        let token_file = self.write("client.token", &token(self.kube, DEMO_NS, "client", Some("mesh")));
+        let token_file = self.write(
+            "client.token",
+            &token(self.kube, DEMO_NS, "client", Some("mesh")),
+        );
         let mut argv = self.member_argv(self.addr(controller, "control"), &token_file, "client");
         argv.flag("id", "client-0")
             .flag("namespace", DEMO_NS)
@@ -386,7 +442,11 @@ impl MeshCluster {
     pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         for (name, p) in &self.processes {
-            out.push_str(&format!("--- {}/{name}\n{}\n", self.name, log_tail(&p.log, 20)));
+            out.push_str(&format!(
+                "--- {}/{name}\n{}\n",
+                self.name,
+                log_tail(&p.log, 20)
+            ));
         }
         out
     }

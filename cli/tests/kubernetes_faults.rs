@@ -1,0 +1,151 @@
+//! The mesh on real Kubernetes API servers when the control plane fails: the API server goes
+//! away for 30 s under steady load (no failed request, the controller says so and resyncs), and
+//! the leader controller replica is killed (the other takes over within the lease time, no
+//! failed request).
+//!
+//! One test walks the phases in order on two API servers (see `kubernetes.rs` for why).
+
+mod kube_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube_support::{MESH_NS, MeshCluster, get_json, mesh};
+use mesh_test_support::eventually;
+use support::{Scratch, get, share_served_by, start_load};
+
+const HOST: &str = "echo.demo.svc.clusterset.local";
+const RATE: u32 = 50;
+/// Short, so that the takeover is quick to observe; the controller refuses less than 2 s.
+const LEADER_LEASE: &str = "4s";
+
+const CLUSTERS: [(&str, &str, &[&str]); 2] = [
+    ("us-east", "us-east", &["us-west"]),
+    ("us-west", "us-west", &["us-east"]),
+];
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_mesh_rides_out_control_plane_failures() {
+    let env = mesh_k8s_testenv::shared(&CLUSTERS.map(|(name, _, _)| name));
+    let scratch = Scratch::new("kubernetes-faults");
+    let mut clusters = Vec::new();
+    for (name, region, priority) in CLUSTERS {
+        let kube = env.cluster(name).expect("test cluster");
+        let mut c = MeshCluster::install(kube, name, region, priority, &scratch.0);
+        c.start_controller("controller-0", priority, &["--leader-lease", LEADER_LEASE])
+            .await;
+        c.start_gateway("controller-0").await;
+        c.start_echo("echo-0", "controller-0").await;
+        c.export_echo(80);
+        c.write_echo_slice(&[("echo-0", true)]);
+        clusters.push(c);
+    }
+    let configs: Vec<String> = clusters
+        .iter()
+        .map(|c| c.kube.kubeconfig().display().to_string())
+        .collect();
+    let ran = mesh(&[
+        "link",
+        "--kubeconfig",
+        &configs[0],
+        "--kubeconfig",
+        &configs[1],
+        "--wait",
+        "90s",
+    ]);
+    assert!(ran.ok, "mesh link: {}", ran.stderr);
+    let proxy = clusters[0].start_client("controller-0").await;
+    let answer = get(proxy, &format!("http://{HOST}/")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+
+    api_server_away_for_30s_fails_no_request_and_the_controller_resyncs(&mut clusters, proxy).await;
+
+    for c in &mut clusters {
+        c.stop().await;
+    }
+}
+
+async fn controller_readyz(c: &MeshCluster, replica: &str) -> String {
+    let admin = c.addr(replica, "admin");
+    let mut stream = tokio::net::TcpStream::connect(admin).await.expect("admin");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn api_server_away_for_30s_fails_no_request_and_the_controller_resyncs(
+    clusters: &mut [MeshCluster],
+    proxy: std::net::SocketAddr,
+) {
+    let east = &clusters[0];
+    let load = start_load(proxy, HOST, RATE);
+    let started = load.started();
+    eventually("a second of answers", Duration::from_secs(10), async || {
+        load.snapshot().len() >= RATE as usize
+    })
+    .await;
+    east.kube.stop_apiserver();
+    let away = Instant::now();
+    eventually(
+        "the controller saying it serves its last state",
+        Duration::from_secs(20),
+        async || {
+            controller_readyz(east, "controller-0")
+                .await
+                .contains("Kubernetes API unreachable")
+        },
+    )
+    .await;
+    while away.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    east.kube
+        .restart_apiserver()
+        .expect("the API server comes back");
+    eventually(
+        "the controller resynced",
+        Duration::from_secs(30),
+        async || {
+            let readyz = controller_readyz(east, "controller-0").await;
+            readyz.contains("200 OK") && !readyz.contains("unreachable")
+        },
+    )
+    .await;
+    // The watches work again: a change made now reaches the sidecars (traffic leaves us-east).
+    east.write_echo_slice(&[("echo-0", false)]);
+    eventually(
+        "traffic follows the resynced EndpointSlice",
+        Duration::from_secs(10),
+        async || {
+            let now = Instant::now();
+            let (share, n) = share_served_by(
+                &load.snapshot(),
+                started,
+                now - Duration::from_millis(500),
+                now,
+                "us-west",
+            );
+            n > 0 && share >= 0.9
+        },
+    )
+    .await;
+    east.write_echo_slice(&[("echo-0", true)]);
+    let result = load.finish().await;
+    let failed: Vec<_> = result.outcomes.iter().filter(|o| !o.ok()).collect();
+    assert!(
+        failed.is_empty() && result.lost() == 0,
+        "{} of {} requests failed ({} lost) while the API server was away: first {:?}\n{}",
+        failed.len(),
+        result.outcomes.len(),
+        result.lost(),
+        failed.first(),
+        east.logs()
+    );
+    let lease = get_json(east.kube, &["lease", "mesh-controller", "-n", MESH_NS]).expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "controller-0");
+}

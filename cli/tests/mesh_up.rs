@@ -57,6 +57,48 @@ async fn mesh_up_serves_curl_and_stops_everything_on_sigint() {
     );
     assert!(text.contains("cluster=us-east"), "{text}");
 
+    // `mesh check` finds the running set healthy, then names a link removed on one side only.
+    let check = |json: bool| {
+        let mut cmd = std::process::Command::new(mesh_bin());
+        cmd.args(["check", "--state-dir"]).arg(&scratch.0);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().expect("mesh check runs")
+    };
+    let healthy = check(false);
+    let report = String::from_utf8_lossy(&healthy.stdout).into_owned();
+    assert!(
+        healthy.status.success(),
+        "mesh check of a healthy set:\n{report}"
+    );
+    assert!(
+        report.contains("link us-west") && report.contains("trust eu-central"),
+        "{report}"
+    );
+    let east_admin = manifest.clusters[0].controller_admin.unwrap();
+    mesh_launcher::admin_client::call(east_admin, http::Method::DELETE, "/v1/links/us-west", None)
+        .await
+        .expect("unlink one side");
+    let broken = check(true);
+    assert!(!broken.status.success());
+    let findings: serde_json::Value = serde_json::from_slice(&broken.stdout).expect("JSON");
+    let failed: Vec<&serde_json::Value> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["ok"] == false)
+        .collect();
+    assert!(
+        failed.iter().any(|f| f["cluster"] == "us-west"
+            && f["check"] == "link us-east"
+            && f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("us-west links to us-east, but us-east has no link back")),
+        "{findings:#}"
+    );
+
     let pids: Vec<u32> = manifest
         .clusters
         .iter()

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 /// cluster-set stay readable.
 pub fn init_tracing(component: &str, cluster: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's client logs every failed request at ERROR; the controller reports an unreachable
+    // API server once, in its own words, so kube's own lines stay out unless asked for.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube_client=off,kube_runtime=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -61,6 +61,35 @@ impl ApiHealth {
     }
 }
 
+/// How a failed watch is retried: the mesh's one reconnect backoff, capped at a few seconds
+/// (kube's default grows to 30 s, which would delay the resync after an API server outage by as
+/// much).
+#[derive(Debug)]
+struct WatchBackoff(mesh_core::backoff::Backoff);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self(mesh_core::backoff::Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(3),
+        ))
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.0.next_random())
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+}
+
 /// Starts a reflector of every `K` that `api` lists; `changed` is notified after every change.
 /// Returns its store (ready once the first list is complete) and the task.
 pub(crate) fn reflect<K>(
@@ -77,7 +106,9 @@ where
 {
     let (store, writer) = reflector::store();
     let task = tokio::spawn(async move {
-        let stream = watcher(api, config).default_backoff().reflect(writer);
+        let stream = watcher(api, config)
+            .backoff(WatchBackoff::default())
+            .reflect(writer);
         let mut stream = std::pin::pin!(stream);
         loop {
             tokio::select! {

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const READY: &str = "Ready";
 
 /// A link to one peer cluster. The object's name is the peer's cluster name.
+// The printer columns repeat `type_ = "string"`, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "mesh.dev",

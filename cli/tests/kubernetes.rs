@@ -77,6 +77,7 @@ async fn a_cluster_set_on_kubernetes() {
     mesh_check_reports_a_healthy_set_as_healthy(&world);
     bad_inputs_are_refused_with_what_to_do(&world).await;
     unlink_removes_the_peer_imports_on_both_sides(&world).await;
+    a_peer_presenting_another_trust_domain_is_not_ready(&world).await;
     mesh_check_names_a_link_deleted_on_one_side(&world).await;
 
     for c in &mut world.clusters {
@@ -454,6 +455,38 @@ async fn unlink_removes_the_peer_imports_on_both_sides(world: &World) {
     .await;
     assert!(get_json(east.kube, &["link", "eu-west"]).is_none());
     assert!(get_json(eu.kube, &["link", "us-east"]).is_none());
+}
+
+async fn a_peer_presenting_another_trust_domain_is_not_ready(world: &World) {
+    // us-east gets a Link to "zz-west" whose gateway address is really eu-west's (unlinked from
+    // us-east now): eu-west's gateway presents an eu-west.mesh certificate, which us-east must
+    // refuse and report.
+    let east = world.cluster("us-east");
+    let eu = world.cluster("eu-west");
+    let info = get_json(eu.kube, &["configmap", "mesh-link-info", "-n", "mesh-system"]).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(info["data"]["link-info.json"].as_str().unwrap()).unwrap();
+    let link = serde_json::json!({
+        "apiVersion": "mesh.dev/v1alpha1",
+        "kind": "Link",
+        "metadata": {"name": "zz-west"},
+        "spec": {
+            "cluster": "zz-west",
+            "region": "zz",
+            "gatewayAddress": info["gateway_addr"],
+            "trustBundle": {"trustDomain": "zz-west.mesh", "caPem": info["trust_bundle"]["ca_pem"]},
+        },
+    });
+    apply(east.kube, &link.to_string());
+    eventually("Link zz-west not ready, naming the trust domain", Duration::from_secs(20), async || {
+        get_json(east.kube, &["link", "zz-west"])
+            .and_then(|l| condition(&l, "Ready"))
+            .is_some_and(|(status, reason, message)| {
+                status == "False" && reason == "Disconnected" && message.contains("eu-west.mesh")
+            })
+    })
+    .await;
+    kubectl(east.kube, &["delete", "link", "zz-west"], None);
 }
 
 async fn mesh_check_names_a_link_deleted_on_one_side(world: &World) {

@@ -424,6 +424,17 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
     })
     .await;
     kubectl(east.kube, &["delete", "link", "bogus"], None);
+    // A workload cannot get another ServiceAccount's identity: the CA signs what the token is.
+    let refused = east
+        .try_impersonating_sidecar("controller-0", "client", "echo")
+        .await
+        .err()
+        .expect("a client token must not obtain the echo identity");
+    assert!(
+        refused.contains("ServiceAccount demo/client") && refused.contains("cannot be issued"),
+        "{refused}"
+    );
+
     // Traffic still flows after all of the above.
     let answer = get(world.proxy, &format!("http://{HOST}/")).await;
     assert_eq!(answer.status, 200, "{}", answer.text());

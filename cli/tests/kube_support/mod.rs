@@ -431,6 +431,39 @@ impl MeshCluster {
         self.addr("client", "outbound")
     }
 
+    /// Starts a client sidecar that presents a token of ServiceAccount `token_of` but asks for
+    /// the identity of `claims` (both in `demo`); returns how its start ended.
+    pub(crate) async fn try_impersonating_sidecar(
+        &self,
+        controller: &str,
+        token_of: &str,
+        claims: &str,
+    ) -> Result<Process, String> {
+        let token_file = self.write(
+            &format!("{token_of}-as-{claims}.token"),
+            &token(self.kube, DEMO_NS, token_of, Some("mesh")),
+        );
+        let name = format!("impostor-{claims}");
+        let mut argv = self.member_argv(self.addr(controller, "control"), &token_file, &name);
+        argv.flag("id", &name)
+            .flag("namespace", DEMO_NS)
+            .flag("service-account", claims);
+        let mut process = Process {
+            label: format!("{}/{name}", self.name),
+            exec_prefix: Vec::new(),
+            args: ComponentArgs::Sidecar(parse_flags(argv).expect("sidecar flags")),
+            wiring: Vec::new(),
+            log: self.dir.join(format!("{name}.log")),
+            ready_path: self.dir.join(format!("{name}.ready.json")),
+            child: None,
+            ready: None,
+        };
+        match process.start(&mesh_bin()).await {
+            Ok(()) => Ok(process),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Stops `process` (SIGKILL).
     pub(crate) async fn kill(&mut self, process: &str) {
         if let Some(p) = self.processes.get_mut(process) {

@@ -84,7 +84,7 @@ async fn run_bootstraps_reports_links_and_rides_out_a_controller_outage() -> Res
     let args = GatewayArgs {
         member: ClusterMemberArgs {
             cluster: "alpha".into(),
-            controller: ctl.addr,
+            controller: ctl.addr.into(),
             ca_file,
             token_file,
             admin: "127.0.0.1:0".parse()?,
@@ -226,7 +226,7 @@ async fn a_refused_join_token_stops_run_with_the_controllers_reason() -> Result<
     let args = GatewayArgs {
         member: ClusterMemberArgs {
             cluster: "alpha".into(),
-            controller: ctl.addr,
+            controller: ctl.addr.into(),
             ca_file: scratch.0.join("ca.crt"),
             token_file: scratch.0.join("join-token"),
             admin: "127.0.0.1:0".parse()?,

@@ -119,6 +119,23 @@ pub fn peer_spiffe_id(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> 
         .and_then(|c| spiffe_id_of_cert(c).ok())
 }
 
+/// How long the first certificate of `pem` remains valid (zero when it has expired).
+pub fn certificate_expiry(pem: &str) -> Result<std::time::Duration, String> {
+    let der = rustls_pemfile::certs(&mut pem.as_bytes())
+        .next()
+        .ok_or_else(|| "no certificate in the PEM".to_string())?
+        .map_err(|e| format!("unreadable PEM: {e}"))?;
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(der.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let not_after = parsed.validity().not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    Ok(std::time::Duration::from_secs(
+        u64::try_from(not_after - now).unwrap_or(0),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,21 +156,4 @@ mod tests {
             assert!(bad.parse::<SpiffeId>().is_err(), "{bad}");
         }
     }
-}
-
-/// How long the first certificate of `pem` remains valid (zero when it has expired).
-pub fn certificate_expiry(pem: &str) -> Result<std::time::Duration, String> {
-    let der = rustls_pemfile::certs(&mut pem.as_bytes())
-        .next()
-        .ok_or_else(|| "no certificate in the PEM".to_string())?
-        .map_err(|e| format!("unreadable PEM: {e}"))?;
-    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(der.as_ref())
-        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    let not_after = parsed.validity().not_after.timestamp();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    Ok(std::time::Duration::from_secs(
-        u64::try_from(not_after - now).unwrap_or(0),
-    ))
 }

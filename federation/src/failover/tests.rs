@@ -34,7 +34,8 @@ fn catalog(cluster: &str, healthy: bool, endpoints: &[(u16, bool)]) -> ExportCat
                     healthy: *h,
                 })
                 .collect(),
-            spec: None,
+            ports: Vec::new(),
+            exported_since: None,
         },
     );
     c

@@ -70,7 +70,7 @@ impl Client {
         id: &SpiffeId,
     ) -> Result<(Client, TrustBundle), CallError> {
         let (client, _, bundle) =
-            ControlClient::bootstrap(addr, cluster, ca_pem, token, id).await?;
+            ControlClient::bootstrap(addr.into(), cluster, ca_pem, token, id).await?;
         Ok((Client(client), bundle))
     }
 

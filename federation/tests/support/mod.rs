@@ -53,17 +53,13 @@ impl Drop for StateDir {
 
 pub(crate) fn args(cluster: &str, state: &Path) -> ControllerArgs {
     ControllerArgs {
-        cluster: cluster.into(),
         region: Some("us".into()),
-        state_dir: state.to_path_buf(),
-        control: "127.0.0.1:0".parse().expect("literal address"),
-        admin: "127.0.0.1:0".parse().expect("literal address"),
         region_priority: vec!["eu".into()],
         lease_grace: Duration::from_secs(30),
         registration_ttl: Duration::from_secs(1),
-        services_file: None,
         cert_ttl: Duration::from_secs(3600),
         ready_file: Some(state.join("ready.json")),
+        ..ControllerArgs::new(cluster, state)
     }
 }
 

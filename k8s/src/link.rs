@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub const READY: &str = "Ready";
 
 /// A link to one peer cluster. The object's name is the peer's cluster name.
+// Each `printcolumn(...)` is one column; clippy reads their repeated `type_` as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "mesh.dev",

@@ -218,7 +218,9 @@ impl MeshPair {
         let state = self.dir.join(cluster);
         Ok(ClusterMemberArgs {
             cluster: cluster.to_string(),
-            controller: self.need(&format!("controller-{cluster}"), "control")?,
+            controller: self
+                .need(&format!("controller-{cluster}"), "control")?
+                .into(),
             ca_file: state.join(CA_CERT_FILE),
             token_file: state.join(JOIN_TOKEN_FILE),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),

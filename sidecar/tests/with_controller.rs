@@ -214,6 +214,7 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
+        no_register: false,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sidecar = tokio::spawn(mesh_sidecar::run_until(args, async {
@@ -395,6 +396,7 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
+        no_register: false,
     };
     let err = tokio::time::timeout(
         Duration::from_secs(10),
@@ -418,7 +420,7 @@ fn member(
 ) -> ClusterMemberArgs {
     ClusterMemberArgs {
         cluster: "us-east".into(),
-        controller,
+        controller: controller.into(),
         ca_file: dir.join("ca.crt"),
         token_file: dir.join("join-token"),
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -155,7 +155,7 @@ mod tests {
         ComponentArgs::Gateway(GatewayArgs {
             member: ClusterMemberArgs {
                 cluster: "us-east".into(),
-                controller: UNWIRED,
+                controller: UNWIRED.into(),
                 ca_file: "/s/ca.crt".into(),
                 token_file: "/s/join-token".into(),
                 admin: "127.0.0.1:0".parse().unwrap(),

@@ -302,7 +302,8 @@ fn helm_lint_is_clean_and_template_renders() {
         "kind: ServiceAccount\nmetadata:\n  name: mesh-gateway",
         "kind: Deployment\nmetadata:\n  name: mesh-controller",
         "kind: Deployment\nmetadata:\n  name: mesh-gateway",
-        "kind: Service\nmetadata:\n  name: mesh-controller",
+        "kind: Service\nmetadata:\n  name: mesh-controller\n",
+        "kind: Service\nmetadata:\n  name: mesh-controller-headless",
         "kind: Service\nmetadata:\n  name: mesh-gateway\n",
         "kind: Service\nmetadata:\n  name: mesh-gateway-tunnel",
         "kind: PodDisruptionBudget\nmetadata:\n  name: mesh-gateway",
@@ -440,6 +441,7 @@ fn helm_install_succeeds_in_each_cluster_with_crds_established_and_every_object(
                     "deployment/mesh-controller",
                     "deployment/mesh-gateway",
                     "service/mesh-controller",
+                    "service/mesh-controller-headless",
                     "service/mesh-gateway",
                     "service/mesh-gateway-tunnel",
                     "poddisruptionbudget/mesh-gateway",
@@ -537,6 +539,28 @@ fn check_controller(c: &Cluster, install: &Install) {
         &[("control", 15012, "TCP"), ("admin", 15014, "TCP")],
         "port",
     );
+
+    // Headless, so its name resolves to every controller pod: the gateway reaches each one.
+    let headless = json(
+        c,
+        &[
+            "-n",
+            NAMESPACE,
+            "get",
+            "service",
+            "mesh-controller-headless",
+        ],
+    );
+    assert_eq!(headless["spec"]["clusterIP"], "None", "{headless}");
+    assert_eq!(
+        headless["spec"]["selector"], svc["spec"]["selector"],
+        "{headless}"
+    );
+    assert_ports(
+        &headless["spec"]["ports"],
+        &[("control", 15012, "TCP")],
+        "port",
+    );
 }
 
 /// The gateway's Deployment, Services and PDB are what the contract says.
@@ -547,7 +571,7 @@ fn check_gateway(c: &Cluster, install: &Install) {
     assert_eq!(pod["serviceAccountName"], "mesh-gateway");
     assert_eq!(pod["automountServiceAccountToken"], false);
     let container = &pod["containers"][0];
-    let controller = format!("mesh-controller.{NAMESPACE}.svc:15012");
+    let controller = format!("mesh-controller-headless.{NAMESPACE}.svc:15012");
     let expected = [
         "gateway",
         "--cluster",

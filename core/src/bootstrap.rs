@@ -47,6 +47,9 @@ pub enum BootstrapError {
     /// The controller answered and refused, or the material is unusable: final.
     #[error(transparent)]
     Refused(ControlError),
+    /// No controller address was given to ask.
+    #[error("no controller address to ask for a certificate")]
+    NoController,
 }
 
 /// What a component needs to ask for its first certificate.
@@ -83,39 +86,61 @@ pub async fn bootstrap(
     credentials: &JoinCredentials,
     id: &SpiffeId,
 ) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), BootstrapError> {
+    bootstrap_any(std::slice::from_ref(controller), cluster, credentials, id).await
+}
+
+/// [`bootstrap`] from any one of several replicas of the controller (they share the cluster's
+/// CA, so any one signs): each attempt asks them in order until one answers, and the patience
+/// runs while none can be reached. The client returned talks to the replica that signed.
+pub async fn bootstrap_any(
+    replicas: &[crate::host_port::HostPort],
+    cluster: &str,
+    credentials: &JoinCredentials,
+    id: &SpiffeId,
+) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), BootstrapError> {
     let deadline = Instant::now() + BOOTSTRAP_PATIENCE;
     let mut backoff = Backoff::default();
     let mut attempts = 0u32;
+    let shown = replicas
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     loop {
-        let attempt = ControlClient::bootstrap(
-            controller.clone(),
-            cluster,
-            &credentials.ca_pem,
-            &credentials.token,
-            id,
-        )
-        .await;
-        match attempt {
-            Ok(done) => {
-                tracing::info!(%id, %controller, "identity issued");
-                return Ok(done);
-            }
-            Err(e @ ControlError::Connect { .. }) => {
-                let delay = backoff.next_random();
-                if Instant::now() + delay >= deadline {
-                    return Err(BootstrapError::Unreachable {
-                        patience: BOOTSTRAP_PATIENCE,
-                        last: e,
-                    });
+        let mut last = None;
+        for controller in replicas {
+            let attempt = ControlClient::bootstrap(
+                controller.clone(),
+                cluster,
+                &credentials.ca_pem,
+                &credentials.token,
+                id,
+            )
+            .await;
+            match attempt {
+                Ok(done) => {
+                    tracing::info!(%id, %controller, "identity issued");
+                    return Ok(done);
                 }
-                attempts += 1;
-                if attempts == 1 || attempts.is_multiple_of(10) {
-                    tracing::info!(%controller, error = %e, attempts, "controller not reachable yet, retrying bootstrap");
-                }
-                tokio::time::sleep(delay).await;
+                Err(e @ ControlError::Connect { .. }) => last = Some(e),
+                Err(e) => return Err(BootstrapError::Refused(e)),
             }
-            Err(e) => return Err(BootstrapError::Refused(e)),
         }
+        let Some(e) = last else {
+            return Err(BootstrapError::NoController);
+        };
+        let delay = backoff.next_random();
+        if Instant::now() + delay >= deadline {
+            return Err(BootstrapError::Unreachable {
+                patience: BOOTSTRAP_PATIENCE,
+                last: e,
+            });
+        }
+        attempts += 1;
+        if attempts == 1 || attempts.is_multiple_of(10) {
+            tracing::info!(controller = %shown, error = %e, attempts, "controller not reachable yet, retrying bootstrap");
+        }
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -142,6 +167,29 @@ mod tests {
             ("pem", "secret\n")
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_replica_unreachable_is_retried_for_the_patience_and_none_is_refused() {
+        let free = |_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            crate::host_port::HostPort::from(l.local_addr().unwrap())
+        };
+        let replicas: Vec<_> = (0..2).map(free).collect();
+        let ca = crate::identity::ClusterCa::generate("us-east.mesh").unwrap();
+        let creds = JoinCredentials {
+            ca_pem: ca.cert_pem().to_string(),
+            token: "t".into(),
+        };
+        let id = SpiffeId::gateway(&crate::identity::default_trust_domain("us-east"));
+        let err = bootstrap_any(&replicas, "us-east", &creds, &id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BootstrapError::Unreachable { .. }), "{err}");
+        let err = bootstrap_any(&[], "us-east", &creds, &id)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BootstrapError::NoController), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,14 @@
 //! The client side of the controller's control API, shared by sidecars and the gateway:
 //! bootstrap (CSR with the join token), JSON calls and NDJSON snapshot streams, all over one
 //! pooled mTLS HTTP/2 connection that is re-established on failure.
+//!
+//! One client talks to one address. A caller that talks to several replicas of the controller
+//! (the gateway) bootstraps once and derives a client per replica with
+//! [`ControlClient::with_addr`]; [`ControlClient::connections`] tells it when a replica was
+//! reconnected (and so may have restarted and lost what it was told).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -76,6 +82,8 @@ pub struct ControlClient {
     addr: HostPort,
     tls: TlsConnector,
     conn: Mutex<Option<SendRequest<BoxBody>>>,
+    /// Connections established so far.
+    connections: AtomicU64,
 }
 
 impl std::fmt::Debug for ControlClient {
@@ -129,16 +137,35 @@ impl ControlClient {
     }
 
     fn new(addr: HostPort, cfg: rustls::ClientConfig) -> Self {
+        Self::with_tls(addr, TlsConnector::from(Arc::new(cfg)))
+    }
+
+    fn with_tls(addr: HostPort, tls: TlsConnector) -> Self {
         Self {
             addr,
-            tls: TlsConnector::from(Arc::new(cfg)),
+            tls,
             conn: Mutex::new(None),
+            connections: AtomicU64::new(0),
         }
+    }
+
+    /// A client of another replica of the same controller, at `addr`: it authenticates with
+    /// this client's identity and trusts the same roots (the replicas share the cluster's CA),
+    /// so one bootstrap serves every replica. It opens its own connection.
+    pub fn with_addr(&self, addr: HostPort) -> Arc<Self> {
+        Arc::new(Self::with_tls(addr, self.tls.clone()))
     }
 
     /// The controller's address.
     pub fn addr(&self) -> &HostPort {
         &self.addr
+    }
+
+    /// How many connections this client has established. A count that grows past the first
+    /// means the connection broke and was made again: the controller may have restarted in
+    /// between and lost what it held.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     fn malformed(&self, path: &str, e: impl std::fmt::Display) -> ControlError {
@@ -193,6 +220,7 @@ impl ControlClient {
             .await
             .map_err(|_| self.connect_error("connect timed out"))??;
         *guard = Some(sender.clone());
+        self.connections.fetch_add(1, Ordering::Relaxed);
         Ok(sender)
     }
 

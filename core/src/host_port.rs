@@ -1,6 +1,8 @@
 //! An address to dial given as `host:port`, where the host is an IP address or a DNS name
 //! (`mesh-controller.mesh-system.svc:15012` in Kubernetes, `127.0.0.1:7443` locally). Names are
-//! resolved at every connect, so a Service whose address changes is followed.
+//! resolved at every connect, so a Service whose address changes is followed; [`HostPort::resolve`]
+//! gives every address a name stands for (the gateway reaches each controller replica behind a
+//! headless Service).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +42,20 @@ impl HostPort {
     /// The address to hand to `TcpStream::connect` (which resolves names).
     pub fn connect_target(&self) -> (&str, u16) {
         (&self.host, self.port)
+    }
+
+    /// Every address the host stands for now, with the port, sorted and without duplicates:
+    /// an IP address is itself; a name is looked up with the system's resolver.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        if let Some(ip) = self.ip() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(self.connect_target())
+            .await?
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        Ok(addrs)
     }
 }
 
@@ -112,6 +128,28 @@ mod tests {
         assert_eq!(name.host(), "mesh-controller.mesh-system.svc");
         assert_eq!(name.ip(), None);
         assert_eq!(name.to_string().parse::<HostPort>().unwrap(), name);
+    }
+
+    #[tokio::test]
+    async fn resolves_an_address_to_itself_and_a_name_to_its_addresses() {
+        let ip: HostPort = "127.0.0.2:7443".parse().unwrap();
+        assert_eq!(
+            ip.resolve().await.unwrap(),
+            vec!["127.0.0.2:7443".parse::<SocketAddr>().unwrap()]
+        );
+        let name: HostPort = "localhost:7443".parse().unwrap();
+        let addrs = name.resolve().await.unwrap();
+        assert!(!addrs.is_empty(), "localhost resolves");
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 7443),
+            "{addrs:?}"
+        );
+        assert!(
+            addrs.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub struct ClusterMemberArgs {
     #[arg(long)]
     pub cluster: String,
     /// The cluster controller's control address (TLS, HTTP/2) as `host:port`: `127.0.0.1:7443`
-    /// locally, `mesh-controller.mesh-system.svc:15012` in Kubernetes.
+    /// locally, `mesh-controller.mesh-system.svc:15012` in Kubernetes. A sidecar talks to any one
+    /// replica it reaches there; the gateway treats every address the host resolves to as a
+    /// replica and reaches each (in Kubernetes, `mesh-controller-headless.<namespace>.svc:15012`).
     #[arg(long)]
     pub controller: HostPort,
     /// The cluster's root certificate (PEM), e.g. `<state>/<cluster>/ca.crt`; the controller's

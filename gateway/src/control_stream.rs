@@ -3,9 +3,10 @@
 //! Each side opens one control stream per connection and owns it as **sender**: it writes its
 //! cluster's export catalog (a snapshot, then a delta on every change) and answers resync
 //! requests read from the same stream with a snapshot. The stream the peer opened is handled as
-//! **receiver**: every message goes to the own controller; a 409 there is answered with a resync
-//! request. While the controller is unreachable the receiver keeps only the latest state (see
-//! [`crate::pending_catalog`]).
+//! **receiver**: every message goes to the own controller's replicas; a 409 there is answered
+//! with a resync request, and so is a replica that must catch up (it appeared, came back or was
+//! reconnected: see [`crate::controller_set`]). While no replica is reachable the receiver keeps
+//! only the latest state (see [`crate::pending_catalog`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,13 +212,37 @@ async fn deliver_all(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut open = true;
     let mut failures = 0u32;
+    // A controller replica that must catch up: ask the peer for its whole catalog (the stream
+    // starts with one, so only later changes count).
+    let mut resyncs = ctx.sink.resyncs();
     loop {
         let msg = match pending.take() {
             Some(m) => m,
-            None => match rx.recv().await {
-                Some(m) => m,
-                None => return,
-            },
+            None => {
+                let catch_up = async {
+                    match resyncs.as_mut() {
+                        Some(r) => r.changed().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => return,
+                    },
+                    changed = catch_up => {
+                        if changed.is_err() {
+                            resyncs = None;
+                            continue;
+                        }
+                        tracing::info!(%peer, "a controller replica must catch up; asking the peer for a snapshot");
+                        if request_resync(ctx, peer, send).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
         };
         match ctx.sink.deliver(peer, &msg).await {
             Ok(Delivery::Applied) => {

@@ -10,7 +10,8 @@
 //! It does not decide anything about routing or failover (the controller does), it never
 //! terminates the inner TLS between sidecars (it only copies bytes), and it keeps no state of
 //! its own: everything comes from the controller's `GatewaySnapshot`, and the last one stays in
-//! force while the controller is away.
+//! force while the controller is away. The controller may run as several replicas: the gateway
+//! reports to and delivers peers' catalogs to every one of them (`controller_set`).
 #![forbid(unsafe_code)]
 
 mod ack_watch;
@@ -20,6 +21,7 @@ mod catalog_sink;
 mod connect_request;
 mod control_stream;
 mod controller_session;
+mod controller_set;
 mod error;
 mod export_policy;
 mod gateway_core;
@@ -32,6 +34,7 @@ mod metrics;
 mod peer_link;
 mod pending_catalog;
 mod quic_endpoint;
+mod replica_table;
 mod run;
 mod splice;
 mod stream_dispatch;
@@ -43,8 +46,9 @@ pub use args::{GatewayArgs, GatewayConfig};
 pub use catalog_frame::{FrameError, MAX_FRAME_LEN, encode_frame, read_frame, write_frame};
 pub use catalog_sink::{CatalogSink, Delivery, DeliveryError, DeliveryFuture};
 pub use connect_request::IngressError;
+pub use controller_set::{ResolveControllers, ResolveFuture, SystemResolver};
 pub use error::GatewayError;
 pub use export_policy::{Refusal, authorise_tunnel};
 pub use gateway_core::{GatewayCore, GatewaySettings, LinkBoard};
 pub use quic_endpoint::SERVER_NAME;
-pub use run::run;
+pub use run::{run, run_with_resolver};

@@ -52,6 +52,43 @@ pub(crate) struct CatalogLabels {
     pub kind: String,
 }
 
+/// Labels of the controller replica gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReplicaStateLabels {
+    /// `known` (what `--controller` resolves to) or `reachable` (the last call reached it).
+    pub state: &'static str,
+}
+
+/// The metrics of the gateway's session with its controller's replicas.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ControllerMetrics {
+    /// Replicas known and reachable.
+    pub replicas: Family<ReplicaStateLabels, Gauge>,
+}
+
+impl ControllerMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub(crate) fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "mesh_gateway_controller_replicas",
+            "Controller replicas the gateway knows (state=known: the addresses --controller \
+             resolves to) and reaches (state=reachable: its last call to them was answered)",
+            m.replicas.clone(),
+        );
+        m
+    }
+
+    /// Sets the gauges from `(known, reachable)`.
+    pub(crate) fn set(&self, (known, reachable): (usize, usize)) {
+        for (state, n) in [("known", known), ("reachable", reachable)] {
+            self.replicas
+                .get_or_create(&ReplicaStateLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 /// Every metric the gateway exports.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {

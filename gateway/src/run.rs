@@ -1,5 +1,5 @@
-//! `mesh gateway`: bind, bootstrap, start the core, serve admin, follow the controller, and shut
-//! down cleanly on SIGINT or SIGTERM.
+//! `mesh gateway`: bind, bootstrap, start the core, serve admin, follow the controller's
+//! replicas, and shut down cleanly on SIGINT or SIGTERM.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,12 +13,24 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::args::{GatewayArgs, GatewayConfig};
-use crate::controller_session::{FederationSink, bootstrap, follow_snapshots, report_loop};
+use crate::controller_session::{FederationSink, bootstrap, follow_snapshots, report_loops};
+use crate::controller_set::{ControllerSet, ResolveControllers, SystemResolver};
 use crate::error::GatewayError;
 use crate::gateway_core::{GatewayCore, LinkBoard};
+use crate::metrics::ControllerMetrics;
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
+    run_with_resolver(args, Arc::new(SystemResolver)).await
+}
+
+/// [`run`], with the controller's replicas found by `resolver` instead of the system's resolver
+/// (a test naming replicas on several loopback addresses, or an embedder with its own
+/// discovery).
+pub async fn run_with_resolver(
+    args: GatewayArgs,
+    resolver: Arc<dyn ResolveControllers>,
+) -> Result<(), GatewayError> {
     let GatewayConfig { member, settings } = GatewayConfig::from_args(args)?;
     let credentials = member.credentials()?;
     let admin_listener = bind_tcp("gateway", "admin", member.admin).await?;
@@ -34,7 +46,7 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let (client, identity, own_bundle) = tokio::select! {
-        r = bootstrap(&member.controller, &member.cluster, &credentials) => r?,
+        r = bootstrap(&member.controller, &*resolver, &member.cluster, &credentials) => r?,
         _ = &mut shutdown => {
             tracing::info!("shutdown requested before the gateway was ready");
             return Ok(());
@@ -42,10 +54,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     };
 
     let mut registry = Registry::default();
+    let set = ControllerSet::new(
+        member.controller.clone(),
+        resolver,
+        client,
+        ControllerMetrics::new(&mut registry),
+    );
+    set.refresh().await;
     let (snapshots_tx, snapshots_rx) = watch::channel(None);
-    let sink = Arc::new(FederationSink {
-        client: client.clone(),
-    });
+    let sink = Arc::new(FederationSink { set: set.clone() });
     let core = GatewayCore::start(
         settings,
         identity,
@@ -67,12 +84,13 @@ pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
     );
     let tasks = [
         tokio::spawn(admin.serve(admin_listener)),
+        tokio::spawn(set.clone().follow_resolution()),
         tokio::spawn(follow_snapshots(
-            client.clone(),
+            set.clone(),
             member.cluster.clone(),
             snapshots_tx,
         )),
-        tokio::spawn(report_loop(client, board.clone())),
+        tokio::spawn(report_loops(set, board.clone())),
     ];
     readiness.set(true);
     if let Some(path) = &member.ready_file {

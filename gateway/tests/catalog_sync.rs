@@ -1,6 +1,7 @@
 //! Catalog sync over control streams: a snapshot on connect, deltas on change, a snapshot again
-//! when the controller answers 409, only the latest state while the controller is away, and a
-//! peer of the next release whose messages carry what this release does not know.
+//! when the controller answers 409 or a controller replica must catch up, only the latest state
+//! while the controller is away, and a peer of the next release whose messages carry what this
+//! release does not know.
 
 mod common;
 
@@ -83,6 +84,36 @@ async fn a_snapshot_then_deltas_arrive_and_a_conflict_triggers_a_resync() -> Res
             && ga.metric("mesh_gateway_catalog_messages_total{peer=\"bravo\",direction=\"received\",kind=\"resync_request\"}") == Some(1.0)
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_must_catch_up_gets_a_snapshot_although_nothing_changed() -> Result<()> {
+    let (alpha, bravo) = (Cluster::new("alpha")?, Cluster::new("bravo")?);
+    let ga = TestGateway::start(&alpha, None).await?;
+    let mut gb = TestGateway::start(&bravo, None).await?;
+    let v1 = exports("alpha", 1, &[("echo.demo", &[addr(7001)])]);
+    link_pair(
+        (&alpha, &ga, v1.clone()),
+        (&bravo, &gb, exports("bravo", 1, &[])),
+    );
+    let CatalogMessage::Snapshot { .. } = next_from_alpha(&mut gb).await? else {
+        bail!("the first message on a new link must be a snapshot");
+    };
+
+    // A replica of bravo's controller came back (and later another one): each time alpha is
+    // asked for its whole catalog, although it changed nothing.
+    for round in 1..=2 {
+        gb.sink.catch_up.send_modify(|n| *n += 1);
+        let CatalogMessage::Snapshot { catalog } = next_from_alpha(&mut gb).await? else {
+            bail!("a replica that must catch up gets a snapshot");
+        };
+        assert_eq!(catalog, v1, "round {round}");
+        wait_until("the resync request is counted", || {
+            gb.metric("mesh_gateway_catalog_messages_total{peer=\"alpha\",direction=\"sent\",kind=\"resync_request\"}") == Some(f64::from(round))
+        })
+        .await?;
+    }
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const READY: &str = "Ready";
 
 /// A link to one peer cluster. The object's name is the peer's cluster name.
-// The printer columns repeat `type_ = "string"`, which clippy takes for a repeated attribute.
+// Each `printcolumn(...)` is one column; clippy reads their repeated `type_` as duplicates.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(

@@ -130,6 +130,8 @@ pub(crate) struct RecordingSink {
     tx: mpsc::UnboundedSender<(String, CatalogMessage)>,
     mode: Mutex<SinkMode>,
     pub failed_attempts: Mutex<u32>,
+    /// Bumped by a test to play a controller replica that must catch up.
+    pub catch_up: watch::Sender<u64>,
 }
 
 impl RecordingSink {
@@ -139,6 +141,7 @@ impl RecordingSink {
             tx,
             mode: Mutex::new(SinkMode::Apply),
             failed_attempts: Mutex::new(0),
+            catch_up: watch::channel(0).0,
         });
         (sink, rx)
     }
@@ -172,6 +175,10 @@ impl CatalogSink for RecordingSink {
                 }
             }
         })
+    }
+
+    fn resyncs(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.catch_up.subscribe())
     }
 }
 

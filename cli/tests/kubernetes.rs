@@ -58,13 +58,13 @@ async fn a_cluster_set_on_kubernetes() {
         let kube = env.cluster(name).expect("test cluster");
         let mut c = MeshCluster::install(kube, name, region, priority, &scratch.0);
         c.start_controller("controller-0", priority, &[]).await;
-        c.start_gateway("controller-0").await;
-        c.start_echo("echo-0", "controller-0").await;
+        c.start_gateway(&["controller-0"]).await;
+        c.start_echo("echo-0", &["controller-0"]).await;
         c.export_echo(80);
         c.write_echo_slice(&[("echo-0", true)]);
         clusters.push(c);
     }
-    let proxy = clusters[0].start_client("controller-0").await;
+    let proxy = clusters[0].start_client(&["controller-0"]).await;
     let mut world = World {
         clusters,
         proxy,
@@ -428,8 +428,7 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
     let refused = east
         .try_impersonating_sidecar("controller-0", "client", "echo")
         .await
-        .err()
-        .expect("a client token must not obtain the echo identity");
+        .expect_err("a client token must not obtain the echo identity");
     assert!(
         refused.contains("ServiceAccount demo/client") && refused.contains("cannot be issued"),
         "{refused}"
@@ -474,7 +473,11 @@ async fn a_peer_presenting_another_trust_domain_is_not_ready(world: &World) {
     // refuse and report.
     let east = world.cluster("us-east");
     let eu = world.cluster("eu-west");
-    let info = get_json(eu.kube, &["configmap", "mesh-link-info", "-n", "mesh-system"]).unwrap();
+    let info = get_json(
+        eu.kube,
+        &["configmap", "mesh-link-info", "-n", "mesh-system"],
+    )
+    .unwrap();
     let info: serde_json::Value =
         serde_json::from_str(info["data"]["link-info.json"].as_str().unwrap()).unwrap();
     let link = serde_json::json!({
@@ -489,13 +492,19 @@ async fn a_peer_presenting_another_trust_domain_is_not_ready(world: &World) {
         },
     });
     apply(east.kube, &link.to_string());
-    eventually("Link zz-west not ready, naming the trust domain", Duration::from_secs(20), async || {
-        get_json(east.kube, &["link", "zz-west"])
-            .and_then(|l| condition(&l, "Ready"))
-            .is_some_and(|(status, reason, message)| {
-                status == "False" && reason == "Disconnected" && message.contains("eu-west.mesh")
-            })
-    })
+    eventually(
+        "Link zz-west not ready, naming the trust domain",
+        Duration::from_secs(20),
+        async || {
+            get_json(east.kube, &["link", "zz-west"])
+                .and_then(|l| condition(&l, "Ready"))
+                .is_some_and(|(status, reason, message)| {
+                    status == "False"
+                        && reason == "Disconnected"
+                        && message.contains("eu-west.mesh")
+                })
+        },
+    )
     .await;
     kubectl(east.kube, &["delete", "link", "zz-west"], None);
 }

@@ -19,6 +19,9 @@ const RATE: u32 = 50;
 /// Short, so that the takeover is quick to observe; the controller refuses less than 2 s.
 const LEADER_LEASE: &str = "4s";
 
+/// The controller's replicas in each cluster, as the chart runs them.
+const REPLICAS: [&str; 2] = ["controller-0", "controller-1"];
+
 const CLUSTERS: [(&str, &str, &[&str]); 2] = [
     ("us-east", "us-east", &["us-west"]),
     ("us-west", "us-west", &["us-east"]),
@@ -32,10 +35,12 @@ async fn the_mesh_rides_out_control_plane_failures() {
     for (name, region, priority) in CLUSTERS {
         let kube = env.cluster(name).expect("test cluster");
         let mut c = MeshCluster::install(kube, name, region, priority, &scratch.0);
-        c.start_controller("controller-0", priority, &["--leader-lease", LEADER_LEASE])
-            .await;
-        c.start_gateway("controller-0").await;
-        c.start_echo("echo-0", "controller-0").await;
+        for replica in REPLICAS {
+            c.start_controller(replica, priority, &["--leader-lease", LEADER_LEASE])
+                .await;
+        }
+        c.start_gateway(&REPLICAS).await;
+        c.start_echo("echo-0", &REPLICAS).await;
         c.export_echo(80);
         c.write_echo_slice(&[("echo-0", true)]);
         clusters.push(c);
@@ -54,11 +59,13 @@ async fn the_mesh_rides_out_control_plane_failures() {
         "90s",
     ]);
     assert!(ran.ok, "mesh link: {}", ran.stderr);
-    let proxy = clusters[0].start_client("controller-0").await;
+    let proxy = clusters[0].start_client(&REPLICAS).await;
     let answer = get(proxy, &format!("http://{HOST}/")).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
 
     api_server_away_for_30s_fails_no_request_and_the_controller_resyncs(&mut clusters, proxy).await;
+    killing_the_leader_hands_over_within_the_lease_without_a_failed_request(&mut clusters, proxy)
+        .await;
 
     for c in &mut clusters {
         c.stop().await;
@@ -146,6 +153,69 @@ async fn api_server_away_for_30s_fails_no_request_and_the_controller_resyncs(
         failed.first(),
         east.logs()
     );
-    let lease = get_json(east.kube, &["lease", "mesh-controller", "-n", MESH_NS]).expect("lease");
-    assert_eq!(lease["spec"]["holderIdentity"], "controller-0");
+}
+
+fn leader(c: &MeshCluster) -> Option<String> {
+    get_json(c.kube, &["lease", "mesh-controller", "-n", MESH_NS])?["spec"]["holderIdentity"]
+        .as_str()
+        .map(str::to_string)
+}
+
+async fn killing_the_leader_hands_over_within_the_lease_without_a_failed_request(
+    clusters: &mut [MeshCluster],
+    proxy: std::net::SocketAddr,
+) {
+    let east = &mut clusters[0];
+    let mut holder = None;
+    eventually("a leader in us-east", Duration::from_secs(15), async || {
+        holder = leader(east);
+        holder.is_some()
+    })
+    .await;
+    let old = holder.expect("leader");
+    let load = start_load(proxy, HOST, RATE);
+    eventually("a second of answers", Duration::from_secs(10), async || {
+        load.snapshot().len() >= RATE as usize
+    })
+    .await;
+    east.kill(&old).await;
+    let killed = Instant::now();
+    eventually(
+        "the other replica leading",
+        Duration::from_secs(15),
+        async || leader(east).is_some_and(|l| l != old),
+    )
+    .await;
+    let took = killed.elapsed();
+    eprintln!("leadership moved {took:?} after the leader was killed");
+    assert!(
+        took <= Duration::from_secs(4 + 3),
+        "took {took:?} for a {LEADER_LEASE} lease"
+    );
+    // The new leader writes: a service exported now gets its ServiceImport.
+    kube_support::apply(
+        east.kube,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: late, namespace: demo}\nspec: {ports: [{port: 81}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: late-0, namespace: demo}\nspec: {serviceAccountName: echo, containers: [{name: c, image: mesh}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: late-1, namespace: demo, labels: {kubernetes.io/service-name: late}}\n\
+         addressType: IPv4\nendpoints: [{addresses: [\"192.0.2.98\"], targetRef: {kind: Pod, name: late-0, namespace: demo}}]\n---\n\
+         apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: late, namespace: demo}\n",
+    );
+    eventually(
+        "the new leader importing the new service",
+        Duration::from_secs(15),
+        async || get_json(east.kube, &["serviceimport", "late", "-n", "demo"]).is_some(),
+    )
+    .await;
+    let result = load.finish().await;
+    let failed: Vec<_> = result.outcomes.iter().filter(|o| !o.ok()).collect();
+    assert!(
+        failed.is_empty() && result.lost() == 0,
+        "{} of {} requests failed ({} lost) when the leader was killed: first {:?}\n{}",
+        failed.len(),
+        result.outcomes.len(),
+        result.lost(),
+        failed.first(),
+        east.logs()
+    );
 }

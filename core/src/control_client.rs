@@ -8,7 +8,7 @@
 //! reconnected (and so may have restarted and lost what it was told).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
 use crate::api::{ALPN_H2, CsrRequest, CsrResponse, PATH_CERTIFICATES};
-use crate::host_port::HostPort;
+use crate::host_port::{HostPort, HostPorts};
 use crate::http::{BoxBody, empty, full};
 use crate::identity::{
     CaError, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadCsr, WorkloadIdentity,
@@ -79,7 +79,9 @@ pub enum ControlError {
 
 /// A client of one cluster's controller.
 pub struct ControlClient {
-    addr: HostPort,
+    /// The replicas it may reach; `current` indexes the one used now.
+    addr: Vec<HostPort>,
+    current: AtomicUsize,
     tls: TlsConnector,
     conn: Mutex<Option<SendRequest<BoxBody>>>,
     /// Connections established so far.
@@ -142,11 +144,30 @@ impl ControlClient {
 
     fn with_tls(addr: HostPort, tls: TlsConnector) -> Self {
         Self {
-            addr,
+            addr: vec![addr],
+            current: AtomicUsize::new(0),
             tls,
             conn: Mutex::new(None),
             connections: AtomicU64::new(0),
         }
+    }
+
+    /// A client that reaches whichever of `replicas` answers: it connects to the one that
+    /// answered last and moves to the next when that one cannot be reached, so a sidecar
+    /// follows the controller's live replicas (same identity and roots as this client).
+    pub fn with_replicas(&self, replicas: &HostPorts) -> Arc<Self> {
+        let mut addr: Vec<HostPort> = replicas.iter().cloned().collect();
+        // Start with the replica this client already talks to (the one that signed).
+        if let Some(i) = addr.iter().position(|a| a == self.addr()) {
+            addr.rotate_left(i);
+        }
+        Arc::new(Self {
+            addr,
+            current: AtomicUsize::new(0),
+            tls: self.tls.clone(),
+            conn: Mutex::new(None),
+            connections: AtomicU64::new(0),
+        })
     }
 
     /// A client of another replica of the same controller, at `addr`: it authenticates with
@@ -156,9 +177,9 @@ impl ControlClient {
         Arc::new(Self::with_tls(addr, self.tls.clone()))
     }
 
-    /// The controller's address.
+    /// The controller's address (of the replica used now).
     pub fn addr(&self) -> &HostPort {
-        &self.addr
+        &self.addr[self.current.load(Ordering::Relaxed) % self.addr.len()]
     }
 
     /// How many connections this client has established. A count that grows past the first
@@ -177,7 +198,7 @@ impl ControlClient {
 
     fn connect_error(&self, e: impl std::fmt::Display) -> ControlError {
         ControlError::Connect {
-            addr: self.addr.clone(),
+            addr: self.addr().clone(),
             reason: e.to_string(),
         }
     }
@@ -189,8 +210,29 @@ impl ControlClient {
         {
             return Ok(s.clone());
         }
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect(self.addr.connect_target())
+        let mut attempt = 0;
+        let sender = loop {
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+                Ok(Ok(sender)) => break sender,
+                Ok(Err(e)) if attempt + 1 < self.addr.len() => {
+                    tracing::debug!(error = %e, "controller replica unreachable; trying the next");
+                }
+                Err(_) if attempt + 1 < self.addr.len() => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(self.connect_error("connect timed out")),
+            }
+            attempt += 1;
+            self.current.fetch_add(1, Ordering::Relaxed);
+        };
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        *guard = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// One connection (TCP, TLS, HTTP/2) to the replica used now.
+    async fn connect(&self) -> Result<SendRequest<BoxBody>, ControlError> {
+        {
+            let tcp = tokio::net::TcpStream::connect(self.addr().connect_target())
                 .await
                 .map_err(|e| self.connect_error(e))?;
             let _ = tcp.set_nodelay(true);
@@ -215,13 +257,7 @@ impl ControlClient {
                 let _ = conn.await;
             });
             Ok::<_, ControlError>(sender)
-        };
-        let sender = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| self.connect_error("connect timed out"))??;
-        *guard = Some(sender.clone());
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        Ok(sender)
+        }
     }
 
     async fn send(&self, req: Request<BoxBody>) -> Result<http::Response<Incoming>, ControlError> {

@@ -113,6 +113,80 @@ impl fmt::Display for HostPort {
     }
 }
 
+/// One or more `host:port`, comma-separated: every replica of one service
+/// (`10.0.0.5:15012,10.0.0.6:15012`, or one name that resolves to all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPorts(Vec<HostPort>);
+
+impl HostPorts {
+    /// The entries, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &HostPort> {
+        self.0.iter()
+    }
+
+    /// The entries as a slice.
+    pub fn as_slice(&self) -> &[HostPort] {
+        &self.0
+    }
+
+    /// Every address the entries stand for now ([`HostPort::resolve`] of each), sorted and
+    /// without duplicates; an error only when no entry resolves.
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        let mut addrs = Vec::new();
+        let mut last_error = None;
+        for entry in &self.0 {
+            match entry.resolve().await {
+                Ok(found) => addrs.extend(found),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if addrs.is_empty()
+            && let Some(e) = last_error
+        {
+            return Err(e);
+        }
+        addrs.sort_unstable();
+        addrs.dedup();
+        Ok(addrs)
+    }
+}
+
+impl From<HostPort> for HostPorts {
+    fn from(one: HostPort) -> Self {
+        Self(vec![one])
+    }
+}
+
+impl From<SocketAddr> for HostPorts {
+    fn from(addr: SocketAddr) -> Self {
+        Self(vec![addr.into()])
+    }
+}
+
+impl FromStr for HostPorts {
+    type Err = HostPortError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entries = s
+            .split(',')
+            .map(|e| e.trim().parse())
+            .collect::<Result<Vec<HostPort>, _>>()?;
+        Ok(Self(entries))
+    }
+}
+
+impl fmt::Display for HostPorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, entry) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            entry.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +224,20 @@ mod tests {
             addrs.windows(2).all(|w| w[0] < w[1]),
             "sorted, no duplicates"
         );
+    }
+
+    #[test]
+    fn lists_name_every_replica() {
+        let list: HostPorts = "127.0.0.1:1, [::1]:2,controller.mesh-system.svc:15012"
+            .parse()
+            .unwrap();
+        assert_eq!(list.as_slice().len(), 3);
+        assert_eq!(
+            list.to_string(),
+            "127.0.0.1:1,[::1]:2,controller.mesh-system.svc:15012"
+        );
+        assert_eq!(list.to_string().parse::<HostPorts>().unwrap(), list);
+        assert!("127.0.0.1:1,".parse::<HostPorts>().is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::argv::Argv;
 use crate::bootstrap::{BootstrapError, JoinCredentials};
-use crate::host_port::HostPort;
+use crate::host_port::HostPorts;
 use crate::names::check_label;
 
 /// Where a member's listeners bind by default: loopback, a port picked by the kernel (the ready
@@ -22,11 +22,12 @@ pub struct ClusterMemberArgs {
     #[arg(long)]
     pub cluster: String,
     /// The cluster controller's control address (TLS, HTTP/2) as `host:port`: `127.0.0.1:7443`
-    /// locally, `mesh-controller.mesh-system.svc:15012` in Kubernetes. A sidecar talks to any one
-    /// replica it reaches there; the gateway treats every address the host resolves to as a
-    /// replica and reaches each (in Kubernetes, `mesh-controller-headless.<namespace>.svc:15012`).
+    /// locally, `mesh-controller.mesh-system.svc:15012` in Kubernetes; several replicas may be
+    /// listed comma-separated. A sidecar talks to any one replica it reaches and moves to another
+    /// when it cannot; the gateway treats every address the entries resolve to as a replica and
+    /// reaches each (in Kubernetes, `mesh-controller-headless.<namespace>.svc:15012`).
     #[arg(long)]
-    pub controller: HostPort,
+    pub controller: HostPorts,
     /// The cluster's root certificate (PEM), e.g. `<state>/<cluster>/ca.crt`; the controller's
     /// serving certificate chains to it.
     #[arg(long)]
@@ -63,16 +64,16 @@ impl ClusterMemberArgs {
             flag: "cluster",
             reason: e.to_string(),
         })?;
-        if self.controller.ip().is_some_and(|ip| ip.is_unspecified()) || self.controller.port() == 0
-        {
-            return Err(MemberArgsError {
-                flag: "controller",
-                reason: format!(
-                    "{} is not an address one can dial: give the controller's control address \
-                     (its ready file's `control`)",
-                    self.controller
-                ),
-            });
+        for entry in self.controller.iter() {
+            if entry.ip().is_some_and(|ip| ip.is_unspecified()) || entry.port() == 0 {
+                return Err(MemberArgsError {
+                    flag: "controller",
+                    reason: format!(
+                        "{entry} is not an address one can dial: give the controller's control \
+                         address (its ready file's `control`)"
+                    ),
+                });
+            }
         }
         Ok(())
     }

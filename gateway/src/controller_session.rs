@@ -13,13 +13,13 @@ use mesh_core::api::{GatewaySnapshot, PATH_FEDERATION, PATH_GATEWAY_REPORT, PATH
 use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::catalog::CatalogMessage;
 use mesh_core::control_client::{ControlClient, ControlError};
-use mesh_core::host_port::HostPort;
+use mesh_core::host_port::{HostPort, HostPorts};
 use mesh_core::identity::{SpiffeId, TrustBundle, WorkloadIdentity, default_trust_domain};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::catalog_sink::{CatalogSink, Delivery, DeliveryError, DeliveryFuture};
-use crate::controller_set::{ControllerSet, ResolveControllers};
+use crate::controller_set::{ControllerSet, ResolveControllers, resolve_all};
 use crate::error::GatewayError;
 use crate::gateway_core::LinkBoard;
 use mesh_core::backoff::Backoff;
@@ -34,15 +34,15 @@ const MAX_CONTROLLER_BACKOFF: Duration = Duration::from_secs(5);
 /// and its give-up rule, [`mesh_core::bootstrap`]): the addresses `resolver` finds, or the name
 /// itself when it finds none (then the connect resolves it, and retries follow the rule).
 pub(crate) async fn bootstrap(
-    controller: &HostPort,
+    controller: &HostPorts,
     resolver: &dyn ResolveControllers,
     cluster: &str,
     credentials: &JoinCredentials,
 ) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), GatewayError> {
     let id = SpiffeId::gateway(&default_trust_domain(cluster));
-    let replicas: Vec<HostPort> = match resolver.resolve(controller).await {
+    let replicas: Vec<HostPort> = match resolve_all(resolver, controller).await {
         Ok(addrs) if !addrs.is_empty() => addrs.into_iter().map(HostPort::from).collect(),
-        Ok(_) | Err(_) => vec![controller.clone()],
+        Ok(_) | Err(_) => controller.as_slice().to_vec(),
     };
     Ok(mesh_core::bootstrap::bootstrap_any(&replicas, cluster, credentials, &id).await?)
 }

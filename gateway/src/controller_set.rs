@@ -36,7 +36,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mesh_core::control_client::{ControlClient, ControlError};
-use mesh_core::host_port::HostPort;
+use mesh_core::host_port::{HostPort, HostPorts};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -62,9 +62,33 @@ impl ResolveControllers for SystemResolver {
     }
 }
 
+/// Every address the entries of `targets` stand for now (each resolved with `resolver`), sorted
+/// and without duplicates; an error only when no entry resolves.
+pub(crate) async fn resolve_all(
+    resolver: &dyn ResolveControllers,
+    targets: &HostPorts,
+) -> io::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    let mut last_error = None;
+    for target in targets.iter() {
+        match resolver.resolve(target).await {
+            Ok(found) => addrs.extend(found),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if addrs.is_empty()
+        && let Some(e) = last_error
+    {
+        return Err(e);
+    }
+    addrs.sort_unstable();
+    addrs.dedup();
+    Ok(addrs)
+}
+
 /// The controller's replicas and the client of each.
 pub(crate) struct ControllerSet {
-    target: HostPort,
+    target: HostPorts,
     resolver: Arc<dyn ResolveControllers>,
     /// The bootstrapped client, from which each replica's client is derived.
     template: Arc<ControlClient>,
@@ -80,7 +104,7 @@ impl ControllerSet {
     /// The set of `target`'s replicas, resolved with `resolver`; clients are derived from
     /// `template`. Empty until [`ControllerSet::refresh`].
     pub(crate) fn new(
-        target: HostPort,
+        target: HostPorts,
         resolver: Arc<dyn ResolveControllers>,
         template: Arc<ControlClient>,
         metrics: ControllerMetrics,
@@ -103,9 +127,7 @@ impl ControllerSet {
 
     /// Resolves `--controller` now and updates the set.
     pub(crate) async fn refresh(&self) {
-        let result = self
-            .resolver
-            .resolve(&self.target)
+        let result = resolve_all(&*self.resolver, &self.target)
             .await
             .map_err(|e| e.to_string());
         if let Err(e) = &result {

@@ -65,7 +65,8 @@ impl SidecarIdentity {
 }
 
 /// Obtains the workload certificate from the controller with the join token (the shared
-/// bootstrap and its give-up rule, [`mesh_core::bootstrap`]).
+/// bootstrap and its give-up rule, [`mesh_core::bootstrap`]), from any replica `--controller`
+/// lists; the client returned moves among them when one cannot be reached.
 pub async fn bootstrap(
     config: &SidecarConfig,
 ) -> Result<(Arc<ControlClient>, SidecarIdentity), SidecarError> {
@@ -73,8 +74,13 @@ pub async fn bootstrap(
     let credentials = member.credentials()?;
     let td = default_trust_domain(&member.cluster);
     let id = SpiffeId::workload(&td, &config.namespace, &config.service_account);
-    let (client, identity, bundle) =
-        mesh_core::bootstrap::bootstrap(&member.controller, &member.cluster, &credentials, &id)
-            .await?;
+    let (client, identity, bundle) = mesh_core::bootstrap::bootstrap_any(
+        member.controller.as_slice(),
+        &member.cluster,
+        &credentials,
+        &id,
+    )
+    .await?;
+    let client = client.with_replicas(&member.controller);
     Ok((client, SidecarIdentity::new(identity, bundle)?))
 }

@@ -318,9 +318,18 @@ impl MeshCluster {
         self.write("ca.crt", map["data"]["ca.crt"].as_str().expect("ca.crt"))
     }
 
-    fn member_argv(&self, controller: SocketAddr, token_file: &Path, ready: &str) -> Argv {
+    /// The control addresses of controller replicas `names`, as `--controller` lists them.
+    fn controllers(&self, names: &[&str]) -> String {
+        names
+            .iter()
+            .map(|n| self.addr(n, "control").to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn member_argv(&self, controllers: &[&str], token_file: &Path, ready: &str) -> Argv {
         let mut argv = Argv::new(["--cluster", self.name]);
-        argv.flag("controller", controller)
+        argv.flag("controller", self.controllers(controllers))
             .path("ca-file", &self.root_ca_file())
             .path("token-file", token_file)
             .path("ready-file", &self.dir.join(format!("{ready}.ready.json")));
@@ -328,17 +337,17 @@ impl MeshCluster {
     }
 
     /// Starts the gateway with a projected-style token of the chart's gateway ServiceAccount.
-    pub(crate) async fn start_gateway(&mut self, controller: &str) {
+    pub(crate) async fn start_gateway(&mut self, controllers: &[&str]) {
         let token = token(self.kube, MESH_NS, "mesh-gateway", Some("mesh"));
         let token_file = self.write("gateway.token", &token);
-        let argv = self.member_argv(self.addr(controller, "control"), &token_file, "gateway");
+        let argv = self.member_argv(controllers, &token_file, "gateway");
         let args = parse_flags(argv).expect("gateway flags");
         self.start("gateway", ComponentArgs::Gateway(args)).await;
     }
 
     /// Starts echo replica `replica` (demo app and sidecar, ServiceAccount `demo/echo`) and
     /// writes its Pod; its EndpointSlice entry is [`Self::write_echo_slice`]'s.
-    pub(crate) async fn start_echo(&mut self, replica: &str, controller: &str) {
+    pub(crate) async fn start_echo(&mut self, replica: &str, controllers: &[&str]) {
         let app = parse_flags(Argv::new([
             "--cluster",
             self.name,
@@ -358,7 +367,7 @@ impl MeshCluster {
             &token(self.kube, DEMO_NS, "echo", Some("mesh")),
         );
         let sidecar = format!("sidecar-{replica}");
-        let mut argv = self.member_argv(self.addr(controller, "control"), &token_file, &sidecar);
+        let mut argv = self.member_argv(controllers, &token_file, &sidecar);
         argv.flag("id", replica)
             .flag("namespace", DEMO_NS)
             .flag("service-account", "echo")
@@ -417,12 +426,12 @@ impl MeshCluster {
     }
 
     /// Starts the client sidecar (ServiceAccount `demo/client`); returns its outbound proxy.
-    pub(crate) async fn start_client(&mut self, controller: &str) -> SocketAddr {
+    pub(crate) async fn start_client(&mut self, controllers: &[&str]) -> SocketAddr {
         let token_file = self.write(
             "client.token",
             &token(self.kube, DEMO_NS, "client", Some("mesh")),
         );
-        let mut argv = self.member_argv(self.addr(controller, "control"), &token_file, "client");
+        let mut argv = self.member_argv(controllers, &token_file, "client");
         argv.flag("id", "client-0")
             .flag("namespace", DEMO_NS)
             .flag("service-account", "client");
@@ -444,7 +453,7 @@ impl MeshCluster {
             &token(self.kube, DEMO_NS, token_of, Some("mesh")),
         );
         let name = format!("impostor-{claims}");
-        let mut argv = self.member_argv(self.addr(controller, "control"), &token_file, &name);
+        let mut argv = self.member_argv(&[controller], &token_file, &name);
         argv.flag("id", &name)
             .flag("namespace", DEMO_NS)
             .flag("service-account", claims);

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Running, due_at, eventually, share_served_by, start_load};
+use support::{Running, due_at, eventually, share_served_by, start_load, wait_served_by};
 
 const HOST: &str = "echo.demo.svc.clusterset.local";
 const RATE: u32 = 120;
@@ -44,20 +44,12 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
     }
     // Failover is observed, not assumed: traffic must reach us-west within 5 s of the fault,
     // then the fault lasts until 3 s of requests sent from 2 s after it have been answered.
-    eventually(
+    wait_served_by(
+        &load,
+        "us-west",
+        0.99,
+        Duration::from_secs(1),
         Duration::from_secs(5),
-        "the last second served by us-west",
-        || {
-            let now = Instant::now();
-            let (share, n) = share_served_by(
-                &load.snapshot(),
-                started,
-                now - Duration::from_secs(1),
-                now,
-                "us-west",
-            );
-            async move { n > 0 && share >= 0.99 }
-        },
     )
     .await;
     let observed_from = fault + Duration::from_secs(2);

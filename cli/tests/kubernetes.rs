@@ -16,9 +16,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube_support::{DEMO_NS, MeshCluster, apply, condition, get_json, kubectl, mesh};
+use kube_support::{
+    DEMO_NS, MeshCluster, apply, bring_up, condition, get_json, kubeconfigs, kubectl, mesh,
+    mesh_link,
+};
 use mesh_test_support::eventually;
-use support::{Scratch, due_at, get, share_served_by, start_load};
+use support::{Scratch, assert_failures_at_most, due_at, get, start_load, wait_served_by};
 
 const HOST: &str = "echo.demo.svc.clusterset.local";
 const RATE: u32 = 100;
@@ -53,17 +56,7 @@ impl World {
 async fn a_cluster_set_on_kubernetes() {
     let env = mesh_k8s_testenv::shared(&CLUSTERS.map(|(name, _, _)| name));
     let scratch = Scratch::new("kubernetes");
-    let mut clusters = Vec::new();
-    for (name, region, priority) in CLUSTERS {
-        let kube = env.cluster(name).expect("test cluster");
-        let mut c = MeshCluster::install(kube, name, region, priority, &scratch.0);
-        c.start_controller("controller-0", priority, &[]).await;
-        c.start_gateway(&["controller-0"]).await;
-        c.start_echo("echo-0", &["controller-0"]).await;
-        c.export_echo(80);
-        c.write_echo_slice(&[("echo-0", true)]);
-        clusters.push(c);
-    }
+    let mut clusters = bring_up(env, &CLUSTERS, &["controller-0"], &[], &scratch.0).await;
     let proxy = clusters[0].start_client(&["controller-0"]).await;
     let mut world = World {
         clusters,
@@ -85,12 +78,8 @@ async fn a_cluster_set_on_kubernetes() {
     }
 }
 
-fn kubeconfigs(world: &World) -> Vec<String> {
-    world
-        .clusters
-        .iter()
-        .map(|c| c.kube.kubeconfig().display().to_string())
-        .collect()
+fn configs(world: &World) -> Vec<String> {
+    kubeconfigs(&world.clusters)
 }
 
 fn import_clusters(c: &MeshCluster) -> Vec<String> {
@@ -106,17 +95,9 @@ fn import_clusters(c: &MeshCluster) -> Vec<String> {
 }
 
 async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &World) {
-    let configs = kubeconfigs(world);
+    let configs = configs(world);
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
-        let ran = mesh(&[
-            "link",
-            "--kubeconfig",
-            &configs[a],
-            "--kubeconfig",
-            &configs[b],
-            "--wait",
-            "90s",
-        ]);
+        let ran = mesh_link("link", &configs[a], &configs[b], &["--wait", "90s"]);
         assert!(
             ran.ok,
             "mesh link {a} {b}: {}\n{}\n{}",
@@ -131,13 +112,7 @@ async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &Wor
         );
     }
     // Linking again changes nothing and succeeds (idempotent).
-    let again = mesh(&[
-        "link",
-        "--kubeconfig",
-        &configs[0],
-        "--kubeconfig",
-        &configs[1],
-    ]);
+    let again = mesh_link("link", &configs[0], &configs[1], &[]);
     assert!(again.ok, "{}", again.stderr);
     for c in &world.clusters {
         eventually(
@@ -195,20 +170,12 @@ async fn endpoint_readiness_fails_over_within_two_seconds_and_back(world: &World
     // readiness probe fails.
     let fault = Instant::now();
     east.write_echo_slice(&[("echo-0", false)]);
-    let took = eventually(
-        "traffic served by us-west",
+    let took = wait_served_by(
+        &load,
+        "us-west",
+        0.9,
+        Duration::from_millis(300),
         Duration::from_secs(2),
-        async || {
-            let now = Instant::now();
-            let (share, n) = share_served_by(
-                &load.snapshot(),
-                started,
-                now - Duration::from_millis(300),
-                now,
-                "us-west",
-            );
-            n > 0 && share >= 0.9
-        },
     )
     .await;
     eprintln!("failover observed {took:?} after the EndpointSlice update");
@@ -227,34 +194,20 @@ async fn endpoint_readiness_fails_over_within_two_seconds_and_back(world: &World
     );
     // Ready again: traffic comes back.
     east.write_echo_slice(&[("echo-0", true)]);
-    eventually(
-        "traffic back in us-east",
+    wait_served_by(
+        &load,
+        "us-east",
+        0.95,
+        Duration::from_secs(1),
         Duration::from_secs(15),
-        async || {
-            let now = Instant::now();
-            let (share, n) = share_served_by(
-                &load.snapshot(),
-                started,
-                now - Duration::from_secs(1),
-                now,
-                "us-east",
-            );
-            n > 0 && share >= 0.95
-        },
     )
     .await;
     let result = load.finish().await;
-    let failed = result.outcomes.iter().filter(|o| !o.ok()).count();
-    assert_eq!(result.lost(), 0, "every request sent got an outcome");
-    assert!(
-        failed * 100 <= result.outcomes.len(),
-        "{failed} of {} failed over the whole run",
-        result.outcomes.len()
-    );
+    assert_failures_at_most(&result, 0.01, "over the failover and back", &world.logs());
 }
 
 fn mesh_check_reports_a_healthy_set_as_healthy(world: &World) {
-    let configs = kubeconfigs(world);
+    let configs = configs(world);
     let mut args = vec!["check"];
     for c in &configs {
         args.extend(["--kubeconfig", c.as_str()]);
@@ -288,7 +241,7 @@ fn mesh_check_reports_a_healthy_set_as_healthy(world: &World) {
 async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
     let east = world.cluster("us-east");
     let west = world.cluster("us-west");
-    let configs = kubeconfigs(world);
+    let configs = configs(world);
 
     // A ServiceExport whose Service does not exist: Valid=False with the reason.
     apply(
@@ -361,41 +314,29 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
         .unwrap()
         .replace(&east.kube.server(), "https://127.0.0.1:1");
     std::fs::write(&unreachable, text).unwrap();
-    let ran = mesh(&[
+    let ran = mesh_link(
         "link",
-        "--kubeconfig",
         &configs[0],
-        "--kubeconfig",
         unreachable.to_str().unwrap(),
-        "--wait",
-        "5s",
-    ]);
+        &["--wait", "5s"],
+    );
     assert!(
         !ran.ok && ran.stderr.contains("unreachable.kubeconfig"),
         "{}",
         ran.stderr
     );
-    let ran = mesh(&[
+    let ran = mesh_link(
         "link",
-        "--kubeconfig",
         &configs[0],
-        "--kubeconfig",
         &configs[1],
-        "--namespace",
-        "no-chart-here",
-    ]);
+        &["--namespace", "no-chart-here"],
+    );
     assert!(
         !ran.ok && ran.stderr.contains("helm install"),
         "{}",
         ran.stderr
     );
-    let ran = mesh(&[
-        "link",
-        "--kubeconfig",
-        &configs[0],
-        "--kubeconfig",
-        &configs[0],
-    ]);
+    let ran = mesh_link("link", &configs[0], &configs[0], &[]);
     assert!(
         !ran.ok && ran.stderr.contains("cluster names must be unique"),
         "{}",
@@ -440,14 +381,8 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
 }
 
 async fn unlink_removes_the_peer_imports_on_both_sides(world: &World) {
-    let configs = kubeconfigs(world);
-    let ran = mesh(&[
-        "unlink",
-        "--kubeconfig",
-        &configs[0],
-        "--kubeconfig",
-        &configs[2],
-    ]);
+    let configs = configs(world);
+    let ran = mesh_link("unlink", &configs[0], &configs[2], &[]);
     assert!(ran.ok, "mesh unlink: {}", ran.stderr);
     let east = world.cluster("us-east");
     let eu = world.cluster("eu-west");
@@ -510,7 +445,7 @@ async fn a_peer_presenting_another_trust_domain_is_not_ready(world: &World) {
 }
 
 async fn mesh_check_names_a_link_deleted_on_one_side(world: &World) {
-    let configs = kubeconfigs(world);
+    let configs = configs(world);
     let west = world.cluster("us-west");
     kubectl(west.kube, &["delete", "link", "us-east"], None);
     let ran = mesh(&[

@@ -10,9 +10,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube_support::{MESH_NS, MeshCluster, get_json, mesh};
+use kube_support::{MESH_NS, MeshCluster, bring_up, get_json, kubeconfigs, mesh_link};
 use mesh_test_support::eventually;
-use support::{Scratch, get, share_served_by, start_load};
+use support::{Scratch, assert_failures_at_most, get, start_load, wait_served_by};
 
 const HOST: &str = "echo.demo.svc.clusterset.local";
 const RATE: u32 = 50;
@@ -31,33 +31,16 @@ const CLUSTERS: [(&str, &str, &[&str]); 2] = [
 async fn the_mesh_rides_out_control_plane_failures() {
     let env = mesh_k8s_testenv::shared(&CLUSTERS.map(|(name, _, _)| name));
     let scratch = Scratch::new("kubernetes-faults");
-    let mut clusters = Vec::new();
-    for (name, region, priority) in CLUSTERS {
-        let kube = env.cluster(name).expect("test cluster");
-        let mut c = MeshCluster::install(kube, name, region, priority, &scratch.0);
-        for replica in REPLICAS {
-            c.start_controller(replica, priority, &["--leader-lease", LEADER_LEASE])
-                .await;
-        }
-        c.start_gateway(&REPLICAS).await;
-        c.start_echo("echo-0", &REPLICAS).await;
-        c.export_echo(80);
-        c.write_echo_slice(&[("echo-0", true)]);
-        clusters.push(c);
-    }
-    let configs: Vec<String> = clusters
-        .iter()
-        .map(|c| c.kube.kubeconfig().display().to_string())
-        .collect();
-    let ran = mesh(&[
-        "link",
-        "--kubeconfig",
-        &configs[0],
-        "--kubeconfig",
-        &configs[1],
-        "--wait",
-        "90s",
-    ]);
+    let mut clusters = bring_up(
+        env,
+        &CLUSTERS,
+        &REPLICAS,
+        &["--leader-lease", LEADER_LEASE],
+        &scratch.0,
+    )
+    .await;
+    let configs = kubeconfigs(&clusters);
+    let ran = mesh_link("link", &configs[0], &configs[1], &["--wait", "90s"]);
     assert!(ran.ok, "mesh link: {}", ran.stderr);
     let proxy = clusters[0].start_client(&REPLICAS).await;
     let answer = get(proxy, &format!("http://{HOST}/")).await;
@@ -91,7 +74,6 @@ async fn api_server_away_for_30s_fails_no_request_and_the_controller_resyncs(
 ) {
     let east = &clusters[0];
     let load = start_load(proxy, HOST, RATE);
-    let started = load.started();
     eventually("a second of answers", Duration::from_secs(10), async || {
         load.snapshot().len() >= RATE as usize
     })
@@ -125,34 +107,17 @@ async fn api_server_away_for_30s_fails_no_request_and_the_controller_resyncs(
     .await;
     // The watches work again: a change made now reaches the sidecars (traffic leaves us-east).
     east.write_echo_slice(&[("echo-0", false)]);
-    eventually(
-        "traffic follows the resynced EndpointSlice",
+    wait_served_by(
+        &load,
+        "us-west",
+        0.9,
+        Duration::from_millis(500),
         Duration::from_secs(10),
-        async || {
-            let now = Instant::now();
-            let (share, n) = share_served_by(
-                &load.snapshot(),
-                started,
-                now - Duration::from_millis(500),
-                now,
-                "us-west",
-            );
-            n > 0 && share >= 0.9
-        },
     )
     .await;
     east.write_echo_slice(&[("echo-0", true)]);
     let result = load.finish().await;
-    let failed: Vec<_> = result.outcomes.iter().filter(|o| !o.ok()).collect();
-    assert!(
-        failed.is_empty() && result.lost() == 0,
-        "{} of {} requests failed ({} lost) while the API server was away: first {:?}\n{}",
-        failed.len(),
-        result.outcomes.len(),
-        result.lost(),
-        failed.first(),
-        east.logs()
-    );
+    assert_failures_at_most(&result, 0.0, "while the API server was away", &east.logs());
 }
 
 fn leader(c: &MeshCluster) -> Option<String> {
@@ -208,14 +173,5 @@ async fn killing_the_leader_hands_over_within_the_lease_without_a_failed_request
     )
     .await;
     let result = load.finish().await;
-    let failed: Vec<_> = result.outcomes.iter().filter(|o| !o.ok()).collect();
-    assert!(
-        failed.is_empty() && result.lost() == 0,
-        "{} of {} requests failed ({} lost) when the leader was killed: first {:?}\n{}",
-        failed.len(),
-        result.outcomes.len(),
-        result.lost(),
-        failed.first(),
-        east.logs()
-    );
+    assert_failures_at_most(&result, 0.0, "when the leader was killed", &east.logs());
 }

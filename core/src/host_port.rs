@@ -132,10 +132,22 @@ impl HostPorts {
     /// Every address the entries stand for now ([`HostPort::resolve`] of each), sorted and
     /// without duplicates; an error only when no entry resolves.
     pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        let mut results = Vec::new();
+        for entry in &self.0 {
+            results.push(entry.resolve().await);
+        }
+        Self::union(results)
+    }
+
+    /// The addresses of the entries' resolutions (one result per entry, by whatever resolver),
+    /// sorted and without duplicates; an error only when every entry failed.
+    pub fn union(
+        results: impl IntoIterator<Item = std::io::Result<Vec<SocketAddr>>>,
+    ) -> std::io::Result<Vec<SocketAddr>> {
         let mut addrs = Vec::new();
         let mut last_error = None;
-        for entry in &self.0 {
-            match entry.resolve().await {
+        for result in results {
+            match result {
                 Ok(found) => addrs.extend(found),
                 Err(e) => last_error = Some(e),
             }

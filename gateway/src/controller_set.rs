@@ -68,22 +68,11 @@ pub(crate) async fn resolve_all(
     resolver: &dyn ResolveControllers,
     targets: &HostPorts,
 ) -> io::Result<Vec<SocketAddr>> {
-    let mut addrs = Vec::new();
-    let mut last_error = None;
+    let mut results = Vec::new();
     for target in targets.iter() {
-        match resolver.resolve(target).await {
-            Ok(found) => addrs.extend(found),
-            Err(e) => last_error = Some(e),
-        }
+        results.push(resolver.resolve(target).await);
     }
-    if addrs.is_empty()
-        && let Some(e) = last_error
-    {
-        return Err(e);
-    }
-    addrs.sort_unstable();
-    addrs.dedup();
-    Ok(addrs)
+    HostPorts::union(results)
 }
 
 /// The controller's replicas and the client of each.

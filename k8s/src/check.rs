@@ -352,122 +352,141 @@ async fn check_root_expiry(report: &mut Report, client: &Client, name: &str, nam
     }
 }
 
+/// A permission to check: a verb on a resource (`resource/subresource`) of an API group,
+/// cluster-wide or in the chart's namespace, on any object or one named object.
+#[derive(Debug, Clone, Copy)]
+struct Need {
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+    in_namespace: bool,
+    name: Option<&'static str>,
+}
+
+const fn cluster_wide(verb: &'static str, group: &'static str, resource: &'static str) -> Need {
+    Need {
+        verb,
+        group,
+        resource,
+        in_namespace: false,
+        name: None,
+    }
+}
+
+const fn in_namespace(
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+    name: Option<&'static str>,
+) -> Need {
+    Need {
+        verb,
+        group,
+        resource,
+        in_namespace: true,
+        name,
+    }
+}
+
 /// What `mesh check` and `mesh link` need of the user running them.
 const OPERATOR_NEEDS: [Need; 5] = [
-    ("get", "", "configmaps", true, Some(LINK_INFO_CONFIGMAP)),
-    ("list", "mesh.dev", "links", false, None),
-    ("create", "mesh.dev", "links", false, None),
-    ("delete", "mesh.dev", "links", false, None),
-    (
-        "get",
-        "coordination.k8s.io",
-        "leases",
-        true,
-        Some(LEADER_LEASE),
-    ),
+    in_namespace("get", "", "configmaps", Some(LINK_INFO_CONFIGMAP)),
+    cluster_wide("list", "mesh.dev", "links"),
+    cluster_wide("create", "mesh.dev", "links"),
+    cluster_wide("delete", "mesh.dev", "links"),
+    in_namespace("get", "coordination.k8s.io", "leases", Some(LEADER_LEASE)),
 ];
 
-/// A permission: verb, API group, resource (with `/subresource`), whether in the chart's
-/// namespace, and the object's name when the grant is for one object.
-type Need = (
-    &'static str,
-    &'static str,
-    &'static str,
-    bool,
-    Option<&'static str>,
-);
+/// What the controller's ServiceAccount needs (the chart's RBAC).
+const CONTROLLER_NEEDS: [Need; 13] = [
+    cluster_wide("watch", "", "services"),
+    cluster_wide("watch", "", "pods"),
+    cluster_wide("watch", "discovery.k8s.io", "endpointslices"),
+    cluster_wide("watch", "multicluster.x-k8s.io", "serviceexports"),
+    cluster_wide("patch", "multicluster.x-k8s.io", "serviceexports/status"),
+    cluster_wide("patch", "multicluster.x-k8s.io", "serviceimports"),
+    cluster_wide("delete", "multicluster.x-k8s.io", "serviceimports"),
+    cluster_wide("watch", "mesh.dev", "links"),
+    cluster_wide("patch", "mesh.dev", "links/status"),
+    cluster_wide("create", "authentication.k8s.io", "tokenreviews"),
+    in_namespace(
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        Some(LEADER_LEASE),
+    ),
+    in_namespace("patch", "", "configmaps", Some(LINK_INFO_CONFIGMAP)),
+    in_namespace("get", "", "secrets", None),
+];
+
+impl Need {
+    fn attributes(&self, namespace: &str) -> ResourceAttributes {
+        let (resource, subresource) = match self.resource.split_once('/') {
+            Some((r, s)) => (r, Some(s.to_string())),
+            None => (self.resource, None),
+        };
+        ResourceAttributes {
+            verb: Some(self.verb.into()),
+            group: Some(self.group.into()),
+            resource: Some(resource.into()),
+            subresource,
+            namespace: self.in_namespace.then(|| namespace.to_string()),
+            name: self.name.map(str::to_string),
+            ..ResourceAttributes::default()
+        }
+    }
+}
+
+/// The needs `allowed` denies, as `verb resource`; an error when the API server cannot say.
+async fn missing(
+    needs: &[Need],
+    namespace: &str,
+    mut allowed: impl AsyncFnMut(ResourceAttributes) -> Result<bool, kube::Error>,
+) -> Result<Vec<String>, kube::Error> {
+    let mut missing = Vec::new();
+    for need in needs {
+        if !allowed(need.attributes(namespace)).await? {
+            missing.push(format!("{} {}", need.verb, need.resource));
+        }
+    }
+    Ok(missing)
+}
 
 async fn check_own_access(report: &mut Report, client: &Client, name: &str, namespace: &str) {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let mut missing = Vec::new();
-    for (verb, group, resource, namespaced, object) in OPERATOR_NEEDS {
+    let denied = missing(&OPERATOR_NEEDS, namespace, async |attributes| {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(attributes(
-                    verb,
-                    group,
-                    resource,
-                    namespaced.then_some(namespace),
-                    object,
-                )),
+                resource_attributes: Some(attributes),
                 ..SelfSubjectAccessReviewSpec::default()
             },
             ..SelfSubjectAccessReview::default()
         };
-        match api.create(&PostParams::default(), &review).await {
-            Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
-            Ok(_) => missing.push(format!("{verb} {resource}")),
-            Err(e) => missing.push(format!("{verb} {resource} ({e})")),
-        }
-    }
-    if missing.is_empty() {
-        report.pass(
+        let answer = api.create(&PostParams::default(), &review).await?;
+        Ok(answer.status.is_some_and(|s| s.allowed))
+    })
+    .await;
+    let check = "rbac (you)";
+    match denied {
+        Ok(denied) if denied.is_empty() => report.pass(
             name,
-            "rbac (you)",
+            check,
             "may read the mesh's objects and manage Links".into(),
-        );
-    } else {
-        report.fail(
+        ),
+        Ok(denied) => report.fail(
             name,
-            "rbac (you)",
-            format!("not allowed: {}", missing.join(", ")),
+            check,
+            format!("not allowed: {}", denied.join(", ")),
             "run mesh link and mesh check as a user bound to a role granting these".into(),
-        );
+        ),
+        Err(e) => report.fail(
+            name,
+            check,
+            format!("cannot ask the API server: {e}"),
+            "check the kubeconfig's credentials".into(),
+        ),
     }
 }
-
-/// What the controller's ServiceAccount needs (the chart's RBAC).
-const CONTROLLER_NEEDS: [Need; 13] = [
-    ("watch", "", "services", false, None),
-    ("watch", "", "pods", false, None),
-    ("watch", "discovery.k8s.io", "endpointslices", false, None),
-    (
-        "watch",
-        "multicluster.x-k8s.io",
-        "serviceexports",
-        false,
-        None,
-    ),
-    (
-        "patch",
-        "multicluster.x-k8s.io",
-        "serviceexports/status",
-        false,
-        None,
-    ),
-    (
-        "patch",
-        "multicluster.x-k8s.io",
-        "serviceimports",
-        false,
-        None,
-    ),
-    (
-        "delete",
-        "multicluster.x-k8s.io",
-        "serviceimports",
-        false,
-        None,
-    ),
-    ("watch", "mesh.dev", "links", false, None),
-    ("patch", "mesh.dev", "links/status", false, None),
-    (
-        "create",
-        "authentication.k8s.io",
-        "tokenreviews",
-        false,
-        None,
-    ),
-    (
-        "update",
-        "coordination.k8s.io",
-        "leases",
-        true,
-        Some(LEADER_LEASE),
-    ),
-    ("patch", "", "configmaps", true, Some(LINK_INFO_CONFIGMAP)),
-    ("get", "", "secrets", true, None),
-];
 
 async fn check_controller_access(
     report: &mut Report,
@@ -477,76 +496,42 @@ async fn check_controller_access(
 ) {
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     let user = format!("system:serviceaccount:{namespace}:{CONTROLLER_SERVICE_ACCOUNT}");
-    let mut missing = Vec::new();
-    for (verb, group, resource, namespaced, object) in CONTROLLER_NEEDS {
+    let groups = vec![
+        "system:serviceaccounts".to_string(),
+        format!("system:serviceaccounts:{namespace}"),
+    ];
+    let denied = missing(&CONTROLLER_NEEDS, namespace, async |attributes| {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.clone()),
-                groups: Some(vec![
-                    "system:serviceaccounts".into(),
-                    format!("system:serviceaccounts:{namespace}"),
-                ]),
-                resource_attributes: Some(attributes(
-                    verb,
-                    group,
-                    resource,
-                    namespaced.then_some(namespace),
-                    object,
-                )),
+                groups: Some(groups.clone()),
+                resource_attributes: Some(attributes),
                 ..SubjectAccessReviewSpec::default()
             },
             ..SubjectAccessReview::default()
         };
-        match api.create(&PostParams::default(), &review).await {
-            Ok(answer) if answer.status.as_ref().is_some_and(|s| s.allowed) => {}
-            Ok(_) => missing.push(format!("{verb} {resource}")),
-            Err(e) => {
-                report.fail(
-                    name,
-                    "rbac (controller)",
-                    format!("cannot ask the API server: {e}"),
-                    "run mesh check as a user who may create SubjectAccessReviews".into(),
-                );
-                return;
-            }
+        let answer = api.create(&PostParams::default(), &review).await?;
+        Ok(answer.status.is_some_and(|s| s.allowed))
+    })
+    .await;
+    let check = "rbac (controller)";
+    match denied {
+        Ok(denied) if denied.is_empty() => {
+            report.pass(name, check, format!("{user} has every permission it needs"))
         }
-    }
-    if missing.is_empty() {
-        report.pass(
+        Ok(denied) => report.fail(
             name,
-            "rbac (controller)",
-            format!("{user} has every permission it needs"),
-        );
-    } else {
-        report.fail(
-            name,
-            "rbac (controller)",
-            format!("{user} may not: {}", missing.join(", ")),
+            check,
+            format!("{user} may not: {}", denied.join(", ")),
             "reinstall the chart (its ClusterRole and Role grant these) or restore the edited RBAC"
                 .into(),
-        );
-    }
-}
-
-fn attributes(
-    verb: &str,
-    group: &str,
-    resource: &str,
-    namespace: Option<&str>,
-    object: Option<&str>,
-) -> ResourceAttributes {
-    let (resource, subresource) = match resource.split_once('/') {
-        Some((r, s)) => (r, Some(s.to_string())),
-        None => (resource, None),
-    };
-    ResourceAttributes {
-        verb: Some(verb.into()),
-        group: Some(group.into()),
-        resource: Some(resource.into()),
-        subresource,
-        namespace: namespace.map(str::to_string),
-        name: object.map(str::to_string),
-        ..ResourceAttributes::default()
+        ),
+        Err(e) => report.fail(
+            name,
+            check,
+            format!("cannot ask the API server: {e}"),
+            "run mesh check as a user who may create SubjectAccessReviews".into(),
+        ),
     }
 }
 

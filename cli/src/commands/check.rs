@@ -14,23 +14,17 @@ use std::path::PathBuf;
 
 use mesh_core::api::{ControllerStatus, LinkInfo, PATH_LINK_INFO, PATH_LINKS, PATH_STATUS};
 use mesh_k8s::check::{Finding, check_clusters};
-use mesh_k8s::client::ClusterSource;
 use mesh_launcher::admin_client;
-use mesh_launcher::cluster_set::read_manifest;
+
+use super::clusters::KubeClusters;
+use super::status::controller_admins;
 
 /// Arguments of `mesh check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Kubernetes: a cluster's kubeconfig (repeat for each cluster to check links from both
-    /// sides).
-    #[arg(long, action = clap::ArgAction::Append)]
-    pub kubeconfig: Vec<PathBuf>,
-    /// Kubernetes: a context (repeat for each cluster; with at most one --kubeconfig).
-    #[arg(long, action = clap::ArgAction::Append)]
-    pub context: Vec<String>,
-    /// Kubernetes: the namespace the chart is installed in.
-    #[arg(long, default_value = mesh_k8s::names::DEFAULT_NAMESPACE)]
-    pub namespace: String,
+    /// The Kubernetes clusters to check (repeat `--kubeconfig` to check links from both sides).
+    #[command(flatten)]
+    pub kube: KubeClusters,
     /// Local mode: controller admin addresses; by default those of the cluster-set `mesh up`
     /// runs in the state directory.
     #[arg(long = "admin", conflicts_with_all = ["kubeconfig", "context"])]
@@ -43,38 +37,10 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-/// The clusters to check in Kubernetes, if the flags name any.
-fn kubernetes_sources(args: &CheckArgs) -> Result<Option<Vec<ClusterSource>>, String> {
-    let source = |kubeconfig: Option<&PathBuf>, context: Option<&String>| ClusterSource {
-        kubeconfig: kubeconfig.cloned(),
-        context: context.cloned(),
-    };
-    match (args.kubeconfig.as_slice(), args.context.as_slice()) {
-        ([], []) => Ok(None),
-        (files, []) => Ok(Some(files.iter().map(|f| source(Some(f), None)).collect())),
-        (files, contexts) if files.len() <= 1 => Ok(Some(
-            contexts
-                .iter()
-                .map(|c| source(files.first(), Some(c)))
-                .collect(),
-        )),
-        (files, contexts) if files.len() == contexts.len() => Ok(Some(
-            files
-                .iter()
-                .zip(contexts)
-                .map(|(f, c)| source(Some(f), Some(c)))
-                .collect(),
-        )),
-        _ => {
-            Err("give one --context per --kubeconfig, or several contexts of one kubeconfig".into())
-        }
-    }
-}
-
 /// Runs `mesh check`: prints the findings, fails when any check fails.
 pub async fn run(args: CheckArgs) -> Result<(), String> {
-    let findings = match kubernetes_sources(&args)? {
-        Some(sources) => check_clusters(&sources, &args.namespace).await,
+    let findings = match args.kube.sources()? {
+        Some(sources) => check_clusters(&sources, &args.kube.namespace).await,
         None => check_local(&args).await?,
     };
     if args.json {
@@ -117,22 +83,9 @@ fn finding(cluster: &str, check: &str, ok: bool, detail: String, fix: Option<Str
 
 /// Local mode: asks every controller's admin API.
 async fn check_local(args: &CheckArgs) -> Result<Vec<Finding>, String> {
-    let admins: Vec<SocketAddr> = if args.admins.is_empty() {
-        let manifest = read_manifest(&args.state_dir).map_err(|e| {
-            format!(
-                "no --admin, --kubeconfig or --context given and no running cluster-set in {} ({e}); \
-                 start one with `mesh up` or name what to check",
-                args.state_dir.display()
-            )
-        })?;
-        manifest
-            .clusters
-            .iter()
-            .filter_map(|c| c.controller_admin)
-            .collect()
-    } else {
-        args.admins.clone()
-    };
+    let admins = controller_admins(&args.admins, &args.state_dir).map_err(|e| {
+        format!("{e}; or name Kubernetes clusters to check with --kubeconfig or --context")
+    })?;
     let mut findings = Vec::new();
     let mut seen: Vec<(ControllerStatus, Vec<LinkInfo>, Option<LinkInfo>)> = Vec::new();
     for admin in admins {

@@ -6,12 +6,13 @@
 //!   b` in one kubeconfig), through `Link` objects that each cluster's controller reconciles.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_k8s::client::ClusterSource;
 use mesh_k8s::linking::{link_clusters, unlink_clusters};
 use mesh_launcher::link::{link_pair, unlink_pair};
+
+use super::clusters::KubeClusters;
 
 /// Arguments of `mesh link` and `mesh unlink`.
 #[derive(Debug, clap::Args)]
@@ -21,16 +22,9 @@ pub struct LinkArgs {
     pub a: Option<SocketAddr>,
     /// Local mode: admin address of the second cluster's controller.
     pub b: Option<SocketAddr>,
-    /// Kubernetes: a cluster's kubeconfig; give it twice, once per cluster (or once, with two
-    /// `--context`s).
-    #[arg(long, action = clap::ArgAction::Append)]
-    pub kubeconfig: Vec<PathBuf>,
-    /// Kubernetes: a context; give it twice, once per cluster.
-    #[arg(long, action = clap::ArgAction::Append)]
-    pub context: Vec<String>,
-    /// Kubernetes: the namespace the mesh chart is installed in, in both clusters.
-    #[arg(long, default_value = mesh_k8s::names::DEFAULT_NAMESPACE)]
-    pub namespace: String,
+    /// Kubernetes: the two clusters.
+    #[command(flatten)]
+    pub kube: KubeClusters,
     /// How long to wait: local mode, for a controller whose gateway has not reported yet;
     /// Kubernetes, for both `Link`s to become ready (e.g. `60s`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
@@ -49,28 +43,14 @@ fn target(args: &LinkArgs) -> Result<Target, String> {
     if let (Some(a), Some(b)) = (args.a, args.b) {
         return Ok(Target::Local(a, b));
     }
-    let source = |kubeconfig: Option<&PathBuf>, context: Option<&String>| ClusterSource {
-        kubeconfig: kubeconfig.cloned(),
-        context: context.cloned(),
-    };
-    match (args.kubeconfig.as_slice(), args.context.as_slice()) {
-        ([a, b], []) => Ok(Target::Kubernetes(
-            source(Some(a), None),
-            source(Some(b), None),
-        )),
-        ([a, b], [ca, cb]) => Ok(Target::Kubernetes(
-            source(Some(a), Some(ca)),
-            source(Some(b), Some(cb)),
-        )),
-        (one, [ca, cb]) if one.len() <= 1 => Ok(Target::Kubernetes(
-            source(one.first(), Some(ca)),
-            source(one.first(), Some(cb)),
-        )),
-        _ => Err(
-            "name two clusters: two controller admin addresses (local mode), `--kubeconfig A \
-             --kubeconfig B`, or `--context A --context B` (with at most one --kubeconfig)"
-                .into(),
-        ),
+    let how = "name two clusters: two controller admin addresses (local mode), `--kubeconfig A \
+               --kubeconfig B`, or `--context A --context B` (with at most one --kubeconfig)";
+    match args.kube.sources().map_err(|e| format!("{e}; {how}"))? {
+        Some(sources) => match <[ClusterSource; 2]>::try_from(sources) {
+            Ok([a, b]) => Ok(Target::Kubernetes(a, b)),
+            Err(_) => Err(how.into()),
+        },
+        None => Err(how.into()),
     }
 }
 
@@ -86,7 +66,7 @@ pub async fn run_link(args: LinkArgs) -> Result<(), String> {
             );
         }
         Target::Kubernetes(a, b) => {
-            let (a, b) = link_clusters(&a, &b, &args.namespace, args.wait)
+            let (a, b) = link_clusters(&a, &b, &args.kube.namespace, args.wait)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -107,7 +87,7 @@ pub async fn run_unlink(args: LinkArgs) -> Result<(), String> {
             );
         }
         Target::Kubernetes(a, b) => {
-            let (a, b) = unlink_clusters(&a, &b, &args.namespace)
+            let (a, b) = unlink_clusters(&a, &b, &args.kube.namespace)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mesh_core::api::{ControllerStatus, PATH_STATUS};
 
@@ -38,19 +38,27 @@ pub enum StatusError {
     Admin(#[from] admin_client::AdminError),
 }
 
+/// The controllers' admin addresses: `admins` when given, else those of the cluster-set
+/// `mesh up` runs in `state_dir`.
+pub fn controller_admins(
+    admins: &[SocketAddr],
+    state_dir: &Path,
+) -> Result<Vec<SocketAddr>, StatusError> {
+    if !admins.is_empty() {
+        return Ok(admins.to_vec());
+    }
+    let manifest = read_manifest(state_dir)
+        .map_err(|e| StatusError::NoClusterSet(state_dir.to_path_buf(), e.to_string()))?;
+    Ok(manifest
+        .clusters
+        .iter()
+        .filter_map(|c| c.controller_admin)
+        .collect())
+}
+
 /// Collects the status of every controller.
 pub async fn collect(args: &StatusArgs) -> Result<Vec<ControllerStatus>, StatusError> {
-    let admins = if args.admins.is_empty() {
-        let manifest = read_manifest(&args.state_dir)
-            .map_err(|e| StatusError::NoClusterSet(args.state_dir.clone(), e.to_string()))?;
-        manifest
-            .clusters
-            .iter()
-            .filter_map(|c| c.controller_admin)
-            .collect()
-    } else {
-        args.admins.clone()
-    };
+    let admins = controller_admins(&args.admins, &args.state_dir)?;
     let mut out = Vec::new();
     for admin in admins {
         out.push(admin_client::get_json(admin, PATH_STATUS).await?);

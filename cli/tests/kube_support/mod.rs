@@ -501,6 +501,48 @@ impl MeshCluster {
     }
 }
 
+/// Installs the chart in each of `clusters` (name, region, region priority; each on the test
+/// API server of its name) and starts there the controller `replicas` (with `controller_flags`),
+/// the gateway, and echo replica `echo-0`, exported and ready in its EndpointSlice.
+pub(crate) async fn bring_up(
+    env: &'static mesh_k8s_testenv::TestEnv,
+    clusters: &[(&'static str, &'static str, &[&str])],
+    replicas: &[&str],
+    controller_flags: &[&str],
+    dir: &Path,
+) -> Vec<MeshCluster> {
+    let mut up = Vec::new();
+    for (name, region, priority) in clusters.iter().copied() {
+        let kube = env.cluster(name).expect("test cluster");
+        let mut c = MeshCluster::install(kube, name, region, priority, dir);
+        for replica in replicas {
+            c.start_controller(replica, priority, controller_flags)
+                .await;
+        }
+        c.start_gateway(replicas).await;
+        c.start_echo("echo-0", replicas).await;
+        c.export_echo(80);
+        c.write_echo_slice(&[("echo-0", true)]);
+        up.push(c);
+    }
+    up
+}
+
+/// Each cluster's admin kubeconfig, as a `mesh` argument.
+pub(crate) fn kubeconfigs(clusters: &[MeshCluster]) -> Vec<String> {
+    clusters
+        .iter()
+        .map(|c| c.kube.kubeconfig().display().to_string())
+        .collect()
+}
+
+/// `mesh link` or `mesh unlink` of two clusters by their kubeconfigs, with `extra` flags.
+pub(crate) fn mesh_link(verb: &str, a: &str, b: &str, extra: &[&str]) -> Ran {
+    let mut args = vec![verb, "--kubeconfig", a, "--kubeconfig", b];
+    args.extend_from_slice(extra);
+    mesh(&args)
+}
+
 /// `mesh args...`, its output.
 pub(crate) fn mesh(args: &[&str]) -> Ran {
     let mut cmd = Command::new(mesh_bin());

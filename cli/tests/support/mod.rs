@@ -244,3 +244,42 @@ pub(crate) fn share_served_by(
         .count();
     (n as f64 / window.len() as f64, window.len())
 }
+
+/// Waits (at most `within`) until at least `share` of the requests due in the last `window` of
+/// `load` were answered by `cluster`; returns how long that took.
+pub(crate) async fn wait_served_by(
+    load: &LoadDriver,
+    cluster: &str,
+    share: f64,
+    window: Duration,
+    within: Duration,
+) -> Duration {
+    let started = load.started();
+    let what = format!("{share} of the requests of the last {window:?} served by {cluster}");
+    mesh_test_support::eventually(&what, within, async || {
+        let now = Instant::now();
+        let (served, n) = share_served_by(&load.snapshot(), started, now - window, now, cluster);
+        n > 0 && served >= share
+    })
+    .await
+}
+
+/// Fails the test when more than `max_share` of `result`'s requests failed or any was lost,
+/// naming `what` was going on, the first failure and `logs`.
+pub(crate) fn assert_failures_at_most(
+    result: &mesh_chaos::load::LoadResult,
+    max_share: f64,
+    what: &str,
+    logs: &str,
+) {
+    let failed: Vec<&Outcome> = result.outcomes.iter().filter(|o| !o.ok()).collect();
+    let allowed = (result.outcomes.len() as f64 * max_share).floor() as usize;
+    assert!(
+        failed.len() <= allowed && result.lost() == 0,
+        "{} of {} requests failed ({} lost, {allowed} allowed) {what}: first {:?}\n{logs}",
+        failed.len(),
+        result.outcomes.len(),
+        result.lost(),
+        failed.first()
+    );
+}

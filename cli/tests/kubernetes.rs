@@ -68,6 +68,7 @@ async fn a_cluster_set_on_kubernetes() {
     exports_are_valid_and_a_request_is_served_locally(&world).await;
     endpoint_readiness_fails_over_within_two_seconds_and_back(&world).await;
     mesh_check_reports_a_healthy_set_as_healthy(&world);
+    an_export_without_endpoints_is_imported_everywhere(&world).await;
     bad_inputs_are_refused_with_what_to_do(&world).await;
     unlink_removes_the_peer_imports_on_both_sides(&world).await;
     a_peer_presenting_another_trust_domain_is_not_ready(&world).await;
@@ -236,6 +237,33 @@ fn mesh_check_reports_a_healthy_set_as_healthy(world: &World) {
     let ran = mesh(&args);
     let findings: serde_json::Value = serde_json::from_str(&ran.stdout).expect("--json is JSON");
     assert!(findings.as_array().unwrap().iter().all(|f| f["ok"] == true));
+}
+
+async fn an_export_without_endpoints_is_imported_everywhere(world: &World) {
+    // MCS: the import exists as soon as the service is exported, before any pod is ready.
+    let west = world.cluster("us-west");
+    apply(
+        west.kube,
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: pending, namespace: {DEMO_NS}}}\n\
+             spec: {{ports: [{{name: grpc, port: 9090}}]}}\n---\n\
+             apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\n\
+             metadata: {{name: pending, namespace: {DEMO_NS}}}\n"
+        ),
+    );
+    for c in &world.clusters {
+        eventually(
+            &format!("ServiceImport demo/pending in {}", c.name),
+            Duration::from_secs(15),
+            async || {
+                get_json(c.kube, &["serviceimport", "pending", "-n", DEMO_NS]).is_some_and(|i| {
+                    i["spec"]["ports"][0]["port"] == 9090
+                        && i["status"]["clusters"][0]["cluster"] == "us-west"
+                })
+            },
+        )
+        .await;
+    }
 }
 
 async fn bad_inputs_are_refused_with_what_to_do(world: &World) {

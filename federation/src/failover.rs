@@ -3,6 +3,7 @@
 //! sidecars route by) and the catalog this cluster exports (what peers route by).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::api::{BreakerSummary, EndpointCount, LocalityRoute, RouteEndpoint, ServiceRoute};
@@ -11,7 +12,7 @@ use mesh_core::locality::{LocalityCandidate, LocalityPolicy, locality_order};
 use mesh_core::names::ServiceKey;
 
 use crate::breaker_reports::{BreakerCount, BreakerTally};
-use crate::registry::RegistryEndpoint;
+use crate::registry::{RegistryEndpoint, ServiceSpec};
 
 /// What is known about one linked peer that holds a catalog.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +40,9 @@ pub(crate) struct FailoverInputs<'a> {
     pub policy: &'a LocalityPolicy,
     /// The local registry's endpoints now.
     pub local: &'a [RegistryEndpoint],
+    /// Services the local registry defines with or without endpoints (exported even when
+    /// empty).
+    pub defined: &'a [(ServiceKey, Arc<ServiceSpec>)],
     /// Linked peers holding a catalog.
     pub peers: &'a [PeerInput<'a>],
     /// The own sidecars' breaker reports.
@@ -74,6 +78,7 @@ pub(crate) fn decide(inputs: &FailoverInputs<'_>) -> FailoverDecision {
         local.entry(&e.service).or_default().push(e);
     }
     let mut keys: BTreeSet<&ServiceKey> = local.keys().copied().collect();
+    keys.extend(inputs.defined.iter().map(|(key, _)| key));
     for peer in inputs.peers {
         keys.extend(peer.catalog.services.keys());
     }
@@ -84,10 +89,15 @@ pub(crate) fn decide(inputs: &FailoverInputs<'_>) -> FailoverDecision {
         // over TLS: they serve this cluster only.
         let exported: Vec<&RegistryEndpoint> =
             own.iter().copied().filter(|e| !e.plaintext).collect();
-        if !exported.is_empty() {
+        let defined = inputs
+            .defined
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, spec)| spec.as_ref());
+        if !exported.is_empty() || defined.is_some() {
             decision
                 .exports
-                .insert(key.clone(), export(inputs, key, &exported));
+                .insert(key.clone(), export(inputs, key, &exported, defined));
         }
         decision
             .services
@@ -110,6 +120,7 @@ fn export(
     inputs: &FailoverInputs<'_>,
     key: &ServiceKey,
     own: &[&RegistryEndpoint],
+    defined: Option<&ServiceSpec>,
 ) -> ExportedService {
     let mut endpoints: Vec<ExportedEndpoint> = own
         .iter()
@@ -123,7 +134,7 @@ fn export(
     let breaker_open =
         breaker_count(inputs, key, inputs.cluster).quorum_open(inputs.policy.breaker_quorum);
     let any_healthy = endpoints.iter().any(|e| e.healthy);
-    let spec = own.iter().find_map(|e| e.spec.as_deref());
+    let spec = defined.or_else(|| own.iter().find_map(|e| e.spec.as_deref()));
     ExportedService {
         healthy: any_healthy && !breaker_open,
         endpoints,

@@ -53,6 +53,14 @@ pub(crate) trait ServiceRegistry: Send + Sync + std::fmt::Debug {
 
     /// Every endpoint the backend knows at `now`, with its health.
     fn endpoints(&self, now: Instant) -> Vec<RegistryEndpoint>;
+
+    /// Services the backend defines whether or not they have endpoints now (Kubernetes: every
+    /// valid `ServiceExport`), so that an exported service with no ready pod yet is still
+    /// exported (and imported elsewhere), with no endpoints. Backends defined by their
+    /// endpoints alone have none.
+    fn defined(&self) -> Vec<(ServiceKey, Arc<ServiceSpec>)> {
+        Vec::new()
+    }
 }
 
 /// Several backends seen as one; the first backend that lists an address for a service wins.
@@ -86,6 +94,15 @@ impl ServiceRegistry for CombinedRegistry {
             .collect();
         out.sort_by(|a, b| (&a.service, a.address).cmp(&(&b.service, b.address)));
         out
+    }
+
+    fn defined(&self) -> Vec<(ServiceKey, Arc<ServiceSpec>)> {
+        let mut seen = HashSet::new();
+        self.backends
+            .iter()
+            .flat_map(|b| b.defined())
+            .filter(|(key, _)| seen.insert(key.clone()))
+            .collect()
     }
 }
 

@@ -259,6 +259,7 @@ impl FederationState {
     /// Recomputes the view; returns it when it changed (with a new version).
     pub(crate) fn recompute(&mut self, now: Instant) -> Option<Arc<PublishedView>> {
         let local = self.registry.endpoints(now);
+        let defined = self.registry.defined();
         let tally = self.breakers.tally(now);
         let peers: Vec<PeerInput<'_>> = self
             .links
@@ -279,6 +280,7 @@ impl FederationState {
             region: &self.config.region,
             policy: &self.config.policy,
             local: &local,
+            defined: &defined,
             peers: &peers,
             breakers: &tally,
         });

@@ -80,6 +80,7 @@ fn decide_with(
         region: "us",
         policy: &policy,
         local: local_eps,
+        defined: &[],
         peers,
         breakers,
     })
@@ -256,4 +257,32 @@ fn a_peer_that_failed_a_service_away_gets_no_traffic_share() {
     let loc = &d.services[&key("echo.demo")].route.localities[0];
     assert_eq!(loc.entry.health, 0.0);
     assert!(!loc.endpoints[0].healthy);
+}
+
+#[test]
+fn a_defined_service_without_endpoints_is_exported_empty_with_its_ports() {
+    let spec = Arc::new(ServiceSpec {
+        ports: vec![mesh_core::catalog::ServicePort {
+            name: "http".into(),
+            protocol: "TCP".into(),
+            port: 80,
+            app_protocol: None,
+        }],
+        exported_since: Some(1_700_000_000),
+    });
+    let policy = LocalityPolicy::default();
+    let decision = decide(&FailoverInputs {
+        cluster: "home",
+        region: "us",
+        policy: &policy,
+        local: &[],
+        defined: &[(key("echo.demo"), spec)],
+        peers: &[],
+        breakers: &BreakerTally::default(),
+    });
+    let exported = &decision.exports[&key("echo.demo")];
+    assert!(exported.endpoints.is_empty());
+    assert!(!exported.healthy, "nothing to serve yet");
+    assert_eq!(exported.ports[0].port, 80);
+    assert_eq!(exported.exported_since, Some(1_700_000_000));
 }

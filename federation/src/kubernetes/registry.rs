@@ -50,6 +50,8 @@ pub(crate) struct ExportValidity {
 pub(crate) struct RegistryView {
     /// Endpoints of every valid export.
     pub endpoints: Vec<RegistryEndpoint>,
+    /// Every valid export's definition, with or without endpoints.
+    pub defined: Vec<(ServiceKey, Arc<ServiceSpec>)>,
     /// One verdict per `ServiceExport`.
     pub exports: Vec<ExportValidity>,
     /// Endpoints left out because no pod (so no identity) is known for them.
@@ -114,6 +116,7 @@ pub(crate) fn compute(objects: &WatchedObjects, trust_domain: &str) -> RegistryV
                 .as_ref()
                 .and_then(|t| u64::try_from(t.0.as_second()).ok()),
         });
+        view.defined.push((key.clone(), spec.clone()));
         let mut seen = BTreeMap::new();
         for slice in slices.get(&id).into_iter().flatten() {
             for endpoint in &slice.endpoints {
@@ -263,6 +266,14 @@ impl crate::registry::ServiceRegistry for KubernetesRegistry {
             .endpoints
             .clone()
     }
+
+    fn defined(&self) -> Vec<(ServiceKey, Arc<ServiceSpec>)> {
+        self.view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .defined
+            .clone()
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +421,11 @@ mod tests {
         assert_eq!(spec.ports[0].name, "http");
         assert_eq!(spec.ports[0].protocol, "TCP");
         assert!(view.exports.iter().all(|e| e.verdict.is_ok()));
+        assert_eq!(
+            view.defined.len(),
+            1,
+            "the export defines echo, endpoints or not"
+        );
         assert!(
             view.endpoints.iter().all(|e| e.service.name == "echo"),
             "private is not exported"
@@ -429,6 +445,7 @@ mod tests {
         };
         let view = compute(&objects, "us-east.mesh");
         assert!(view.endpoints.is_empty());
+        assert!(view.defined.is_empty(), "an invalid export defines nothing");
         let (reason, message) = view.exports[0].verdict.clone().unwrap_err();
         assert_eq!(reason, "NoService");
         assert!(

@@ -41,6 +41,9 @@ enum Command {
     Gateway(mesh_gateway::GatewayArgs),
     /// Run a sidecar proxy next to one workload (outbound proxy, mTLS inbound).
     Sidecar(mesh_sidecar::SidecarArgs),
+    /// Set up transparent capture in this network namespace (iptables rules that send the
+    /// workload's TCP to its sidecar); `--dry-run` prints them, `--cleanup` removes them.
+    Init(mesh_sidecar::capture::InitArgs),
     /// Run the demo echo app (answers with its cluster and replica, echoes bodies).
     DemoApp(demo_app::DemoAppArgs),
     /// Prove failover: run chaos scenarios (faults on a timeline under load, SLO checks, report).
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
         | Command::Unlink(_)
         | Command::Status(_)
         | Command::Check(_)
+        | Command::Init(_)
         | Command::Ca(_)
         | Command::Chaos(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Controller(a) => mesh_federation::run(a).await.map_err(|e| e.to_string()),
             Command::Gateway(a) => mesh_gateway::run(a).await.map_err(|e| e.to_string()),
             Command::Sidecar(a) => mesh_sidecar::run(a).await.map_err(|e| e.to_string()),
+            Command::Init(a) => mesh_sidecar::capture::run(&a).map_err(|e| e.to_string()),
             Command::DemoApp(a) => demo_app::run(a).await.map_err(|e| e.to_string()),
             Command::Chaos(a) => mesh_chaos::run(a).await.map_err(|e| e.to_string()),
         }

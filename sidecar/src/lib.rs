@@ -17,6 +17,7 @@
 
 pub mod args;
 pub mod breaker_reports;
+pub mod capture;
 pub mod discovery;
 pub mod error;
 pub mod facts;

@@ -149,7 +149,7 @@ pub struct ControllerArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_CERT_TTL)]
     pub cert_ttl: Duration,
 
-    /// Once ready, write a JSON file with the bound addresses (`control`, `admin`) and the
+    /// Once ready, write a JSON file with the bound addresses (`control`, `admin`, `dns`) and the
     /// pid here, so a supervisor learns the real ports.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,

@@ -163,8 +163,13 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let controller = Controller::new(state, ca, metrics, shutdown_rx.clone());
     let readiness = Readiness::default();
+    let vips = Arc::new(Mutex::new(config.dns.vip_table()));
     let kubernetes_tasks = match kubernetes {
-        Some(runner) => runner.start(controller.clone(), readiness.clone()).await?,
+        Some(runner) => {
+            runner
+                .start(controller.clone(), readiness.clone(), vips.clone())
+                .await?
+        }
         None => Vec::new(),
     };
 
@@ -185,7 +190,6 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         StateStore::Directory(dir) => VipStore::in_dir(dir),
         StateStore::Kubernetes(_) => VipStore::ServiceImports,
     };
-    let vips = Arc::new(Mutex::new(config.dns.vip_table()));
     vips.lock()
         .unwrap_or_else(|p| p.into_inner())
         .restore(vip_store.load());

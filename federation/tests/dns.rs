@@ -269,3 +269,51 @@ async fn dig_gets_every_kind_of_answer() -> anyhow::Result<()> {
     ctl.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_is_dropped_then_answered_again() -> anyhow::Result<()> {
+    let (state, _ca) = StateDir::new("dns-rate", "us-east")?;
+    let ctl = start(ControllerArgs {
+        dns_client_qps: 5,
+        ..args("us-east", state.path())
+    })
+    .await?;
+    let query = |id: u16| {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in ["clusterset", "local"] {
+            q.push(u8::try_from(label.len()).unwrap_or(0));
+            q.extend(label.as_bytes());
+        }
+        q.extend([0, 0, 6, 0, 1]);
+        q
+    };
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    for id in 0..40 {
+        socket.send_to(&query(id), ctl.dns_addr).await?;
+    }
+    let mut answered = 0;
+    let mut buf = [0u8; 512];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await
+    {
+        answered += 1;
+    }
+    ensure!(
+        (5..=12).contains(&answered),
+        "{answered} of 40 answered at 5/s, burst 10"
+    );
+    let (_, metrics) = support::admin(ctl.admin_addr, Method::GET, "/metrics", None).await?;
+    ensure!(
+        metrics.contains("mesh_dns_queries_total{type=\"unknown\",rcode=\"ratelimited\"}"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    socket.send_to(&query(99), ctl.dns_addr).await?;
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .context("answered again after refilling")??;
+    ensure!(n >= 12 && buf[..2] == [0, 99], "another answer");
+    ctl.shutdown().await;
+    Ok(())
+}

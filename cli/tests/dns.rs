@@ -1,6 +1,7 @@
 //! The controllers' DNS servers in a running cluster-set, asked with the real `dig`: every
 //! cluster gives `echo.demo.svc.clusterset.local` the same VIP, a peer's per-cluster name
-//! resolves while it is linked and is NXDOMAIN once it is unlinked and its lease has run out,
+//! resolves while it is linked, is NXDOMAIN once its link is down for the whole lease and stays
+//! so once it is unlinked,
 //! and `mesh up` prints the `dig` line for each cluster.
 //!
 //! Without `dig` the test is skipped with a message, except under `CI=true`, where it fails.
@@ -91,8 +92,22 @@ async fn per_cluster_names_follow_links_and_leases() {
     assert_eq!(dig(east, "nope.demo.svc.clusterset.local").0, "NXDOMAIN");
     assert_eq!(dig(east, "example.com").0, "REFUSED");
 
-    // Unlinked, and its lease run out: NXDOMAIN; the cluster-set name stays (us-east exports
-    // the service too).
+    // Its gateway gone, the link is down; once the lease (3 s here) runs out its catalog is
+    // withdrawn and the name is NXDOMAIN. The cluster-set name stays (us-east exports the
+    // service too).
+    run.set
+        .kill("eu-central", "gateway")
+        .await
+        .expect("kill eu-central's gateway");
+    eventually(
+        Duration::from_secs(15),
+        "eu-central's per-cluster name NXDOMAIN in us-east after the lease",
+        || async { dig(east, pinned).0 == "NXDOMAIN" },
+    )
+    .await;
+    assert_eq!(dig(east, set).1, vips[..1].to_vec());
+
+    // Unlinked: still NXDOMAIN (an unlink withdraws at once, without a grace period).
     let admin = |c: &str| {
         run.set
             .cluster(c)

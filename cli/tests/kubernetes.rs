@@ -115,6 +115,7 @@ async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &Wor
     // Linking again changes nothing and succeeds (idempotent).
     let again = mesh_link("link", &configs[0], &configs[1], &[]);
     assert!(again.ok, "{}", again.stderr);
+    let mut vips = Vec::new();
     for c in &world.clusters {
         eventually(
             &format!(
@@ -128,6 +129,13 @@ async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &Wor
         let import = get_json(c.kube, &["serviceimport", "echo", "-n", DEMO_NS]).unwrap();
         assert_eq!(import["spec"]["type"], "ClusterSetIP");
         assert_eq!(import["spec"]["ports"][0]["port"], 80);
+        // The cluster-set VIP the DNS server answers, recorded where it survives restarts.
+        let vip = import["spec"]["ips"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(vip.starts_with("240.240."), "{}: {import}", c.name);
+        vips.push(vip);
         let links = kubectl(c.kube, &["get", "links"], None);
         assert_eq!(
             links.matches("True").count(),
@@ -136,6 +144,10 @@ async fn link_pairwise_and_every_cluster_imports_echo_from_all_three(world: &Wor
             c.name
         );
     }
+    assert!(
+        vips.windows(2).all(|w| w[0] == w[1]),
+        "one VIP for demo/echo in every cluster: {vips:?}"
+    );
 }
 
 async fn exports_are_valid_and_a_request_is_served_locally(world: &World) {

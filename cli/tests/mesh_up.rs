@@ -57,6 +57,41 @@ async fn mesh_up_serves_curl_and_stops_everything_on_sigint() {
     );
     assert!(text.contains("cluster=us-east"), "{text}");
 
+    // The printed `dig` line works as printed (skipped without dig, except under CI=true).
+    let stdout = up.stdout.take().expect("piped stdout");
+    let dig_line = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim_start().starts_with("dig @") {
+                return Some(line.trim().to_string());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("mesh up prints a dig line");
+    let have_dig = std::process::Command::new("dig").arg("-v").output().is_ok();
+    assert!(
+        have_dig || std::env::var("CI").as_deref() != Ok("true"),
+        "`dig` is missing (install dnsutils)"
+    );
+    if have_dig {
+        let mut words = dig_line.split_whitespace().skip(1);
+        let out = std::process::Command::new("dig")
+            .args(words.by_ref())
+            .args(["+short", "+time=2", "+tries=1"])
+            .output()
+            .expect("dig runs");
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            answer.trim().starts_with("240.240."),
+            "{dig_line}: {answer}"
+        );
+    }
+
     // `mesh check` finds the running set healthy, then names a link removed on one side only.
     let check = |json: bool| {
         let mut cmd = std::process::Command::new(mesh_bin());

@@ -7,6 +7,8 @@ use std::time::Duration;
 use mesh_core::argv::{Argv, parse_flags};
 use mesh_core::names::check_label;
 
+use crate::dns::DnsSettings;
+use crate::dns::vip::RangeError;
 use crate::error::FederationError;
 
 /// Sidecars heartbeat every second; three missed beats expire a workload.
@@ -18,6 +20,10 @@ const DEFAULT_CERT_TTL: &str = "24h";
 /// client-go's default: a killed leader is replaced in well under a minute, and a slow API
 /// server does not make leadership flap.
 const DEFAULT_LEADER_LEASE: &str = "15s";
+/// Short, so a name that disappears (a peer's catalog withdrawn) is forgotten by caches soon.
+const DEFAULT_DNS_TTL: &str = "5s";
+/// Generous: in Kubernetes one client address (the cluster DNS) asks for many pods.
+const DEFAULT_DNS_CLIENT_QPS: u32 = 2000;
 /// Shorter certificates would expire between a sidecar's rotation checks.
 const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 
@@ -88,6 +94,35 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
 
+    /// DNS server (UDP and TCP), authoritative for `clusterset.local`: the cluster-set VIP of
+    /// every service (`<svc>.<ns>.svc.clusterset.local`), per-cluster VIPs
+    /// (`<svc>.<ns>.svc.<cluster>.clusterset.local`) and SRV records of named ports. Names
+    /// outside the zone are refused.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub dns: SocketAddr,
+
+    /// TTL of DNS answers (and of negative answers), e.g. `5s`: short, so a withdrawn name is
+    /// forgotten soon.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_DNS_TTL)]
+    pub dns_ttl: Duration,
+
+    /// DNS queries per second each client address may send on average (twice as many in a
+    /// burst); 0 disables the limit. In Kubernetes the cluster DNS forwards for many pods, so
+    /// keep it generous.
+    #[arg(long, default_value_t = DEFAULT_DNS_CLIENT_QPS)]
+    pub dns_client_qps: u32,
+
+    /// The range service VIPs are allocated from (IPv4 CIDR, /8 to /30). The default is in
+    /// the reserved class E block, never routed anywhere, so a VIP cannot shadow a real
+    /// address. Every cluster of a cluster-set must use the same range.
+    #[arg(long, default_value = crate::dns::vip::DEFAULT_RANGE)]
+    pub vip_range: String,
+
+    /// An IPv6 range (CIDR, /8 to /112) mirroring the IPv4 VIPs (the same offset), answered as
+    /// AAAA records; without it there are no AAAA records.
+    #[arg(long)]
+    pub vip_range_v6: Option<String>,
+
     /// Other regions in failover preference order, comma-separated (e.g. `eu,ap`). Clusters
     /// in unlisted regions come after listed ones, ordered by measured round-trip time.
     #[arg(long, value_delimiter = ',')]
@@ -114,7 +149,7 @@ pub struct ControllerArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_CERT_TTL)]
     pub cert_ttl: Duration,
 
-    /// Once ready, write a JSON file with the bound addresses (`control`, `admin`) and the
+    /// Once ready, write a JSON file with the bound addresses (`control`, `admin`, `dns`) and the
     /// pid here, so a supervisor learns the real ports.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -146,6 +181,11 @@ impl ControllerArgs {
         }
         argv.flag("control", self.control)
             .flag("admin", self.admin)
+            .flag("dns", self.dns)
+            .duration("dns-ttl", self.dns_ttl)
+            .flag("dns-client-qps", self.dns_client_qps)
+            .flag("vip-range", &self.vip_range)
+            .opt("vip-range-v6", self.vip_range_v6.as_ref())
             .list("region-priority", &self.region_priority)
             .duration("lease-grace", self.lease_grace)
             .duration("registration-ttl", self.registration_ttl)
@@ -184,6 +224,8 @@ pub struct ControllerConfig {
     pub control: SocketAddr,
     /// Admin listener address.
     pub admin: SocketAddr,
+    /// The DNS server.
+    pub dns: DnsSettings,
     /// Other regions in failover order.
     pub region_priority: Vec<String>,
     /// Peer catalog lease grace.
@@ -232,6 +274,27 @@ impl ControllerConfig {
         if args.cert_ttl < MIN_CERT_TTL {
             return Err(config("cert-ttl", "must be at least 1m".into()));
         }
+        if args.dns_ttl < Duration::from_secs(1) || args.dns_ttl > Duration::from_secs(3600) {
+            return Err(config(
+                "dns-ttl",
+                "must be 1s to 1h (5s is the default)".into(),
+            ));
+        }
+        let dns = DnsSettings {
+            addr: args.dns,
+            ttl: args.dns_ttl,
+            client_qps: args.dns_client_qps,
+            range: args
+                .vip_range
+                .parse()
+                .map_err(|e: RangeError| config("vip-range", e.to_string()))?,
+            v6: args
+                .vip_range_v6
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: RangeError| config("vip-range-v6", e.to_string()))?,
+        };
         let store = match (args.kubernetes, args.state_dir) {
             (false, Some(dir)) => StateStore::Directory(dir),
             (false, None) => {
@@ -279,6 +342,7 @@ impl ControllerConfig {
             store,
             control: args.control,
             admin: args.admin,
+            dns,
             region_priority,
             lease_grace: args.lease_grace,
             registration_ttl: args.registration_ttl,

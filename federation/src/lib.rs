@@ -20,6 +20,7 @@ mod control_api;
 mod control_listener;
 mod controller;
 mod discovery;
+mod dns;
 mod error;
 mod export_cache;
 mod failover;
@@ -33,19 +34,20 @@ mod view;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::admin::{AdminServer, Readiness};
 use mesh_core::api::{ALPN_H2, ReadyFile};
 use mesh_core::identity::{TrustStore, server_config};
 use mesh_core::locality::LocalityPolicy;
-use mesh_core::telemetry::{bind_tcp, shutdown_signal};
+use mesh_core::telemetry::{bind_error, bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{ControllerArgs, ControllerConfig, KubernetesConfig, StateStore};
+pub use dns::DnsSettings;
 pub use error::{ApiError, FederationError};
 pub use registry::StaticFileError;
 
@@ -54,6 +56,7 @@ use crate::ca_service::CaService;
 use crate::control_api::ControlApi;
 use crate::control_listener::{ServingTls, serve_control};
 use crate::controller::Controller;
+use crate::dns::VipStore;
 use crate::export_cache::ExportCache;
 use crate::links::LinkStore;
 use crate::metrics::Metrics;
@@ -75,6 +78,8 @@ pub struct RunningController {
     pub control_addr: SocketAddr,
     /// The bound admin (plain HTTP) address.
     pub admin_addr: SocketAddr,
+    /// The bound DNS address (UDP and TCP).
+    pub dns_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
@@ -158,8 +163,13 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let controller = Controller::new(state, ca, metrics, shutdown_rx.clone());
     let readiness = Readiness::default();
+    let vips = Arc::new(Mutex::new(config.dns.vip_table()));
     let kubernetes_tasks = match kubernetes {
-        Some(runner) => runner.start(controller.clone(), readiness.clone()).await?,
+        Some(runner) => {
+            runner
+                .start(controller.clone(), readiness.clone(), vips.clone())
+                .await?
+        }
         None => Vec::new(),
     };
 
@@ -176,6 +186,22 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     );
     let admin_task = tokio::spawn(admin_server.serve(admin));
     let mut tasks = kubernetes_tasks;
+    let vip_store = match &config.store {
+        StateStore::Directory(dir) => VipStore::in_dir(dir),
+        StateStore::Kubernetes(_) => VipStore::ServiceImports,
+    };
+    vips.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .restore(vip_store.load());
+    let dns = match dns::start(&config.dns, controller.clone(), vips, vip_store).await {
+        Ok(dns) => dns,
+        Err(e) => {
+            let _ = shutdown_tx.send(true);
+            return Err(bind_error("controller", "dns", config.dns.addr, &e).into());
+        }
+    };
+    tasks.extend(dns.tasks);
+    let dns_addr = dns.addr;
     tasks.extend([
         tokio::spawn(serve_control(
             control,
@@ -198,12 +224,14 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         region = %config.region,
         control = %control_addr,
         admin = %admin_addr,
+        dns = %dns_addr,
         links,
         "controller ready"
     );
     let running = RunningController {
         control_addr,
         admin_addr,
+        dns_addr,
         shutdown: shutdown_tx,
         tasks,
         admin: admin_task,
@@ -215,6 +243,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
             addrs: BTreeMap::from([
                 ("control".to_string(), control_addr),
                 ("admin".to_string(), admin_addr),
+                ("dns".to_string(), dns_addr),
             ]),
             pid: std::process::id(),
         };

@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels naming a peer cluster.
@@ -48,6 +49,16 @@ pub(crate) struct ServiceLabels {
     pub service: String,
 }
 
+/// Labels of a DNS query: its type (`A`, `SRV`, ..., `other`, `malformed`) and the rcode of
+/// the response (`NOERROR`, `NXDOMAIN`, `REFUSED`, `FORMERR`, ..., `dropped`, `ratelimited`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DnsQueryLabels {
+    /// The query type.
+    pub r#type: String,
+    /// The response code, or what happened instead of a response.
+    pub rcode: String,
+}
+
 /// Every metric of the controller.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -78,6 +89,10 @@ pub(crate) struct Metrics {
     pub kubernetes_api_up: Gauge,
     /// Kubernetes mode: 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// DNS queries, by type and rcode.
+    pub dns_queries: Family<DnsQueryLabels, Counter>,
+    /// Time to answer a DNS query (decoding to encoded response), seconds.
+    pub dns_latency: Histogram,
     /// Label values set last time, so vanished peers and services are removed.
     known: Mutex<KnownLabels>,
 }
@@ -105,8 +120,20 @@ impl Metrics {
             failover_active: Family::default(),
             kubernetes_api_up: Gauge::default(),
             leader: Gauge::default(),
+            dns_queries: Family::default(),
+            dns_latency: Histogram::new(exponential_buckets(0.000_005, 4.0, 9)),
             known: Mutex::new(KnownLabels::default()),
         };
+        registry.register(
+            "mesh_dns_queries",
+            "DNS queries answered by the controller's DNS server, by query type and rcode",
+            m.dns_queries.clone(),
+        );
+        registry.register(
+            "mesh_dns_query_duration_seconds",
+            "Time the DNS server took to answer a query, from the received packet to the encoded response",
+            m.dns_latency.clone(),
+        );
         registry.register(
             "mesh_controller_kubernetes_api_up",
             "Kubernetes mode: 1 while the API server's watches work, 0 while the controller serves its last known state",
@@ -182,6 +209,16 @@ impl Metrics {
                 peer: peer.to_string(),
                 kind: kind.to_string(),
                 result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a DNS query.
+    pub(crate) fn dns_query(&self, qtype: &str, rcode: &str) {
+        self.dns_queries
+            .get_or_create(&DnsQueryLabels {
+                r#type: qtype.to_string(),
+                rcode: rcode.to_string(),
             })
             .inc();
     }

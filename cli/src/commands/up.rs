@@ -113,6 +113,14 @@ fn instructions(set: &ClusterSet, state_dir: &std::path::Path) -> String {
             out,
             "  curl -x http://{proxy} http://echo.demo.svc.{last}.clusterset.local/"
         );
+        if let Some(dns) = c.controller_dns() {
+            let _ = writeln!(
+                out,
+                "  dig @{} -p {} echo.demo.svc.clusterset.local",
+                dns.ip(),
+                dns.port()
+            );
+        }
     }
     let pids: Vec<String> = set
         .cluster(&first)

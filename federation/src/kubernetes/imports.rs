@@ -4,6 +4,8 @@
 //! `Conflict` condition of this cluster's own `ServiceExport`.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use kube::api::ObjectMeta;
 use mesh_core::catalog::{ExportedService, ServicePort};
@@ -104,8 +106,28 @@ fn describe(ports: &[ServicePort]) -> String {
     format!("[{}]", list.join(", "))
 }
 
-/// The object for `import` (spec and status; they are written separately).
-pub(crate) fn import_object(import: &DesiredImport) -> ServiceImport {
+/// The VIPs recorded in `imports`' `spec.ips` (the first IPv4 address of each), by allocation
+/// name `<svc>.<ns>`: how allocations survive restarts and reach every replica in Kubernetes
+/// mode.
+pub(crate) fn recorded_vips(imports: &[Arc<ServiceImport>]) -> Vec<(String, Ipv4Addr)> {
+    imports
+        .iter()
+        .filter_map(|i| {
+            let ns = i.metadata.namespace.as_deref()?;
+            let name = i.metadata.name.as_deref()?;
+            let ip = i
+                .spec
+                .ips
+                .iter()
+                .find_map(|ip| ip.parse::<Ipv4Addr>().ok())?;
+            Some((crate::dns::vip::service_name(name, ns), ip))
+        })
+        .collect()
+}
+
+/// The object for `import` (spec and status; they are written separately), carrying its
+/// cluster-set VIP in `spec.ips` when one is allocated.
+pub(crate) fn import_object(import: &DesiredImport, vip: Option<Ipv4Addr>) -> ServiceImport {
     let mut object = ServiceImport::new(
         &import.key.name,
         ServiceImportSpec {
@@ -119,6 +141,7 @@ pub(crate) fn import_object(import: &DesiredImport) -> ServiceImport {
                     port: i32::from(p.port),
                 })
                 .collect(),
+            ips: vip.iter().map(ToString::to_string).collect(),
             type_: mcs::CLUSTER_SET_IP.into(),
             ..ServiceImportSpec::default()
         },
@@ -174,8 +197,18 @@ mod tests {
         let imports = desired_imports(&exporters);
         assert_eq!(imports.len(), 1);
         assert_eq!(imports[0].clusters, ["us-east", "us-west"]);
-        let object = import_object(&imports[0]);
+        let object = import_object(&imports[0], Some(Ipv4Addr::new(240, 240, 1, 2)));
         assert_eq!(object.spec.type_, "ClusterSetIP");
+        assert_eq!(object.spec.ips, ["240.240.1.2"]);
+        let recorded = recorded_vips(&[Arc::new(object.clone())]);
+        assert_eq!(
+            recorded,
+            [("echo.demo".to_string(), Ipv4Addr::new(240, 240, 1, 2))]
+        );
+        let mut foreign = object.clone();
+        foreign.spec.ips = vec!["fd00::1".into(), "not an ip".into()];
+        assert!(recorded_vips(&[Arc::new(foreign)]).is_empty());
+        assert!(import_object(&imports[0], None).spec.ips.is_empty());
         assert_eq!(object.spec.ports[0].port, 80);
         assert_eq!(object.metadata.namespace.as_deref(), Some("demo"));
         assert_eq!(object.status.unwrap().clusters.len(), 2);

@@ -206,6 +206,7 @@ impl Runner {
         self,
         controller: Arc<Controller>,
         readiness: Readiness,
+        vips: Arc<Mutex<crate::dns::VipTable>>,
     ) -> Result<Vec<JoinHandle<()>>, FederationError> {
         let shutdown = controller.shutdown_signal();
         let health = Arc::new(ApiHealth::default());
@@ -250,6 +251,10 @@ impl Runner {
                 });
             }
         }
+        // VIPs recorded in ServiceImports before this start stay where they are.
+        vips.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restore(imports::recorded_vips(&stores.imports.state()));
         let acceptance = Arc::new(Mutex::new(Acceptance::new()));
         let trust_domain = controller.ca().trust_domain().to_string();
         let sync = Sync {
@@ -283,6 +288,7 @@ impl Runner {
             registry: self.registry,
             controller,
             acceptance,
+            vips,
         };
         tasks.push(tokio::spawn(leader.run(leading, shutdown)));
         Ok(tasks)

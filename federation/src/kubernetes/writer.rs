@@ -22,11 +22,13 @@ use mesh_k8s::names::{CONTROLLER_MANAGER, EXPORT_CACHE_CONFIGMAP};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::imports::{conflict, desired_imports, import_object};
+use super::imports::{conflict, desired_imports, import_object, recorded_vips};
 use super::links::{Acceptance, link_status};
 use super::registry::KubernetesRegistry;
 use super::{Stores, export_cache_object};
 use crate::controller::Controller;
+use crate::dns::VipTable;
+use crate::dns::vip::service_name;
 
 /// The export cache is rewritten at most this often.
 const CACHE_INTERVAL: Duration = Duration::from_secs(2);
@@ -41,6 +43,8 @@ pub(super) struct LeaderWriter {
     pub registry: Arc<KubernetesRegistry>,
     pub controller: Arc<Controller>,
     pub acceptance: Arc<Mutex<Acceptance>>,
+    /// The VIP allocations shared with the DNS server.
+    pub vips: Arc<Mutex<VipTable>>,
 }
 
 /// What the leader wrote last (for objects the watches do not show it).
@@ -72,6 +76,11 @@ impl LeaderWriter {
                 _ = leading.changed() => {}
                 _ = shutdown.changed() => return,
             }
+            // Every replica takes the leader's recorded VIPs, so its DNS answers the same.
+            self.vips
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .restore(recorded_vips(&self.stores.imports.state()));
             let lead = *leading.borrow();
             self.controller.metrics().leader.set(i64::from(lead));
             if !lead {
@@ -121,7 +130,12 @@ impl LeaderWriter {
         let mut wanted = BTreeSet::new();
         for import in &desired {
             wanted.insert((import.key.namespace.clone(), import.key.name.clone()));
-            let object = import_object(import);
+            let vip = self
+                .vips
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allocate(&service_name(&import.key.name, &import.key.namespace));
+            let object = import_object(import, vip);
             let current = existing.iter().find(|i| {
                 i.namespace().as_deref() == Some(import.key.namespace.as_str())
                     && i.name_any() == import.key.name

@@ -115,7 +115,11 @@ impl ComponentArgs {
     fn listeners_mut(&mut self) -> Vec<(&'static str, &mut SocketAddr)> {
         match self {
             ComponentArgs::Controller(a) => {
-                vec![("control", &mut a.control), ("admin", &mut a.admin)]
+                vec![
+                    ("control", &mut a.control),
+                    ("admin", &mut a.admin),
+                    ("dns", &mut a.dns),
+                ]
             }
             ComponentArgs::Gateway(a) => vec![
                 ("quic", &mut a.quic),

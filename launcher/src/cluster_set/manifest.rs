@@ -25,6 +25,9 @@ pub struct ManifestCluster {
     pub name: String,
     /// Controller admin address.
     pub controller_admin: Option<SocketAddr>,
+    /// Controller DNS address (UDP and TCP).
+    #[serde(default)]
+    pub controller_dns: Option<SocketAddr>,
     /// Client sidecar proxy address.
     pub client_proxy: Option<SocketAddr>,
     /// Every process: name -> (pid, addresses, log).
@@ -53,6 +56,7 @@ impl ClusterSet {
                 .map(|c| ManifestCluster {
                     name: c.spec.name.clone(),
                     controller_admin: c.controller_admin(),
+                    controller_dns: c.controller_dns(),
                     client_proxy: c.client_proxy(),
                     processes: c
                         .processes

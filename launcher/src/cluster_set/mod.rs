@@ -134,6 +134,11 @@ impl Cluster {
         self.addr("controller", "admin")
     }
 
+    /// The controller's DNS address (UDP and TCP).
+    pub fn controller_dns(&self) -> Option<SocketAddr> {
+        self.addr("controller", "dns")
+    }
+
     /// The client sidecar's HTTP proxy address.
     pub fn client_proxy(&self) -> Option<SocketAddr> {
         self.addr("client", "outbound")

@@ -55,8 +55,8 @@ fn nat_rules(ns: &str) -> String {
     in_ns(ns, &["iptables-save", "-t", "nat"])
 }
 
-#[test]
-fn mesh_init_captures_the_namespace_tcp_and_cleans_up() {
+#[tokio::test(flavor = "current_thread")]
+async fn mesh_init_captures_the_namespace_tcp_and_cleans_up() {
     if let NetworkMode::Loopback { reason } = detect() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -129,18 +129,20 @@ fn mesh_init_captures_the_namespace_tcp_and_cleans_up() {
         .spawn()
         .unwrap();
     let mut answer = String::new();
-    for _ in 0..50 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "curl", "-sS", "--max-time", "2"])
-            .arg("http://198.51.100.7/")
-            .output()
-            .expect("curl is installed");
-        answer = String::from_utf8_lossy(&out.stdout).into_owned();
-        if answer.contains("cluster=captured") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _ = mesh_test_support::wait_for(
+        "the captured request answered",
+        Duration::from_secs(5),
+        async || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns.0, "curl", "-sS", "--max-time", "2"])
+                .arg("http://198.51.100.7/")
+                .output()
+                .expect("curl is installed");
+            answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            answer.contains("cluster=captured")
+        },
+    )
+    .await;
     let _ = app.kill();
     let _ = app.wait();
     assert!(

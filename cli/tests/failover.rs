@@ -76,23 +76,25 @@ async fn local_replicas_die_traffic_fails_over_in_priority_order_and_back() {
             .await
             .unwrap();
     }
-    let mut back_at = None;
-    let deadline = heal + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = Instant::now();
-        let (share, n) = share_served_by(
-            &load.snapshot(),
-            started,
-            now - Duration::from_secs(1),
-            now,
-            "us-east",
-        );
-        if n > 0 && share >= 0.99 {
-            eprintln!("back on us-east {:?} after the heal", now - heal);
-            back_at = Some(now);
-            break;
-        }
+    let back_at = mesh_test_support::wait_for(
+        "the last second served by us-east again",
+        Duration::from_secs(15),
+        async || {
+            let now = Instant::now();
+            let (share, n) = share_served_by(
+                &load.snapshot(),
+                started,
+                now - Duration::from_secs(1),
+                now,
+                "us-east",
+            );
+            n > 0 && share >= 0.99
+        },
+    )
+    .await
+    .ok();
+    if let Some(took) = back_at {
+        eprintln!("back on us-east {took:?} after the heal");
     }
     let outcomes = load.finish().await.outcomes;
     let status = serde_json::to_string_pretty(&run.status("us-east").await).unwrap();

@@ -1270,9 +1270,9 @@ struct BadValue {
 
 const BAD_VALUES: &[BadValue] = &[
     BadValue {
-        what: "missing cluster.name",
-        args: &[],
-        names: &["at '/cluster'", "missing property 'name'"],
+        what: "cluster without a name",
+        args: &["--set", "cluster=null"],
+        names: &["missing property 'cluster'"],
     },
     BadValue {
         what: "cluster.name not a DNS label",

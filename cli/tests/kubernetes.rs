@@ -319,8 +319,24 @@ async fn bad_inputs_are_refused_with_what_to_do(world: &World) {
                  apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: clash, namespace: {DEMO_NS}}}\n"
             ),
         );
-        // Creation times have a one-second resolution: make us-east's export clearly older.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        if port == 80 {
+            // Creation times have a one-second resolution: us-west exports once the clock has
+            // passed the second of us-east's export, so us-east's is strictly older.
+            let export = get_json(east.kube, &["serviceexport", "clash", "-n", DEMO_NS]).unwrap();
+            let created: mesh_k8s::k8s_openapi::jiff::Timestamp =
+                export["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .expect("creationTimestamp");
+            eventually(
+                "a second past us-east's export",
+                Duration::from_secs(3),
+                async || {
+                    mesh_k8s::k8s_openapi::jiff::Timestamp::now().as_second() > created.as_second()
+                },
+            )
+            .await;
+        }
     }
     eventually(
         "Conflict=True on us-west's newer export",

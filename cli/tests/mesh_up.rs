@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_launcher::cluster_set::{Signal, read_manifest, send_signal};
 use support::{Scratch, eventually, mesh_bin};
@@ -28,18 +28,16 @@ async fn mesh_up_serves_curl_and_stops_everything_on_sigint() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let manifest = loop {
-        if let Ok(m) = read_manifest(&scratch.0) {
-            break m;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "mesh up did not become ready"
-        );
-        assert!(up.try_wait().unwrap().is_none(), "mesh up exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    mesh_test_support::eventually(
+        "mesh up to become ready (its manifest)",
+        Duration::from_secs(90),
+        async || {
+            assert!(up.try_wait().unwrap().is_none(), "mesh up exited early");
+            read_manifest(&scratch.0).is_ok()
+        },
+    )
+    .await;
+    let manifest = read_manifest(&scratch.0).expect("manifest");
     let proxy = manifest.clusters[0].client_proxy.unwrap();
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "-i", "--max-time", "10", "-x"])

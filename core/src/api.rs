@@ -42,6 +42,10 @@ pub const PATH_GATEWAY_REPORT: &str = "/v1/gateway/report";
 /// Control: `POST /v1/federation/{peer}` a [`crate::catalog::CatalogMessage`] received from that
 /// peer; answers 200, or 409 when a snapshot is needed (the gateway then sends a resync request).
 pub const PATH_FEDERATION: &str = "/v1/federation/";
+/// Control: `GET /v1/vips/{ip}` answers the [`VipTarget`] of a cluster-set or per-cluster VIP
+/// the controller's DNS handed out, or 404 (a sidecar asks for a captured connection's
+/// original destination).
+pub const PATH_VIPS: &str = "/v1/vips/";
 
 /// Admin: `GET` answers [`LinkInfo`] of this cluster (what a peer needs to link with it).
 pub const PATH_LINK_INFO: &str = "/v1/link-info";
@@ -202,6 +206,37 @@ pub struct SidecarSnapshot {
     /// epoch takes only additions from it (see the sidecar's `snapshot_merge`).
     #[serde(default)]
     pub warming: bool,
+}
+
+/// What a VIP stands for: a service, pinned to one cluster for a per-cluster VIP
+/// (`<svc>.<ns>.svc.<cluster>.clusterset.local`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipTarget {
+    /// The service.
+    pub service: ServiceKey,
+    /// The cluster a per-cluster VIP pins; `None` for the cluster-set VIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+impl VipTarget {
+    /// The destination the VIP names.
+    pub fn destination(&self) -> crate::names::Destination {
+        crate::names::Destination {
+            service: self.service.clone(),
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// The mesh name of the destination, e.g. `echo.demo.svc.clusterset.local` or
+    /// `echo.demo.svc.us-east.clusterset.local`: the authority an opaque stream is opened with.
+    pub fn host(&self) -> String {
+        let (name, ns) = (&self.service.name, &self.service.namespace);
+        match &self.cluster {
+            Some(c) => format!("{name}.{ns}.svc.{c}.clusterset.local"),
+            None => format!("{name}.{ns}.svc.clusterset.local"),
+        }
+    }
 }
 
 /// A linked peer, as the gateway needs it.

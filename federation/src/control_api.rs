@@ -2,14 +2,14 @@
 //! authenticated by the join token; every other call by the client certificate, which must be
 //! of this cluster's trust domain (gateway-only calls also need the gateway's identity).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use mesh_core::api::{
     BreakerReport, CsrRequest, GatewayReport, PATH_BREAKER_REPORTS, PATH_CERTIFICATES,
-    PATH_DISCOVERY, PATH_FEDERATION, PATH_GATEWAY_REPORT, PATH_GATEWAY_STREAM, PATH_WORKLOADS,
-    WorkloadRegistration,
+    PATH_DISCOVERY, PATH_FEDERATION, PATH_GATEWAY_REPORT, PATH_GATEWAY_STREAM, PATH_VIPS,
+    PATH_WORKLOADS, WorkloadRegistration,
 };
 use mesh_core::catalog::{CatalogError, CatalogMessage};
 use mesh_core::http::{BoxBody, json, read_json, text};
@@ -17,6 +17,7 @@ use mesh_core::identity::SpiffeId;
 
 use crate::controller::Controller;
 use crate::discovery::{gateway_stream, parse_services_query, sidecar_stream};
+use crate::dns::VipTable;
 use crate::error::{ApiError, into_response};
 use crate::registry::RegistrationError;
 use crate::state::CatalogRefusal;
@@ -42,6 +43,7 @@ enum Route {
     GatewayStream,
     GatewayReport,
     Federation(String),
+    Vip(String),
 }
 
 impl Route {
@@ -62,6 +64,8 @@ impl Route {
                     Route::Workload(id)
                 } else if let Some(peer) = segment(PATH_FEDERATION) {
                     Route::Federation(peer)
+                } else if let Some(ip) = segment(PATH_VIPS) {
+                    Route::Vip(ip)
                 } else {
                     return None;
                 }
@@ -74,7 +78,7 @@ impl Route {
             Route::Certificates | Route::Federation(_) => "POST",
             Route::Workload(_) => "PUT, DELETE",
             Route::BreakerReports | Route::GatewayReport => "PUT",
-            Route::Discovery | Route::GatewayStream => "GET",
+            Route::Discovery | Route::GatewayStream | Route::Vip(_) => "GET",
         }
     }
 
@@ -90,12 +94,13 @@ impl Route {
 #[derive(Debug, Clone)]
 pub(crate) struct ControlApi {
     controller: Arc<Controller>,
+    vips: Arc<Mutex<VipTable>>,
 }
 
 impl ControlApi {
-    /// The API over `controller`.
-    pub(crate) fn new(controller: Arc<Controller>) -> Self {
-        Self { controller }
+    /// The API over `controller`, answering VIP lookups from `vips` (the DNS server's).
+    pub(crate) fn new(controller: Arc<Controller>, vips: Arc<Mutex<VipTable>>) -> Self {
+        Self { controller, vips }
     }
 
     /// Answers one request from a client that presented `caller` (verified by the TLS layer).
@@ -144,6 +149,7 @@ impl ControlApi {
             }
             Route::GatewayReport => self.gateway_report(req).await,
             Route::Federation(peer) => self.federation(req, &peer).await,
+            Route::Vip(ip) => self.vip(&ip),
             // Answered above without a client certificate; with one it is the same call.
             Route::Certificates => self.sign(req).await,
         }
@@ -172,6 +178,24 @@ impl ControlApi {
             )));
         }
         Ok(caller)
+    }
+
+    /// What the VIP `ip` (IPv4, or the IPv6 twin of one) was handed out for.
+    fn vip(&self, ip: &str) -> Result<Response<BoxBody>, ApiError> {
+        let addr: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("`{ip}` is not an IP address")))?;
+        let vips = self.vips.lock().unwrap_or_else(|p| p.into_inner());
+        let v4 = match addr {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(v6) => vips.v4_of(v6),
+        };
+        match v4.and_then(|v4| vips.target_of(v4)) {
+            Some(target) => Ok(json(StatusCode::OK, &target)),
+            None => Err(ApiError::NotFound(format!(
+                "{addr} is not a VIP this controller handed out"
+            ))),
+        }
     }
 
     async fn sign(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, ApiError> {
@@ -333,7 +357,12 @@ mod tests {
             Route::parse("/v1/federation/eu"),
             Some(Route::Federation("eu".into()))
         );
+        assert_eq!(
+            Route::parse("/v1/vips/240.240.1.2"),
+            Some(Route::Vip("240.240.1.2".into()))
+        );
         assert_eq!(Route::parse("/v1/nothing"), None);
+        assert!(!Route::Vip("x".into()).gateway_only());
         assert!(Route::Federation("eu".into()).gateway_only());
         assert!(!Route::Discovery.gateway_only());
     }

@@ -193,7 +193,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     vips.lock()
         .unwrap_or_else(|p| p.into_inner())
         .restore(vip_store.load());
-    let dns = match dns::start(&config.dns, controller.clone(), vips, vip_store).await {
+    let dns = match dns::start(&config.dns, controller.clone(), vips.clone(), vip_store).await {
         Ok(dns) => dns,
         Err(e) => {
             let _ = shutdown_tx.send(true);
@@ -206,7 +206,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         tokio::spawn(serve_control(
             control,
             tls.clone(),
-            ControlApi::new(controller.clone()),
+            ControlApi::new(controller.clone(), vips),
             shutdown_rx.clone(),
         )),
         tokio::spawn(tick_loop(controller.clone(), shutdown_rx.clone())),

@@ -8,7 +8,9 @@ use mesh_core::argv::{Argv, parse_flags};
 use mesh_core::member_args::{ClusterMemberArgs, DEFAULT_LISTEN};
 use mesh_core::names::{ServiceKey, check_label};
 
+use crate::capture::Cidr;
 use crate::error::SidecarError;
+use crate::transparent::{InboundPolicy, OutboundPolicy};
 
 /// Flags of `mesh sidecar`: one sidecar per workload, an HTTP proxy for its app's outbound calls
 /// and (with `--service`) an mTLS listener that forwards to the app.
@@ -61,7 +63,22 @@ pub struct SidecarArgs {
     /// EndpointSlices (and their ready conditions) say where it is and whether it is ready.
     #[arg(long)]
     pub no_register: bool,
+    /// Captured connections (see `mesh init`) to destinations that are not mesh services:
+    /// `allow-any` passes them through unchanged, `registry-only` refuses them.
+    #[arg(long, value_enum, default_value = "allow-any")]
+    pub outbound_policy: OutboundPolicy,
+    /// Captured plaintext connections from outside the mesh to the app's ports: `permissive`
+    /// lets them reach the app, `strict` refuses them (only mTLS from the mesh gets through).
+    #[arg(long, value_enum, default_value = "permissive")]
+    pub inbound_policy: InboundPolicy,
+    /// The mesh's VIP range, as the controllers' `--vip-range`: a captured connection to an
+    /// address in it is for a mesh service.
+    #[arg(long, default_value = DEFAULT_VIP_RANGE)]
+    pub vip_range: Cidr,
 }
+
+/// The controllers' default VIP range (`mesh controller --vip-range`).
+const DEFAULT_VIP_RANGE: &str = "240.240.0.0/16";
 
 /// The namespace of the demo workloads, the common case on a laptop.
 const DEFAULT_NAMESPACE: &str = "demo";
@@ -94,9 +111,20 @@ impl SidecarArgs {
             .duration("connect-timeout", self.connect_timeout)
             .duration("request-timeout", self.request_timeout)
             .switch("no-latency-weighting", self.no_latency_weighting)
-            .switch("no-register", self.no_register);
+            .switch("no-register", self.no_register)
+            .flag("outbound-policy", policy_name(self.outbound_policy))
+            .flag("inbound-policy", policy_name(self.inbound_policy))
+            .flag("vip-range", self.vip_range);
         argv
     }
+}
+
+/// A policy's flag value, as clap spells it.
+fn policy_name(policy: impl clap::ValueEnum) -> String {
+    policy
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// What this workload serves, when it serves something.
@@ -135,6 +163,12 @@ pub struct SidecarConfig {
     pub latency_weighting: bool,
     /// Whether the served workload registers with the controller (heartbeats).
     pub register: bool,
+    /// For captured connections to destinations outside the mesh.
+    pub outbound_policy: OutboundPolicy,
+    /// For captured plaintext from outside the mesh.
+    pub inbound_policy: InboundPolicy,
+    /// The mesh's VIP range.
+    pub vip_range: Cidr,
 }
 
 impl SidecarConfig {
@@ -194,6 +228,9 @@ impl SidecarConfig {
             request_timeout: args.request_timeout,
             latency_weighting: !args.no_latency_weighting,
             register: !args.no_register,
+            outbound_policy: args.outbound_policy,
+            inbound_policy: args.inbound_policy,
+            vip_range: args.vip_range,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use mesh_core::api::{RouteEndpoint, SidecarSnapshot};
+use mesh_core::api::{RouteEndpoint, SidecarSnapshot, VipTarget};
 use mesh_core::names::{Destination, ServiceKey};
 
 use crate::outbound::balancer::EndpointRef;
@@ -44,3 +44,10 @@ pub struct ServedBy(pub EndpointRef);
 /// the error) outbound and by `served_by` inbound; read by the metrics layer.
 #[derive(Debug, Clone)]
 pub struct ServiceName(pub ServiceKey);
+
+/// Request (outbound, captured connections): the mesh service the connection's original
+/// destination, a VIP, stands for. Set by the transparent listener on every request of the
+/// connection; read by `resolve`, which routes by it when the authority is not a mesh name (an
+/// address) and which accepts a CONNECT (an opaque stream) only with it.
+#[derive(Debug, Clone)]
+pub struct CapturedVip(pub VipTarget);

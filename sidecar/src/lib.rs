@@ -34,6 +34,7 @@ pub mod state;
 #[cfg(test)]
 mod test_state;
 pub mod timeout;
+pub mod transparent;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -109,7 +110,19 @@ pub async fn run_until(
     let readiness = Readiness::default();
     let mut tasks = JoinSet::new();
     tasks.spawn(AdminServer::new(Arc::new(registry), readiness.clone(), None).serve(admin));
-    tasks.spawn(outbound::serve(outbound, state.clone()));
+    let own_ports = addrs.values().map(SocketAddr::port).collect();
+    let capture = Arc::new(transparent::Capture::new(
+        transparent::CaptureSettings {
+            vip_range: config.vip_range,
+            outbound: config.outbound_policy,
+            inbound: config.inbound_policy,
+            own_ports,
+        },
+        transparent::VipLookup::from_controller(client.clone()),
+        state.metrics().clone(),
+        config.connect_timeout,
+    ));
+    tasks.spawn(outbound::serve(outbound, state.clone(), capture.clone()));
     tasks.spawn(discovery::run(state.clone(), client.clone()));
     tasks.spawn(breaker_reports::run(
         state.clone(),
@@ -127,6 +140,7 @@ pub async fn run_until(
             served.service.clone(),
             served.app,
             advertised,
+            capture,
         ));
         let (health_tx, mut health_rx) = tokio::sync::watch::channel(false);
         tasks.spawn(registration::check_app(

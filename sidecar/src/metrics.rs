@@ -46,6 +46,15 @@ pub struct LocalityLabels {
     pub cluster: String,
 }
 
+/// Labels of a connection the capture rules sent to the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CaptureLabels {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    /// What became of it: `http`, `opaque`, `passthrough` or `refused`.
+    pub handling: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~33 s: loopback hops up to the longest per-try timeout people configure.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -71,6 +80,8 @@ pub struct Metrics {
     pub discovery_connected: Gauge,
     /// `mesh_sidecar_snapshot_version`: version of the last snapshot applied.
     pub snapshot_version: Gauge,
+    /// `mesh_sidecar_captured_connections_total{direction,handling}`.
+    pub captured: Family<CaptureLabels, Counter>,
 }
 
 impl Metrics {
@@ -85,6 +96,7 @@ impl Metrics {
             latency_shifted: Family::default(),
             discovery_connected: Gauge::default(),
             snapshot_version: Gauge::default(),
+            captured: Family::default(),
         };
         registry.register(
             "mesh_sidecar_requests",
@@ -126,7 +138,23 @@ impl Metrics {
             "Version of the last discovery snapshot applied",
             metrics.snapshot_version.clone(),
         );
+        registry.register(
+            "mesh_sidecar_captured_connections",
+            "Connections the capture rules sent to the sidecar, by direction and what became of \
+             them (http, opaque, passthrough, refused)",
+            metrics.captured.clone(),
+        );
         metrics
+    }
+
+    /// Counts one captured connection.
+    pub fn count_captured(&self, direction: &'static str, handling: &'static str) {
+        self.captured
+            .get_or_create(&CaptureLabels {
+                direction,
+                handling,
+            })
+            .inc();
     }
 
     /// Metrics registered nowhere (tests, tools).

@@ -3,7 +3,7 @@
 //! the stack below it (`next`), which it calls once, several times (retry) or not at all (an
 //! error answered early). [`ConcernLayer`] makes a concern a `tower` layer, so each direction's
 //! stack is assembled with `tower::ServiceBuilder` in exactly one function:
-//! [`crate::outbound::stack::outbound_stack`] and [`crate::inbound::stack::inbound_stack`].
+//! [`crate::outbound::stack::outbound_service`] and [`crate::inbound::stack::inbound_stack`].
 //! What a layer learns for another travels in [`crate::facts`].
 
 use std::convert::Infallible;

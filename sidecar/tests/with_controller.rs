@@ -5,6 +5,7 @@
 
 mod common;
 
+use mesh_sidecar::transparent::{InboundPolicy, OutboundPolicy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -215,6 +216,9 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
         no_register: false,
+        outbound_policy: OutboundPolicy::AllowAny,
+        inbound_policy: InboundPolicy::Permissive,
+        vip_range: "240.240.0.0/16".parse().expect("a valid range"),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sidecar = tokio::spawn(mesh_sidecar::run_until(args, async {
@@ -397,6 +401,9 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         request_timeout: Duration::from_secs(5),
         no_latency_weighting: false,
         no_register: false,
+        outbound_policy: OutboundPolicy::AllowAny,
+        inbound_policy: InboundPolicy::Permissive,
+        vip_range: "240.240.0.0/16".parse().expect("a valid range"),
     };
     let err = tokio::time::timeout(
         Duration::from_secs(10),

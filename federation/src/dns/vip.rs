@@ -117,6 +117,15 @@ impl Vip6Range {
     fn at(&self, offset: u32) -> Ipv6Addr {
         Ipv6Addr::from(self.base | u128::from(offset))
     }
+
+    /// The offset of `ip` in this range, when it is in it and the offset fits an IPv4 one.
+    fn offset_of(&self, ip: Ipv6Addr) -> Option<u32> {
+        let host = u128::from(ip) ^ self.base;
+        if host > (u128::MAX >> self.prefix) {
+            return None;
+        }
+        u32::try_from(host).ok()
+    }
 }
 
 /// The allocations of one controller: name -> VIP, never moved once recorded.
@@ -189,6 +198,25 @@ impl VipTable {
     /// The IPv6 twin of `ip`, when an IPv6 range is configured.
     pub(crate) fn v6_of(&self, ip: Ipv4Addr) -> Option<Ipv6Addr> {
         self.v6.map(|r| r.at(self.range.offset(ip)))
+    }
+
+    /// What the VIP `ip` was allocated to: a cluster-set name (`<svc>.<ns>`) or a per-cluster
+    /// one (`<svc>.<ns>.<cluster>`).
+    pub(crate) fn target_of(&self, ip: Ipv4Addr) -> Option<mesh_core::api::VipTarget> {
+        let name = self.by_addr.get(&ip)?;
+        let mut labels = name.splitn(3, '.');
+        let (svc, ns) = (labels.next()?, labels.next()?);
+        Some(mesh_core::api::VipTarget {
+            service: mesh_core::names::ServiceKey::new(svc, ns).ok()?,
+            cluster: labels.next().map(str::to_string),
+        })
+    }
+
+    /// The IPv4 VIP whose IPv6 twin is `ip`, when `ip` is in the IPv6 range.
+    pub(crate) fn v4_of(&self, ip: Ipv6Addr) -> Option<Ipv4Addr> {
+        let v6 = self.v6?;
+        let offset = v6.offset_of(ip)?;
+        (offset < self.range.size()).then(|| Ipv4Addr::from(self.range.base + offset))
     }
 
     /// Every allocation, by name.
@@ -296,6 +324,33 @@ mod tests {
         let mut again = table(DEFAULT_RANGE);
         again.restore(t.records().clone());
         assert_eq!(again, t);
+    }
+
+    #[test]
+    fn a_vip_names_what_it_was_allocated_to() {
+        let mut t = VipTable::new(
+            "240.240.0.0/16".parse().unwrap(),
+            Some("fd00:240::/64".parse().unwrap()),
+        );
+        let set = t.allocate(&service_name("echo", "demo")).unwrap();
+        let pinned = t
+            .allocate(&cluster_name("echo", "demo", "us-east"))
+            .unwrap();
+        let target = t.target_of(set).unwrap();
+        assert_eq!(target.service.to_string(), "echo.demo");
+        assert_eq!(target.cluster, None);
+        assert_eq!(target.host(), "echo.demo.svc.clusterset.local");
+        let target = t.target_of(pinned).unwrap();
+        assert_eq!(target.cluster.as_deref(), Some("us-east"));
+        assert_eq!(target.host(), "echo.demo.svc.us-east.clusterset.local");
+        assert_eq!(
+            t.target_of(Ipv4Addr::new(10, 0, 0, 1)),
+            None,
+            "never handed out"
+        );
+        let twin = t.v6_of(set).unwrap();
+        assert_eq!(t.v4_of(twin), Some(set));
+        assert_eq!(t.v4_of("fd00:241::1".parse().unwrap()), None);
     }
 
     #[test]

@@ -49,6 +49,25 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+impl Cidr {
+    /// Whether `ip` is in this network (an IPv4 address is never in an IPv6 network).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
@@ -123,6 +142,19 @@ pub(super) fn jumps() -> [[&'static str; 5]; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks_contain_their_addresses_only() {
+        let net: Cidr = "240.240.0.0/16".parse().unwrap();
+        assert!(net.contains("240.240.7.9".parse().unwrap()));
+        assert!(!net.contains("240.241.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let host: Cidr = "fd00::1".parse().unwrap();
+        assert!(host.contains("fd00::1".parse().unwrap()));
+        assert!(!host.contains("fd00::2".parse().unwrap()));
+    }
 
     fn plan() -> CapturePlan {
         CapturePlan {

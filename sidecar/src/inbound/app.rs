@@ -134,7 +134,9 @@ impl AppClient {
         });
     }
 
-    async fn connect(&self) -> Result<SendRequest<BoxBody>, AppError> {
+    /// A new TCP connection to the app, within the connect timeout (for HTTP, and for an opaque
+    /// stream joined to it).
+    pub async fn open_stream(&self) -> Result<tokio::net::TcpStream, AppError> {
         let addr = self.addr;
         let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
             .await
@@ -144,6 +146,12 @@ impl AppClient {
             })?
             .map_err(|source| AppError::Unavailable { addr, source })?;
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<BoxBody>, AppError> {
+        let addr = self.addr;
+        let tcp = self.open_stream().await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|source| AppError::Protocol { addr, source })?;

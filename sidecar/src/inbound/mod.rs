@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod errors;
+pub mod opaque;
 pub mod origin_form;
 pub mod served_by;
 pub mod server;

@@ -1,7 +1,9 @@
 //! The inbound listener, in phases: accept -> TLS handshake (mandatory client certificate,
 //! verified against every trust bundle known: own and linked clusters) -> HTTP/2 -> each
 //! request through the [inbound stack](super::stack::inbound_stack). A failure in any phase is
-//! logged with the peer and cause.
+//! logged with the peer and cause. A connection that capture redirected here from one of the
+//! app's ports comes from outside the mesh and is the inbound policy's (see
+//! `crate::transparent`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::stack::inbound_stack;
 use crate::state::SidecarState;
+use crate::transparent::Capture;
+use crate::transparent::original_dst::redirected_from;
 
 /// Serves inbound mTLS on `listener` for `service`, forwarding to the app at `app`, until the
 /// future is dropped, which also closes every connection it accepted. `advertised` is the
@@ -24,13 +28,18 @@ pub async fn serve(
     service: ServiceKey,
     app: SocketAddr,
     advertised: SocketAddr,
+    capture: Arc<Capture>,
 ) {
     let acceptor = TlsAcceptor::from(state.identity().server.clone());
     let stack = inbound_stack(&state, service, app, advertised);
     accept_loop(listener, "inbound", move |stream, peer| {
         let acceptor = acceptor.clone();
         let stack = stack.clone();
+        let capture = capture.clone();
         async move {
+            if let Some(original) = redirected_from(&stream) {
+                return capture.inbound_plaintext(stream, peer, original).await;
+            }
             // The verifier's refusal names an unlinked trust domain and what to run.
             let Some(tls) = tls_handshake(&acceptor, stream, peer, "inbound").await else {
                 return;

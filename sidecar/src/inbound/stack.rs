@@ -10,7 +10,7 @@ use tower::ServiceBuilder;
 use super::app::AppClient;
 use super::errors::{self, InboundError};
 use super::origin_form::OriginFormLayer;
-use super::served_by;
+use super::{opaque, served_by};
 use crate::outbound::balancer::EndpointRef;
 use crate::request_metrics::{self, Direction};
 use crate::stack::HttpStack;
@@ -28,14 +28,17 @@ use crate::timeout;
 /// 6. *authorization*, *rate limit* (not built yet: the zero-trust and traffic policy issues
 ///    add them here; the caller's SPIFFE ID is known from the TLS handshake in `server`);
 /// 7. **timeout**: bounds the app's answer;
-/// 8. **origin form**: the request as a plain HTTP/1.1 app expects it;
-/// 9. **app**: the pooled HTTP/1.1 client of the app.
+/// 8. **opaque**: a CONNECT (a stream another sidecar's capture took for something other than
+///    HTTP) is joined to a new connection to the app, and goes no further;
+/// 9. **origin form**: the request as a plain HTTP/1.1 app expects it;
+/// 10. **app**: the pooled HTTP/1.1 client of the app.
 pub fn inbound_stack(
     state: &Arc<SidecarState>,
     service: ServiceKey,
     app: SocketAddr,
     advertised: SocketAddr,
 ) -> impl HttpStack {
+    let app = AppClient::new(app, state.connect_timeout());
     let own = EndpointRef {
         cluster: state.cluster().to_string(),
         addr: advertised,
@@ -51,6 +54,7 @@ pub fn inbound_stack(
             state.request_timeout(),
             InboundError::Timeout,
         ))
+        .layer(opaque::layer(app.clone()))
         .layer(OriginFormLayer)
-        .service(AppClient::new(app, state.connect_timeout()))
+        .service(app)
 }

@@ -1,7 +1,7 @@
 //! The outbound direction: a plain HTTP proxy for the local app (HTTP/1.1 in absolute or origin
 //! form, HTTP/2 prior knowledge) that sends each request over mTLS HTTP/2 to an endpoint of the
 //! destination service, in this cluster or through the gateway in another. The whole stack is
-//! assembled in [`stack::outbound_stack`]; each of its layers is a module here, and the other
+//! assembled in [`stack::outbound_service`]; each of its layers is a module here, and the other
 //! modules are the pure logic and the plumbing those layers use.
 
 pub mod balance;
@@ -20,12 +20,24 @@ pub mod stack;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use crate::state::SidecarState;
+use crate::transparent::Capture;
 
-/// Serves the outbound proxy on `listener` until the future is dropped, which also closes
-/// every connection it accepted.
-pub async fn serve(listener: TcpListener, state: Arc<SidecarState>) {
-    mesh_core::serve::serve_plain(listener, "outbound", stack::outbound_stack(&state)).await
+/// Serves the outbound listener until the future is dropped, which also closes every
+/// connection it accepted: the app's proxy requests, and the connections capture redirects
+/// to it (`capture` decides what becomes of those).
+pub async fn serve(listener: TcpListener, state: Arc<SidecarState>, capture: Arc<Capture>) {
+    let budgets = stack::retry_budgets(&state);
+    let http = stack::outbound_service::<Incoming>(&state, budgets.clone());
+    let opaque = stack::outbound_service::<Empty<Bytes>>(&state, budgets);
+    mesh_core::serve::accept_loop(listener, "outbound", move |stream, peer| {
+        let (capture, http, opaque) = (capture.clone(), http.clone(), opaque.clone());
+        async move { capture.outbound(stream, peer, http, opaque).await }
+    })
+    .await
 }

@@ -14,7 +14,7 @@ use mesh_core::names::{Destination, parse_authority};
 use tower::{Service, ServiceExt};
 
 use super::errors::ProxyError;
-use crate::facts::{Resolved, ServiceName};
+use crate::facts::{CapturedVip, Resolved, ServiceName};
 use crate::headers::strip_hop_by_hop;
 use crate::stack::{Concern, ConcernLayer};
 use crate::state::SidecarState;
@@ -41,13 +41,29 @@ where
 
     async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        // An HTTP proxy for plain requests only.
-        if parts.method == Method::CONNECT {
+        let captured = parts.extensions.get::<CapturedVip>().cloned();
+        // The app's CONNECT is refused (an HTTP proxy for plain requests only); an opaque
+        // stream to a captured VIP is one.
+        let opaque = parts.method == Method::CONNECT;
+        if opaque && captured.is_none() {
             return Err(ProxyError::ConnectMethod);
         }
         let authority = authority(&parts)?;
-        let dest = destination(&authority)?;
-        let uri = upstream_uri(&parts, &authority)?;
+        // A captured connection to a VIP whose requests name an address (or another host that
+        // is no mesh name) goes to the VIP's service.
+        let dest = match (destination(&authority), &captured) {
+            (Ok(dest), _) => dest,
+            (Err(_), Some(CapturedVip(target))) => target.destination(),
+            (Err(e), None) => return Err(e),
+        };
+        let uri = if opaque {
+            Uri::builder()
+                .authority(authority.as_str())
+                .build()
+                .map_err(|_| ProxyError::MissingAuthority)?
+        } else {
+            upstream_uri(&parts, &authority)?
+        };
         // The last snapshot, or the controller's answer once asked (on demand).
         let snapshot = self.state.route(&dest).await?;
         parts.uri = uri;

@@ -1,19 +1,30 @@
 //! The whole outbound stack, assembled in one place: what happens to a request from the local
 //! app, top to bottom.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
-use tower::ServiceBuilder;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use mesh_core::http::{BoxBody, BoxError};
+use tower::{Service, ServiceBuilder};
 
 use super::connect::{Connect, TryError};
 use super::retry::RetryBudgets;
 use super::{balance, breaker, errors, resolve, retry};
 use crate::request_metrics::{self, Direction};
-use crate::stack::HttpStack;
 use crate::state::SidecarState;
 use crate::timeout;
 
-/// The outbound stack of a sidecar, one layer per concern, in request order:
+/// The retry budgets of a sidecar's outbound stacks (one per service, shared by them).
+pub fn retry_budgets(state: &Arc<SidecarState>) -> Arc<RetryBudgets> {
+    Arc::new(RetryBudgets::new(state.resilience().retry_budget.clone()))
+}
+
+/// The outbound stack of a sidecar, over any request body (the app's requests, or the CONNECT
+/// that opens a captured opaque stream, see `crate::transparent`), sharing `budgets` with the
+/// sidecar's other outbound stacks; one layer per concern, in request order:
 ///
 /// 1. *access log* (not built yet: the observability issue adds it here);
 /// 2. **metrics**: request count and duration by service, serving cluster and status;
@@ -31,8 +42,17 @@ use crate::timeout;
 /// 10. **per-try timeout**: bounds one try until its response head (below `balance`, so a
 ///     timed-out try counts against the endpoint it went to);
 /// 11. **connect**: the try on a pooled connection, direct, tunnelled or plaintext.
-pub fn outbound_stack(state: &Arc<SidecarState>) -> impl HttpStack {
-    let budgets = Arc::new(RetryBudgets::new(state.resilience().retry_budget.clone()));
+pub fn outbound_service<B>(
+    state: &Arc<SidecarState>,
+    budgets: Arc<RetryBudgets>,
+) -> impl Service<Request<B>, Response = Response<BoxBody>, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ 'static
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     ServiceBuilder::new()
         .layer(request_metrics::layer(
             state.metrics().clone(),

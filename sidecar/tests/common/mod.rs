@@ -22,6 +22,9 @@ use mesh_core::names::ServiceKey;
 use mesh_sidecar::identity::SidecarIdentity;
 use mesh_sidecar::metrics::Metrics;
 use mesh_sidecar::outbound::balancer::ResilienceConfig;
+use mesh_sidecar::transparent::{
+    Capture, CaptureSettings, InboundPolicy, OutboundPolicy, VipLookup,
+};
 use mesh_sidecar::{SidecarState, StateOptions};
 use mesh_test_support::TestCluster;
 use sha2::{Digest, Sha256};
@@ -230,6 +233,7 @@ impl ServerSidecar {
             echo(),
             app,
             addr,
+            no_capture(&state),
         )));
         Self { addr, state, task }
     }
@@ -268,9 +272,26 @@ impl ClientSidecar {
         let task = Task(tokio::spawn(mesh_sidecar::outbound::serve(
             listener,
             state.clone(),
+            no_capture(&state),
         )));
         Self { addr, state, task }
     }
+}
+
+/// Capture handling for listeners that no capture rule redirects to (every connection is
+/// the app's own, as a proxy client); no address is a VIP.
+pub(crate) fn no_capture(state: &Arc<SidecarState>) -> Arc<Capture> {
+    Arc::new(Capture::new(
+        CaptureSettings {
+            vip_range: "240.240.0.0/16".parse().unwrap(),
+            outbound: OutboundPolicy::AllowAny,
+            inbound: InboundPolicy::Permissive,
+            own_ports: Vec::new(),
+        },
+        VipLookup::new(Arc::new(|_| Box::pin(async { Ok(None) }))),
+        state.metrics().clone(),
+        Duration::from_secs(1),
+    ))
 }
 
 /// A locality of `echo.demo`.

@@ -241,16 +241,12 @@ impl MeshPair {
             std::fs::create_dir_all(parent).map_err(|e| BenchError::io(parent, e))?;
         }
         args.set_ready_file(ready_path.clone());
-        let mut process = Process {
-            label: format!("bench/{name}"),
-            exec_prefix: Vec::new(),
+        let mut process = Process::new(
+            format!("bench/{name}"),
             args,
-            wiring: Vec::new(),
-            log: self.dir.join("logs").join(format!("{name}.log")),
+            self.dir.join("logs").join(format!("{name}.log")),
             ready_path,
-            child: None,
-            ready: None,
-        };
+        );
         let started = process.start(bin).await;
         // Kept even when it failed, so `stop` reaps it.
         self.processes.push((name.to_string(), process));

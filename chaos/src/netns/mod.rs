@@ -10,12 +10,14 @@
 //! namespace's iptables. Cluster namespaces have no default route: nothing in them can reach
 //! beyond the bridge.
 
+mod app;
 mod rules;
 mod shell;
 mod topology;
 
 use std::net::Ipv4Addr;
 
+pub use app::{AppNamespace, AppNamespaces, INBOUND_PORT, OUTBOUND_PORT, PROXY_UID};
 pub use rules::{Endpoint, Rule};
 use shell::{argv, on_path, run};
 pub use topology::{ClusterNet, NetTopology};

@@ -156,6 +156,7 @@ impl NetTopology {
         Some(Placement {
             bind_ip: IpAddr::V4(c.addr),
             exec_prefix: argv(&["ip", "netns", "exec", &c.ns]),
+            ..Placement::default()
         })
     }
 

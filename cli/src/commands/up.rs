@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use mesh_core::config::{ConfigError, Topology};
 
+use mesh_chaos::netns::{self, AppNamespaces, NetworkMode};
 use mesh_launcher::cluster_set::{ClusterSet, LaunchError, read_manifest};
 
 /// Arguments of `mesh up`.
@@ -21,6 +22,12 @@ pub struct UpArgs {
     /// one machine, tests).
     #[arg(long)]
     pub ephemeral_ports: bool,
+    /// Run each cluster's client in a network namespace of its own (`mesh-<cluster>`, root
+    /// needed) with transparent capture and the cluster's mesh DNS as its resolver, so that
+    /// `ip netns exec mesh-<cluster> curl http://echo.demo.svc.clusterset.local/` works with no
+    /// proxy setting.
+    #[arg(long)]
+    pub transparent: bool,
 }
 
 /// Errors of `mesh up`.
@@ -40,6 +47,9 @@ pub enum UpError {
     /// The running binary could not be found.
     #[error("cannot find the mesh binary to start components: {0}")]
     Binary(std::io::Error),
+    /// `--transparent` cannot be had here.
+    #[error("--transparent needs network namespaces: {0}")]
+    Transparent(String),
 }
 
 /// Runs `mesh up` until SIGINT or SIGTERM.
@@ -69,16 +79,28 @@ pub async fn run(args: UpArgs) -> Result<(), UpError> {
             .join(", "),
         args.state_dir.display()
     );
-    let mut set = ClusterSet::start(&topology, &args.state_dir, &mesh_bin).await?;
-    println!("{}", instructions(&set, &args.state_dir));
+    let mut apps = AppNamespaces::default();
+    if args.transparent {
+        if let NetworkMode::Loopback { reason } = netns::detect() {
+            return Err(UpError::Transparent(reason));
+        }
+        let names: Vec<String> = topology.clusters.iter().map(|c| c.name.clone()).collect();
+        apps = AppNamespaces::create(&names, &mesh_bin)
+            .map_err(|e| UpError::Transparent(e.to_string()))?;
+    }
+    let placements = apps.placements();
+    let mut set =
+        ClusterSet::start_placed(&topology, &args.state_dir, &mesh_bin, &placements).await?;
+    println!("{}", instructions(&set, &apps, &args.state_dir));
     mesh_core::telemetry::shutdown_signal().await;
     eprintln!("mesh: stopping every process");
     set.stop().await;
+    apps.teardown();
     eprintln!("mesh: stopped; state kept in {}", args.state_dir.display());
     Ok(())
 }
 
-fn instructions(set: &ClusterSet, state_dir: &std::path::Path) -> String {
+fn instructions(set: &ClusterSet, apps: &AppNamespaces, state_dir: &std::path::Path) -> String {
     use std::fmt::Write as _;
     let mut out = String::from("mesh: the cluster-set is up and linked.\n");
     let first = set
@@ -105,13 +127,15 @@ fn instructions(set: &ClusterSet, state_dir: &std::path::Path) -> String {
             "\n{} (region {}), controller admin http://{admin}",
             c.spec.name, c.spec.region
         );
+        let curl = |target: &str| match apps.get(&c.spec.name) {
+            Some(app) => app.exec(&format!("curl {target}")),
+            None => format!("curl -x http://{proxy} {target}"),
+        };
+        let _ = writeln!(out, "  {}", curl("http://echo.demo.svc.clusterset.local/"));
         let _ = writeln!(
             out,
-            "  curl -x http://{proxy} http://echo.demo.svc.clusterset.local/"
-        );
-        let _ = writeln!(
-            out,
-            "  curl -x http://{proxy} http://echo.demo.svc.{last}.clusterset.local/"
+            "  {}",
+            curl(&format!("http://echo.demo.svc.{last}.clusterset.local/"))
         );
         if let Some(dns) = c.controller_dns() {
             let _ = writeln!(

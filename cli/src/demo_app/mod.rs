@@ -3,6 +3,8 @@
 //! failover is visible by hand and body integrity can be checked by digest: a request with
 //! `x-echo-digest: sha256` gets `x-echo-body-sha256` (the digest of the body the app received;
 //! such bodies, up to 8 MiB, are buffered). Its admin port can inject faults (see [`faults`]).
+//! A connection that does not start like HTTP (see `mesh_sidecar::transparent::sniff`) is
+//! echoed back byte for byte: the demo's TCP echo, what the mesh carries as an opaque stream.
 
 pub mod faults;
 
@@ -12,15 +14,19 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use mesh_core::admin::{AdminServer, Readiness, serve_http};
+use mesh_core::admin::{AdminServer, Readiness};
 use mesh_core::api::ReadyFile;
 use mesh_core::http::{BoxBody, full, read_body, text};
+use mesh_core::serve::{accept_loop, serve_connection};
 use mesh_core::telemetry::{BindError, bind_tcp, shutdown_signal};
+use mesh_sidecar::transparent::replayed::Replayed;
+use mesh_sidecar::transparent::sniff::{Sniffed, sniff};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 // The demo app's header names are defined once, beside the load driver that reads them
 // (`mesh_chaos::load`), since this crate depends on that one and not the other way round.
@@ -113,6 +119,32 @@ impl DemoApp {
     }
 }
 
+/// Serves HTTP, or echoes raw bytes, on every connection `listener` accepts.
+async fn serve(listener: tokio::net::TcpListener, app: Arc<DemoApp>) {
+    let service = tower::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }
+    });
+    accept_loop(listener, "http", move |mut stream, peer| {
+        let service = service.clone();
+        async move {
+            match sniff(&mut stream).await {
+                Ok((prefix, Sniffed::Http)) => {
+                    serve_connection(Replayed::new(prefix, stream), peer, "http", service).await
+                }
+                Ok((prefix, _)) => {
+                    let (mut from, mut to) = stream.into_split();
+                    if to.write_all(&prefix).await.is_ok() {
+                        let _ = tokio::io::copy(&mut from, &mut to).await;
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "connection broke before a byte"),
+            }
+        }
+    })
+    .await
+}
+
 fn octet_stream(rsp: &mut Response<BoxBody>) {
     rsp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -152,7 +184,7 @@ pub async fn run(args: DemoAppArgs) -> Result<(), DemoAppError> {
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|e| mesh_core::telemetry::bind_error("demo-app", "admin", args.admin, &e))?;
-    let serving = tokio::spawn(serve_http(listener, move |req| app.clone().handle(req)));
+    let serving = tokio::spawn(serve(listener, app));
     let admin_task = tokio::spawn(admin.serve(admin_listener));
     readiness.set(true);
     if let Some(path) = &args.ready_file {

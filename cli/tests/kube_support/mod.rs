@@ -255,16 +255,12 @@ impl MeshCluster {
     }
 
     async fn start(&mut self, name: &str, args: ComponentArgs) -> &Process {
-        let mut process = Process {
-            label: format!("{}/{name}", self.name),
-            exec_prefix: Vec::new(),
+        let mut process = Process::new(
+            format!("{}/{name}", self.name),
             args,
-            wiring: Vec::new(),
-            log: self.dir.join(format!("{name}.log")),
-            ready_path: self.dir.join(format!("{name}.ready.json")),
-            child: None,
-            ready: None,
-        };
+            self.dir.join(format!("{name}.log")),
+            self.dir.join(format!("{name}.ready.json")),
+        );
         if let Err(e) = process.start(&mesh_bin()).await {
             panic!("{} did not start: {e}", process.label);
         }
@@ -457,16 +453,12 @@ impl MeshCluster {
         argv.flag("id", &name)
             .flag("namespace", DEMO_NS)
             .flag("service-account", claims);
-        let mut process = Process {
-            label: format!("{}/{name}", self.name),
-            exec_prefix: Vec::new(),
-            args: ComponentArgs::Sidecar(parse_flags(argv).expect("sidecar flags")),
-            wiring: Vec::new(),
-            log: self.dir.join(format!("{name}.log")),
-            ready_path: self.dir.join(format!("{name}.ready.json")),
-            child: None,
-            ready: None,
-        };
+        let mut process = Process::new(
+            format!("{}/{name}", self.name),
+            ComponentArgs::Sidecar(parse_flags(argv).expect("sidecar flags")),
+            self.dir.join(format!("{name}.log")),
+            self.dir.join(format!("{name}.ready.json")),
+        );
         match process.start(&mesh_bin()).await {
             Ok(()) => Ok(process),
             Err(e) => Err(e.to_string()),

@@ -85,6 +85,15 @@ impl ComponentArgs {
     }
 
     /// The flags a cluster member shares, for a sidecar or a gateway.
+    pub fn member(&self) -> Option<&ClusterMemberArgs> {
+        match self {
+            ComponentArgs::Gateway(GatewayArgs { member, .. })
+            | ComponentArgs::Sidecar(SidecarArgs { member, .. }) => Some(member),
+            _ => None,
+        }
+    }
+
+    /// The flags a cluster member shares, for a sidecar or a gateway.
     fn member_mut(&mut self) -> Option<&mut ClusterMemberArgs> {
         match self {
             ComponentArgs::Gateway(GatewayArgs { member, .. })

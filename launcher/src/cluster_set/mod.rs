@@ -21,7 +21,7 @@ use mesh_core::config::ClusterSpec;
 
 pub use component::{ComponentArgs, UNWIRED, Wire};
 pub use manifest::{Manifest, ManifestCluster, ManifestProcess, read_manifest};
-pub use plan::{DEMO_SERVICE, Placement};
+pub use plan::{ClientPlacement, DEMO_SERVICE, Placement};
 pub use process::{Process, Signal, log_tail, send_signal};
 
 /// File in the state directory describing a running cluster-set.

@@ -28,6 +28,26 @@ pub struct Placement {
     pub bind_ip: std::net::IpAddr,
     /// Program and arguments to run `mesh` under; empty to run it directly.
     pub exec_prefix: Vec<String>,
+    /// The controller's DNS address, when not `<bind_ip>:0` (an app namespace's resolver must
+    /// be on port 53).
+    pub dns: Option<SocketAddr>,
+    /// Where the client sidecar runs instead, when it has a place of its own (an app network
+    /// namespace with capture: `mesh up --transparent`).
+    pub client: Option<ClientPlacement>,
+}
+
+/// The client sidecar's own place: a network namespace where capture sends the app's
+/// connections to it, as another user than the launcher's (the one capture exempts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPlacement {
+    /// Program and arguments that enter the namespace and take the user.
+    pub exec_prefix: Vec<String>,
+    /// Address its admin listener binds (reachable from the launcher).
+    pub admin_ip: std::net::IpAddr,
+    /// Its outbound listener, where capture redirects the app's connections.
+    pub outbound: SocketAddr,
+    /// The uid it runs as: its credentials and ready file directory are handed to it.
+    pub uid: u32,
 }
 
 impl Default for Placement {
@@ -35,6 +55,8 @@ impl Default for Placement {
         Self {
             bind_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             exec_prefix: Vec::new(),
+            dns: None,
+            client: None,
         }
     }
 }
@@ -83,20 +105,15 @@ impl ClusterSet {
             let mut add = |name: &str, mut args: ComponentArgs, wiring: Vec<Wire>| {
                 let ready_path = dir.join("run").join(format!("{name}.json"));
                 args.set_ready_file(ready_path.clone());
-                let process = Process {
-                    label: format!("{}/{name}", spec.name),
-                    exec_prefix: placement.exec_prefix.clone(),
-                    args,
-                    wiring,
-                    log: set
-                        .state_dir
-                        .join("logs")
-                        .join(&spec.name)
-                        .join(format!("{name}.log")),
-                    ready_path,
-                    child: None,
-                    ready: None,
-                };
+                let log = set
+                    .state_dir
+                    .join("logs")
+                    .join(&spec.name)
+                    .join(format!("{name}.log"));
+                let mut process =
+                    Process::new(format!("{}/{name}", spec.name), args, log, ready_path);
+                process.exec_prefix = placement.exec_prefix.clone();
+                process.wiring = wiring;
                 set.clusters[i].processes.push((name.to_string(), process));
             };
             add(
@@ -105,6 +122,7 @@ impl ClusterSet {
                     region: Some(spec.region.clone()),
                     control: any,
                     admin: any,
+                    dns: placement.dns.unwrap_or(any),
                     region_priority: spec.region_priority.clone(),
                     lease_grace: topology.lease_grace,
                     ..ControllerArgs::new(&spec.name, &dir)
@@ -145,15 +163,35 @@ impl ClusterSet {
                     vec![to_controller.clone(), Wire::App(replica.clone())],
                 );
             }
-            add(
-                "client",
-                ComponentArgs::Sidecar(SidecarArgs {
+            let client = match &placement.client {
+                None => SidecarArgs {
                     service_account: Some("client".into()),
                     outbound: SocketAddr::new(placement.bind_ip, spec.client_port.unwrap_or(0)),
                     ..SidecarArgs::new(member.clone(), "client")
-                }),
+                },
+                Some(own) => SidecarArgs {
+                    service_account: Some("client".into()),
+                    outbound: own.outbound,
+                    ..SidecarArgs::new(
+                        ClusterMemberArgs {
+                            admin: SocketAddr::new(own.admin_ip, 0),
+                            ..member.clone()
+                        },
+                        "client",
+                    )
+                },
+            };
+            add(
+                "client",
+                ComponentArgs::Sidecar(client),
                 vec![to_controller.clone()],
             );
+            if let Some(own) = &placement.client
+                && let Some((_, client)) = set.clusters[i].processes.last_mut()
+            {
+                client.exec_prefix = own.exec_prefix.clone();
+                client.owner = Some(own.uid);
+            }
         }
         set
     }

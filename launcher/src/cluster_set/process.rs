@@ -75,9 +75,27 @@ pub struct Process {
     pub child: Option<Child>,
     /// What it reported when it became ready.
     pub ready: Option<ReadyFile>,
+    /// The uid it runs as when not the launcher's (its exec prefix takes it): the supervisor
+    /// hands it its credentials and the ready file's directory.
+    pub owner: Option<u32>,
 }
 
 impl Process {
+    /// A process not started yet, run directly as the launcher's user, wired to nothing.
+    pub fn new(label: String, args: ComponentArgs, log: PathBuf, ready_path: PathBuf) -> Self {
+        Self {
+            label,
+            exec_prefix: Vec::new(),
+            args,
+            wiring: Vec::new(),
+            log,
+            ready_path,
+            child: None,
+            ready: None,
+            owner: None,
+        }
+    }
+
     /// Spawns the process and waits for its ready file. A process started again binds the
     /// addresses it had the first time ([`ComponentArgs::pin_listeners`]), so peers find it
     /// where they expect it.

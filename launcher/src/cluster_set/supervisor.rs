@@ -17,6 +17,20 @@ use crate::admin_client;
 use crate::ca::ensure_cluster_ca;
 use crate::link::link_pair;
 
+/// Gives the user `uid` what process `p` reads (its CA certificate and join token) and the
+/// directory it writes its ready file to.
+fn hand_over(p: &Process, run_dir: &Path, uid: u32) -> Result<(), LaunchError> {
+    let mut paths = vec![run_dir.to_path_buf()];
+    if let Some(member) = p.args.member() {
+        paths.push(member.ca_file.clone());
+        paths.push(member.token_file.clone());
+    }
+    for path in paths {
+        std::os::unix::fs::chown(&path, Some(uid), None).map_err(|e| LaunchError::io(&path, e))?;
+    }
+    Ok(())
+}
+
 impl ClusterSet {
     /// Starts every process, cluster by cluster, links all pairs and waits for convergence.
     pub async fn start(
@@ -65,6 +79,9 @@ impl ClusterSet {
                 let p = &mut self.clusters[ci].processes[pi].1;
                 for (wire, addr) in wired {
                     p.args.wire(&wire, addr);
+                }
+                if let Some(uid) = p.owner {
+                    hand_over(p, &run_dir, uid)?;
                 }
                 p.start(&mesh_bin).await?;
             }
@@ -201,9 +218,21 @@ impl ClusterSet {
 
     /// Starts a stopped process again on the addresses it had before.
     pub async fn restart(&mut self, cluster: &str, name: &str) -> Result<(), LaunchError> {
+        self.restart_with(cluster, name, |_| {}).await
+    }
+
+    /// Restarts a process with its arguments changed by `change` first (another policy, a
+    /// flag), on the addresses it had before.
+    pub async fn restart_with(
+        &mut self,
+        cluster: &str,
+        name: &str,
+        change: impl FnOnce(&mut super::ComponentArgs),
+    ) -> Result<(), LaunchError> {
         let mesh_bin = self.mesh_bin.clone();
         let p = self.process_mut(cluster, name)?;
         p.kill().await;
+        change(&mut p.args);
         p.start(&mesh_bin).await
     }
 

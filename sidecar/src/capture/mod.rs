@@ -2,11 +2,8 @@
 //! init container runs the same command), so that a workload's TCP connections reach its
 //! sidecar without any proxy setting. The rules are data (`rules.rs`); this module parses the
 //! flags and hands the rules to iptables: idempotent (the mesh's chains are rebuilt whole, the
-//! jumps into them added once), `--dry-run` prints them, `--cleanup` removes them.
-//!
-//! Not built yet: the sidecar recovering a redirected connection's original destination
-//! (`SO_ORIGINAL_DST`), so today captured HTTP is routed by its `Host` header (what the
-//! outbound listener already does for origin-form requests) and other TCP is not carried.
+//! jumps into them added once), `--dry-run` prints them, `--cleanup` removes them. What the
+//! sidecar does with the connections these rules send it is `crate::transparent`'s.
 
 mod rules;
 

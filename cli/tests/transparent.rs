@@ -1,0 +1,204 @@
+//! Transparent capture end to end, in network namespaces (root): the cluster-set of `mesh up
+//! --transparent` (each cluster's client sidecar in its own app namespace `mesh-<cluster>`,
+//! with `mesh init`'s rules and the cluster's mesh DNS as resolver). From inside a namespace,
+//! with no proxy setting: `dig` resolves mesh names to VIPs, plain `curl` is served by the local
+//! cluster, a TCP client (`nc`) to a VIP gets its bytes back through the mesh (opaque), `curl` to
+//! a server outside the mesh passes through (allow-any) or is refused with the reason
+//! (registry-only), and killing the local replicas fails over as on the proxy path.
+//!
+//! Needs root, `ip`, `iptables`, `curl`, `dig` and `nc`; without them the test says why and
+//! passes only outside CI (under `CI=true` a missing prerequisite fails it: `.ci/run` runs as
+//! root and installs them).
+
+mod support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use mesh_chaos::netns::{AppNamespaces, NetworkMode, detect};
+use mesh_core::config::Topology;
+use mesh_launcher::cluster_set::{ClusterSet, ComponentArgs};
+use mesh_sidecar::transparent::OutboundPolicy;
+use support::{Scratch, mesh_bin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs `args` in app namespace `ns` (as root), bounded.
+async fn in_ns(ns: &str, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} in {ns} did not end"))
+        .expect("ip netns exec")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Plain `curl` from `ns`: status line and body.
+async fn curl(ns: &str, url: &str) -> String {
+    text(&in_ns(ns, &["curl", "-sS", "-i", "--max-time", "10", url]).await)
+}
+
+/// Why this test cannot run here, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    if let NetworkMode::Loopback { reason } = detect() {
+        return Some(reason);
+    }
+    for tool in ["curl", "dig", "nc", "setpriv"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
+    None
+}
+
+/// A plain HTTP server outside the mesh on `ip` (a host address the namespaces route to).
+async fn outside_server(
+    ip: std::net::Ipv4Addr,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = "outside the mesh\n";
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_clients_in_app_namespaces_reach_mesh_services_with_no_proxy_setting() {
+    if let Some(reason) = missing_prerequisite() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "under CI=true this test must run: {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let scratch = Scratch::new("transparent");
+    let topology = Topology::default_set().with_ephemeral_ports();
+    let names: Vec<String> = topology.clusters.iter().map(|c| c.name.clone()).collect();
+    let mut apps = AppNamespaces::create(&names, &mesh_bin()).expect("app namespaces");
+    let mut set = match ClusterSet::start_placed(
+        &topology,
+        &scratch.0,
+        &mesh_bin(),
+        &apps.placements(),
+    )
+    .await
+    {
+        Ok(set) => set,
+        Err(e) => panic!("the transparent cluster-set did not start: {e}"),
+    };
+    let east = apps.get("us-east").expect("us-east").clone();
+    let west = apps.get("us-west").expect("us-west").clone();
+
+    // The namespace's resolver is the cluster's mesh DNS.
+    let vip = text(
+        &in_ns(
+            &east.ns,
+            &["dig", "+short", "echo.demo.svc.clusterset.local"],
+        )
+        .await,
+    );
+    assert!(vip.trim().starts_with("240.240."), "{vip}");
+
+    // Plain curl by name, by per-cluster name and by VIP: served by the mesh.
+    let local = curl(&east.ns, "http://echo.demo.svc.clusterset.local/").await;
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    assert!(local.contains("cluster=us-east"), "{local}");
+    let pinned = curl(
+        &east.ns,
+        "http://echo.demo.svc.eu-central.clusterset.local/",
+    )
+    .await;
+    assert!(pinned.contains("cluster=eu-central"), "{pinned}");
+    let by_vip = curl(&east.ns, &format!("http://{}/", vip.trim())).await;
+    assert!(by_vip.contains("cluster=us-east"), "{by_vip}");
+
+    // A TCP client (not HTTP) to a VIP: its bytes come back through the mesh, opaque.
+    let echoed = in_ns(
+        &east.ns,
+        &[
+            "sh",
+            "-c",
+            "printf 'opaque bytes\\n' | nc -N -w 10 echo.demo.svc.clusterset.local 9000",
+        ],
+    )
+    .await;
+    assert_eq!(text(&echoed), "opaque bytes\n", "{echoed:?}");
+
+    // Outside the mesh: passed through under allow-any (the default)...
+    let (outside, _server) = outside_server(east.host_ip).await;
+    let passed = curl(&east.ns, &format!("http://{outside}/")).await;
+    assert!(passed.contains("outside the mesh"), "{passed}");
+    // ...an unknown VIP is refused, with the reason.
+    let unknown = curl(&east.ns, "http://240.240.0.3/").await;
+    assert!(
+        unknown.contains("502") && unknown.contains("no service has it"),
+        "{unknown}"
+    );
+    // ...and refused under registry-only (us-west's client, restarted with it), while mesh
+    // services still work.
+    set.restart_with("us-west", "client", |args| {
+        if let ComponentArgs::Sidecar(sidecar) = args {
+            sidecar.outbound_policy = OutboundPolicy::RegistryOnly;
+        }
+    })
+    .await
+    .expect("us-west's client restarts");
+    let refused = curl(&west.ns, &format!("http://{outside}/")).await;
+    assert!(
+        refused.contains("502") && refused.contains("registry-only"),
+        "{refused}"
+    );
+    let still = curl(&west.ns, "http://echo.demo.svc.clusterset.local/").await;
+    assert!(still.contains("cluster=us-west"), "{still}");
+
+    // Killing us-east's replicas: the same plain curl is served by another region.
+    for replica in ["echo-0", "echo-1"] {
+        set.kill("us-east", replica).await.expect("kill");
+    }
+    mesh_test_support::eventually(
+        "a plain curl in us-east's namespace to be served elsewhere",
+        Duration::from_secs(30),
+        async || {
+            let answer = curl(&east.ns, "http://echo.demo.svc.clusterset.local/").await;
+            answer.starts_with("HTTP/1.1 200") && !answer.contains("cluster=us-east")
+        },
+    )
+    .await;
+
+    set.stop().await;
+    apps.teardown();
+}

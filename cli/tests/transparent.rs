@@ -15,10 +15,15 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
-use mesh_chaos::netns::{AppNamespaces, NetworkMode, detect};
+use std::net::{IpAddr, SocketAddr};
+
+use mesh_chaos::netns::{AppNamespace, AppNamespaces, NetworkMode, detect};
 use mesh_core::config::Topology;
-use mesh_launcher::cluster_set::{ClusterSet, ComponentArgs};
-use mesh_sidecar::transparent::OutboundPolicy;
+use mesh_core::member_args::ClusterMemberArgs;
+use mesh_launcher::cluster_set::{ClusterSet, ComponentArgs, Process};
+use mesh_launcher::demo_app_args::DemoAppArgs;
+use mesh_sidecar::SidecarArgs;
+use mesh_sidecar::transparent::{InboundPolicy, OutboundPolicy};
 use support::{Scratch, mesh_bin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -93,6 +98,91 @@ async fn outside_server(
         }
     });
     (addr, task)
+}
+
+/// A served workload inside an app namespace: the demo app on port 8080 (as root, like an app
+/// container) and its sidecar as uid 1337 on 15006, registered as `web.demo`.
+struct WebWorkload {
+    app: Process,
+    sidecar: Process,
+}
+
+impl WebWorkload {
+    async fn start(set: &ClusterSet, ns: &AppNamespace, scratch: &Scratch) -> Self {
+        let dir = scratch.0.join(&ns.cluster);
+        let run = dir.join("run");
+        let in_ns = argv(&["ip", "netns", "exec", &ns.ns]);
+        let mut app = Process::new(
+            "web-0".into(),
+            ComponentArgs::DemoApp(DemoAppArgs {
+                cluster: ns.cluster.clone(),
+                replica: "web-0".into(),
+                listen: "0.0.0.0:8080".parse().unwrap(),
+                admin: "127.0.0.1:0".parse().unwrap(),
+                ready_file: Some(run.join("web-0.json")),
+            }),
+            dir.join("web-0.log"),
+            run.join("web-0.json"),
+        );
+        app.exec_prefix = in_ns;
+        app.start(&mesh_bin()).await.expect("the web app starts");
+        let controller = set
+            .process(&ns.cluster, "controller")
+            .and_then(|p| p.ready.as_ref())
+            .and_then(|r| r.addr("control"))
+            .expect("the controller's control address");
+        let member = ClusterMemberArgs {
+            cluster: ns.cluster.clone(),
+            controller: controller.into(),
+            ca_file: dir.join("ca.crt"),
+            token_file: dir.join("join-token"),
+            admin: SocketAddr::new(IpAddr::V4(ns.app_ip), 0),
+            ready_file: Some(run.join("web-sidecar.json")),
+        };
+        let mut sidecar = Process::new(
+            "web-sidecar".into(),
+            ComponentArgs::Sidecar(SidecarArgs {
+                service: Some("web.demo".parse().unwrap()),
+                app: Some("127.0.0.1:8080".parse().unwrap()),
+                inbound: "0.0.0.0:15006".parse().unwrap(),
+                advertise: Some(SocketAddr::new(IpAddr::V4(ns.app_ip), 15006)),
+                outbound: "127.0.0.1:0".parse().unwrap(),
+                ..SidecarArgs::new(member, "web-0")
+            }),
+            dir.join("web-sidecar.log"),
+            run.join("web-sidecar.json"),
+        );
+        sidecar.exec_prefix = ns
+            .placement()
+            .client
+            .expect("a client placement")
+            .exec_prefix;
+        sidecar
+            .start(&mesh_bin())
+            .await
+            .expect("the web sidecar starts");
+        Self { app, sidecar }
+    }
+
+    async fn restart_strict(&mut self, mesh_bin: &std::path::Path) {
+        self.sidecar.stop().await;
+        if let ComponentArgs::Sidecar(args) = &mut self.sidecar.args {
+            args.inbound_policy = InboundPolicy::Strict;
+        }
+        self.sidecar
+            .start(mesh_bin)
+            .await
+            .expect("the web sidecar restarts");
+    }
+
+    async fn stop(&mut self) {
+        self.sidecar.stop().await;
+        self.app.stop().await;
+    }
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,6 +274,54 @@ async fn plain_clients_in_app_namespaces_reach_mesh_services_with_no_proxy_setti
     );
     let still = curl(&west.ns, "http://echo.demo.svc.clusterset.local/").await;
     assert!(still.contains("cluster=us-west"), "{still}");
+
+    // Inbound capture: a workload of `web.demo` in us-east's namespace (app on port 8080,
+    // captured; its sidecar as uid 1337 on 15006). Plaintext from outside the mesh reaches the
+    // app under permissive and is refused under strict; mTLS from the mesh works under both.
+    in_ns(
+        &east.ns,
+        &[
+            mesh_bin().to_str().unwrap(),
+            "init",
+            "--proxy-uid",
+            "1337",
+            "--app-ports",
+            "8080",
+        ],
+    )
+    .await;
+    let mut web = WebWorkload::start(&set, &east, &scratch).await;
+    let app_port = format!("http://{}:8080/", east.app_ip);
+    let plain = text(
+        &tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", &app_port])
+            .output()
+            .await
+            .expect("curl"),
+    );
+    assert!(plain.contains("replica=web-0"), "permissive: {plain}");
+    let meshed = curl(&west.ns, "http://web.demo.svc.clusterset.local/").await;
+    assert!(
+        meshed.contains("replica=web-0"),
+        "mTLS from the mesh: {meshed}"
+    );
+    web.restart_strict(&mesh_bin()).await;
+    let refused = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", &app_port])
+        .output()
+        .await
+        .expect("curl");
+    assert!(
+        !refused.status.success(),
+        "strict refuses plaintext: {}",
+        text(&refused)
+    );
+    let meshed = curl(&west.ns, "http://web.demo.svc.clusterset.local/").await;
+    assert!(
+        meshed.contains("replica=web-0"),
+        "strict keeps mTLS: {meshed}"
+    );
+    web.stop().await;
 
     // Killing us-east's replicas: the same plain curl is served by another region.
     for replica in ["echo-0", "echo-1"] {

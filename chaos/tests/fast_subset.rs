@@ -1,5 +1,5 @@
 //! The fast subset of the chaos suite (scenarios marked `fast: true`: 1, 2, both halves of 4,
-//! 6 and 8), run inside `cargo test` against the built `mesh` binary, in network namespaces. As
+//! 6, 8 and 12, scenario 1 with transparent clients), run inside `cargo test` against the built `mesh` binary, in network namespaces. As
 //! root (CI) it must use namespaces and fails if it cannot; not as root it says loudly that it
 //! skipped.
 
@@ -98,6 +98,7 @@ fn the_fast_subset_passes_its_slos_in_network_namespaces() {
         "partition-one-way",
         "controller-killed",
         "slow-region",
+        "capture-replicas-die",
     ] {
         assert!(ran.contains(&name), "{name} did not run: {ran:?}");
     }

@@ -10,3 +10,4 @@ pub mod ca;
 pub mod cluster_set;
 pub mod demo_app_args;
 pub mod link;
+pub mod netns;

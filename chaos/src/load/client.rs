@@ -17,6 +17,8 @@ use super::outcome::Wire;
 /// Most idle HTTP/1.1 connections kept: enough for the concurrency of a few hundred requests
 /// a second at a few milliseconds each.
 const MAX_IDLE_H1: usize = 64;
+/// Bound on dialling through capture (the request's own timeout bounds the rest).
+const CAPTURED_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An answer read whole.
 #[derive(Debug)]
@@ -27,9 +29,24 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-/// Connections to one proxy.
+/// Where the load's connections go.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A client sidecar's outbound proxy.
+    Proxy(SocketAddr),
+    /// A service VIP, dialled from inside a network namespace whose capture rules send the
+    /// connection to the client sidecar there (no proxy: what a plain app does).
+    Captured {
+        /// The namespace (`ip netns` name).
+        ns: String,
+        /// The VIP and port.
+        addr: SocketAddr,
+    },
+}
+
+/// Connections to one proxy, or through capture.
 pub struct ProxyClient {
-    proxy: SocketAddr,
+    entry: Entry,
     idle_h1: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
     h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
 }
@@ -37,17 +54,29 @@ pub struct ProxyClient {
 impl ProxyClient {
     /// A client of the proxy at `proxy` (no connection opened yet).
     pub fn new(proxy: SocketAddr) -> Self {
+        Self::entering(Entry::Proxy(proxy))
+    }
+
+    /// A client whose connections enter the mesh at `entry`.
+    pub fn entering(entry: Entry) -> Self {
         Self {
-            proxy,
+            entry,
             idle_h1: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
         }
     }
 
     async fn connect(&self) -> Result<TokioIo<tokio::net::TcpStream>, String> {
-        let tcp = tokio::net::TcpStream::connect(self.proxy)
-            .await
-            .map_err(|e| format!("connect to proxy {}: {e}", self.proxy))?;
+        let tcp = match &self.entry {
+            Entry::Proxy(proxy) => tokio::net::TcpStream::connect(proxy)
+                .await
+                .map_err(|e| format!("connect to proxy {proxy}: {e}"))?,
+            Entry::Captured { ns, addr } => {
+                mesh_launcher::netns::connect_in(ns, *addr, CAPTURED_CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| format!("connect to {addr} in namespace {ns}: {e}"))?
+            }
+        };
         let _ = tcp.set_nodelay(true);
         Ok(TokioIo::new(tcp))
     }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::client::ProxyClient;
+use super::client::{Entry, ProxyClient};
 use super::outcome::{DigestCheck, Outcome, Wire};
 use super::schedule::{Due, Schedule, dispatch};
 use crate::scenario::{LoadSpec, Protocol};
@@ -78,6 +78,11 @@ pub fn body_for(id: u64, len: usize) -> (Bytes, String) {
 impl LoadDriver {
     /// Starts sending `spec`'s load to the proxy at `proxy`.
     pub fn start(proxy: SocketAddr, spec: LoadSpec) -> Self {
+        Self::start_at(Entry::Proxy(proxy), spec)
+    }
+
+    /// Like [`start`](Self::start), the connections entering the mesh at `entry`.
+    pub fn start_at(entry: Entry, spec: LoadSpec) -> Self {
         let shared = Arc::new(Shared {
             outcomes: Mutex::new(Vec::new()),
             sent: AtomicU64::new(0),
@@ -93,7 +98,7 @@ impl LoadDriver {
         let task = tokio::spawn(send_due(
             started,
             due_rx,
-            ProxyClient::new(proxy),
+            ProxyClient::entering(entry),
             spec,
             shared.clone(),
         ));

@@ -7,7 +7,7 @@ mod driver;
 mod outcome;
 pub mod schedule;
 
-pub use client::{Answer, ProxyClient};
+pub use client::{Answer, Entry, ProxyClient};
 pub use driver::{
     HEADER_ECHO_BODY_SHA256, HEADER_ECHO_CLUSTER, HEADER_ECHO_DIGEST, HEADER_ECHO_REPLICA,
     HEADER_REQUEST_ID, LoadDriver, LoadResult, body_for,

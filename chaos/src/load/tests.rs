@@ -57,6 +57,7 @@ fn spec(rate: u32, protocol: Protocol) -> LoadSpec {
         host: "echo.demo.svc.clusterset.local".into(),
         body_bytes: 2000,
         timeout: Duration::from_secs(2),
+        capture: false,
     }
 }
 

@@ -64,7 +64,7 @@ impl AppNamespace {
                 ]),
                 admin_ip: IpAddr::V4(self.app_ip),
                 outbound: SocketAddr::from(([127, 0, 0, 1], OUTBOUND_PORT)),
-                uid: PROXY_UID,
+                uid: Some(PROXY_UID),
             }),
         }
     }

@@ -2,15 +2,18 @@
 //! namespace faults.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use mesh_launcher::cluster_set::Placement;
+use mesh_launcher::cluster_set::{ClientPlacement, Placement};
 
 use super::rules::{self, Endpoint, Rule};
 use super::shell::{argv, run};
 use super::{NET, NS_PREFIX, NetError, kill_inside, list_namespaces};
 use crate::scenario::Direction;
+
+/// The mesh's default VIP range (`mesh controller --vip-range`).
+const VIP_RANGE: &str = "240.240.0.0/16";
 
 /// One cluster's network place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +161,60 @@ impl NetTopology {
             exec_prefix: argv(&["ip", "netns", "exec", &c.ns]),
             ..Placement::default()
         })
+    }
+
+    /// The namespace of `cluster`.
+    pub fn cluster(&self, cluster: &str) -> Option<&ClusterNet> {
+        self.clusters.get(cluster)
+    }
+
+    /// Placement of a cluster whose client sidecar takes captured connections: it listens on
+    /// every address of its namespace (capture redirects to loopback), as the launcher's user.
+    pub fn placement_capturing(&self, cluster: &str) -> Option<Placement> {
+        let mut placement = self.placement(cluster)?;
+        placement.client = Some(ClientPlacement {
+            exec_prefix: placement.exec_prefix.clone(),
+            admin_ip: placement.bind_ip,
+            outbound: SocketAddr::from(([0, 0, 0, 0], 0)),
+            uid: None,
+        });
+        Some(placement)
+    }
+
+    /// Sets up capture (`mesh_bin init`) in `cluster`'s namespace for an app there: its TCP goes
+    /// to the client sidecar's outbound port `outbound_port`, except to the suite's own
+    /// addresses (the cluster's processes share the namespace and reach each other directly).
+    pub fn capture_in(
+        &self,
+        cluster: &str,
+        mesh_bin: &std::path::Path,
+        outbound_port: u16,
+    ) -> Result<(), NetError> {
+        let c = self
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| NetError::UnknownCluster(cluster.to_string()))?;
+        let suite = format!("{}.{}.0.0/16", NET[0], NET[1]);
+        // Cluster namespaces have no default route; connecting to a VIP needs a route before
+        // capture redirects it to the sidecar on loopback.
+        run(&argv(&[
+            "ip", "-n", &c.ns, "route", "add", VIP_RANGE, "dev", "lo",
+        ]))?;
+        let bin = mesh_bin.display().to_string();
+        let port = outbound_port.to_string();
+        run(&argv(&[
+            "ip",
+            "netns",
+            "exec",
+            &c.ns,
+            &bin,
+            "init",
+            "--outbound-port",
+            &port,
+            "--exclude-outbound-cidrs",
+            &suite,
+        ]))
+        .map(|_| ())
     }
 
     /// Placements of every cluster, for the launcher.

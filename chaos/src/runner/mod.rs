@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mesh_launcher::cluster_set::ClusterSet;
 
 use crate::error::ChaosError;
-use crate::load::{LoadDriver, LoadResult};
+use crate::load::{Entry, LoadDriver, LoadResult};
 use crate::netns::{self, NetTopology, NetworkMode};
 use crate::relay::UdpRelay;
 use crate::report::{Mark, ScenarioReport, Status, SuiteReport, Totals, scenario_table};
@@ -201,19 +201,38 @@ async fn drive(
         let names: Vec<String> = s.topology.clusters.iter().map(|c| c.name.clone()).collect();
         env.net = Some(NetTopology::create(&names)?);
     }
-    let placements = env.net.as_ref().map(|n| n.placements()).unwrap_or_default();
+    let mut placements = env.net.as_ref().map(|n| n.placements()).unwrap_or_default();
+    if s.load.capture {
+        let placement = env
+            .net
+            .as_ref()
+            .and_then(|n| n.placement_capturing(&s.load.client))
+            .ok_or_else(|| {
+                ChaosError::Setup(
+                    "`capture: true` needs network namespaces (run as root with ip and iptables)"
+                        .into(),
+                )
+            })?;
+        placements.insert(s.load.client.clone(), placement);
+    }
     let set =
         ClusterSet::start_placed(&s.topology, &env.state_dir, &env.mesh_bin, &placements).await?;
     env.set = Some(set);
     env.note_pids();
     setup_relays(env, s).await?;
-    let proxy = env
-        .set
-        .as_ref()
-        .and_then(|set| set.cluster(&s.load.client))
+    let client = env.set.as_ref().and_then(|set| set.cluster(&s.load.client));
+    let proxy = client
         .and_then(|c| c.client_proxy())
         .ok_or_else(|| ChaosError::Setup(format!("{} has no client proxy", s.load.client)))?;
-    let driver = LoadDriver::start(proxy, s.load.clone());
+    let entry = if s.load.capture {
+        let dns = client
+            .and_then(|c| c.controller_dns())
+            .ok_or_else(|| ChaosError::Setup(format!("{} has no DNS", s.load.client)))?;
+        capture_entry(env, s, proxy.port(), dns)?
+    } else {
+        Entry::Proxy(proxy)
+    };
+    let driver = LoadDriver::start_at(entry, s.load.clone());
     let t0 = driver.started();
     env.driver = Some(driver);
     let mut effective = s.clone();
@@ -250,6 +269,47 @@ async fn drive(
         .await
         .ok_or_else(|| ChaosError::Setup("the load driver is gone".into()))?;
     Ok((effective, load))
+}
+
+/// Sets up capture in the client cluster's namespace and returns where its app-like
+/// connections go: the service's VIP (from the cluster's mesh DNS), port 80.
+fn capture_entry(
+    env: &RunEnv,
+    s: &Scenario,
+    outbound_port: u16,
+    dns: SocketAddr,
+) -> Result<Entry, ChaosError> {
+    let net = env
+        .net
+        .as_ref()
+        .ok_or_else(|| ChaosError::Setup("capture needs network namespaces".into()))?;
+    net.capture_in(&s.load.client, &env.mesh_bin, outbound_port)
+        .map_err(|e| ChaosError::Setup(format!("capture in {}: {e}", s.load.client)))?;
+    let ns = net
+        .cluster(&s.load.client)
+        .map(|c| c.ns.clone())
+        .ok_or_else(|| ChaosError::Setup(format!("no namespace for {}", s.load.client)))?;
+    let out = std::process::Command::new("dig")
+        .args([
+            "+short",
+            &format!("@{}", dns.ip()),
+            "-p",
+            &dns.port().to_string(),
+        ])
+        .arg(&s.load.host)
+        .output()
+        .map_err(|e| ChaosError::Setup(format!("dig (dnsutils) to find the VIP: {e}")))?;
+    let answer = String::from_utf8_lossy(&out.stdout);
+    let vip: IpAddr = answer.trim().parse().map_err(|_| {
+        ChaosError::Setup(format!(
+            "the mesh DNS at {dns} gave no VIP for {}: {answer:?}",
+            s.load.host
+        ))
+    })?;
+    Ok(Entry::Captured {
+        ns,
+        addr: SocketAddr::new(vip, 80),
+    })
 }
 
 /// Puts an impairment relay on the QUIC path of every pair the timeline impairs, one per

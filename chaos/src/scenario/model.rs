@@ -32,7 +32,7 @@ pub struct Scenario {
 impl Scenario {
     /// Whether any action needs network namespaces (partitions, WAN loss).
     pub fn needs_namespaces(&self) -> bool {
-        self.faults().any(|(_, f)| f.needs_namespaces())
+        self.load.capture || self.faults().any(|(_, f)| f.needs_namespaces())
     }
 
     /// Every fault with its id.
@@ -112,6 +112,10 @@ pub struct LoadSpec {
     pub body_bytes: usize,
     /// Bound on one request, after which it counts as failed (`timeout`).
     pub timeout: Duration,
+    /// The requests enter through transparent capture (`capture: true`): connections to the
+    /// service's VIP from inside the client cluster's network namespace, with no proxy, which
+    /// `mesh init`'s rules send to the client sidecar. Needs network namespaces.
+    pub capture: bool,
 }
 
 /// One action on the timeline.

@@ -60,6 +60,8 @@ pub(crate) struct RawLoad {
     pub body_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     pub timeout: Option<Spanned<FileDuration>>,
+    #[serde(default)]
+    pub capture: Option<Spanned<bool>>,
 }
 
 /// One timeline entry: `fault: <action>` with its parameters, or `heal: <fault id>`.

@@ -250,3 +250,16 @@ fn times_are_durations_and_a_bad_one_is_located() {
         "{e}"
     );
 }
+
+#[test]
+fn capture_is_off_by_default_and_needs_namespaces_when_on() {
+    let s = parse(GOOD, Path::new("s.yaml")).unwrap();
+    assert!(!s.load.capture);
+    assert!(!s.needs_namespaces());
+    let captured = with("  rate: 100\n", "  rate: 100\n  capture: true\n");
+    let s = parse(&captured, Path::new("s.yaml")).unwrap();
+    assert!(s.load.capture);
+    assert!(s.needs_namespaces(), "the load enters from a namespace");
+    let bad = with("  rate: 100\n", "  rate: 100\n  capture: maybe\n");
+    assert!(err(&bad).contains("capture"), "{}", err(&bad));
+}

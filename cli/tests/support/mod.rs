@@ -213,6 +213,7 @@ pub(crate) fn start_load(proxy: SocketAddr, host: &str, rate: u32) -> LoadDriver
         host: host.to_string(),
         body_bytes: 0,
         timeout: Duration::from_secs(10),
+        capture: false,
     };
     LoadDriver::start(proxy, spec)
 }

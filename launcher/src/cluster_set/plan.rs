@@ -46,8 +46,9 @@ pub struct ClientPlacement {
     pub admin_ip: std::net::IpAddr,
     /// Its outbound listener, where capture redirects the app's connections.
     pub outbound: SocketAddr,
-    /// The uid it runs as: its credentials and ready file directory are handed to it.
-    pub uid: u32,
+    /// The uid it runs as when not the launcher's: its credentials and ready file directory
+    /// are handed to it.
+    pub uid: Option<u32>,
 }
 
 impl Default for Placement {
@@ -190,7 +191,7 @@ impl ClusterSet {
                 && let Some((_, client)) = set.clusters[i].processes.last_mut()
             {
                 client.exec_prefix = own.exec_prefix.clone();
-                client.owner = Some(own.uid);
+                client.owner = own.uid;
             }
         }
         set

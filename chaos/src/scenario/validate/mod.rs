@@ -332,6 +332,7 @@ fn load(cx: &Ctx, raw: &Spanned<RawLoad>, topology: &Topology) -> Result<LoadSpe
         host,
         body_bytes: body_bytes as usize,
         timeout,
+        capture: l.capture.as_ref().is_some_and(|c| c.value),
     })
 }
 

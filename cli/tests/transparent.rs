@@ -4,7 +4,9 @@
 //! with no proxy setting: `dig` resolves mesh names to VIPs, plain `curl` is served by the local
 //! cluster, a TCP client (`nc`) to a VIP gets its bytes back through the mesh (opaque), `curl` to
 //! a server outside the mesh passes through (allow-any) or is refused with the reason
-//! (registry-only), and killing the local replicas fails over as on the proxy path.
+//! (registry-only), TLS to a VIP is carried opaque, the sidecar's own port is refused, inbound
+//! plaintext follows the inbound policy, and killing the local replicas fails over as on the
+//! proxy path.
 //!
 //! Needs root, `ip`, `iptables`, `curl`, `dig` and `nc`; without them the test says why and
 //! passes only outside CI (under `CI=true` a missing prerequisite fails it: `.ci/run` runs as
@@ -247,6 +249,14 @@ async fn plain_clients_in_app_namespaces_reach_mesh_services_with_no_proxy_setti
     )
     .await;
     assert_eq!(text(&echoed), "opaque bytes\n", "{echoed:?}");
+
+    // TLS to a VIP is not HTTP: carried opaque to the demo app, which echoes the ClientHello,
+    // so the handshake fails on the client, not in the mesh.
+    let tls = curl(&east.ns, "https://echo.demo.svc.clusterset.local/").await;
+    assert!(tls.contains("SSL") || tls.contains("TLS"), "{tls}");
+    // The app calling the sidecar's own port through capture is refused, not looped.
+    let own = curl(&east.ns, &format!("http://{}:15001/", east.app_ip)).await;
+    assert!(own.contains("502") && own.contains("own port"), "{own}");
 
     // Outside the mesh: passed through under allow-any (the default)...
     let (outside, _server) = outside_server(east.host_ip).await;

@@ -3,7 +3,10 @@
 //! balances over localities (priority spill, outlier detection, circuit breakers, P2C) and
 //! forwards over pooled mTLS HTTP/2, directly in the own cluster or through the gateway's
 //! tunnel to other clusters, retrying within a budget; *inbound*, an mTLS listener that
-//! verifies peers against the linked trust bundles and forwards to the app. Around them it
+//! verifies peers against the linked trust bundles and forwards to the app. With `mesh init`'s
+//! capture rules in the workload's network namespace, both listeners also take the app's
+//! connections that were never addressed to the sidecar ([`transparent`]: HTTP and opaque TCP
+//! to mesh VIPs, passthrough elsewhere, plaintext from outside the mesh). Around them it
 //! bootstraps its identity, follows the controller's discovery snapshots on demand, registers
 //! and heartbeats its workload, and reports its breakers.
 //!

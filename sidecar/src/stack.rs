@@ -15,23 +15,19 @@ use hyper::body::Incoming;
 use mesh_core::http::BoxBody;
 use tower::{Layer, Service};
 
-/// A whole stack, as its listener serves it: answers every HTTP request, never fails (errors
-/// are answers), cloned for each connection.
-pub trait HttpStack:
-    Service<
-        Request<Incoming>,
-        Response = Response<BoxBody>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
+/// A whole stack over requests with bodies of type `B`: answers every request, never fails
+/// (errors are answers), cloned for each connection.
+pub trait Stack<B>:
+    Service<Request<B>, Response = Response<BoxBody>, Error = Infallible, Future: Send + 'static>
+    + Clone
     + Send
     + 'static
 {
 }
 
-impl<T> HttpStack for T where
+impl<T, B> Stack<B> for T where
     T: Service<
-            Request<Incoming>,
+            Request<B>,
             Response = Response<BoxBody>,
             Error = Infallible,
             Future: Send + 'static,
@@ -40,6 +36,11 @@ impl<T> HttpStack for T where
         + 'static
 {
 }
+
+/// A whole stack as its listener serves it, over the requests hyper reads.
+pub trait HttpStack: Stack<Incoming> {}
+
+impl<T: Stack<Incoming>> HttpStack for T {}
 
 /// The future a layer's service returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

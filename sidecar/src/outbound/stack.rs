@@ -1,19 +1,18 @@
 //! The whole outbound stack, assembled in one place: what happens to a request from the local
 //! app, top to bottom.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
 use http_body::Body;
-use mesh_core::http::{BoxBody, BoxError};
-use tower::{Service, ServiceBuilder};
+use mesh_core::http::BoxError;
+use tower::ServiceBuilder;
 
 use super::connect::{Connect, TryError};
 use super::retry::RetryBudgets;
 use super::{balance, breaker, errors, resolve, retry};
 use crate::request_metrics::{self, Direction};
+use crate::stack::Stack;
 use crate::state::SidecarState;
 use crate::timeout;
 
@@ -42,13 +41,7 @@ pub fn retry_budgets(state: &Arc<SidecarState>) -> Arc<RetryBudgets> {
 /// 10. **per-try timeout**: bounds one try until its response head (below `balance`, so a
 ///     timed-out try counts against the endpoint it went to);
 /// 11. **connect**: the try on a pooled connection, direct, tunnelled or plaintext.
-pub fn outbound_service<B>(
-    state: &Arc<SidecarState>,
-    budgets: Arc<RetryBudgets>,
-) -> impl Service<Request<B>, Response = Response<BoxBody>, Error = Infallible, Future: Send + 'static>
-+ Clone
-+ Send
-+ 'static
+pub fn outbound_service<B>(state: &Arc<SidecarState>, budgets: Arc<RetryBudgets>) -> impl Stack<B>
 where
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,

@@ -26,26 +26,24 @@ pub mod splice;
 pub mod vips;
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mesh_core::api::{HEADER_MESH_ERROR, VipTarget};
-use mesh_core::http::BoxBody;
 use mesh_core::serve::serve_connection;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 
 use crate::facts::CapturedVip;
 use crate::metrics::Metrics;
-use crate::stack::HttpStack;
+use crate::stack::{HttpStack, Stack};
 pub use policy::{CaptureSettings, InboundPolicy, Outbound, OutboundPolicy};
 use replayed::Replayed;
 use sniff::{Sniffed, sniff};
@@ -54,29 +52,9 @@ pub use vips::VipLookup;
 
 /// The outbound stack over requests the sidecar makes up itself (an opaque stream's CONNECT,
 /// which has no body).
-pub trait OpaqueStack:
-    Service<
-        Request<Empty<Bytes>>,
-        Response = Response<BoxBody>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
+pub trait OpaqueStack: Stack<Empty<Bytes>> {}
 
-impl<T> OpaqueStack for T where
-    T: Service<
-            Request<Empty<Bytes>>,
-            Response = Response<BoxBody>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
+impl<T: Stack<Empty<Bytes>>> OpaqueStack for T {}
 
 /// What captured connections need: the settings, the VIP lookups, the counters.
 #[derive(Debug)]

@@ -2,7 +2,8 @@
 # Builds CoreDNS (the release go.mod pins, with the plugins main.go imports) into one folder
 # (default: <repo>/target/k8s/bin; the first argument overrides it). Never commit the output.
 #
-# Idempotent: exits at once when the folder's stamp matches go.mod (which pins the version).
+# Idempotent: exits at once when the folder's stamp matches go.mod (which pins the version) and
+# main.go (which picks the plugins).
 # Separate from ../build.sh so that changing CoreDNS never rebuilds the Kubernetes binaries.
 # A cold build on 2 cores takes a few minutes; later builds reuse Go's build cache.
 set -euo pipefail
@@ -18,8 +19,8 @@ if ! command -v go >/dev/null; then
 fi
 
 mkdir -p "$out"
-stamp="$out/.coredns-go.mod"
-if [ -x "$out/coredns" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$here/go.mod"; then
+stamp="$out/.coredns-stamp"
+if [ -x "$out/coredns" ] && [ -f "$stamp" ] && cat "$here/go.mod" "$here/main.go" | cmp -s "$stamp" -; then
   echo "coredns/build.sh: up to date in $out"
   exit 0
 fi
@@ -29,5 +30,5 @@ start=$SECONDS
 echo "coredns/build.sh: building coredns ..."
 (cd "$here" && go build -trimpath -ldflags "-s -w" -o "$out/.coredns.tmp" .)
 mv -f "$out/.coredns.tmp" "$out/coredns"
-cp "$here/go.mod" "$stamp"
+cat "$here/go.mod" "$here/main.go" > "$stamp"
 echo "coredns/build.sh: built $("$out/coredns" -version | head -1) in $((SECONDS - start)) s into $out"

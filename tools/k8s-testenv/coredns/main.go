@@ -9,6 +9,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/file"
@@ -21,6 +22,7 @@ import (
 
 // The execution order of CoreDNS's own plugin.cfg, restricted to the plugins above.
 var directives = []string{
+	"bind",
 	"errors",
 	"log",
 	"cache",

@@ -192,7 +192,9 @@ async fn ask_tcp(
     id: u16,
 ) -> Result<Vec<u8>, TryError> {
     let mut stream = TcpStream::connect(upstream).await?;
-    let len = u16::try_from(packet.len()).map_err(|_| TryError::Mismatch)?;
+    // Queries are at most `answer::MAX_REQUEST` bytes, far below what the framing holds.
+    let len = u16::try_from(packet.len())
+        .map_err(|_| std::io::Error::other("query longer than TCP framing allows"))?;
     let mut framed = Vec::with_capacity(packet.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(packet);

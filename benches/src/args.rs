@@ -45,6 +45,9 @@ pub enum Part {
     Link,
     /// Propagation of a registration change across clusters.
     ControlPlane,
+    /// DNS throughput with dnsperf, the mesh's DNS against CoreDNS (not run by default: it
+    /// needs dnsperf and a CoreDNS build; `benches/run.sh` adds it).
+    Dns,
 }
 
 /// `mesh-bench compare`: runs the end-to-end comparison and writes the report.
@@ -124,6 +127,22 @@ pub struct BenchArgs {
     /// Propagation trials per catalog size.
     #[arg(long, default_value_t = 5)]
     pub cp_trials: usize,
+    /// DNS part: services in the mesh's catalog, each one name in the zone and the query file.
+    #[arg(long, default_value_t = 100)]
+    pub dns_services: usize,
+    /// DNS part: measured time of each dnsperf run, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub dns_duration_ms: u64,
+    /// DNS part: queries in flight at most (dnsperf `-q`).
+    #[arg(long, default_value_t = 100)]
+    pub dns_outstanding: usize,
+    /// DNS part: the fixed rate of the latency runs, queries per second (dnsperf `-Q`).
+    #[arg(long, default_value_t = 10_000)]
+    pub dns_rate: u64,
+    /// DNS part: the CoreDNS binary. Default: `target/k8s/bin/coredns` (built by
+    /// `tools/k8s-testenv/coredns/build.sh`).
+    #[arg(long)]
+    pub coredns_bin: Option<PathBuf>,
 }
 
 /// The checked configuration of a run.
@@ -183,6 +202,15 @@ impl BenchArgs {
         if self.cp_sizes.contains(&0) || self.cp_trials == 0 {
             return invalid("--cp-sizes must be at least 1 and --cp-trials at least 1");
         }
+        if self.dns_services == 0
+            || self.dns_duration_ms == 0
+            || self.dns_outstanding == 0
+            || self.dns_rate == 0
+        {
+            return invalid(
+                "--dns-services, --dns-duration-ms, --dns-outstanding and --dns-rate must be above 0",
+            );
+        }
         let bench_bin = std::env::current_exe().map_err(|e| BenchError::io("current_exe", e))?;
         let mesh_bin = match &self.mesh_bin {
             Some(p) => p.clone(),
@@ -223,6 +251,8 @@ mod tests {
         assert_eq!(cfg.args.rates, [1000.0, 5000.0]);
         assert_eq!(cfg.args.paths.len(), 6);
         assert!(cfg.runs(Part::ControlPlane) && cfg.runs(Part::Link) && cfg.runs(Part::E2e));
+        // The DNS part needs dnsperf and CoreDNS: asked for by name (benches/run.sh does).
+        assert!(!cfg.runs(Part::Dns));
         assert_eq!(cfg.mesh_bin.file_name().unwrap(), "mesh");
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
@@ -247,6 +277,10 @@ mod tests {
         assert!(parse(&["--rates", "0"]).is_err());
         assert!(parse(&["--connections", "0"]).is_err());
         assert!(parse(&["--cp-trials", "0"]).is_err());
+        assert!(parse(&["--dns-services", "0"]).is_err());
+        assert!(parse(&["--dns-rate", "0"]).is_err());
+        let dns = parse(&["--parts", "dns"]).unwrap();
+        assert!(dns.runs(Part::Dns) && !dns.runs(Part::E2e));
         let only = parse(&["--parts", "link", "--paths", "direct,haproxy"]).unwrap();
         assert!(!only.runs(Part::E2e));
         assert!(only.measures(PathId::Haproxy) && !only.measures(PathId::Nginx));

@@ -60,6 +60,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     } else {
         None
     };
+    let dns = if cfg.runs(Part::Dns) {
+        Some(crate::dns::run(&cfg).await?)
+    } else {
+        None
+    };
     report::compute_added(&mut paths);
     let mut run = RunReport {
         machine,
@@ -79,6 +84,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         paths,
         link,
         control_plane,
+        dns,
         targets: Vec::new(),
         wall_s: 0.0,
     };

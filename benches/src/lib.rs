@@ -3,8 +3,9 @@
 //! coordinated omission is corrected; HTTP/1.1 and HTTP/2), the topology it measures (one
 //! upstream server behind every path: direct, one sidecar hop, the mTLS sidecar pair, the
 //! cross-cluster path through two gateways and QUIC, nginx and HAProxy as reference proxies),
-//! CPU and memory sampling from `/proc`, the QUIC link and control-plane measurements, and the
-//! report (Markdown, JSON, SVG). The criterion micro-benchmarks of the pure hot paths live in
+//! CPU and memory sampling from `/proc`, the QUIC link and control-plane measurements, DNS
+//! throughput with `dnsperf` against the mesh's DNS and CoreDNS, and the report (Markdown, JSON,
+//! SVG). The criterion micro-benchmarks of the pure hot paths live in
 //! `benches/`.
 //!
 //! It does not implement or change any component: every path runs the real `mesh` binary as
@@ -16,6 +17,8 @@
 pub mod args;
 pub mod compare;
 pub mod control_plane;
+pub mod dns;
+pub mod dnsperf;
 pub mod error;
 pub mod latency;
 pub mod link;

@@ -16,8 +16,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole comparison (paths, QUIC link, control plane) and write the report.
-    Compare(BenchArgs),
+    /// Run the whole comparison (paths, QUIC link, control plane, DNS when asked) and write the
+    /// report.
+    Compare(Box<BenchArgs>),
     /// The upstream server every path ends at (started by `compare`).
     Upstream(upstream::UpstreamArgs),
     /// The TCP sink at the end of tunnels (started by `compare`).
@@ -40,7 +41,7 @@ async fn main() {
     };
     mesh_core::telemetry::init_tracing(component, "bench");
     let result: Result<(), BenchError> = match cli.command {
-        Command::Compare(args) => mesh_benches::run(args).await,
+        Command::Compare(args) => mesh_benches::run(*args).await,
         Command::Upstream(args) => upstream::run(args).await,
         Command::TcpSink(args) => sink::run(args).await,
         Command::TlsRelay(args) => relay::run(args).await,

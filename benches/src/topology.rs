@@ -73,6 +73,15 @@ pub fn authority(service: &str, cluster: Option<&str>) -> String {
 }
 
 impl MeshPair {
+    /// No processes yet, their files under `dir`: for a part that starts its own
+    /// ([`MeshPair::spawn`]) and stops them with [`MeshPair::stop`].
+    pub fn empty(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            processes: Vec::new(),
+        }
+    }
+
     /// Starts the two clusters under `dir` with `mesh_bin`, the helper servers with `bench_bin`,
     /// links them and waits until the clients route every path.
     pub async fn start(

@@ -304,6 +304,7 @@ fn helm_lint_is_clean_and_template_renders() {
         "kind: Deployment\nmetadata:\n  name: mesh-gateway",
         "kind: Service\nmetadata:\n  name: mesh-controller\n",
         "kind: Service\nmetadata:\n  name: mesh-controller-headless",
+        "kind: Service\nmetadata:\n  name: mesh-dns\n",
         "kind: Service\nmetadata:\n  name: mesh-gateway\n",
         "kind: Service\nmetadata:\n  name: mesh-gateway-tunnel",
         "kind: PodDisruptionBudget\nmetadata:\n  name: mesh-gateway",
@@ -319,7 +320,59 @@ fn helm_lint_is_clean_and_template_renders() {
     }
     // The templates hold no custom resources and no CRDs (those are in crds/).
     assert!(!rendered.contains("kind: CustomResourceDefinition"));
+    // The CoreDNS ConfigMap is opt-in.
+    assert!(!rendered.contains("coredns-custom"), "{rendered}");
+
+    // Without DNS for the cluster: no Service, the controller's DNS stays on its loopback.
+    let no_dns = ok(
+        c1,
+        helm_template(
+            c1,
+            NAMESPACE,
+            &[
+                "--set",
+                "cluster.name=us-east",
+                "--set",
+                "dns.enabled=false",
+            ],
+        ),
+        None,
+    );
+    assert!(!no_dns.contains("name: mesh-dns"), "{no_dns}");
+    assert!(
+        !no_dns.contains("- --dns\n") && !no_dns.contains("5353"),
+        "{no_dns}"
+    );
+    assert!(no_dns.contains("- --vip-range"), "{no_dns}");
+
+    // Opted in: the stanza of README.md, with the fixed ClusterIP, for CoreDNS to import.
+    let opt_in = ok(c1, helm_template(c1, NAMESPACE, DNS_OPT_IN), None);
+    let stanza = "  clusterset.server: |\n    clusterset.local:53 {\n        errors\n        forward . 10.96.0.53:53\n    }\n";
+    assert!(
+        opt_in.contains(
+            "kind: ConfigMap\nmetadata:\n  name: coredns-custom\n  namespace: kube-system\n"
+        ) && opt_in.contains(stanza),
+        "{opt_in}"
+    );
+    assert!(opt_in.contains("clusterIP: 10.96.0.53"), "{opt_in}");
+    let readme = std::fs::read_to_string(chart().join("README.md")).expect("chart README");
+    assert!(
+        readme.contains(
+            "```\nclusterset.local:53 {\n    errors\n    forward . <mesh-dns ClusterIP>:53\n}\n```"
+        ),
+        "the README's stanza differs from the chart's"
+    );
 }
+
+/// Values that opt in to the CoreDNS ConfigMap (a ClusterIP in the test clusters' range).
+const DNS_OPT_IN: &[&str] = &[
+    "--set",
+    "cluster.name=us-east",
+    "--set",
+    "dns.service.clusterIP=10.96.0.53",
+    "--set",
+    "dns.coreDNS.customConfigMap=true",
+];
 
 #[test]
 fn rendered_templates_pass_a_server_side_dry_run() {
@@ -374,6 +427,12 @@ fn rendered_templates_pass_a_server_side_dry_run() {
         "commonLabels.team=platform",
         "--set",
         "image.tag=0.1.0-rc1",
+        "--set",
+        "dns.upstreams={10.96.0.10:53,[fd00::10]:53}",
+        "--set",
+        "dns.ttl=10s",
+        "--set",
+        "dns.vipRange=240.241.0.0/16",
     ]
     .as_slice();
     let node_port = [
@@ -382,7 +441,7 @@ fn rendered_templates_pass_a_server_side_dry_run() {
         "--set",
         "gateway.service.type=NodePort",
     ];
-    for values in [defaults, everything_set, node_port.as_slice()] {
+    for values in [defaults, everything_set, node_port.as_slice(), DNS_OPT_IN] {
         let rendered = ok(c1, helm_template(c1, namespace, values), None);
         let out = ok(
             c1,
@@ -390,9 +449,23 @@ fn rendered_templates_pass_a_server_side_dry_run() {
             Some(&rendered),
         );
         assert!(
-            out.contains("deployment.apps/mesh-controller") && out.contains("(server dry run)"),
+            out.contains("deployment.apps/mesh-controller")
+                && out.contains("service/mesh-dns")
+                && out.contains("(server dry run)"),
             "kubectl apply --dry-run=server with {values:?}: {out}"
         );
+        if values == DNS_OPT_IN {
+            assert!(out.contains("configmap/coredns-custom"), "{out}");
+        }
+        if values == everything_set {
+            assert!(
+                rendered
+                    .contains("- --dns-upstream\n            - \"10.96.0.10:53,[fd00::10]:53\"")
+                    && rendered.contains("- --dns-ttl\n            - \"10s\"")
+                    && rendered.contains("- --vip-range\n            - \"240.241.0.0/16\""),
+                "{rendered}"
+            );
+        }
     }
 }
 
@@ -403,7 +476,10 @@ fn helm_install_succeeds_in_each_cluster_with_crds_established_and_every_object(
     for (install, output) in INSTALLS.iter().zip(outputs) {
         let c = cluster(install.test_cluster);
         assert!(
-            output.contains("STATUS: deployed") && output.contains("mesh link --kubeconfig"),
+            output.contains("STATUS: deployed")
+                && output.contains("mesh link --kubeconfig")
+                && output.contains("clusterset.local:53 {")
+                && output.contains("forward . <mesh-dns ClusterIP>:53"),
             "helm install output in {}: {output}",
             c.name()
         );
@@ -442,6 +518,7 @@ fn helm_install_succeeds_in_each_cluster_with_crds_established_and_every_object(
                     "deployment/mesh-gateway",
                     "service/mesh-controller",
                     "service/mesh-controller-headless",
+                    "service/mesh-dns",
                     "service/mesh-gateway",
                     "service/mesh-gateway-tunnel",
                     "poddisruptionbudget/mesh-gateway",
@@ -500,6 +577,12 @@ fn check_controller(c: &Cluster, install: &Install) {
         "30s",
         "--cert-ttl",
         "24h",
+        "--dns",
+        "0.0.0.0:5353",
+        "--dns-ttl",
+        "5s",
+        "--vip-range",
+        "240.240.0.0/16",
     ]);
     assert_eq!(
         container["args"],
@@ -523,7 +606,12 @@ fn check_controller(c: &Cluster, install: &Install) {
     }
     assert_ports(
         &container["ports"],
-        &[("control", 15012, "TCP"), ("admin", 15014, "TCP")],
+        &[
+            ("control", 15012, "TCP"),
+            ("admin", 15014, "TCP"),
+            ("dns-udp", 5353, "UDP"),
+            ("dns-tcp", 5353, "TCP"),
+        ],
         "containerPort",
     );
     assert_hardened(container);
@@ -538,6 +626,31 @@ fn check_controller(c: &Cluster, install: &Install) {
         &svc["spec"]["ports"],
         &[("control", 15012, "TCP"), ("admin", 15014, "TCP")],
         "port",
+    );
+
+    // DNS on the standard port, to the controllers' 5353 (they cannot bind 53 unprivileged).
+    let dns = json(c, &["-n", NAMESPACE, "get", "service", "mesh-dns"]);
+    assert_eq!(dns["spec"]["type"], "ClusterIP", "{dns}");
+    assert!(
+        dns["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.96.")),
+        "{dns}"
+    );
+    assert_eq!(dns["spec"]["selector"], svc["spec"]["selector"], "{dns}");
+    assert_ports(
+        &dns["spec"]["ports"],
+        &[("dns-udp", 53, "UDP"), ("dns-tcp", 53, "TCP")],
+        "port",
+    );
+    let targets: Vec<&Value> = dns["spec"]["ports"]
+        .as_array()
+        .map(|p| p.iter().map(|p| &p["targetPort"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        targets,
+        [&Value::from("dns-udp"), &Value::from("dns-tcp")],
+        "{dns}"
     );
 
     // Headless, so its name resolves to every controller pod: the gateway reaches each one.
@@ -1383,6 +1496,85 @@ const BAD_VALUES: &[BadValue] = &[
             "controller.leaseGrace=thirty",
         ],
         names: &["/controller/leaseGrace"],
+    },
+    BadValue {
+        what: "dns.upstreams entry as a DNS name",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "dns.upstreams={kube-dns.kube-system.svc:53}",
+        ],
+        names: &["/dns/upstreams/0"],
+    },
+    BadValue {
+        what: "dns.upstreams entry without a port",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "dns.upstreams={10.96.0.10:53,1.1.1.1}",
+        ],
+        names: &["/dns/upstreams/1"],
+    },
+    BadValue {
+        what: "dns.vipRange with a prefix out of range",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "dns.vipRange=240.240.0.0/31",
+        ],
+        names: &["/dns/vipRange"],
+    },
+    BadValue {
+        what: "dns.ttl not a duration",
+        args: &["--set", "cluster.name=us-east", "--set", "dns.ttl=5"],
+        names: &["/dns/ttl"],
+    },
+    BadValue {
+        what: "dns.service.clusterIP not an address",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "dns.service.clusterIP=mesh-dns",
+        ],
+        names: &["/dns/service/clusterIP"],
+    },
+    BadValue {
+        what: "dns.coreDNS.customConfigMap without dns.service.clusterIP",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "dns.coreDNS.customConfigMap=true",
+        ],
+        names: &["/dns/service/clusterIP"],
+    },
+    BadValue {
+        what: "dns.coreDNS.customConfigMap without the mesh-dns Service",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "dns.coreDNS.customConfigMap=true",
+            "--set",
+            "dns.service.clusterIP=10.96.0.53",
+            "--set",
+            "dns.enabled=false",
+        ],
+        names: &["/dns/enabled"],
+    },
+    BadValue {
+        what: "unknown key under dns",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "dns.upstream=10.96.0.10:53",
+        ],
+        names: &["/dns", "additional properties 'upstream' not allowed"],
     },
     BadValue {
         what: "unknown top-level key",

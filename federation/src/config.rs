@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_core::argv::{Argv, parse_flags};
+use mesh_core::host_port::HostPorts;
 use mesh_core::names::check_label;
 
-use crate::dns::DnsSettings;
 use crate::dns::vip::RangeError;
+use crate::dns::{DnsSettings, ForwardSettings};
 use crate::error::FederationError;
 
 /// Sidecars heartbeat every second; three missed beats expire a workload.
@@ -24,6 +25,13 @@ const DEFAULT_LEADER_LEASE: &str = "15s";
 const DEFAULT_DNS_TTL: &str = "5s";
 /// Generous: in Kubernetes one client address (the cluster DNS) asks for many pods.
 const DEFAULT_DNS_CLIENT_QPS: u32 = 2000;
+/// A resolver that has not answered in 2 s is not going to: clients (glibc: 5 s, dig: 5 s)
+/// then get SERVFAIL before they give up themselves.
+const DEFAULT_DNS_FORWARD_TIMEOUT: &str = "2s";
+/// Each forwarded query holds a socket until answered or timed out; 512 stays well inside the
+/// usual 1024 file descriptors with the DNS TCP connections (128) and everything else, and
+/// at an upstream's usual millisecond still carries hundreds of thousands of queries a second.
+const DEFAULT_DNS_FORWARD_MAX_INFLIGHT: usize = 512;
 /// Shorter certificates would expire between a sidecar's rotation checks.
 const MIN_CERT_TTL: Duration = Duration::from_secs(60);
 
@@ -97,7 +105,7 @@ pub struct ControllerArgs {
     /// DNS server (UDP and TCP), authoritative for `clusterset.local`: the cluster-set VIP of
     /// every service (`<svc>.<ns>.svc.clusterset.local`), per-cluster VIPs
     /// (`<svc>.<ns>.svc.<cluster>.clusterset.local`) and SRV records of named ports. Names
-    /// outside the zone are refused.
+    /// outside the zone are refused, or forwarded with `--dns-upstream`.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub dns: SocketAddr,
 
@@ -111,6 +119,22 @@ pub struct ControllerArgs {
     /// keep it generous.
     #[arg(long, default_value_t = DEFAULT_DNS_CLIENT_QPS)]
     pub dns_client_qps: u32,
+
+    /// Upstream resolvers for names outside `clusterset.local`, `ip:port` comma-separated in
+    /// order of preference (e.g. `10.96.0.10:53,1.1.1.1:53`); then the controller can be a
+    /// pod's only resolver. Without it those names are refused. Answers are not cached.
+    #[arg(long)]
+    pub dns_upstream: Option<HostPorts>,
+
+    /// How long a forwarded query may take in all, every upstream tried included (then
+    /// SERVFAIL), e.g. `2s`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_DNS_FORWARD_TIMEOUT)]
+    pub dns_forward_timeout: Duration,
+
+    /// At most this many queries forwarded at once; more are answered SERVFAIL at once (and
+    /// counted in `mesh_dns_forwards_total{result="overloaded"}`).
+    #[arg(long, default_value_t = DEFAULT_DNS_FORWARD_MAX_INFLIGHT)]
+    pub dns_forward_max_inflight: usize,
 
     /// The range service VIPs are allocated from (IPv4 CIDR, /8 to /30). The default is in
     /// the reserved class E block, never routed anywhere, so a VIP cannot shadow a real
@@ -184,6 +208,9 @@ impl ControllerArgs {
             .flag("dns", self.dns)
             .duration("dns-ttl", self.dns_ttl)
             .flag("dns-client-qps", self.dns_client_qps)
+            .opt("dns-upstream", self.dns_upstream.as_ref())
+            .duration("dns-forward-timeout", self.dns_forward_timeout)
+            .flag("dns-forward-max-inflight", self.dns_forward_max_inflight)
             .flag("vip-range", &self.vip_range)
             .opt("vip-range-v6", self.vip_range_v6.as_ref())
             .list("region-priority", &self.region_priority)
@@ -244,6 +271,7 @@ impl ControllerConfig {
     /// Checks every flag and builds the configuration.
     pub fn from_args(args: ControllerArgs) -> Result<Self, FederationError> {
         let config = |flag, reason: String| FederationError::Config { flag, reason };
+        let forward = forward_settings(&args)?;
         check_label(&args.cluster).map_err(|e| config("cluster", e.to_string()))?;
         let region = args.region.unwrap_or_else(|| args.cluster.clone());
         check_label(&region).map_err(|e| config("region", e.to_string()))?;
@@ -281,6 +309,7 @@ impl ControllerConfig {
             ));
         }
         let dns = DnsSettings {
+            forward,
             addr: args.dns,
             ttl: args.dns_ttl,
             client_qps: args.dns_client_qps,
@@ -353,6 +382,59 @@ impl ControllerConfig {
     }
 }
 
+/// The checked `--dns-upstream` and `--dns-forward-*` flags.
+fn forward_settings(args: &ControllerArgs) -> Result<ForwardSettings, FederationError> {
+    let config = |flag, reason: String| FederationError::Config { flag, reason };
+    let mut upstreams = Vec::new();
+    for entry in args.dns_upstream.iter().flat_map(HostPorts::iter) {
+        let Some(ip) = entry.ip() else {
+            return Err(config(
+                "dns-upstream",
+                format!(
+                    "{entry} names its host; an upstream resolver must be an IP address \
+                     (resolving its name would need a resolver)"
+                ),
+            ));
+        };
+        let addr = SocketAddr::new(ip, entry.port());
+        if addr.port() == 0 || ip.is_unspecified() {
+            return Err(config(
+                "dns-upstream",
+                format!("{addr} is not an address a resolver can be asked at"),
+            ));
+        }
+        if addr == args.dns {
+            return Err(config(
+                "dns-upstream",
+                format!("{addr} is this server's own --dns address: every query would loop"),
+            ));
+        }
+        if upstreams.contains(&addr) {
+            return Err(config("dns-upstream", format!("{addr} is listed twice")));
+        }
+        upstreams.push(addr);
+    }
+    if args.dns_forward_timeout < Duration::from_millis(100)
+        || args.dns_forward_timeout > Duration::from_secs(30)
+    {
+        return Err(config(
+            "dns-forward-timeout",
+            "must be 100ms to 30s (2s is the default)".into(),
+        ));
+    }
+    if args.dns_forward_max_inflight == 0 {
+        return Err(config(
+            "dns-forward-max-inflight",
+            "must be above 0 (512 is the default)".into(),
+        ));
+    }
+    Ok(ForwardSettings {
+        upstreams,
+        timeout: args.dns_forward_timeout,
+        max_inflight: args.dns_forward_max_inflight,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -409,6 +491,72 @@ mod tests {
     }
 
     #[test]
+    fn dns_upstreams_are_addresses_in_order_and_never_this_server() {
+        let c = parse(&["--dns-upstream", "10.96.0.10:53, 127.0.0.1:5300"]).unwrap();
+        assert_eq!(
+            c.dns.forward.upstreams,
+            [
+                "10.96.0.10:53".parse().unwrap(),
+                "127.0.0.1:5300".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.dns.forward.timeout, Duration::from_secs(2));
+        assert_eq!(c.dns.forward.max_inflight, 512);
+        assert!(parse(&[]).unwrap().dns.forward.upstreams.is_empty());
+        for (bad, says) in [
+            (
+                &["--dns-upstream", "kube-dns.kube-system.svc:53"][..],
+                "kube-dns.kube-system.svc:53 names its host",
+            ),
+            (
+                &["--dns-upstream", "10.0.0.1:0"],
+                "10.0.0.1:0 is not an address",
+            ),
+            (
+                &["--dns-upstream", "0.0.0.0:53"],
+                "0.0.0.0:53 is not an address",
+            ),
+            (
+                &["--dns-upstream", "10.0.0.1:53,10.0.0.1:53"],
+                "listed twice",
+            ),
+            (
+                &[
+                    "--dns",
+                    "127.0.0.1:5353",
+                    "--dns-upstream",
+                    "127.0.0.1:5353",
+                ],
+                "would loop",
+            ),
+            (&["--dns-forward-timeout", "10ms"], "--dns-forward-timeout"),
+            (
+                &["--dns-forward-max-inflight", "0"],
+                "--dns-forward-max-inflight",
+            ),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+            if bad[0] == "--dns-upstream" || bad.get(2) == Some(&"--dns-upstream") {
+                assert!(err.contains("--dns-upstream"), "{err}");
+            }
+        }
+        // Not host:port at all: clap refuses it naming the flag.
+        let err = Cli::try_parse_from([
+            "mesh",
+            "--cluster",
+            "a",
+            "--state-dir",
+            "d",
+            "--dns-upstream",
+            "10.0.0.1",
+        ])
+        .err()
+        .expect("no port");
+        assert!(err.to_string().contains("--dns-upstream"), "{err}");
+    }
+
+    #[test]
     fn argv_round_trips_through_parsing() {
         let customised = Cli::parse_from([
             "mesh",
@@ -426,6 +574,10 @@ mod tests {
             "/state/services.yaml",
             "--ready-file",
             "/state/run/controller.json",
+            "--dns-upstream",
+            "10.96.0.10:53,[fd00::10]:53",
+            "--dns-forward-timeout",
+            "1500ms",
         ])
         .args;
         let defaults = Cli::parse_from(["mesh", "--cluster", "a", "--state-dir", "d"]).args;

@@ -47,7 +47,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{ControllerArgs, ControllerConfig, KubernetesConfig, StateStore};
-pub use dns::DnsSettings;
+pub use dns::{DnsSettings, ForwardSettings};
 pub use error::{ApiError, FederationError};
 pub use registry::StaticFileError;
 

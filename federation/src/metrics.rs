@@ -59,6 +59,24 @@ pub(crate) struct DnsQueryLabels {
     pub rcode: String,
 }
 
+/// Labels of a forwarded DNS query's outcome: `answered`, `failed` (no upstream answered in
+/// time: SERVFAIL), `overloaded` (too many in flight: SERVFAIL at once).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DnsForwardLabels {
+    /// The outcome.
+    pub result: String,
+}
+
+/// Labels of one try at an upstream resolver: the upstream (one of the configured few) and
+/// `answered`, `timeout`, `error`, `mismatch` or `truncated` (asked again over TCP).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DnsUpstreamLabels {
+    /// The upstream's address.
+    pub upstream: String,
+    /// The try's outcome.
+    pub result: String,
+}
+
 /// Every metric of the controller.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -93,6 +111,10 @@ pub(crate) struct Metrics {
     pub dns_queries: Family<DnsQueryLabels, Counter>,
     /// Time to answer a DNS query (decoding to encoded response), seconds.
     pub dns_latency: Histogram,
+    /// Queries forwarded to the upstreams, by outcome.
+    pub dns_forwards: Family<DnsForwardLabels, Counter>,
+    /// Tries at each upstream, by outcome.
+    pub dns_upstream_tries: Family<DnsUpstreamLabels, Counter>,
     /// Label values set last time, so vanished peers and services are removed.
     known: Mutex<KnownLabels>,
 }
@@ -122,6 +144,8 @@ impl Metrics {
             leader: Gauge::default(),
             dns_queries: Family::default(),
             dns_latency: Histogram::new(exponential_buckets(0.000_005, 4.0, 9)),
+            dns_forwards: Family::default(),
+            dns_upstream_tries: Family::default(),
             known: Mutex::new(KnownLabels::default()),
         };
         registry.register(
@@ -133,6 +157,16 @@ impl Metrics {
             "mesh_dns_query_duration_seconds",
             "Time the DNS server took to answer a query, from the received packet to the encoded response",
             m.dns_latency.clone(),
+        );
+        registry.register(
+            "mesh_dns_forwards",
+            "DNS queries outside clusterset.local forwarded to the upstream resolvers, by outcome",
+            m.dns_forwards.clone(),
+        );
+        registry.register(
+            "mesh_dns_upstream_tries",
+            "Tries at each upstream resolver, by outcome",
+            m.dns_upstream_tries.clone(),
         );
         registry.register(
             "mesh_controller_kubernetes_api_up",
@@ -219,6 +253,25 @@ impl Metrics {
             .get_or_create(&DnsQueryLabels {
                 r#type: qtype.to_string(),
                 rcode: rcode.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a forwarded DNS query's outcome.
+    pub(crate) fn dns_forward(&self, result: &str) {
+        self.dns_forwards
+            .get_or_create(&DnsForwardLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one try at an upstream resolver.
+    pub(crate) fn dns_upstream_try(&self, upstream: std::net::SocketAddr, result: &str) {
+        self.dns_upstream_tries
+            .get_or_create(&DnsUpstreamLabels {
+                upstream: upstream.to_string(),
+                result: result.to_string(),
             })
             .inc();
     }

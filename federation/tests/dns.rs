@@ -1,6 +1,8 @@
 //! The controller's DNS server against the real `dig` (dnsutils): a controller holding a
 //! local static service and a linked peer's catalog with a named port, queried over UDP and
-//! TCP for every kind of answer, fed garbage, and restarted to check VIPs stay put.
+//! TCP for every kind of answer, fed garbage, and restarted to check VIPs stay put; and
+//! controllers forwarding names outside the zone to a small upstream of the test's own
+//! (`support/upstream.rs`): ids, TCP, TC, an upstream that never answers, too many at once.
 //!
 //! Without `dig` the test is skipped with a message, except under `CI=true`, where it fails.
 
@@ -10,12 +12,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use http::{Method, StatusCode};
 use mesh_core::api::{PATH_FEDERATION, ReadyFile};
 use mesh_core::catalog::{CatalogMessage, ServicePort};
 use mesh_core::identity::SpiffeId;
-use mesh_federation::{ControllerArgs, start};
+use mesh_federation::{ControllerArgs, RunningController, start};
 
+use support::upstream::FakeUpstream;
 use support::{Harness, StateDir, args, echo, peer_catalog, peer_link_info};
 
 /// Whether `dig` can run here; under `CI=true` its absence is an error.
@@ -314,6 +319,257 @@ async fn a_client_over_its_rate_is_dropped_then_answered_again() -> anyhow::Resu
         .await
         .context("answered again after refilling")??;
     ensure!(n >= 12 && buf[..2] == [0, 99], "another answer");
+    ctl.shutdown().await;
+    Ok(())
+}
+
+/// A UDP query for `name` (type A) under `id`, as raw bytes.
+fn a_query(id: u16, name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    Ok(m.to_vec()?)
+}
+
+/// Sends `query` from a fresh socket and waits (at most `wait`) for the response.
+async fn ask_raw(server: SocketAddr, query: &[u8], wait: Duration) -> anyhow::Result<Message> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket.send_to(query, server).await?;
+    let mut buf = vec![0u8; 4096];
+    let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buf))
+        .await
+        .with_context(|| format!("no response from {server} within {wait:?}"))??;
+    Ok(Message::from_vec(&buf[..len])?)
+}
+
+/// A controller forwarding to `upstreams` with a forward `timeout`.
+async fn forwarding_controller(
+    state: &StateDir,
+    upstreams: &[SocketAddr],
+    timeout: Duration,
+    max_inflight: usize,
+) -> anyhow::Result<RunningController> {
+    let list: Vec<String> = upstreams.iter().map(SocketAddr::to_string).collect();
+    Ok(start(ControllerArgs {
+        dns_upstream: Some(list.join(",").parse()?),
+        dns_forward_timeout: timeout,
+        dns_forward_max_inflight: max_inflight,
+        ..args("us-east", state.path())
+    })
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_outside_the_zone_are_forwarded_to_the_upstreams() -> anyhow::Result<()> {
+    if !have_dig()? {
+        return Ok(());
+    }
+    let upstream = FakeUpstream::answering().await?;
+    // A port nothing listens on, first: refused at once, so the next upstream answers.
+    let dead = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let dead_addr = dead.local_addr()?;
+    drop(dead);
+    let (state, _ca) = StateDir::new("dns-forward", "us-east")?;
+    let ctl = forwarding_controller(
+        &state,
+        &[dead_addr, upstream.addr],
+        Duration::from_secs(2),
+        64,
+    )
+    .await?;
+    let dns = ctl.dns_addr;
+
+    // dig gets the upstream's answer (dig itself refuses a response under another id).
+    let out = dig(dns, &["example.com"])?;
+    ensure!(out.contains("status: NOERROR"), "{out}");
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("example.com.") && l.ends_with("192.0.2.1")),
+        "{out}"
+    );
+    ensure!(
+        !out.contains(" aa"),
+        "a forwarded answer is not authoritative: {out}"
+    );
+
+    // The client's id comes back; the upstream saw fresh ids, not the client's.
+    for _ in 0..3 {
+        let m = ask_raw(
+            dns,
+            &a_query(0x4d2e, "ids.example.com.")?,
+            Duration::from_secs(5),
+        )
+        .await?;
+        ensure!(m.metadata.id == 0x4d2e, "response id {}", m.metadata.id);
+        ensure!(m.answers.len() == 1, "{m:?}");
+    }
+    let ids: Vec<u16> = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.name == "ids.example.com.")
+        .map(|s| s.id)
+        .collect();
+    ensure!(ids.len() == 3, "upstream saw {ids:?}");
+    ensure!(
+        ids.iter().any(|id| *id != 0x4d2e),
+        "every upstream query reused the client's id: {ids:?}"
+    );
+
+    // Over TCP from the client: over TCP to the upstream.
+    let tcp = short(dns, &["+tcp", "tcp.example.com"])?;
+    ensure!(tcp == ["192.0.2.1"], "{tcp:?}");
+    ensure!(
+        upstream
+            .seen()
+            .iter()
+            .any(|s| s.name == "tcp.example.com." && s.transport == "tcp"),
+        "{:?}",
+        upstream.seen()
+    );
+
+    // The upstream answers TC over UDP: asked again over TCP, and the whole answer (30
+    // records, over 512 bytes) reaches a client that takes 1232 bytes over UDP.
+    let big = short(dns, &["+bufsize=1232", "+ignore", "big.example.com"])?;
+    ensure!(big.len() == 30, "{big:?}");
+    let seen: Vec<&'static str> = upstream
+        .seen()
+        .iter()
+        .filter(|s| s.name == "big.example.com.")
+        .map(|s| s.transport)
+        .collect();
+    ensure!(seen == ["udp", "tcp"], "{seen:?}");
+    // A client without EDNS takes 512 bytes: it gets TC, and dig retries over TCP itself.
+    let small = dig(dns, &["+noedns", "+ignore", "big.example.com"])?;
+    ensure!(small.contains(" tc"), "{small}");
+
+    // The zone is still answered here, authoritatively, and never asked upstream.
+    let soa = dig(dns, &["SOA", "clusterset.local"])?;
+    ensure!(
+        soa.contains("status: NOERROR") && soa.contains(" aa"),
+        "{soa}"
+    );
+    let nx = dig(dns, &["nope.demo.svc.clusterset.local"])?;
+    ensure!(nx.contains("status: NXDOMAIN"), "{nx}");
+    ensure!(
+        !upstream
+            .seen()
+            .iter()
+            .any(|s| s.name.ends_with("clusterset.local.")),
+        "{:?}",
+        upstream.seen()
+    );
+
+    let (_, metrics) = support::admin(ctl.admin_addr, Method::GET, "/metrics", None).await?;
+    for series in [
+        "mesh_dns_forwards_total{result=\"answered\"}".to_string(),
+        format!("mesh_dns_upstream_tries_total{{upstream=\"{dead_addr}\",result=\"error\"}}"),
+        format!(
+            "mesh_dns_upstream_tries_total{{upstream=\"{}\",result=\"truncated\"}}",
+            upstream.addr
+        ),
+        "mesh_dns_queries_total{type=\"A\",rcode=\"NOERROR\"}".to_string(),
+    ] {
+        ensure!(
+            metrics.contains(&series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    ctl.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_gets_servfail_within_the_bound() -> anyhow::Result<()> {
+    if !have_dig()? {
+        return Ok(());
+    }
+    let silent = FakeUpstream::silent().await?;
+    let (state, _ca) = StateDir::new("dns-forward-silent", "us-east")?;
+    let bound = Duration::from_secs(1);
+    let ctl = forwarding_controller(&state, &[silent.addr], bound, 1).await?;
+    let dns = ctl.dns_addr;
+
+    // UDP, with dig waiting far longer than the bound.
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", dns.ip()))
+        .args([
+            "-p",
+            &dns.port().to_string(),
+            "+time=8",
+            "+tries=1",
+            "example.com",
+        ])
+        .output()?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let took = started.elapsed();
+    ensure!(out.contains("status: SERVFAIL"), "{out}");
+    ensure!(
+        took >= bound && took < bound + Duration::from_secs(2),
+        "SERVFAIL after {took:?}, bound {bound:?}"
+    );
+    // Both tries (one upstream: tried twice) reached it.
+    ensure!(silent.seen().len() == 2, "{:?}", silent.seen());
+
+    // TCP too.
+    let started = std::time::Instant::now();
+    let tcp = dig(dns, &["+tcp", "+time=8", "tcp.example.com"])?;
+    ensure!(tcp.contains("status: SERVFAIL"), "{tcp}");
+    ensure!(
+        started.elapsed() < bound + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // One slot (max in flight 1): while a query waits on the upstream, another gets SERVFAIL
+    // at once, counted as overloaded.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket
+        .send_to(&a_query(1, "first.example.com.")?, dns)
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !silent.seen().iter().any(|s| s.name == "first.example.com.") {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "first query not forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = std::time::Instant::now();
+    let second = ask_raw(dns, &a_query(2, "second.example.com.")?, bound).await?;
+    ensure!(
+        second.metadata.id == 2 && second.metadata.response_code == ResponseCode::ServFail,
+        "{second:?}"
+    );
+    ensure!(
+        started.elapsed() < bound,
+        "overloaded answered after {:?}",
+        started.elapsed()
+    );
+    let mut buf = [0u8; 512];
+    let (len, _) = tokio::time::timeout(bound * 3, socket.recv_from(&mut buf)).await??;
+    let first = Message::from_vec(&buf[..len])?;
+    ensure!(
+        first.metadata.response_code == ResponseCode::ServFail,
+        "{first:?}"
+    );
+
+    let (_, metrics) = support::admin(ctl.admin_addr, Method::GET, "/metrics", None).await?;
+    for series in [
+        "mesh_dns_forwards_total{result=\"failed\"}".to_string(),
+        "mesh_dns_forwards_total{result=\"overloaded\"}".to_string(),
+        format!(
+            "mesh_dns_upstream_tries_total{{upstream=\"{}\",result=\"timeout\"}}",
+            silent.addr
+        ),
+        "mesh_dns_queries_total{type=\"A\",rcode=\"SERVFAIL\"}".to_string(),
+    ] {
+        ensure!(
+            metrics.contains(&series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
     ctl.shutdown().await;
     Ok(())
 }

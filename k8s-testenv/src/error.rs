@@ -16,8 +16,8 @@ pub enum Error {
     },
     /// The binaries are missing and there is no Go toolchain to build them with.
     #[error(
-        "the Kubernetes test binaries are missing from {bin_dir} and there is no Go toolchain to \
-         build them: {hint}"
+        "test binaries built from Go modules (Kubernetes, CoreDNS) are missing from {bin_dir} and \
+         there is no Go toolchain to build them: {hint}"
     )]
     GoMissing {
         /// Where the binaries were looked for.
@@ -25,8 +25,8 @@ pub enum Error {
         /// What to install (differs between CI and a developer machine).
         hint: &'static str,
     },
-    /// `tools/k8s-testenv/build.sh` failed.
-    #[error("building the Kubernetes test binaries failed ({status}); log {log}:\n{tail}")]
+    /// A build script of `tools/k8s-testenv/` failed.
+    #[error("building test binaries from Go modules failed ({status}); log {log}:\n{tail}")]
     Build {
         /// The script's exit status.
         status: std::process::ExitStatus,

@@ -6,6 +6,9 @@
 //! kubelet, scheduler or controller-manager: Pods never run, and nothing generates EndpointSlices
 //! or ServiceAccounts; tests write those objects themselves.
 //!
+//! It also builds CoreDNS the same way ([`ensure_coredns`]), for the tests and benchmarks of
+//! the mesh's DNS behind a real cluster DNS.
+//!
 //! This crate only starts, probes and stops clusters. It knows nothing about the mesh.
 
 #![forbid(unsafe_code)]
@@ -19,7 +22,7 @@ mod run_dir;
 mod spawn;
 mod test_env;
 
-pub use binaries::{Binaries, ensure_binaries};
+pub use binaries::{Binaries, ensure_binaries, ensure_coredns};
 pub use cluster::Cluster;
 pub use error::Error;
 pub use test_env::{TestEnv, shared};

@@ -227,6 +227,10 @@ pub fn markdown(r: &RunReport) -> String {
         let _ = writeln!(out);
     }
 
+    if let Some(dns) = &r.dns {
+        dns_section(&mut out, dns);
+    }
+
     let _ = writeln!(out, "## Targets\n");
     let _ = writeln!(out, "| target | measured | verdict |");
     let _ = writeln!(out, "|---|---|---|");
@@ -241,4 +245,47 @@ pub fn markdown(r: &RunReport) -> String {
     }
     let _ = writeln!(out, "\n![latency distributions](latency.svg)");
     out
+}
+
+/// The DNS throughput table: each server as fast as it answers, then at the fixed rate.
+fn dns_section(out: &mut String, dns: &crate::dns::DnsReport) {
+    let _ = writeln!(out, "## DNS (dnsperf)\n");
+    let _ = writeln!(
+        out,
+        "The same query file ({} names of `clusterset.local`, type A) against each server, {:.0} s per run, at most {} queries in flight; \"max\" sends as fast as answers come, \"fixed\" at {} queries/s.\n",
+        dns.names, dns.duration_s, dns.outstanding, dns.fixed_rate
+    );
+    let _ = writeln!(
+        out,
+        "| server | run | queries/s | avg latency µs | min µs | max µs | stddev µs | lost | rcodes | server CPU s per 1,000 queries | server RSS MiB |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+    for s in &dns.servers {
+        for (run, r) in [("max", &s.max), ("fixed", &s.fixed)] {
+            let rcodes: Vec<String> = r.rcodes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            // CPU is sampled over the max run only.
+            let cpu = match run {
+                "max" => format!("{:.4}", s.cpu_s_per_1000_queries),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {run} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {cpu} | {:.1} |",
+                s.server,
+                r.qps,
+                r.avg_latency_us,
+                r.min_latency_us,
+                r.max_latency_us,
+                r.stddev_latency_us,
+                r.lost,
+                rcodes.join(", "),
+                s.rss_bytes as f64 / MIB
+            );
+        }
+    }
+    let _ = writeln!(out);
+    for s in &dns.servers {
+        let _ = writeln!(out, "- {}: {}", s.server, s.title);
+    }
+    let _ = writeln!(out);
 }

@@ -15,6 +15,7 @@ pub use svg::latency_svg;
 pub use targets::{TargetCheck, check_targets};
 
 use crate::control_plane::PropagationRun;
+use crate::dns::DnsReport;
 use crate::error::BenchError;
 use crate::latency::LatencySummary;
 use crate::link::LinkReport;
@@ -141,6 +142,9 @@ pub struct RunReport {
     pub link: Option<LinkReport>,
     /// Control plane.
     pub control_plane: Option<ControlPlaneReport>,
+    /// DNS throughput (dnsperf), mesh and CoreDNS.
+    #[serde(default)]
+    pub dns: Option<DnsReport>,
     /// The targets against these numbers.
     pub targets: Vec<TargetCheck>,
     /// Wall time of the whole run, seconds.

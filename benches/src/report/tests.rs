@@ -86,6 +86,7 @@ fn report() -> RunReport {
                 1,
             )],
         }),
+        dns: None,
         targets: vec![],
         wall_s: 1.0,
     }
@@ -168,4 +169,45 @@ fn added_latency_below_the_noise_counts_as_zero_in_the_haproxy_ratio() {
     let pair = r.paths.iter_mut().find(|p| p.id == "sidecar-pair").unwrap();
     pair.runs[0].added_us = Some([80.0, 0.0, -10.0, 0.0]);
     assert_eq!(check_targets(&r)[0].met, Some(true));
+}
+
+#[test]
+fn the_dns_section_shows_each_server_with_both_runs() {
+    let sample = crate::dnsperf::parse(include_str!("../../tests/data/dnsperf-2.10.0.txt"))
+        .expect("the captured dnsperf output parses");
+    let server = |id: &str| crate::dns::DnsServerReport {
+        server: id.into(),
+        title: format!("{id} <title>"),
+        max: sample.clone(),
+        fixed: sample.clone(),
+        cpu_s_per_1000_queries: 0.0719,
+        rss_bytes: 24 * 1024 * 1024,
+    };
+    let mut r = report();
+    assert!(
+        !markdown(&r).contains("## DNS"),
+        "no DNS section unless measured"
+    );
+    r.dns = Some(crate::dns::DnsReport {
+        names: 100,
+        outstanding: 100,
+        fixed_rate: 10_000,
+        duration_s: 10.0,
+        servers: vec![server("mesh"), server("coredns")],
+    });
+    let md = markdown(&r);
+    assert!(md.contains("## DNS (dnsperf)"), "{md}");
+    assert!(
+        md.contains(
+            "| mesh | max | 13991 | 6938 | 90 | 28318 | 4387 | 0 | NOERROR 28313 | 0.0719 | 24.0 |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| coredns | fixed | 13991 | 6938 | 90 | 28318 | 4387 | 0 | NOERROR 28313 | - | 24.0 |"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("- coredns: coredns <title>"), "{md}");
 }

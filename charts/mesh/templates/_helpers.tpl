@@ -73,3 +73,12 @@ topologySpreadConstraints:
 priorityClassName: {{ . }}
 {{- end }}
 {{- end -}}
+
+{{/* The Corefile stanza sending clusterset.local to the mesh DNS at .ip (README.md shows the
+same text). No cache: the mesh's answers carry short TTLs of their own. */}}
+{{- define "mesh.corednsStanza" -}}
+clusterset.local:53 {
+    errors
+    forward . {{ .ip }}:53
+}
+{{- end -}}

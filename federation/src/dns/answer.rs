@@ -9,7 +9,7 @@
 //! | not exactly one question (e.g. 500 names) | FORMERR |
 //! | AXFR / IXFR | REFUSED (the zone is derived from live state; there is nothing to transfer) |
 //! | a class other than IN | REFUSED |
-//! | outside `clusterset.local` | REFUSED (no forwarding) |
+//! | outside `clusterset.local` | forwarded to the upstreams when there are any ([`Decision::Forward`]), else REFUSED |
 //! | inside it | the zone's answer, NXDOMAIN or NODATA, authoritative, with the SOA in the authority section |
 //!
 //! Recursion desired is echoed and answered authoritatively without recursion (RA clear). A
@@ -19,6 +19,7 @@
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 
+use super::relay::ForwardQuery;
 use super::zone::{Lookup, Zone};
 
 /// The largest query accepted (a query is a header, one name and little else; EDNS options
@@ -36,6 +37,30 @@ pub(crate) enum Transport {
     Udp,
     /// TCP.
     Tcp,
+}
+
+/// What to do with a name outside the zone (`--dns-upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutsideZone {
+    /// No upstreams: REFUSED.
+    Refuse,
+    /// Hand the query to the upstream resolvers.
+    Forward,
+}
+
+/// What one packet leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Answered (or dropped) here.
+    Answer(Handled),
+    /// Outside the zone, with upstreams configured: ask them.
+    Forward(ForwardQuery),
+}
+
+impl From<Handled> for Decision {
+    fn from(handled: Handled) -> Self {
+        Self::Answer(handled)
+    }
 }
 
 /// The result of handling one packet: what to send back and how to count it.
@@ -60,10 +85,16 @@ impl Handled {
     }
 }
 
-/// Answers `packet` from `zone`.
-pub(crate) fn handle(packet: &[u8], zone: &Zone, transport: Transport) -> Handled {
+/// Answers `packet` from `zone`, or says it is to be forwarded (only names outside the zone,
+/// only with [`OutsideZone::Forward`]).
+pub(crate) fn handle(
+    packet: &[u8],
+    zone: &Zone,
+    transport: Transport,
+    outside: OutsideZone,
+) -> Decision {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
-        return Handled::dropped();
+        return Handled::dropped().into();
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
@@ -72,7 +103,7 @@ pub(crate) fn handle(packet: &[u8], zone: &Zone, transport: Transport) -> Handle
         _ => {
             let mut response = Message::error_msg(id, op_code, ResponseCode::FormErr);
             response.metadata.recursion_desired = packet[2] & 0x01 != 0;
-            return finish(response, "malformed", 512, transport);
+            return finish(response, "malformed", 512, transport).into();
         }
     };
     let mut limit = 512;
@@ -88,21 +119,31 @@ pub(crate) fn handle(packet: &[u8], zone: &Zone, transport: Transport) -> Handle
     response.add_queries(request.queries.iter().cloned());
     if request.metadata.op_code != OpCode::Query {
         response.metadata.response_code = ResponseCode::NotImp;
-        return finish(response, "other", limit, transport);
+        return finish(response, "other", limit, transport).into();
     }
     let [query] = request.queries.as_slice() else {
         response.metadata.response_code = ResponseCode::FormErr;
-        return finish(response, "malformed", limit, transport);
+        return finish(response, "malformed", limit, transport).into();
     };
     let qtype = type_label(query.query_type);
     if matches!(query.query_type, RecordType::AXFR | RecordType::IXFR)
         || query.query_class != DNSClass::IN
     {
         response.metadata.response_code = ResponseCode::Refused;
-        return finish(response, qtype, limit, transport);
+        return finish(response, qtype, limit, transport).into();
     }
     let name = query.name.to_ascii();
     match zone.lookup(&name, query.query_type) {
+        Lookup::NotInZone if outside == OutsideZone::Forward => {
+            // As received: the upstream sees the client's flags, EDNS options and all.
+            return Decision::Forward(ForwardQuery::new(
+                packet.to_vec(),
+                query.clone(),
+                qtype,
+                request.metadata.recursion_desired,
+                limit,
+            ));
+        }
         Lookup::NotInZone => {
             response.metadata.response_code = ResponseCode::Refused;
         }
@@ -121,7 +162,7 @@ pub(crate) fn handle(packet: &[u8], zone: &Zone, transport: Transport) -> Handle
             response.add_authority(zone.soa());
         }
     }
-    finish(response, qtype, limit, transport)
+    finish(response, qtype, limit, transport).into()
 }
 
 /// Encodes `response`, truncating it (TC, no records) when it exceeds the transport's bound.
@@ -176,7 +217,7 @@ fn type_label(t: RecordType) -> &'static str {
     }
 }
 
-fn rcode_label(code: ResponseCode) -> &'static str {
+pub(crate) fn rcode_label(code: ResponseCode) -> &'static str {
     match code {
         ResponseCode::NoError => "NOERROR",
         ResponseCode::NXDomain => "NXDOMAIN",
@@ -220,6 +261,14 @@ mod tests {
         )
     }
 
+    /// What `handle` answers without upstreams.
+    fn answered(packet: &[u8], zone: &Zone, transport: Transport) -> Handled {
+        match handle(packet, zone, transport, OutsideZone::Refuse) {
+            Decision::Answer(handled) => handled,
+            Decision::Forward(f) => panic!("forwarded without upstreams: {f:?}"),
+        }
+    }
+
     fn query(name: &str, t: RecordType) -> Vec<u8> {
         let mut m = Message::query();
         m.metadata.id = 77;
@@ -229,7 +278,7 @@ mod tests {
     }
 
     fn ask(packet: &[u8]) -> (Message, Handled) {
-        let handled = handle(packet, &zone(), Transport::Udp);
+        let handled = answered(packet, &zone(), Transport::Udp);
         (
             Message::from_vec(handled.response.as_ref().unwrap()).unwrap(),
             handled,
@@ -268,11 +317,11 @@ mod tests {
     fn garbage_is_formerr_or_dropped_never_a_panic() {
         let zone = zone();
         for short in [&[][..], &[1, 2, 3][..], &[0; 11][..]] {
-            assert_eq!(handle(short, &zone, Transport::Udp), Handled::dropped());
+            assert_eq!(answered(short, &zone, Transport::Udp), Handled::dropped());
         }
         let mut packet = query("echo.demo.svc.clusterset.local.", RecordType::A);
         packet[5] = 200; // claims 200 questions
-        let h = handle(&packet, &zone, Transport::Udp);
+        let h = answered(&packet, &zone, Transport::Udp);
         assert_eq!((h.qtype, h.rcode), ("malformed", "FORMERR"));
         let m = Message::from_vec(&h.response.unwrap()).unwrap();
         assert_eq!(m.metadata.id, 77);
@@ -284,13 +333,13 @@ mod tests {
             raw.extend([b'a'; 60]);
         }
         raw.extend([0, 0, 1, 0, 1]);
-        assert_eq!(handle(&raw, &zone, Transport::Udp).rcode, "FORMERR");
+        assert_eq!(answered(&raw, &zone, Transport::Udp).rcode, "FORMERR");
         let mut oversize = query("echo.demo.svc.clusterset.local.", RecordType::A);
         oversize.resize(MAX_REQUEST + 1, 0);
-        assert_eq!(handle(&oversize, &zone, Transport::Udp).rcode, "FORMERR");
+        assert_eq!(answered(&oversize, &zone, Transport::Udp).rcode, "FORMERR");
         // Every prefix of a valid query, and some noise: no panic.
         for n in 0..packet.len() {
-            let _ = handle(&packet[..n], &zone, Transport::Udp);
+            let _ = answered(&packet[..n], &zone, Transport::Udp);
         }
         let mut noise = 0x9e37_79b9u32;
         for _ in 0..2000 {
@@ -303,7 +352,7 @@ mod tests {
                     noise as u8
                 })
                 .collect();
-            let _ = handle(&bytes, &zone, Transport::Udp);
+            let _ = answered(&bytes, &zone, Transport::Udp);
         }
     }
 
@@ -317,7 +366,7 @@ mod tests {
             ));
         }
         let packet = m.to_vec().unwrap();
-        assert_eq!(handle(&packet, &zone(), Transport::Tcp).rcode, "FORMERR");
+        assert_eq!(answered(&packet, &zone(), Transport::Tcp).rcode, "FORMERR");
         let mut two = Message::query();
         for i in 0..2 {
             two.add_query(Query::query(
@@ -326,14 +375,49 @@ mod tests {
             ));
         }
         assert_eq!(
-            handle(&two.to_vec().unwrap(), &zone(), Transport::Udp).rcode,
+            answered(&two.to_vec().unwrap(), &zone(), Transport::Udp).rcode,
             "FORMERR"
         );
         let mut notify = query("echo.demo.svc.clusterset.local.", RecordType::SOA);
         notify[2] |= 4 << 3;
-        assert_eq!(handle(&notify, &zone(), Transport::Udp).rcode, "NOTIMP");
+        assert_eq!(answered(&notify, &zone(), Transport::Udp).rcode, "NOTIMP");
         let mut response = query("echo.demo.svc.clusterset.local.", RecordType::A);
         response[2] |= 0x80;
-        assert_eq!(handle(&response, &zone(), Transport::Udp).rcode, "dropped");
+        assert_eq!(
+            answered(&response, &zone(), Transport::Udp).rcode,
+            "dropped"
+        );
+    }
+
+    #[test]
+    fn with_upstreams_only_names_outside_the_zone_are_forwarded_as_received() {
+        let zone = zone();
+        let packet = query("example.com.", RecordType::AAAA);
+        let Decision::Forward(f) = handle(&packet, &zone, Transport::Udp, OutsideZone::Forward)
+        else {
+            panic!("example.com. not forwarded");
+        };
+        assert_eq!(f.packet(), packet.as_slice());
+        assert_eq!((f.client_id(), f.qtype()), (77, "AAAA"));
+        // The zone's own names, transfers and malformed queries are still answered here.
+        for (name, t, rcode) in [
+            ("echo.demo.svc.clusterset.local.", RecordType::A, "NOERROR"),
+            ("nope.demo.svc.clusterset.local.", RecordType::A, "NXDOMAIN"),
+            ("example.com.", RecordType::AXFR, "REFUSED"),
+        ] {
+            match handle(&query(name, t), &zone, Transport::Udp, OutsideZone::Forward) {
+                Decision::Answer(h) => assert_eq!(h.rcode, rcode, "{name} {t}"),
+                Decision::Forward(_) => panic!("{name} {t} forwarded"),
+            }
+        }
+        let mut many = packet.clone();
+        many[5] = 2;
+        assert!(matches!(
+            handle(&many, &zone, Transport::Udp, OutsideZone::Forward),
+            Decision::Answer(Handled {
+                rcode: "FORMERR",
+                ..
+            })
+        ));
     }
 }

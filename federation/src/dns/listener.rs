@@ -1,5 +1,6 @@
 //! The DNS server's sockets: UDP and TCP on one address, each query rate-limited per client,
-//! answered by [`answer::handle`](super::answer::handle) from the current zone and counted.
+//! answered by [`answer::handle`](super::answer::handle) from the current zone, or forwarded
+//! to the upstreams (`forward.rs`) off the receive loop, and counted.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 
-use super::answer::{self, MAX_REQUEST, Transport};
+use super::answer::{self, Decision, MAX_REQUEST, OutsideZone, Transport};
+use super::forward::{Forwarder, Slot};
 use super::rate::ClientRateLimit;
+use super::relay::ForwardQuery;
 use super::zone::Zone;
 use crate::controller::Controller;
 
@@ -25,25 +28,43 @@ pub(crate) struct Responder {
     zones: watch::Receiver<Arc<Zone>>,
     limit: Mutex<ClientRateLimit>,
     controller: Arc<Controller>,
+    forwarder: Option<Arc<Forwarder>>,
+}
+
+/// What to do about one packet.
+enum Reply {
+    /// Send this now (`None`: stay silent).
+    Now(Option<Vec<u8>>),
+    /// Ask the upstreams first ([`Responder::forward`]).
+    Forward(Forwarding),
+}
+
+/// A query admitted for forwarding.
+pub(crate) struct Forwarding {
+    query: ForwardQuery,
+    slot: Slot,
+    started: Instant,
 }
 
 impl Responder {
-    /// Answers from `zones`, limiting each client with `limit`, counting in `controller`'s
-    /// metrics.
+    /// Answers from `zones`, limiting each client with `limit`, forwarding names outside the
+    /// zone with `forwarder` (refusing them without), counting in `controller`'s metrics.
     pub(crate) fn new(
         zones: watch::Receiver<Arc<Zone>>,
         limit: ClientRateLimit,
         controller: Arc<Controller>,
+        forwarder: Option<Arc<Forwarder>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             zones,
             limit: Mutex::new(limit),
             controller,
+            forwarder,
         })
     }
 
-    /// The response to `packet` from `client`, `None` to stay silent.
-    fn respond(&self, packet: &[u8], client: IpAddr, transport: Transport) -> Option<Vec<u8>> {
+    /// What to do about `packet` from `client`.
+    fn respond(&self, packet: &[u8], client: IpAddr, transport: Transport) -> Reply {
         let started = Instant::now();
         let metrics = self.controller.metrics();
         let allowed = self
@@ -53,10 +74,50 @@ impl Responder {
             .allow(client, started);
         if !allowed {
             metrics.dns_query("unknown", "ratelimited");
-            return None;
+            return Reply::Now(None);
         }
         let zone = self.zones.borrow().clone();
-        let handled = answer::handle(packet, &zone, transport);
+        let outside = match self.forwarder {
+            Some(_) => OutsideZone::Forward,
+            None => OutsideZone::Refuse,
+        };
+        let handled = match answer::handle(packet, &zone, transport, outside) {
+            Decision::Answer(handled) => handled,
+            Decision::Forward(query) => {
+                match self.forwarder.as_ref().and_then(|f| f.admit(metrics)) {
+                    Some(slot) => {
+                        return Reply::Forward(Forwarding {
+                            query,
+                            slot,
+                            started,
+                        });
+                    }
+                    None => query.servfail(),
+                }
+            }
+        };
+        metrics.dns_query(handled.qtype, handled.rcode);
+        metrics.dns_latency.observe(started.elapsed().as_secs_f64());
+        Reply::Now(handled.response)
+    }
+
+    /// The response to a forwarded query: the upstreams' answer, or SERVFAIL.
+    async fn forward(&self, forwarding: Forwarding, transport: Transport) -> Option<Vec<u8>> {
+        let Forwarding {
+            query,
+            slot,
+            started,
+        } = forwarding;
+        let metrics = self.controller.metrics();
+        let answer = match &self.forwarder {
+            Some(forwarder) => forwarder.forward(&query, transport, metrics).await,
+            None => None,
+        };
+        drop(slot);
+        let handled = match answer {
+            Some(response) => query.relay(response, transport),
+            None => query.servfail(),
+        };
         metrics.dns_query(handled.qtype, handled.rcode);
         metrics.dns_latency.observe(started.elapsed().as_secs_f64());
         handled.response
@@ -81,7 +142,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpLis
 
 /// Serves UDP until shutdown.
 pub(crate) async fn serve_udp(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     responder: Arc<Responder>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -99,11 +160,26 @@ pub(crate) async fn serve_udp(
             },
             _ = shutdown.changed() => return,
         };
-        if let Some(response) = responder.respond(&buf[..len], from.ip(), Transport::Udp)
-            && let Err(error) = socket.send_to(&response, from).await
-        {
-            tracing::debug!(%error, client = %from, "DNS UDP send failed");
+        match responder.respond(&buf[..len], from.ip(), Transport::Udp) {
+            Reply::Now(Some(response)) => send(&socket, &response, from).await,
+            Reply::Now(None) => {}
+            Reply::Forward(forwarding) => {
+                // Off the receive loop: a slow upstream must not hold up the zone's answers.
+                // Bounded by the forwarder's slots and its timeout.
+                let (socket, responder) = (socket.clone(), responder.clone());
+                tokio::spawn(async move {
+                    if let Some(response) = responder.forward(forwarding, Transport::Udp).await {
+                        send(&socket, &response, from).await;
+                    }
+                });
+            }
         }
+    }
+}
+
+async fn send(socket: &UdpSocket, response: &[u8], to: SocketAddr) {
+    if let Err(error) = socket.send_to(response, to).await {
+        tracing::debug!(%error, client = %to, "DNS UDP send failed");
     }
 }
 
@@ -161,7 +237,11 @@ async fn serve_connection(mut stream: TcpStream, from: SocketAddr, responder: &R
         else {
             return;
         };
-        let Some(response) = responder.respond(&buf[..len], from.ip(), Transport::Tcp) else {
+        let response = match responder.respond(&buf[..len], from.ip(), Transport::Tcp) {
+            Reply::Now(response) => response,
+            Reply::Forward(forwarding) => responder.forward(forwarding, Transport::Tcp).await,
+        };
+        let Some(response) = response else {
             return;
         };
         let Ok(size) = u16::try_from(response.len()) else {

@@ -5,17 +5,24 @@
 //! - `vip.rs`: VIP allocation (pure): hash of the name into the range, linear probing;
 //! - `vip_store.rs`: where allocations are recorded (state directory or `ServiceImport`s);
 //! - `zone.rs`: the zone's records and lookups (pure);
-//! - `answer.rs`: one packet in, one response out, with every rcode rule and bound (pure);
+//! - `answer.rs`: one packet in, one response out (or a query to forward), with every rcode
+//!   rule and bound (pure);
+//! - `relay.rs`: a forwarded query's ids, which upstream responses answer it, what the client
+//!   gets back (pure);
+//! - `forward.rs`: asking the upstream resolvers (`--dns-upstream`), bounded in time and
+//!   number;
 //! - `rate.rs`: the per-client token buckets (pure, clock injected);
 //! - `feed.rs`: rebuilding the zone as the controller's view changes;
 //! - `listener.rs`: the UDP and TCP sockets.
 //!
-//! Names outside the zone are refused; forwarding to upstream resolvers is not built.
+//! Names outside the zone are forwarded when upstreams are configured, refused otherwise.
 
 mod answer;
 mod feed;
+mod forward;
 mod listener;
 mod rate;
+mod relay;
 pub(crate) mod vip;
 pub(crate) mod vip_store;
 mod zone;
@@ -29,6 +36,8 @@ use tokio::task::JoinHandle;
 
 use crate::controller::Controller;
 use feed::ZoneFeed;
+pub use forward::ForwardSettings;
+use forward::Forwarder;
 use listener::Responder;
 use rate::ClientRateLimit;
 pub(crate) use vip::VipTable;
@@ -51,6 +60,8 @@ pub struct DnsSettings {
     pub(crate) range: vip::VipRange,
     /// The IPv6 mirror of the range, for AAAA records.
     pub(crate) v6: Option<vip::Vip6Range>,
+    /// Where names outside the zone are forwarded (no upstreams: they are refused).
+    pub forward: ForwardSettings,
 }
 
 impl DnsSettings {
@@ -87,12 +98,17 @@ pub(crate) async fn start(
         settings.client_qps.saturating_mul(2),
         MAX_CLIENTS,
     );
-    let responder = Responder::new(zone_rx, limit, controller.clone());
+    let responder = Responder::new(
+        zone_rx,
+        limit,
+        controller.clone(),
+        Forwarder::new(&settings.forward),
+    );
     let shutdown = controller.shutdown_signal();
     let tasks = vec![
         tokio::spawn(feed.run(zones)),
         tokio::spawn(listener::serve_udp(
-            udp,
+            Arc::new(udp),
             responder.clone(),
             shutdown.clone(),
         )),

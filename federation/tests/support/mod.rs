@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod control;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -161,12 +161,14 @@ fn list_shows_one_line_per_shipped_scenario() {
         String::from_utf8_lossy(&run.stderr)
     );
     let out = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(out.lines().count(), 12, "{out}");
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("partition-two-way") && l.contains("namespaces")),
-        "{out}"
-    );
+    assert_eq!(out.lines().count(), 13, "{out}");
+    for needs_namespaces in ["partition-two-way", "capture-replicas-die"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(needs_namespaces) && l.contains("namespaces")),
+            "{needs_namespaces}: {out}"
+        );
+    }
 }
 
 /// The SLOs can fail: scenario 1 with failover made impossible (every request pinned to

@@ -287,7 +287,7 @@ mod tests {
 
     #[derive(Parser)]
     enum Mesh {
-        Sidecar(SidecarArgs),
+        Sidecar(Box<SidecarArgs>),
         Init(InitArgs),
     }
 
@@ -340,7 +340,7 @@ mod tests {
             );
             assert_eq!(args.member.admin.port(), ADMIN_PORT);
             assert!(args.no_register);
-            let config = SidecarConfig::from_args(args).expect("the sidecar accepts its flags");
+            let config = SidecarConfig::from_args(*args).expect("the sidecar accepts its flags");
             assert_eq!(config.service_account, "echo");
             assert_eq!(config.namespace, "demo");
             assert_eq!(config.inbound, "0.0.0.0:15006".parse().unwrap());

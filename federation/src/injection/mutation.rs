@@ -113,14 +113,14 @@ pub(crate) fn decide(pod: &Pod, namespace: &str, t: &Template<'_>) -> Decision {
         Err(message) => return Decision::Refuse(message),
     };
     let mut warnings = Vec::new();
-    if let Some(served) = &workload.served {
-        if !workload.captured_ports.contains(&served.app_port) {
-            warnings.push(format!(
-                "port {} is probed by the kubelet, so its inbound connections are not redirected \
-                 to the mesh sidecar (mesh traffic reaches the sidecar on port {})",
-                served.app_port, workload.inbound_port
-            ));
-        }
+    if let Some(served) = &workload.served
+        && !workload.captured_ports.contains(&served.app_port)
+    {
+        warnings.push(format!(
+            "port {} is probed by the kubelet, so its inbound connections are not redirected \
+             to the mesh sidecar (mesh traffic reaches the sidecar on port {})",
+            served.app_port, workload.inbound_port
+        ));
     }
     Decision::Inject {
         patch: patch(pod, &annotations, t, &workload),

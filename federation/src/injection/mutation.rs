@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mesh_core::names::check_label;
 use mesh_k8s::names::{
@@ -108,7 +108,7 @@ pub(crate) fn decide(pod: &Pod, namespace: &str, t: &Template<'_>) -> Decision {
             ),
         );
     }
-    let workload = match workload(&annotations, &spec.containers, namespace, &spec) {
+    let workload = match workload(&annotations, namespace, &spec) {
         Ok(w) => w,
         Err(message) => return Decision::Refuse(message),
     };
@@ -138,10 +138,10 @@ fn skip(reason: &str, warning: Option<String>) -> Decision {
 /// Reads and checks what the containers need from the pod.
 fn workload(
     annotations: &BTreeMap<String, String>,
-    containers: &[Container],
     namespace: &str,
-    spec: &k8s_openapi::api::core::v1::PodSpec,
+    spec: &PodSpec,
 ) -> Result<Workload, String> {
+    let containers = &spec.containers;
     let service_account = spec
         .service_account_name
         .clone()

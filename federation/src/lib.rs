@@ -2,7 +2,8 @@
 //! services (registration API and static file, behind one trait), its certificate authority
 //! (CSRs authenticated by the join token), its links with peer clusters (persisted in the state
 //! directory), the peers' catalogs held under lease, the failover decision per service, and
-//! the discovery streams that publish that decision to the cluster's sidecars and gateway.
+//! the discovery streams that publish that decision to the cluster's sidecars and gateway. In
+//! Kubernetes mode it may also serve the sidecar injection webhook (`injection`).
 //!
 //! It does not carry traffic or talk to other clusters itself: the gateway moves catalog
 //! messages between clusters and reports link health, and sidecars route by the snapshots.

@@ -37,6 +37,8 @@ struct Install {
     region_priority: &'static [&'static str],
     /// `ca.existingSecret`.
     existing_ca: Option<&'static str>,
+    /// `injection.enabled`.
+    injection: bool,
 }
 
 const INSTALLS: [Install; 3] = [
@@ -46,6 +48,7 @@ const INSTALLS: [Install; 3] = [
         region: "us-east",
         region_priority: &[],
         existing_ca: None,
+        injection: true,
     },
     Install {
         test_cluster: "c2",
@@ -53,6 +56,7 @@ const INSTALLS: [Install; 3] = [
         region: "us-west",
         region_priority: &["us-east"],
         existing_ca: None,
+        injection: true,
     },
     Install {
         test_cluster: "c3",
@@ -60,6 +64,7 @@ const INSTALLS: [Install; 3] = [
         region: "eu",
         region_priority: &["us-east", "us-west"],
         existing_ca: Some(EXISTING_CA),
+        injection: false,
     },
 ];
 
@@ -216,6 +221,10 @@ fn install_args(install: &Install) -> Vec<String> {
         args.push("--set".to_string());
         args.push(format!("ca.existingSecret={secret}"));
     }
+    if !install.injection {
+        args.push("--set".to_string());
+        args.push("injection.enabled=false".to_string());
+    }
     args
 }
 
@@ -312,6 +321,8 @@ fn helm_lint_is_clean_and_template_renders() {
         "kind: ClusterRoleBinding\nmetadata:\n  name: mesh-controller",
         "kind: Role\nmetadata:\n  name: mesh-controller",
         "kind: RoleBinding\nmetadata:\n  name: mesh-controller",
+        "kind: MutatingWebhookConfiguration\nmetadata:\n  name: mesh-sidecar-injector",
+        "kind: ConfigMap\nmetadata:\n  name: mesh-injection",
     ] {
         assert!(
             rendered.contains(kind_and_name),
@@ -433,15 +444,43 @@ fn rendered_templates_pass_a_server_side_dry_run() {
         "dns.ttl=10s",
         "--set",
         "dns.vipRange=240.241.0.0/16",
+        "--set",
+        "injection.failurePolicy=Fail",
+        "--set",
+        "injection.timeoutSeconds=3",
+        "--set-json",
+        r#"injection.objectSelector={"matchExpressions":[{"key":"mesh.dev/skip","operator":"DoesNotExist"}]}"#,
+        "--set",
+        "injection.sidecar.image=registry.example.com/mesh:0.1.0",
+        "--set",
+        "injection.sidecar.imagePullPolicy=Always",
+        "--set",
+        "injection.sidecar.resources.requests.cpu=1",
+        "--set",
+        "injection.sidecar.excludeOutboundPorts={443,8443}",
+        "--set",
+        "injection.sidecar.excludeOutboundCidrs={10.96.0.1/32}",
     ]
     .as_slice();
+    let no_injection = [
+        "--set",
+        "cluster.name=us-east",
+        "--set",
+        "injection.enabled=false",
+    ];
     let node_port = [
         "--set",
         "cluster.name=us-east",
         "--set",
         "gateway.service.type=NodePort",
     ];
-    for values in [defaults, everything_set, node_port.as_slice(), DNS_OPT_IN] {
+    for values in [
+        defaults,
+        everything_set,
+        node_port.as_slice(),
+        no_injection.as_slice(),
+        DNS_OPT_IN,
+    ] {
         let rendered = ok(c1, helm_template(c1, namespace, values), None);
         let out = ok(
             c1,
@@ -584,6 +623,16 @@ fn check_controller(c: &Cluster, install: &Install) {
         "--vip-range",
         "240.240.0.0/16",
     ]);
+    if install.injection {
+        expected.extend([
+            "--webhook",
+            "0.0.0.0:15017",
+            "--webhook-configuration",
+            "mesh-sidecar-injector",
+            "--injection-config",
+            "/etc/mesh/injection/settings.yaml",
+        ]);
+    }
     assert_eq!(
         container["args"],
         serde_json::json!(expected),
@@ -604,16 +653,16 @@ fn check_controller(c: &Cluster, install: &Install) {
         assert_eq!(container[probe]["httpGet"]["path"], path, "{container}");
         assert_eq!(container[probe]["httpGet"]["port"], "admin", "{container}");
     }
-    assert_ports(
-        &container["ports"],
-        &[
-            ("control", 15012, "TCP"),
-            ("admin", 15014, "TCP"),
-            ("dns-udp", 5353, "UDP"),
-            ("dns-tcp", 5353, "TCP"),
-        ],
-        "containerPort",
-    );
+    let mut ports = vec![
+        ("control", 15012, "TCP"),
+        ("admin", 15014, "TCP"),
+        ("dns-udp", 5353, "UDP"),
+        ("dns-tcp", 5353, "TCP"),
+    ];
+    if install.injection {
+        ports.push(("webhook", 15017, "TCP"));
+    }
+    assert_ports(&container["ports"], &ports, "containerPort");
     assert_hardened(container);
     assert!(
         container["resources"]["requests"]["cpu"].is_string(),
@@ -622,11 +671,12 @@ fn check_controller(c: &Cluster, install: &Install) {
 
     let svc = json(c, &["-n", NAMESPACE, "get", "service", "mesh-controller"]);
     assert_eq!(svc["spec"]["type"], "ClusterIP");
-    assert_ports(
-        &svc["spec"]["ports"],
-        &[("control", 15012, "TCP"), ("admin", 15014, "TCP")],
-        "port",
-    );
+    let mut ports = vec![("control", 15012, "TCP"), ("admin", 15014, "TCP")];
+    if install.injection {
+        ports.push(("webhook", 443, "TCP"));
+    }
+    assert_ports(&svc["spec"]["ports"], &ports, "port");
+    check_injection(c, install, container, pod);
 
     // DNS on the standard port, to the controllers' 5353 (they cannot bind 53 unprivileged).
     let dns = json(c, &["-n", NAMESPACE, "get", "service", "mesh-dns"]);
@@ -674,6 +724,88 @@ fn check_controller(c: &Cluster, install: &Install) {
         &[("control", 15012, "TCP")],
         "port",
     );
+}
+
+/// The injection webhook's configuration, settings and mount, or none of them when it is off.
+fn check_injection(c: &Cluster, install: &Install, container: &Value, pod: &Value) {
+    let get = |args: &[&str]| run(kubectl(c, args), None);
+    let webhook = get(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "mesh-sidecar-injector",
+        "-o",
+        "json",
+    ]);
+    let settings = get(&[
+        "-n",
+        NAMESPACE,
+        "get",
+        "configmap",
+        "mesh-injection",
+        "-o",
+        "json",
+    ]);
+    if !install.injection {
+        assert!(
+            !webhook.ok && webhook.stderr.contains("NotFound"),
+            "{}",
+            webhook.describe()
+        );
+        assert!(
+            !settings.ok && settings.stderr.contains("NotFound"),
+            "{}",
+            settings.describe()
+        );
+        return;
+    }
+    assert!(webhook.ok, "{}", webhook.describe());
+    let config: Value = serde_json::from_str(&webhook.stdout).expect("JSON");
+    let hook = &config["webhooks"][0];
+    assert_eq!(hook["sideEffects"], "None", "{hook}");
+    assert_eq!(hook["admissionReviewVersions"], serde_json::json!(["v1"]));
+    assert_eq!(
+        hook["failurePolicy"], "Ignore",
+        "never blocks deployments by default"
+    );
+    assert!(
+        hook["timeoutSeconds"].as_i64().is_some_and(|t| t <= 10),
+        "{hook}"
+    );
+    assert_eq!(
+        hook["rules"],
+        serde_json::json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                            "resources": ["pods"], "scope": "Namespaced"}])
+    );
+    assert_eq!(
+        hook["namespaceSelector"],
+        serde_json::json!({"matchLabels": {"mesh.dev/injection": "enabled"}})
+    );
+    assert_eq!(
+        hook["clientConfig"]["service"],
+        serde_json::json!({"name": "mesh-controller", "namespace": NAMESPACE, "path": "/inject", "port": 443})
+    );
+    assert!(settings.ok, "{}", settings.describe());
+    let map: Value = serde_json::from_str(&settings.stdout).expect("JSON");
+    let text = map["data"]["settings.yaml"]
+        .as_str()
+        .expect("settings.yaml");
+    for line in [
+        "image: \"mesh:0.1.0\"",
+        "imagePullPolicy: \"IfNotPresent\"",
+        "cpu: 50m",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    let mount = container["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "injection"))
+        .unwrap_or_else(|| panic!("no injection mount: {container}"));
+    assert_eq!(mount["mountPath"], "/etc/mesh/injection");
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "injection"))
+        .unwrap_or_else(|| panic!("no injection volume: {pod}"));
+    assert_eq!(volume["configMap"]["name"], "mesh-injection");
 }
 
 /// The gateway's Deployment, Services and PDB are what the contract says.
@@ -844,7 +976,7 @@ const fn in_ns(verb: &'static str, resource: &'static str, ns: &'static str) -> 
 }
 
 /// Everything the controller needs, per the chart's contract with the controller.
-fn controller_needs(existing_ca: bool) -> Vec<Access> {
+fn controller_needs(existing_ca: bool, injection: bool) -> Vec<Access> {
     let mut needs = Vec::new();
     for resource in [
         "services",
@@ -911,11 +1043,20 @@ fn controller_needs(existing_ca: bool) -> Vec<Access> {
             needs.push(in_ns(verb, resource, NAMESPACE));
         }
     }
+    if injection {
+        for verb in ["get", "patch"] {
+            needs.push(everywhere(verb, INJECTOR_CONFIG));
+        }
+    }
     needs
 }
 
+/// The chart's MutatingWebhookConfiguration, as `kubectl auth can-i` names it.
+const INJECTOR_CONFIG: &str =
+    "mutatingwebhookconfigurations.admissionregistration.k8s.io/mesh-sidecar-injector";
+
 /// What the controller must not be able to do.
-fn controller_must_not(existing_ca: bool) -> Vec<Access> {
+fn controller_must_not(existing_ca: bool, injection: bool) -> Vec<Access> {
     let mut denied = vec![
         in_ns("delete", "secrets", NAMESPACE),
         in_ns("update", "secrets", NAMESPACE),
@@ -951,9 +1092,32 @@ fn controller_must_not(existing_ca: bool) -> Vec<Access> {
         everywhere("create", "customresourcedefinitions.apiextensions.k8s.io"),
         everywhere("create", "clusterroles.rbac.authorization.k8s.io"),
         in_ns("create", "serviceaccounts/token", NAMESPACE),
+        // The webhook's configuration is the chart's: the controller only sets its caBundle.
+        everywhere("delete", INJECTOR_CONFIG),
+        everywhere("update", INJECTOR_CONFIG),
+        everywhere(
+            "patch",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses",
+        ),
+        everywhere(
+            "list",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+        ),
+        everywhere(
+            "create",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+        ),
+        everywhere(
+            "patch",
+            "validatingwebhookconfigurations.admissionregistration.k8s.io",
+        ),
     ];
     if existing_ca {
         denied.push(in_ns("create", "secrets", NAMESPACE));
+    }
+    if !injection {
+        denied.push(everywhere("get", INJECTOR_CONFIG));
+        denied.push(everywhere("patch", INJECTOR_CONFIG));
     }
     denied
 }
@@ -1062,6 +1226,7 @@ fn rbac_gives_the_controller_what_it_needs_and_nothing_more_and_the_gateway_noth
                 scope.spawn(move || {
                     let c = cluster(install.test_cluster);
                     let existing_ca = install.existing_ca.is_some();
+                    let injection = install.injection;
                     let mut problems = Vec::new();
                     let mut expect =
                         |user: &str, access: &Access, want: bool| match can_i(c, user, access) {
@@ -1075,19 +1240,19 @@ fn rbac_gives_the_controller_what_it_needs_and_nothing_more_and_the_gateway_noth
                             )),
                             Err(e) => problems.push(format!("{}: {e}", c.name())),
                         };
-                    for access in controller_needs(existing_ca) {
+                    for access in controller_needs(existing_ca, injection) {
                         expect(CONTROLLER_SA, &access, true);
                         // The gateway never calls the Kubernetes API.
                         expect(GATEWAY_SA, &access, false);
                     }
-                    for access in controller_must_not(existing_ca) {
+                    for access in controller_must_not(existing_ca, injection) {
                         expect(CONTROLLER_SA, &access, false);
                     }
                     // Exactly the contract's rules, nothing beyond them (verbs not asked
                     // about above, such as deletecollection, would show here); none for the
                     // gateway.
                     for (namespace, in_release) in [(NAMESPACE, true), ("demo", false)] {
-                        let want = controller_rules(in_release, existing_ca);
+                        let want = controller_rules(in_release, existing_ca, injection);
                         problems.extend(compare_grants(c, CONTROLLER_SA, namespace, &want));
                         problems.extend(compare_grants(c, GATEWAY_SA, namespace, &BTreeSet::new()));
                     }
@@ -1147,7 +1312,11 @@ fn granted(c: &Cluster, user: &str, namespace: &str) -> BTreeSet<Grant> {
 }
 
 /// The controller's rules as the contract states them: (resource, names, verbs).
-fn controller_rules(in_release_namespace: bool, existing_ca: bool) -> BTreeSet<Grant> {
+fn controller_rules(
+    in_release_namespace: bool,
+    existing_ca: bool,
+    injection: bool,
+) -> BTreeSet<Grant> {
     let read = ["get", "list", "watch"].as_slice();
     let write_status = ["update", "patch"].as_slice();
     let mut rules: Vec<(&str, &[&str], &[&str])> = vec![
@@ -1176,6 +1345,13 @@ fn controller_rules(in_release_namespace: bool, existing_ca: bool) -> BTreeSet<G
         ("links.mesh.dev/status", &[], write_status),
         ("tokenreviews.authentication.k8s.io", &[], &["create"]),
     ];
+    if injection {
+        rules.push((
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io",
+            &["mesh-sidecar-injector"],
+            &["get", "patch"],
+        ));
+    }
     if in_release_namespace {
         rules.extend([
             (
@@ -1585,6 +1761,59 @@ const BAD_VALUES: &[BadValue] = &[
             "gatway.replicas=2",
         ],
         names: &["additional properties 'gatway' not allowed"],
+    },
+    BadValue {
+        what: "injection.failurePolicy not Ignore or Fail",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "injection.failurePolicy=Sometimes",
+        ],
+        names: &["/injection/failurePolicy"],
+    },
+    BadValue {
+        what: "injection.timeoutSeconds above the API server's 30",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "injection.timeoutSeconds=60",
+        ],
+        names: &["/injection/timeoutSeconds"],
+    },
+    BadValue {
+        what: "injection.sidecar.excludeOutboundPorts with port 0",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "injection.sidecar.excludeOutboundPorts={443,0}",
+        ],
+        names: &["/injection/sidecar/excludeOutboundPorts/1"],
+    },
+    BadValue {
+        what: "injection.sidecar.imagePullPolicy unknown",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "injection.sidecar.imagePullPolicy=Sometimes",
+        ],
+        names: &["/injection/sidecar/imagePullPolicy"],
+    },
+    BadValue {
+        what: "injection.namespaceSelector with a misspelt key",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "injection.namespaceSelector.matchLabel.team=a",
+        ],
+        names: &[
+            "/injection/namespaceSelector",
+            "additional properties 'matchLabel' not allowed",
+        ],
     },
     BadValue {
         what: "unknown key under cluster",

@@ -133,6 +133,22 @@ impl CaService {
             .issue(&SpiffeId::controller(self.ca.trust_domain()), self.cert_ttl)
     }
 
+    /// Issues the certificate of the controller's admission webhook: the controller's identity
+    /// plus the host names and addresses the API server calls it by.
+    pub(crate) fn issue_serving(
+        &self,
+        dns_names: &[String],
+        ips: &[std::net::IpAddr],
+        validity: Duration,
+    ) -> Result<WorkloadIdentity, CaError> {
+        self.ca.issue_serving(
+            &SpiffeId::controller(self.ca.trust_domain()),
+            dns_names,
+            ips,
+            validity,
+        )
+    }
+
     /// Checks the `authorization` header and signs the request: the join token lets the
     /// request name any workload or the gateway of this trust domain; a ServiceAccount token
     /// (Kubernetes mode) only the identity of its own ServiceAccount.

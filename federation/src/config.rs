@@ -11,6 +11,7 @@ use mesh_core::names::check_label;
 use crate::dns::vip::RangeError;
 use crate::dns::{DnsSettings, ForwardSettings};
 use crate::error::FederationError;
+use crate::injection::WebhookConfig;
 
 /// Sidecars heartbeat every second; three missed beats expire a workload.
 const DEFAULT_REGISTRATION_TTL: &str = "3s";
@@ -173,8 +174,31 @@ pub struct ControllerArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_CERT_TTL)]
     pub cert_ttl: Duration,
 
-    /// Once ready, write a JSON file with the bound addresses (`control`, `admin`, `dns`) and the
-    /// pid here, so a supervisor learns the real ports.
+    /// Kubernetes mode: serve the sidecar injection webhook (HTTPS, `POST /inject`, a mutating
+    /// admission webhook for Pods) on this address, e.g. `0.0.0.0:15017`. Off when not given.
+    #[arg(long)]
+    pub webhook: Option<SocketAddr>,
+
+    /// Extra names of the webhook's serving certificate, comma-separated DNS names or IP
+    /// addresses, besides `mesh-controller.<namespace>.svc` and
+    /// `mesh-controller.<namespace>.svc.cluster.local` (e.g. the host of a `clientConfig.url`).
+    #[arg(long, value_delimiter = ',', requires = "webhook")]
+    pub webhook_san: Vec<String>,
+
+    /// The MutatingWebhookConfiguration whose webhooks' `caBundle` the controller keeps equal
+    /// to the cluster's root certificate (every replica; written only when it differs).
+    #[arg(long, default_value = mesh_k8s::names::INJECTOR_WEBHOOK_CONFIGURATION)]
+    pub webhook_configuration: String,
+
+    /// The injection settings file, YAML (`image`, `imagePullPolicy`, `resources`, `logLevel`,
+    /// `excludeOutboundPorts`, `excludeOutboundCidrs`; the chart mounts ConfigMap
+    /// `mesh-injection`). Read on every admission request: while it is missing or invalid, pods
+    /// are allowed unchanged with a warning. Required with `--webhook`.
+    #[arg(long, requires = "webhook")]
+    pub injection_config: Option<PathBuf>,
+
+    /// Once ready, write a JSON file with the bound addresses (`control`, `admin`, `dns`, and
+    /// `webhook` when on) and the pid here, so a supervisor learns the real ports.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
 }
@@ -201,7 +225,11 @@ impl ControllerArgs {
                 .flag("namespace", &self.namespace)
                 .flag("ca-secret", &self.ca_secret)
                 .flag("gateway-service-account", &self.gateway_service_account)
-                .duration("leader-lease", self.leader_lease);
+                .duration("leader-lease", self.leader_lease)
+                .opt("webhook", self.webhook)
+                .list("webhook-san", &self.webhook_san)
+                .flag("webhook-configuration", &self.webhook_configuration)
+                .opt_path("injection-config", self.injection_config.as_deref());
         }
         argv.flag("control", self.control)
             .flag("admin", self.admin)
@@ -265,6 +293,8 @@ pub struct ControllerConfig {
     pub cert_ttl: Duration,
     /// Where to write the ready file.
     pub ready_file: Option<PathBuf>,
+    /// The sidecar injection webhook, when on.
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl ControllerConfig {
@@ -324,6 +354,19 @@ impl ControllerConfig {
                 .transpose()
                 .map_err(|e: RangeError| config("vip-range-v6", e.to_string()))?,
         };
+        if args.webhook.is_some() && !args.kubernetes {
+            return Err(config(
+                "webhook",
+                "is only served in Kubernetes mode (--kubernetes): it injects sidecars into pods"
+                    .into(),
+            ));
+        }
+        let webhook = webhook_config(
+            args.webhook,
+            &args.webhook_san,
+            &args.webhook_configuration,
+            args.injection_config.as_deref(),
+        )?;
         let store = match (args.kubernetes, args.state_dir) {
             (false, Some(dir)) => StateStore::Directory(dir),
             (false, None) => {
@@ -378,6 +421,7 @@ impl ControllerConfig {
             services_file: args.services_file,
             cert_ttl: args.cert_ttl,
             ready_file: args.ready_file,
+            webhook,
         })
     }
 }
@@ -433,6 +477,55 @@ fn forward_settings(args: &ControllerArgs) -> Result<ForwardSettings, Federation
         timeout: args.dns_forward_timeout,
         max_inflight: args.dns_forward_max_inflight,
     })
+}
+
+/// Checks the webhook's flags: the settings file is given, every extra name is an address or a
+/// DNS name, the configuration's name is a DNS name.
+fn webhook_config(
+    addr: Option<SocketAddr>,
+    sans: &[String],
+    configuration: &str,
+    settings_file: Option<&Path>,
+) -> Result<Option<WebhookConfig>, FederationError> {
+    let config = |flag, reason: String| FederationError::Config { flag, reason };
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let settings_file = settings_file.ok_or_else(|| {
+        config(
+            "injection-config",
+            "is required with --webhook: the injection settings file (the chart mounts ConfigMap mesh-injection)".into(),
+        )
+    })?;
+    check_dns_name(configuration).map_err(|e| config("webhook-configuration", e))?;
+    let (mut dns_names, mut ips) = (Vec::new(), Vec::new());
+    for san in sans.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match san.parse::<std::net::IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => {
+                check_dns_name(san).map_err(|e| config("webhook-san", e))?;
+                dns_names.push(san.to_string());
+            }
+        }
+    }
+    Ok(Some(WebhookConfig {
+        addr,
+        dns_names,
+        ips,
+        configuration: configuration.to_string(),
+        settings_file: settings_file.to_path_buf(),
+    }))
+}
+
+fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("{name:?} is not a DNS name (1 to 253 characters)"));
+    }
+    for label in name.split('.') {
+        check_label(label)
+            .map_err(|e| format!("{name:?} is not an IP address or a DNS name: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -585,6 +678,53 @@ mod tests {
             let argv = std::iter::once("mesh".to_string()).chain(args.to_argv().into_vec());
             assert_eq!(Cli::try_parse_from(argv).unwrap().args, args);
         }
+    }
+
+    #[test]
+    fn the_webhook_needs_kubernetes_and_its_settings_file() {
+        let k8s = ["mesh", "--cluster", "c", "--kubernetes", "--pod-name", "p"];
+        let parse_k8s = |extra: &[&str]| {
+            let argv: Vec<&str> = k8s.iter().chain(extra).copied().collect();
+            Cli::try_parse_from(argv).map(|c| c.args)
+        };
+        let args = parse_k8s(&[
+            "--webhook",
+            "0.0.0.0:15017",
+            "--webhook-san",
+            "192.0.2.7,injector.example.org",
+            "--injection-config",
+            "/etc/mesh/injection/settings.yaml",
+        ])
+        .unwrap();
+        let argv = std::iter::once("mesh".to_string()).chain(args.to_argv().into_vec());
+        assert_eq!(Cli::try_parse_from(argv).unwrap().args, args);
+        let webhook = ControllerConfig::from_args(args).unwrap().webhook.unwrap();
+        assert_eq!(
+            webhook.ips,
+            ["192.0.2.7".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(webhook.dns_names, ["injector.example.org"]);
+        assert_eq!(webhook.configuration, "mesh-sidecar-injector");
+
+        let err = ControllerConfig::from_args(parse_k8s(&["--webhook", "0.0.0.0:1"]).unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("--injection-config"), "{err}");
+        let err = ControllerConfig::from_args(
+            parse_k8s(&[
+                "--webhook",
+                "0.0.0.0:1",
+                "--injection-config",
+                "f",
+                "--webhook-san",
+                "Not A Name",
+            ])
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--webhook-san"), "{err}");
+        // Not without Kubernetes mode.
+        let err = parse(&["--webhook", "0.0.0.0:1", "--injection-config", "f"]).unwrap_err();
+        assert!(err.to_string().starts_with("invalid --webhook"), "{err}");
     }
 
     #[test]

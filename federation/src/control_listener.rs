@@ -39,7 +39,8 @@ impl ServingTls {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// An acceptor with the current configuration.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }

@@ -2,7 +2,8 @@
 //! services (registration API and static file, behind one trait), its certificate authority
 //! (CSRs authenticated by the join token), its links with peer clusters (persisted in the state
 //! directory), the peers' catalogs held under lease, the failover decision per service, and
-//! the discovery streams that publish that decision to the cluster's sidecars and gateway.
+//! the discovery streams that publish that decision to the cluster's sidecars and gateway. In
+//! Kubernetes mode it may also serve the sidecar injection webhook (`injection`).
 //!
 //! It does not carry traffic or talk to other clusters itself: the gateway moves catalog
 //! messages between clusters and reports link health, and sidecars route by the snapshots.
@@ -24,6 +25,7 @@ mod dns;
 mod error;
 mod export_cache;
 mod failover;
+mod injection;
 mod kubernetes;
 mod links;
 mod metrics;
@@ -49,6 +51,7 @@ use tokio::task::JoinHandle;
 pub use config::{ControllerArgs, ControllerConfig, KubernetesConfig, StateStore};
 pub use dns::{DnsSettings, ForwardSettings};
 pub use error::{ApiError, FederationError};
+pub use injection::WebhookConfig;
 pub use registry::StaticFileError;
 
 use crate::admin_api::AdminApi;
@@ -80,6 +83,8 @@ pub struct RunningController {
     pub admin_addr: SocketAddr,
     /// The bound DNS address (UDP and TCP).
     pub dns_addr: SocketAddr,
+    /// The bound injection webhook address (HTTPS), when on.
+    pub webhook_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
@@ -164,13 +169,41 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let controller = Controller::new(state, ca, metrics, shutdown_rx.clone());
     let readiness = Readiness::default();
     let vips = Arc::new(Mutex::new(config.dns.vip_table()));
-    let kubernetes_tasks = match kubernetes {
+    let kube_client = kubernetes.as_ref().map(|runner| runner.client());
+    let mut kubernetes_tasks = match kubernetes {
         Some(runner) => {
             runner
                 .start(controller.clone(), readiness.clone(), vips.clone())
                 .await?
         }
         None => Vec::new(),
+    };
+    let webhook = match (&config.webhook, &config.store, kube_client) {
+        (Some(webhook), StateStore::Kubernetes(k), Some(client)) => {
+            let started = injection::start(
+                injection::WebhookStart {
+                    config: webhook.clone(),
+                    cluster: &config.cluster,
+                    namespace: &k.settings.namespace,
+                    controller: controller.clone(),
+                    cert_ttl: config.cert_ttl,
+                    client,
+                },
+                shutdown_rx.clone(),
+            )
+            .await;
+            match started {
+                Ok(w) => {
+                    kubernetes_tasks.extend(w.tasks);
+                    Some(w.addr)
+                }
+                Err(e) => {
+                    let _ = shutdown_tx.send(true);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
     };
 
     let control = bind_tcp("controller", "control", config.control).await?;
@@ -232,6 +265,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         control_addr,
         admin_addr,
         dns_addr,
+        webhook_addr: webhook,
         shutdown: shutdown_tx,
         tasks,
         admin: admin_task,
@@ -244,7 +278,10 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
                 ("control".to_string(), control_addr),
                 ("admin".to_string(), admin_addr),
                 ("dns".to_string(), dns_addr),
-            ]),
+            ])
+            .into_iter()
+            .chain(webhook.map(|addr| ("webhook".to_string(), addr)))
+            .collect(),
             pid: std::process::id(),
         };
         if let Err(source) = ready.write(path) {

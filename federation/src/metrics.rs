@@ -77,6 +77,13 @@ pub(crate) struct DnsUpstreamLabels {
     pub result: String,
 }
 
+/// Labels of an admission request to the injection webhook.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct InjectionLabels {
+    /// `injected`, `skipped`, `refused` or `error`.
+    pub result: String,
+}
+
 /// Every metric of the controller.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -115,6 +122,8 @@ pub(crate) struct Metrics {
     pub dns_forwards: Family<DnsForwardLabels, Counter>,
     /// Tries at each upstream, by outcome.
     pub dns_upstream_tries: Family<DnsUpstreamLabels, Counter>,
+    /// Admission requests to the injection webhook, by result.
+    pub injections: Family<InjectionLabels, Counter>,
     /// Label values set last time, so vanished peers and services are removed.
     known: Mutex<KnownLabels>,
 }
@@ -146,8 +155,14 @@ impl Metrics {
             dns_latency: Histogram::new(exponential_buckets(0.000_005, 4.0, 9)),
             dns_forwards: Family::default(),
             dns_upstream_tries: Family::default(),
+            injections: Family::default(),
             known: Mutex::new(KnownLabels::default()),
         };
+        registry.register(
+            "mesh_injection",
+            "Pod admission requests to the sidecar injection webhook, by result: injected, skipped (not a pod creation, opted out, already injected), refused (a bad annotation), error (allowed unchanged: the webhook could not build its answer)",
+            m.injections.clone(),
+        );
         registry.register(
             "mesh_dns_queries",
             "DNS queries answered by the controller's DNS server, by query type and rcode",

@@ -53,3 +53,31 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Audience of the ServiceAccount tokens workloads present to the CA.
 pub const TOKEN_AUDIENCE: &str = "mesh";
+
+/// Namespace label the chart's default `injection.namespaceSelector` matches (`enabled`).
+pub const INJECTION_LABEL: &str = "mesh.dev/injection";
+/// Pod annotation: `"false"` opts a pod out of injection (`"true"` is the same as none).
+pub const INJECT_ANNOTATION: &str = "mesh.dev/inject";
+/// Pod annotation the webhook sets on a pod it injected (`"true"`): a pod carrying it is left
+/// as it is, so injection is idempotent.
+pub const INJECTED_ANNOTATION: &str = "mesh.dev/injected";
+/// Pod annotation naming the service the pod serves (a Service name in the pod's namespace):
+/// its sidecar then serves inbound mTLS for `<service>.<namespace>`.
+pub const SERVICE_ANNOTATION: &str = "mesh.dev/service";
+/// Pod annotation naming the app's port the sidecar forwards inbound traffic to (default: the
+/// first port of the pod's first container).
+pub const APP_PORT_ANNOTATION: &str = "mesh.dev/app-port";
+/// Pod annotation holding the cluster's root certificate (PEM), which the injected sidecar
+/// reads through a downward API volume.
+pub const ROOT_CA_ANNOTATION: &str = "mesh.dev/root-ca";
+/// The injected sidecar container (a native sidecar: an init container that keeps running).
+pub const SIDECAR_CONTAINER: &str = "mesh-proxy";
+/// The injected init container that sets up the capture rules (`mesh init`).
+pub const INIT_CONTAINER: &str = "mesh-init";
+/// Default name of the chart's MutatingWebhookConfiguration, whose `caBundle` the controller
+/// keeps equal to the cluster's root.
+pub const INJECTOR_WEBHOOK_CONFIGURATION: &str = "mesh-sidecar-injector";
+/// The controller's Service (chart).
+pub const CONTROLLER_SERVICE: &str = "mesh-controller";
+/// Port of the controller's control listener on its Service (chart).
+pub const CONTROL_PORT: u16 = 15012;

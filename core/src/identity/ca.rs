@@ -226,6 +226,36 @@ impl ClusterCa {
         let (_, cert_pem) = self.sign_csr(&csr.csr_pem, validity, |_| Ok(()))?;
         WorkloadIdentity::from_pem(&cert_pem, &csr.key_pem)
     }
+
+    /// Issues a certificate for `id` that also names `dns_names` and `ips`, for a server that
+    /// clients outside the mesh verify by host name (the Kubernetes API server calling the
+    /// controller's admission webhook checks the URL's host against these SANs).
+    pub fn issue_serving(
+        &self,
+        id: &SpiffeId,
+        dns_names: &[String],
+        ips: &[std::net::IpAddr],
+        validity: Duration,
+    ) -> Result<WorkloadIdentity, CaError> {
+        let key = KeyPair::generate().map_err(crypto("generating a serving key"))?;
+        let mut params = leaf_params(id, validity)?;
+        for name in dns_names {
+            params.subject_alt_names.push(SanType::DnsName(
+                name.as_str()
+                    .try_into()
+                    .map_err(crypto(format!("encoding the DNS name {name:?}")))?,
+            ));
+        }
+        params
+            .subject_alt_names
+            .extend(ips.iter().copied().map(SanType::IpAddress));
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
+            .map_err(crypto("loading the CA as issuer"))?;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .map_err(crypto("signing the serving certificate"))?;
+        WorkloadIdentity::from_pem(&cert.pem(), &key.serialize_pem())
+    }
 }
 
 fn leaf_params(id: &SpiffeId, validity: Duration) -> Result<CertificateParams, CaError> {
@@ -386,5 +416,45 @@ mod tests {
             .unwrap();
         assert_eq!(ident.id.path, "gateway");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    #[test]
+    fn serving_certificates_verify_for_their_names_and_addresses_only() {
+        use rustls::client::WebPkiServerVerifier;
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+
+        let ca = ClusterCa::generate("us-east.mesh").unwrap();
+        let ident = ca
+            .issue_serving(
+                &SpiffeId::controller("us-east.mesh"),
+                &["mesh-controller.mesh-system.svc".to_string()],
+                &["192.0.2.7".parse().unwrap()],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        assert_eq!(ident.id, SpiffeId::controller("us-east.mesh"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca.cert_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let verify = |name: &str| {
+            verifier.verify_server_cert(
+                &ident.chain[0],
+                &[],
+                &ServerName::try_from(name.to_string()).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+        };
+        verify("mesh-controller.mesh-system.svc").unwrap();
+        verify("192.0.2.7").unwrap();
+        assert!(verify("mesh-controller.other.svc").is_err());
+        assert!(verify("192.0.2.8").is_err());
     }
 }

@@ -11,6 +11,7 @@
 //! | this cluster's link information | ConfigMap `mesh-link-info` | the leader |
 //! | the export catalog cache | ConfigMap `mesh-export-cache` | the leader |
 //! | leadership | Lease `mesh-controller` | the replicas |
+//! | the injection webhook's `caBundle` | MutatingWebhookConfiguration `mesh-sidecar-injector` | every replica (same content; see `crate::injection`) |
 //!
 //! Every replica watches the same objects and computes the same state, so every replica serves
 //! discovery and the CA; only writes to the API server are the leader's. Workloads authenticate
@@ -199,6 +200,11 @@ impl Stores {
 }
 
 impl Runner {
+    /// The API client (shared by the injection webhook's caBundle upkeep).
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// Starts the watches, the sync of the state and the leader's work; returns once the first
     /// complete view of the API server has been applied (so the first snapshot served is not
     /// empty), with the tasks to await at shutdown.

@@ -124,11 +124,16 @@ impl ComponentArgs {
     fn listeners_mut(&mut self) -> Vec<(&'static str, &mut SocketAddr)> {
         match self {
             ComponentArgs::Controller(a) => {
-                vec![
+                let mut listeners = vec![
                     ("control", &mut a.control),
                     ("admin", &mut a.admin),
                     ("dns", &mut a.dns),
-                ]
+                ];
+                // A MutatingWebhookConfiguration names the webhook's port in its URL.
+                if let Some(webhook) = a.webhook.as_mut() {
+                    listeners.push(("webhook", webhook));
+                }
+                listeners
             }
             ComponentArgs::Gateway(a) => vec![
                 ("quic", &mut a.quic),
@@ -207,6 +212,23 @@ mod tests {
             "a fixed port stays"
         );
         assert_eq!(g.member.admin, "127.0.0.1:4002".parse().unwrap());
+    }
+
+    #[test]
+    fn a_controllers_webhook_is_pinned_too() {
+        let mut controller = ControllerArgs::new("us-east", std::path::Path::new("/s"));
+        controller.webhook = Some("127.0.0.1:0".parse().unwrap());
+        let mut args = ComponentArgs::Controller(controller);
+        args.pin_listeners(&ReadyFile {
+            component: "controller".into(),
+            cluster: "us-east".into(),
+            addrs: [("webhook".to_string(), "127.0.0.1:4443".parse().unwrap())].into(),
+            pid: 1,
+        });
+        let ComponentArgs::Controller(c) = &args else {
+            unreachable!()
+        };
+        assert_eq!(c.webhook, Some("127.0.0.1:4443".parse().unwrap()));
     }
 
     #[test]

@@ -793,6 +793,9 @@ fn check_injection(c: &Cluster, install: &Install, container: &Value, pod: &Valu
         "image: \"mesh:0.1.0\"",
         "imagePullPolicy: \"IfNotPresent\"",
         "cpu: 50m",
+        "outboundPolicy: \"allow-any\"",
+        "inboundPolicy: \"permissive\"",
+        "vipRange: \"240.240.0.0/16\"",
     ] {
         assert!(text.contains(line), "{line:?} in {text}");
     }
@@ -1781,6 +1784,16 @@ const BAD_VALUES: &[BadValue] = &[
             "injection.timeoutSeconds=60",
         ],
         names: &["/injection/timeoutSeconds"],
+    },
+    BadValue {
+        what: "injection.sidecar.outboundPolicy unknown",
+        args: &[
+            "--set",
+            "cluster.name=us-east",
+            "--set",
+            "injection.sidecar.outboundPolicy=open",
+        ],
+        names: &["/injection/sidecar/outboundPolicy"],
     },
     BadValue {
         what: "injection.sidecar.excludeOutboundPorts with port 0",

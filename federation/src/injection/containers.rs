@@ -95,6 +95,9 @@ pub(crate) fn sidecar_argv(t: &Template<'_>, w: &Workload) -> Vec<String> {
         .flag("inbound", format!("0.0.0.0:{}", w.inbound_port))
         .flag("outbound", format!("127.0.0.1:{OUTBOUND_PORT}"))
         .flag("admin", format!("0.0.0.0:{ADMIN_PORT}"))
+        .flag("outbound-policy", &t.settings.outbound_policy)
+        .flag("inbound-policy", &t.settings.inbound_policy)
+        .flag("vip-range", &t.settings.vip_range)
         // The pod's EndpointSlices say where it is and whether it is ready.
         .switch("no-register", true);
     if let Some(served) = &w.served {

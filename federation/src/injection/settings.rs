@@ -34,6 +34,30 @@ pub(crate) struct InjectionSettings {
     /// Destination networks the capture never redirects, `addr/len`.
     #[serde(default)]
     pub exclude_outbound_cidrs: Vec<String>,
+    /// Captured connections to destinations outside the mesh: `allow-any` (passed through) or
+    /// `registry-only` (refused); the sidecar's `--outbound-policy`.
+    #[serde(default = "default_outbound_policy")]
+    pub outbound_policy: String,
+    /// Captured plaintext from outside the mesh to the app's port: `permissive` (reaches the
+    /// app) or `strict` (refused); the sidecar's `--inbound-policy`.
+    #[serde(default = "default_inbound_policy")]
+    pub inbound_policy: String,
+    /// The mesh's VIP range, as the controllers' `--vip-range` (the chart's `dns.vipRange`): a
+    /// captured connection to it is for a mesh service.
+    #[serde(default = "default_vip_range")]
+    pub vip_range: String,
+}
+
+fn default_outbound_policy() -> String {
+    "allow-any".into()
+}
+
+fn default_inbound_policy() -> String {
+    "permissive".into()
+}
+
+fn default_vip_range() -> String {
+    crate::dns::vip::DEFAULT_RANGE.into()
 }
 
 fn default_pull_policy() -> String {
@@ -169,6 +193,21 @@ impl InjectionSettings {
         for cidr in &self.exclude_outbound_cidrs {
             check_cidr(cidr).map_err(|e| format!("excludeOutboundCidrs: {e}"))?;
         }
+        if !matches!(self.outbound_policy.as_str(), "allow-any" | "registry-only") {
+            return Err(format!(
+                "outboundPolicy {:?} must be allow-any or registry-only",
+                self.outbound_policy
+            ));
+        }
+        if !matches!(self.inbound_policy.as_str(), "permissive" | "strict") {
+            return Err(format!(
+                "inboundPolicy {:?} must be permissive or strict",
+                self.inbound_policy
+            ));
+        }
+        self.vip_range
+            .parse::<crate::dns::vip::VipRange>()
+            .map_err(|e| format!("vipRange: {e}"))?;
         Ok(())
     }
 }
@@ -212,6 +251,11 @@ mod tests {
         assert_eq!(s.image_pull_policy, "IfNotPresent");
         assert_eq!(s.log_level, "info");
         assert!(s.resources.requirements().is_none());
+        assert_eq!(
+            (s.outbound_policy.as_str(), s.inbound_policy.as_str()),
+            ("allow-any", "permissive")
+        );
+        assert_eq!(s.vip_range, "240.240.0.0/16");
     }
 
     #[test]
@@ -233,6 +277,9 @@ mod tests {
                 "excludeOutboundCidrs",
             ),
             ("image: m\nimag: x\n", "imag"),
+            ("image: m\noutboundPolicy: open\n", "outboundPolicy"),
+            ("image: m\ninboundPolicy: lax\n", "inboundPolicy"),
+            ("image: m\nvipRange: 240.240.0.1/16\n", "vipRange"),
         ] {
             let err = InjectionSettings::parse(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");

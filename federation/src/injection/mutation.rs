@@ -19,10 +19,11 @@
 //! The served service (`--service`) is the pod's `mesh.dev/service` annotation (a Service name
 //! in the pod's namespace); without it the sidecar only proxies the app's outbound calls. The
 //! app port (`--app 127.0.0.1:<port>`) is `mesh.dev/app-port`, or else the first port of the
-//! pod's first container. Only that port's inbound connections are captured (the sidecar
-//! forwards inbound traffic to that one port, so capturing others would deliver them to the
-//! wrong port), and not when the kubelet probes it: the kubelet's plain-text probes would meet
-//! the sidecar's mTLS listener and fail.
+//! pod's first container. Only that port's inbound connections are captured (the one the mesh
+//! serves; the sidecar hands captured plaintext from outside the mesh to its original port
+//! under the `permissive` inbound policy and refuses it under `strict`), and not when the
+//! kubelet probes it: the kubelet's probes are plaintext from outside the mesh, which `strict`
+//! would refuse.
 
 use std::collections::BTreeMap;
 

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_core::config::Topology;
-use support::{Running, Scratch};
+use support::{Running, Scratch, dig};
 
 fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -45,30 +45,6 @@ fn coredns() -> Option<PathBuf> {
         }
         Err(e) => panic!("building CoreDNS: {e}"),
     }
-}
-
-/// `dig @server -p port [+tcp] <name> [type]`: its status and its answers' last fields.
-fn dig(server: SocketAddr, args: &[&str]) -> (String, Vec<String>) {
-    let out = Command::new("dig")
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
-        .args(["+noall", "+comments", "+answer"])
-        .args(args)
-        .output()
-        .expect("dig runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("no answer")
-        .to_string();
-    let answers = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
-        .collect();
-    (status, answers)
 }
 
 /// The Corefile stanza of `charts/mesh/README.md` (the code block that starts with

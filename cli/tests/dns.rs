@@ -29,27 +29,9 @@ fn have_dig() -> bool {
     found
 }
 
-/// `dig @server -p port <name>`: its status and its `+short`-style answers.
+/// `dig @server -p port <name>`: its status and its answers.
 fn dig(server: SocketAddr, name: &str) -> (String, Vec<String>) {
-    let out = std::process::Command::new("dig")
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
-        .args(["+noall", "+comments", "+answer", name])
-        .output()
-        .expect("dig runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("no answer")
-        .to_string();
-    let answers = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
-        .collect();
-    (status, answers)
+    support::dig(server, &[name])
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -284,3 +284,27 @@ pub(crate) fn assert_failures_at_most(
         failed.first()
     );
 }
+
+/// `dig @server -p port [+tcp] <name> [type]`: its status and its answers' last fields.
+pub(crate) fn dig(server: SocketAddr, args: &[&str]) -> (String, Vec<String>) {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+time=2", "+tries=1"])
+        .args(["+noall", "+comments", "+answer"])
+        .args(args)
+        .output()
+        .expect("dig runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("no answer")
+        .to_string();
+    let answers = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    (status, answers)
+}

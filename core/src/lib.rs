@@ -28,6 +28,7 @@ pub mod member_args;
 pub mod names;
 pub mod outlier;
 pub mod peer_catalogs;
+pub mod policy;
 pub mod retry_budget;
 pub mod serve;
 pub mod spill;

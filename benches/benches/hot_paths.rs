@@ -401,9 +401,81 @@ fn catalog_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// 1,000 route matches of one service (a third exact paths, the rest prefixes two and three
+/// elements deep, every fourth also on a header), looked up through the path index and by the
+/// naive scan of every match in precedence order.
+fn route_match_benches(c: &mut Criterion) {
+    use http::{HeaderMap, HeaderName, Method};
+    use mesh_core::policy::route_match::{
+        MatchOrigin, PathMatch, RequestView, RouteMatch, RouteTable, ValueMatch,
+    };
+    let entries = (0..1_000usize)
+        .map(|i| {
+            let path = match i % 3 {
+                0 => PathMatch::exact(&format!("/api/v{}/item-{i}", i % 7)),
+                1 => PathMatch::prefix(&format!("/svc-{i}/v{}", i % 5)),
+                _ => PathMatch::prefix(&format!("/team-{}/svc-{i}/v2", i % 11)),
+            }
+            .expect("valid path");
+            let headers = if i % 4 == 0 {
+                vec![(
+                    HeaderName::from_static("x-tenant"),
+                    ValueMatch::Exact(format!("t{i}")),
+                )]
+            } else {
+                Vec::new()
+            };
+            let m = RouteMatch {
+                path: Some(path),
+                headers,
+                ..RouteMatch::default()
+            };
+            let origin = MatchOrigin {
+                created: i as i64,
+                route: format!("bench/route-{i}"),
+                rule: 0,
+                index: 0,
+            };
+            (m, origin, i)
+        })
+        .collect();
+    let table = RouteTable::new(entries).expect("valid table");
+    let headers = HeaderMap::new();
+    let method = Method::GET;
+    // A prefix route late in the precedence order, and a path no route matches (404).
+    let hit = RequestView {
+        method: &method,
+        path: "/svc-997/v2/orders/17",
+        query: None,
+        headers: &headers,
+    };
+    let miss = RequestView {
+        path: "/nothing/here",
+        ..hit
+    };
+    assert_eq!(table.find(&hit), Some(&997));
+    assert_eq!(table.find_by_scan(&hit), Some(&997));
+    assert_eq!(table.find(&miss), None);
+    let mut g = c.benchmark_group("route_match_1000_routes");
+    g.bench_function("path_index_hit", |b| {
+        b.iter(|| black_box(table.find(black_box(&hit))))
+    });
+    g.bench_function("naive_scan_hit", |b| {
+        b.iter(|| black_box(table.find_by_scan(black_box(&hit))))
+    });
+    g.bench_function("path_index_miss", |b| {
+        b.iter(|| black_box(table.find(black_box(&miss))))
+    });
+    g.bench_function("naive_scan_miss", |b| {
+        b.iter(|| black_box(table.find_by_scan(black_box(&miss))))
+    });
+    g.finish();
+}
+
 criterion_group!(
     hot_paths,
     lookup_benches,
+    route_match_benches,
     balance_benches,
     resilience_benches,
     locality_benches,

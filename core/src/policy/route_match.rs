@@ -15,6 +15,7 @@
 //!   the `regex` crate matches in linear time, so the only cost to bound is the compiled size.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, Method};
 
@@ -295,10 +296,19 @@ pub struct MatchOrigin {
     pub index: usize,
 }
 
-/// Matches of every route of one service, in precedence order, each with what it leads to.
+/// Matches of every route of one service, in precedence order, each with what it leads to,
+/// indexed by path: a lookup only tests the entries whose path can match (the exact path, each
+/// leading run of the path's elements, and the regular expressions), in precedence order, so
+/// its cost grows with the path's depth and the matches that share it, not with the table.
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
     entries: Vec<(RouteMatch, MatchOrigin, T)>,
+    /// Entries with an `Exact` path, by path.
+    exact: HashMap<String, Vec<usize>>,
+    /// Entries with a `PathPrefix` (or no path: `/`), by prefix.
+    prefix: HashMap<String, Vec<usize>>,
+    /// Entries with a regular-expression path.
+    regex: Vec<usize>,
 }
 
 impl<T> RouteTable<T> {
@@ -314,12 +324,50 @@ impl<T> RouteTable<T> {
             })?;
         }
         entries.sort_by(|(a, ao, _), (b, bo, _)| precedence(a, ao, b, bo));
-        Ok(Self { entries })
+        let mut table = Self {
+            entries,
+            exact: HashMap::new(),
+            prefix: HashMap::new(),
+            regex: Vec::new(),
+        };
+        for (i, (m, _, _)) in table.entries.iter().enumerate() {
+            match &m.path {
+                Some(PathMatch::Exact(p)) => table.exact.entry(p.clone()).or_default().push(i),
+                Some(PathMatch::Prefix(p)) => table.prefix.entry(p.clone()).or_default().push(i),
+                None => table.prefix.entry("/".into()).or_default().push(i),
+                Some(PathMatch::Regex(_)) => table.regex.push(i),
+            }
+        }
+        Ok(table)
     }
 
     /// What the highest-precedence match that holds for `req` leads to; `None`: no route
     /// matches (the Gateway API answers 404).
     pub fn find(&self, req: &RequestView<'_>) -> Option<&T> {
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut take = |found: Option<&Vec<usize>>| candidates.extend(found.into_iter().flatten());
+        take(self.exact.get(req.path));
+        take(self.prefix.get("/"));
+        // Every leading run of whole elements: `/a`, `/a/b`, ... (a trailing `/` adds none).
+        for (i, _) in req.path.match_indices('/').skip(1) {
+            take(self.prefix.get(&req.path[..i]));
+        }
+        if req.path.len() > 1 && !req.path.ends_with('/') {
+            take(self.prefix.get(req.path));
+        }
+        candidates.extend(&self.regex);
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .map(|i| &self.entries[i])
+            .find(|(m, _, _)| m.matches(req))
+            .map(|(_, _, t)| t)
+    }
+
+    /// The same answer as [`find`](Self::find) by testing every entry in precedence order:
+    /// the baseline the index is checked and measured against.
+    pub fn find_by_scan(&self, req: &RequestView<'_>) -> Option<&T> {
         self.entries
             .iter()
             .find(|(m, _, _)| m.matches(req))
@@ -531,6 +579,58 @@ mod tests {
             empty.find(&view(&Method::GET, "/x", &h)),
             None,
             "no match: 404"
+        );
+    }
+
+    #[test]
+    fn the_index_answers_as_a_scan_of_every_entry_does() {
+        let mut entries = Vec::new();
+        let paths = ["/", "/a", "/a/b", "/a/b/c", "/ab", "/a/bc", "/x/y"];
+        for (n, p) in paths.iter().enumerate() {
+            entries.push((
+                path(PathMatch::prefix(p).unwrap()),
+                origin("r/p", n as i64, 0),
+                n,
+            ));
+            entries.push((
+                path(PathMatch::exact(p).unwrap()),
+                origin("r/e", n as i64, 0),
+                100 + n,
+            ));
+        }
+        entries.push((
+            path(PathMatch::regex("/a/.*/c").unwrap()),
+            origin("r/x", 0, 0),
+            200,
+        ));
+        entries.push((
+            RouteMatch {
+                method: Some(Method::DELETE),
+                ..RouteMatch::default()
+            },
+            origin("r/m", 0, 0),
+            300,
+        ));
+        let table = RouteTable::new(entries).unwrap();
+        let h = HeaderMap::new();
+        for method in [Method::GET, Method::DELETE] {
+            for p in [
+                "/", "/a", "/a/", "/a/b", "/a/b/", "/a/b/c", "/a/b/c/d", "/a/z/c", "/ab", "/abc",
+                "/a/bc", "/a/bcd", "/x/y/z", "/x", "/q//r",
+            ] {
+                let req = view(&method, p, &h);
+                assert_eq!(table.find(&req), table.find_by_scan(&req), "{method} {p}");
+            }
+        }
+        assert_eq!(
+            table.find(&view(&Method::GET, "/a/b/", &h)),
+            Some(&2),
+            "prefix /a/b"
+        );
+        assert_eq!(
+            table.find(&view(&Method::GET, "/a/b", &h)),
+            Some(&102),
+            "exact first"
         );
     }
 

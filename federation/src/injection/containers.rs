@@ -284,6 +284,7 @@ pub(crate) fn volumes() -> Vec<Volume> {
 mod tests {
     use clap::Parser;
     use mesh_sidecar::capture::InitArgs;
+    use mesh_sidecar::transparent::{InboundPolicy, OutboundPolicy};
     use mesh_sidecar::{SidecarArgs, SidecarConfig};
 
     use super::*;
@@ -315,15 +316,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_injected_sidecar_command_line_parses_and_checks() {
-        let settings = settings();
-        let t = Template {
+    fn template(settings: &InjectionSettings) -> Template<'_> {
+        Template {
             cluster: "us-east",
             mesh_namespace: "mesh-system",
             root_pem: "",
-            settings: &settings,
-        };
+            settings,
+        }
+    }
+
+    #[test]
+    fn the_injected_sidecar_command_line_parses_and_checks() {
+        let settings = settings();
+        let t = template(&settings);
         for served in [true, false] {
             let argv = sidecar_argv(&t, &workload(served));
             let Mesh::Sidecar(args) =
@@ -348,6 +353,11 @@ mod tests {
             assert_eq!(config.namespace, "demo");
             assert_eq!(config.inbound, "0.0.0.0:15006".parse().unwrap());
             assert_eq!(config.outbound, "127.0.0.1:15001".parse().unwrap());
+            assert_eq!(config.vip_range.to_string(), settings.vip_range);
+            assert_eq!(
+                (config.outbound_policy, config.inbound_policy),
+                (OutboundPolicy::AllowAny, InboundPolicy::Permissive)
+            );
             assert_eq!(
                 config.served.map(|s| (s.service.to_string(), s.app)),
                 served.then(|| ("echo.demo".to_string(), "127.0.0.1:8080".parse().unwrap()))
@@ -358,12 +368,7 @@ mod tests {
     #[test]
     fn the_injected_init_command_line_parses_to_the_plan() {
         let settings = settings();
-        let t = Template {
-            cluster: "us-east",
-            mesh_namespace: "mesh-system",
-            root_pem: "",
-            settings: &settings,
-        };
+        let t = template(&settings);
         for served in [true, false] {
             let argv = init_argv(&t, &workload(served));
             let Ok(Mesh::Init(args)) =

@@ -406,9 +406,8 @@ fn catalog_benches(c: &mut Criterion) {
 /// naive scan of every match in precedence order.
 fn route_match_benches(c: &mut Criterion) {
     use http::{HeaderMap, HeaderName, Method};
-    use mesh_core::policy::route_match::{
-        MatchOrigin, PathMatch, RequestView, RouteMatch, RouteTable, ValueMatch,
-    };
+    use mesh_core::policy::route_match::{PathMatch, RequestView, RouteMatch, ValueMatch};
+    use mesh_core::policy::route_table::{MatchOrigin, RouteTable};
     let entries = (0..1_000usize)
         .map(|i| {
             let path = match i % 3 {

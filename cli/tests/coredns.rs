@@ -13,7 +13,7 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_core::config::Topology;
 use support::{Running, Scratch, dig};
@@ -139,20 +139,16 @@ async fn coredns_forwards_the_clusterset_zone_to_the_mesh_and_answers_the_rest_i
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
     // Ready when it answers the name it holds itself.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, answers) = dig(server, &["outside.example.test"]);
-        if status == "NOERROR" {
-            assert_eq!(answers, ["192.0.2.44"], "CoreDNS's own answer");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CoreDNS did not answer within 30 s (last: {status}); Corefile:\n{corefile}\nlog:\n{}",
-            coredns.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let ready =
+        mesh_test_support::wait_for("CoreDNS to answer", Duration::from_secs(30), async || {
+            dig(server, &["outside.example.test"]).0 == "NOERROR"
+        })
+        .await;
+    if let Err(e) = ready {
+        panic!("{e}; Corefile:\n{corefile}\nlog:\n{}", coredns.log());
     }
+    let (_, answers) = dig(server, &["outside.example.test"]);
+    assert_eq!(answers, ["192.0.2.44"], "CoreDNS's own answer");
 
     // The zone goes to the mesh: the same VIP as the mesh's DNS gives, over UDP and TCP.
     let name = "echo.demo.svc.clusterset.local";

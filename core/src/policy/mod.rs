@@ -2,11 +2,13 @@
 //! `HTTPRoute`s and our policy objects and what sidecars apply per request. Built so far:
 //!
 //! - `route_match.rs`: the Gateway API's `HTTPRouteMatch` (path Exact / PathPrefix by whole
-//!   segments / RegularExpression, headers, query parameters, method), checked when built, and
-//!   the route table that orders matches by the Gateway API's precedence rules.
+//!   segments / RegularExpression, headers, query parameters, method), checked when built;
+//! - `route_table.rs`: a service's matches in the Gateway API's precedence order, indexed by
+//!   path.
 //!
 //! Not built yet: filters, weighted backends, per-route timeouts and retries, rate limits, cache
 //! rules, fault rules, backend policy, their sources (files, `HTTPRoute` watchers) and the
 //! sidecar layers that apply them.
 
 pub mod route_match;
+pub mod route_table;

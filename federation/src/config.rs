@@ -301,7 +301,7 @@ impl ControllerConfig {
     /// Checks every flag and builds the configuration.
     pub fn from_args(args: ControllerArgs) -> Result<Self, FederationError> {
         let config = |flag, reason: String| FederationError::Config { flag, reason };
-        let forward = forward_settings(&args)?;
+        let forward = ForwardSettings::from_args(&args)?;
         check_label(&args.cluster).map_err(|e| config("cluster", e.to_string()))?;
         let region = args.region.unwrap_or_else(|| args.cluster.clone());
         check_label(&region).map_err(|e| config("region", e.to_string()))?;
@@ -361,7 +361,7 @@ impl ControllerConfig {
                     .into(),
             ));
         }
-        let webhook = webhook_config(
+        let webhook = WebhookConfig::from_flags(
             args.webhook,
             &args.webhook_san,
             &args.webhook_configuration,
@@ -424,108 +424,6 @@ impl ControllerConfig {
             webhook,
         })
     }
-}
-
-/// The checked `--dns-upstream` and `--dns-forward-*` flags.
-fn forward_settings(args: &ControllerArgs) -> Result<ForwardSettings, FederationError> {
-    let config = |flag, reason: String| FederationError::Config { flag, reason };
-    let mut upstreams = Vec::new();
-    for entry in args.dns_upstream.iter().flat_map(HostPorts::iter) {
-        let Some(ip) = entry.ip() else {
-            return Err(config(
-                "dns-upstream",
-                format!(
-                    "{entry} names its host; an upstream resolver must be an IP address \
-                     (resolving its name would need a resolver)"
-                ),
-            ));
-        };
-        let addr = SocketAddr::new(ip, entry.port());
-        if addr.port() == 0 || ip.is_unspecified() {
-            return Err(config(
-                "dns-upstream",
-                format!("{addr} is not an address a resolver can be asked at"),
-            ));
-        }
-        if addr == args.dns {
-            return Err(config(
-                "dns-upstream",
-                format!("{addr} is this server's own --dns address: every query would loop"),
-            ));
-        }
-        if upstreams.contains(&addr) {
-            return Err(config("dns-upstream", format!("{addr} is listed twice")));
-        }
-        upstreams.push(addr);
-    }
-    if args.dns_forward_timeout < Duration::from_millis(100)
-        || args.dns_forward_timeout > Duration::from_secs(30)
-    {
-        return Err(config(
-            "dns-forward-timeout",
-            "must be 100ms to 30s (2s is the default)".into(),
-        ));
-    }
-    if args.dns_forward_max_inflight == 0 {
-        return Err(config(
-            "dns-forward-max-inflight",
-            "must be above 0 (512 is the default)".into(),
-        ));
-    }
-    Ok(ForwardSettings {
-        upstreams,
-        timeout: args.dns_forward_timeout,
-        max_inflight: args.dns_forward_max_inflight,
-    })
-}
-
-/// Checks the webhook's flags: the settings file is given, every extra name is an address or a
-/// DNS name, the configuration's name is a DNS name.
-fn webhook_config(
-    addr: Option<SocketAddr>,
-    sans: &[String],
-    configuration: &str,
-    settings_file: Option<&Path>,
-) -> Result<Option<WebhookConfig>, FederationError> {
-    let config = |flag, reason: String| FederationError::Config { flag, reason };
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    let settings_file = settings_file.ok_or_else(|| {
-        config(
-            "injection-config",
-            "is required with --webhook: the injection settings file (the chart mounts ConfigMap mesh-injection)".into(),
-        )
-    })?;
-    check_dns_name(configuration).map_err(|e| config("webhook-configuration", e))?;
-    let (mut dns_names, mut ips) = (Vec::new(), Vec::new());
-    for san in sans.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        match san.parse::<std::net::IpAddr>() {
-            Ok(ip) => ips.push(ip),
-            Err(_) => {
-                check_dns_name(san).map_err(|e| config("webhook-san", e))?;
-                dns_names.push(san.to_string());
-            }
-        }
-    }
-    Ok(Some(WebhookConfig {
-        addr,
-        dns_names,
-        ips,
-        configuration: configuration.to_string(),
-        settings_file: settings_file.to_path_buf(),
-    }))
-}
-
-fn check_dns_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 253 {
-        return Err(format!("{name:?} is not a DNS name (1 to 253 characters)"));
-    }
-    for label in name.split('.') {
-        check_label(label)
-            .map_err(|e| format!("{name:?} is not an IP address or a DNS name: {e}"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

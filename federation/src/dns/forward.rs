@@ -22,8 +22,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use mesh_core::host_port::HostPorts;
+
 use super::answer::Transport;
 use super::relay::{ForwardQuery, UpstreamAnswer};
+use crate::config::ControllerArgs;
+use crate::error::FederationError;
 use crate::metrics::Metrics;
 
 /// The largest UDP datagram an upstream may answer with (the client's EDNS size travels as
@@ -39,6 +43,61 @@ pub struct ForwardSettings {
     pub timeout: Duration,
     /// At most this many queries forwarded at once.
     pub max_inflight: usize,
+}
+
+impl ForwardSettings {
+    /// The checked `--dns-upstream` and `--dns-forward-*` flags.
+    pub(crate) fn from_args(args: &ControllerArgs) -> Result<ForwardSettings, FederationError> {
+        let config = |flag, reason: String| FederationError::Config { flag, reason };
+        let mut upstreams = Vec::new();
+        for entry in args.dns_upstream.iter().flat_map(HostPorts::iter) {
+            let Some(ip) = entry.ip() else {
+                return Err(config(
+                    "dns-upstream",
+                    format!(
+                        "{entry} names its host; an upstream resolver must be an IP address \
+                         (resolving its name would need a resolver)"
+                    ),
+                ));
+            };
+            let addr = SocketAddr::new(ip, entry.port());
+            if addr.port() == 0 || ip.is_unspecified() {
+                return Err(config(
+                    "dns-upstream",
+                    format!("{addr} is not an address a resolver can be asked at"),
+                ));
+            }
+            if addr == args.dns {
+                return Err(config(
+                    "dns-upstream",
+                    format!("{addr} is this server's own --dns address: every query would loop"),
+                ));
+            }
+            if upstreams.contains(&addr) {
+                return Err(config("dns-upstream", format!("{addr} is listed twice")));
+            }
+            upstreams.push(addr);
+        }
+        if args.dns_forward_timeout < Duration::from_millis(100)
+            || args.dns_forward_timeout > Duration::from_secs(30)
+        {
+            return Err(config(
+                "dns-forward-timeout",
+                "must be 100ms to 30s (2s is the default)".into(),
+            ));
+        }
+        if args.dns_forward_max_inflight == 0 {
+            return Err(config(
+                "dns-forward-max-inflight",
+                "must be above 0 (512 is the default)".into(),
+            ));
+        }
+        Ok(ForwardSettings {
+            upstreams,
+            timeout: args.dns_forward_timeout,
+            max_inflight: args.dns_forward_max_inflight,
+        })
+    }
 }
 
 /// Why one try got no usable answer.

@@ -20,11 +20,12 @@ pub(crate) mod server;
 pub(crate) mod settings;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
+use mesh_core::names::check_label;
 use mesh_k8s::names::CONTROLLER_SERVICE;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -53,6 +54,44 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// Checks the webhook's flags: the settings file is given, every extra name is an address or a
+    /// DNS name, the configuration's name is a DNS name.
+    pub(crate) fn from_flags(
+        addr: Option<SocketAddr>,
+        sans: &[String],
+        configuration: &str,
+        settings_file: Option<&Path>,
+    ) -> Result<Option<WebhookConfig>, FederationError> {
+        let config = |flag, reason: String| FederationError::Config { flag, reason };
+        let Some(addr) = addr else {
+            return Ok(None);
+        };
+        let settings_file = settings_file.ok_or_else(|| {
+            config(
+                "injection-config",
+                "is required with --webhook: the injection settings file (the chart mounts ConfigMap mesh-injection)".into(),
+            )
+        })?;
+        check_dns_name(configuration).map_err(|e| config("webhook-configuration", e))?;
+        let (mut dns_names, mut ips) = (Vec::new(), Vec::new());
+        for san in sans.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            match san.parse::<std::net::IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => {
+                    check_dns_name(san).map_err(|e| config("webhook-san", e))?;
+                    dns_names.push(san.to_string());
+                }
+            }
+        }
+        Ok(Some(WebhookConfig {
+            addr,
+            dns_names,
+            ips,
+            configuration: configuration.to_string(),
+            settings_file: settings_file.to_path_buf(),
+        }))
+    }
+
     /// Every name of the serving certificate: the controller Service's (as the chart's
     /// MutatingWebhookConfiguration calls it) and the extras.
     fn dns_names(&self, namespace: &str) -> Vec<String> {
@@ -174,4 +213,15 @@ async fn rotate(
             }
         }
     }
+}
+
+fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("{name:?} is not a DNS name (1 to 253 characters)"));
+    }
+    for label in name.split('.') {
+        check_label(label)
+            .map_err(|e| format!("{name:?} is not an IP address or a DNS name: {e}"))?;
+    }
+    Ok(())
 }

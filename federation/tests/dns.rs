@@ -117,18 +117,15 @@ async fn dig_gets_every_kind_of_answer() -> anyhow::Result<()> {
         .map_err(support::control::CallError::into_anyhow)?;
 
     // A: the cluster-set VIP, once the zone has the peer's service.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let set = loop {
-        let answer = short(dns, &["echo.demo.svc.clusterset.local"])?;
-        if let [ip] = answer.as_slice() {
-            break ip.clone();
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no A record: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    mesh_test_support::wait_for("the A record", Duration::from_secs(10), async || {
+        short(dns, &["echo.demo.svc.clusterset.local"]).is_ok_and(|a| a.len() == 1)
+    })
+    .await?;
+    let answer = short(dns, &["echo.demo.svc.clusterset.local"])?;
+    let [set] = answer.as_slice() else {
+        anyhow::bail!("no single A record: {answer:?}");
     };
+    let set = set.clone();
     ensure!(
         set.starts_with("240.240."),
         "VIP {set} outside the default range"

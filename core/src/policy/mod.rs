@@ -4,11 +4,21 @@
 //! - `route_match.rs`: the Gateway API's `HTTPRouteMatch` (path Exact / PathPrefix by whole
 //!   segments / RegularExpression, headers, query parameters, method), checked when built;
 //! - `route_table.rs`: a service's matches in the Gateway API's precedence order, indexed by
-//!   path.
+//!   path;
+//! - `http_route.rs`: the `HTTPRoute` spec as users write it; `filters.rs`: its filters checked
+//!   and applied; `service_policy.rs`: one service's rules as snapshots carry them;
+//!   `router.rs`: those rules compiled, the rule and the weighted backend of each request.
 //!
 //! Not built yet: filters, weighted backends, per-route timeouts and retries, rate limits, cache
 //! rules, fault rules, backend policy, their sources (files, `HTTPRoute` watchers) and the
 //! sidecar layers that apply them.
 
+pub mod filters;
+pub mod http_route;
+pub mod backend_policy;
+pub mod hash_ring;
+pub mod pick;
 pub mod route_match;
 pub mod route_table;
+pub mod router;
+pub mod service_policy;

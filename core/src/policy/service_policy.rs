@@ -1,0 +1,114 @@
+//! The policy of one service as the controller distributes it in sidecar snapshots: its route
+//! rules (from every `HTTPRoute` whose parent it is) with what our policy objects attach to
+//! them, already checked by the controller (`compile`). Sidecars turn it into a `Router`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::http_route::{HttpRouteFilter, HttpRouteMatch};
+use crate::names::ServiceKey;
+
+/// What governs the requests to one service. The default (no rules) is the implicit routing
+/// every service has without a route: each request to the service goes to the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ServicePolicy {
+    /// The rules of every route attached to the service; a request matching none of them
+    /// gets 404, as the Gateway API says, once there is at least one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RouteRule>,
+}
+
+impl ServicePolicy {
+    /// Whether the service has no route (implicit routing).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// Where a rule comes from: for precedence ties, logs, metrics and answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleOrigin {
+    /// `<namespace>/<name>` of the route.
+    pub route: String,
+    /// The route's creation time (Unix seconds; older routes win ties).
+    #[serde(default)]
+    pub created: i64,
+    /// The rule's index in the route.
+    pub index: usize,
+    /// The rule's name, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for RuleOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}/{name}", self.route),
+            None => write!(f, "{}/rules[{}]", self.route, self.index),
+        }
+    }
+}
+
+/// One rule of a route, for one parent service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteRule {
+    /// Where it comes from.
+    pub origin: RuleOrigin,
+    /// Its matches (OR); empty means `PathPrefix /`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpRouteMatch>,
+    /// Its filters, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
+    /// Its backends with their weights; never empty (the parent service when the route names
+    /// none).
+    pub backends: Vec<RuleBackend>,
+    /// Bounds the whole request (every try) until the response head; `None`: the sidecar's
+    /// default.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_timeout: Option<Duration>,
+    /// Bounds each try until its response head; `None`: the sidecar's default.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_timeout: Option<Duration>,
+    /// Retries of this rule's requests; `None`: the sidecar's default policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RuleRetry>,
+}
+
+/// A backend of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleBackend {
+    /// The service.
+    pub service: ServiceKey,
+    /// Its weight among the rule's backends.
+    pub weight: u32,
+    /// Why the reference is invalid (a missing service, a kind that is no Service): its share
+    /// of the requests gets 500, as the Gateway API says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+}
+
+/// A rule's retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRetry {
+    /// Statuses retried, beside connection failures (always retried).
+    pub codes: Vec<u16>,
+    /// Tries after the first.
+    pub attempts: u32,
+    /// The least wait before each retry.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backoff: Option<Duration>,
+}

@@ -7,7 +7,11 @@
 //!   path;
 //! - `http_route.rs`: the `HTTPRoute` spec as users write it; `filters.rs`: its filters checked
 //!   and applied; `service_policy.rs`: one service's rules as snapshots carry them;
-//!   `router.rs`: those rules compiled, the rule and the weighted backend of each request.
+//!   `router.rs`: those rules compiled, the rule and the weighted backend of each request;
+//! - `backend_policy/`, `hash_ring/`, `pick.rs`: a service's backend policy (load-balancing
+//!   algorithm, outlier and breaker overrides, concurrency limits) and its pure choosers:
+//!   consistent hashing on a ring, round robin and least request (not yet applied by the
+//!   sidecar).
 //!
 //! Not built yet: filters, weighted backends, per-route timeouts and retries, rate limits, cache
 //! rules, fault rules, backend policy, their sources (files, `HTTPRoute` watchers) and the

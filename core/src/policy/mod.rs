@@ -11,17 +11,22 @@
 //! - `backend_policy/`, `hash_ring/`, `pick.rs`: a service's backend policy (load-balancing
 //!   algorithm, outlier and breaker overrides, concurrency limits) and its pure choosers:
 //!   consistent hashing on a ring, round robin and least request (not yet applied by the
-//!   sidecar).
+//!   sidecar);
+//! - `rate_limit/`, `fault.rs`: local rate limits (token buckets: total, per caller identity,
+//!   overrides, shadow mode; the `RateLimit` response fields) and client-side fault injection
+//!   (delay, abort), pure with time and randomness passed in (not yet applied by the sidecar).
 //!
 //! Not built yet: filters, weighted backends, per-route timeouts and retries, rate limits, cache
 //! rules, fault rules, backend policy, their sources (files, `HTTPRoute` watchers) and the
 //! sidecar layers that apply them.
 
+pub mod fault;
 pub mod filters;
 pub mod http_route;
 pub mod backend_policy;
 pub mod hash_ring;
 pub mod pick;
+pub mod rate_limit;
 pub mod route_match;
 pub mod route_table;
 pub mod router;

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::BackendPolicyError;
 
 /// Concurrency limits; each unset limit is unlimited (the sidecar's behaviour without a
-/// policy), and a set one is at least 1 (0 would refuse every request: remove the service's
-/// routes for that).
+/// policy), and a set one is at least 1 (0 would refuse every request).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitsSpec {
@@ -23,13 +22,14 @@ pub struct LimitsSpec {
     /// connections a pool opens beyond that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
-    /// Requests of this service waiting at once for a connection (being dialled, or all at
-    /// `maxConnections`) or for a slot under `maxRequestsPerEndpoint`.
+    /// Requests of this service waiting at once for a connection to an endpoint (being dialled,
+    /// or all at `maxConnections`) or for a stream slot on one (the peer's HTTP/2
+    /// concurrent-stream limit); one more fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
     /// Requests in flight at once to each endpoint. An endpoint at its limit is passed over
-    /// like an ejected one; when none is left, the request waits (within
-    /// `maxPendingRequests`) or fails.
+    /// like an ejected one; when every candidate is at its limit, the request fails (it does
+    /// not wait for one to finish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_endpoint: Option<u32>,
 }

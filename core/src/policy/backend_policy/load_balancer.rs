@@ -14,7 +14,8 @@ pub enum LoadBalancerSpec {
     /// Power of two choices over a peak-EWMA latency estimate times the requests in flight
     /// (`core::balance`). The default: it steers away from an endpoint that is slow *or* busy
     /// from this sidecar's own measurements, needs no coordination between sidecars, and is
-    /// what the outlier detector, breaker and latency weighting were tuned against.
+    /// what the sidecar ran before backend policies, so a service without one keeps its
+    /// behaviour.
     #[default]
     P2cEwma,
     /// Fewest requests in flight between two random endpoints, as Envoy's least-request
@@ -58,8 +59,10 @@ pub struct ConsistentHashSpec {
     /// the app does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
-    /// The calling workload's SPIFFE ID (`sourceIdentity: true`): every request of one caller
-    /// goes to one endpoint, as Envoy's source-IP hashing but stable across pod restarts.
+    /// The calling workload's SPIFFE ID (`sourceIdentity: true`), as Envoy's source-IP hashing
+    /// but stable across pod restarts. Every pod of a service account shares its ID, so all of
+    /// one calling workload's requests go to one endpoint: affinity per caller, not a spread
+    /// of a few callers' load.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub source_identity: bool,
 }

@@ -28,8 +28,10 @@ pub use key::{hash_key, stable_hash};
 
 /// Points each endpoint has on the ring. 256: an endpoint's share of the keys then strays from
 /// the fair share by about 1/sqrt(256) = 6% (one standard deviation), at 16 bytes per point
-/// (4 KiB per endpoint). Envoy's default ring (1,024 points for the whole cluster) strays
-/// further for small clusters; fewer points would make a 4-endpoint service visibly uneven.
+/// (4 KiB per endpoint). The count is fixed per endpoint, unlike Envoy's ring of a minimum
+/// total size (1,024 points) divided among the hosts: a count that depends on how many
+/// endpoints there are would move keys between endpoints that stayed whenever one comes or
+/// goes.
 pub const POINTS_PER_ENDPOINT: u64 = 256;
 
 /// A hash ring over a list of endpoints, answering indexes into that list.

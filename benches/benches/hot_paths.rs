@@ -71,6 +71,7 @@ fn snapshot() -> SidecarSnapshot {
             .map(|i| (key(i), route(i, ENDPOINTS_PER_SERVICE)))
             .collect(),
         unknown: vec![],
+        policies: Default::default(),
         epoch: 0,
         warming: false,
     }

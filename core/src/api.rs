@@ -53,6 +53,8 @@ pub const PATH_LINK_INFO: &str = "/v1/link-info";
 pub const PATH_LINKS: &str = "/v1/links";
 /// Admin: `GET` answers [`ControllerStatus`].
 pub const PATH_STATUS: &str = "/v1/status";
+/// Controller admin route: the traffic policy in force and why the latest version was refused.
+pub const PATH_POLICY: &str = "/v1/policy";
 
 /// Response header the inbound sidecar adds: the cluster that served the request.
 pub const HEADER_SERVED_BY_CLUSTER: &str = "x-mesh-cluster";
@@ -198,6 +200,10 @@ pub struct SidecarSnapshot {
     pub services: BTreeMap<ServiceKey, ServiceRoute>,
     /// Services asked for that no cluster exports.
     pub unknown: Vec<ServiceKey>,
+    /// The traffic policy (routes) of the services asked for that have one; a service missing
+    /// here has the implicit routing (each request to the service).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<ServiceKey, crate::policy::service_policy::ServicePolicy>,
     /// When this controller instance started (Unix ms): a new value means it restarted.
     #[serde(default)]
     pub epoch: u64,

@@ -1,18 +1,20 @@
 //! The controller's admin routes (beside `/healthz`, `/readyz` and `/metrics`): link
-//! management for `mesh link` / `mesh unlink`, and `/v1/status` for `mesh status`.
+//! management for `mesh link` / `mesh unlink`, `/v1/status` for `mesh status`, and
+//! `/v1/policy`: the traffic policy in force and why the latest version was refused.
 
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mesh_core::admin::{AdminRoutes, ResponseFuture};
-use mesh_core::api::{LinkInfo, PATH_LINK_INFO, PATH_LINKS, PATH_STATUS};
+use mesh_core::api::{LinkInfo, PATH_LINK_INFO, PATH_LINKS, PATH_POLICY, PATH_STATUS};
 use mesh_core::http::{BoxBody, json, read_json};
 use serde::Serialize;
 
 use crate::controller::Controller;
 use crate::error::{ApiError, into_response};
 use crate::links::LinkChange;
+use crate::policy_files::PolicyBoard;
 
 /// Largest link info body (a trust bundle is a few KiB).
 const MAX_LINK_BODY: usize = 1024 * 1024;
@@ -28,12 +30,13 @@ struct LinkAnswer {
 #[derive(Debug, Clone)]
 pub(crate) struct AdminApi {
     controller: Arc<Controller>,
+    policy: Arc<PolicyBoard>,
 }
 
 impl AdminApi {
     /// The routes over `controller`.
-    pub(crate) fn new(controller: Arc<Controller>) -> Self {
-        Self { controller }
+    pub(crate) fn new(controller: Arc<Controller>, policy: Arc<PolicyBoard>) -> Self {
+        Self { controller, policy }
     }
 
     fn link_info(&self) -> Result<Response<BoxBody>, ApiError> {
@@ -97,6 +100,8 @@ impl AdminApi {
                 &self.controller.read(|s, now| s.status(now)),
             )),
             PATH_STATUS => Err(not_allowed("GET")),
+            PATH_POLICY if method == Method::GET => Ok(json(StatusCode::OK, &self.policy.report())),
+            PATH_POLICY => Err(not_allowed("GET")),
             _ => match link_segment(&path) {
                 Some(cluster) if method == Method::DELETE => self.remove_link(cluster),
                 Some(_) => Err(not_allowed("DELETE")),
@@ -115,7 +120,10 @@ fn link_segment(path: &str) -> Option<&str> {
 
 /// Whether the admin routes own `path` (others answer the admin server's 404).
 fn owns(path: &str) -> bool {
-    matches!(path, PATH_LINK_INFO | PATH_LINKS | PATH_STATUS) || link_segment(path).is_some()
+    matches!(
+        path,
+        PATH_LINK_INFO | PATH_LINKS | PATH_STATUS | PATH_POLICY
+    ) || link_segment(path).is_some()
 }
 
 impl AdminRoutes for AdminApi {

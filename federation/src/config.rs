@@ -170,6 +170,12 @@ pub struct ControllerArgs {
     #[arg(long)]
     pub services_file: Option<PathBuf>,
 
+    /// Traffic policy files (local mode), comma-separated or repeated: YAML documents
+    /// (`HTTPRoute`, ...) watched for changes; a change that does not validate is refused
+    /// with file, line and reason, and the last good policy stays in force.
+    #[arg(long = "policy", value_delimiter = ',')]
+    pub policy_files: Vec<PathBuf>,
+
     /// Validity of the certificates the CA signs (e.g. `24h`, the default).
     #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_CERT_TTL)]
     pub cert_ttl: Duration,
@@ -245,6 +251,14 @@ impl ControllerArgs {
             .duration("lease-grace", self.lease_grace)
             .duration("registration-ttl", self.registration_ttl)
             .opt_path("services-file", self.services_file.as_deref())
+            .list(
+                "policy",
+                &self
+                    .policy_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .duration("cert-ttl", self.cert_ttl)
             .opt_path("ready-file", self.ready_file.as_deref());
         argv
@@ -295,6 +309,8 @@ pub struct ControllerConfig {
     pub ready_file: Option<PathBuf>,
     /// The sidecar injection webhook, when on.
     pub webhook: Option<WebhookConfig>,
+    /// Traffic policy files (local mode).
+    pub policy_files: Vec<PathBuf>,
 }
 
 impl ControllerConfig {
@@ -361,6 +377,12 @@ impl ControllerConfig {
                     .into(),
             ));
         }
+        if args.kubernetes && !args.policy_files.is_empty() {
+            return Err(config(
+                "policy",
+                "is for local mode: in Kubernetes mode apply HTTPRoutes and policy objects".into(),
+            ));
+        }
         let webhook = WebhookConfig::from_flags(
             args.webhook,
             &args.webhook_san,
@@ -418,6 +440,7 @@ impl ControllerConfig {
             region_priority,
             lease_grace: args.lease_grace,
             registration_ttl: args.registration_ttl,
+            policy_files: args.policy_files,
             services_file: args.services_file,
             cert_ttl: args.cert_ttl,
             ready_file: args.ready_file,

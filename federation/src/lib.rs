@@ -30,6 +30,7 @@ mod kubernetes;
 mod links;
 mod metrics;
 mod peering;
+pub mod policy_files;
 mod registry;
 mod state;
 mod view;
@@ -63,6 +64,7 @@ use crate::dns::VipStore;
 use crate::export_cache::ExportCache;
 use crate::links::LinkStore;
 use crate::metrics::Metrics;
+use crate::policy_files::PolicyBoard;
 use crate::registry::StaticServices;
 use crate::state::{FederationState, StateConfig};
 
@@ -212,10 +214,14 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let control_addr = bound(&control, config.control);
     let admin_addr = bound(&admin, config.admin);
 
+    let policy_board = Arc::new(PolicyBoard::default());
     let admin_server = AdminServer::new(
         Arc::new(registry),
         readiness.clone(),
-        Some(Arc::new(AdminApi::new(controller.clone()))),
+        Some(Arc::new(AdminApi::new(
+            controller.clone(),
+            policy_board.clone(),
+        ))),
     );
     let admin_task = tokio::spawn(admin_server.serve(admin));
     let mut tasks = kubernetes_tasks;
@@ -243,6 +249,12 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
             shutdown_rx.clone(),
         )),
         tokio::spawn(tick_loop(controller.clone(), shutdown_rx.clone())),
+        tokio::spawn(policy_files::watch_files(
+            controller.clone(),
+            policy_board,
+            config.policy_files.clone(),
+            shutdown_rx.clone(),
+        )),
         tokio::spawn(rotate_serving_cert(
             controller.clone(),
             tls,

@@ -14,6 +14,7 @@ use mesh_core::catalog::{CatalogError, CatalogMessage, ExportCatalog, ExportedSe
 use mesh_core::identity::{SpiffeId, TrustBundle};
 use mesh_core::locality::LocalityPolicy;
 use mesh_core::names::ServiceKey;
+use mesh_core::policy::service_policy::ServicePolicy;
 
 use crate::breaker_reports::{BREAKER_REPORT_TTL, BreakerReports};
 use crate::export_cache::{ExportCache, ExportedServices, merge_warming};
@@ -98,6 +99,8 @@ pub(crate) struct FederationState {
     export_cache: ExportCache,
     /// The cached catalog of the previous run, merged into the exports while warming.
     cached_exports: Option<ExportedServices>,
+    /// The traffic policy in force, per service (the last good one loaded).
+    policies: Arc<BTreeMap<ServiceKey, ServicePolicy>>,
 }
 
 impl FederationState {
@@ -139,8 +142,28 @@ impl FederationState {
             warm: false,
             cached_exports: export_cache.load_recent(config.lease_grace),
             export_cache,
+            policies: Arc::default(),
             config,
         }
+    }
+
+    /// Puts `policies` in force (published with the next recompute); false when they already
+    /// were.
+    pub(crate) fn set_policies(&mut self, policies: BTreeMap<ServiceKey, ServicePolicy>) -> bool {
+        if *self.policies == policies {
+            return false;
+        }
+        self.policies = Arc::new(policies);
+        true
+    }
+
+    /// Every service some cluster has (this cluster's and the linked peers' exports, and
+    /// what the view routes): what policy references resolve against.
+    pub(crate) fn known_services(&self) -> std::collections::BTreeSet<ServiceKey> {
+        let mut known: std::collections::BTreeSet<ServiceKey> =
+            self.exporters().into_keys().collect();
+        known.extend(self.view.services.keys().cloned());
+        known
     }
 
     /// Registers or renews a workload; true when it is new.
@@ -315,6 +338,7 @@ impl FederationState {
                 .collect(),
             services: decision.services,
             exports: self.exports.clone(),
+            policies: self.policies.clone(),
             epoch: self.config.initial_version,
             warming,
         };

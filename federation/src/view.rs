@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mesh_core::api::{GatewaySnapshot, PeerLinkConfig, SidecarSnapshot};
 use mesh_core::catalog::ExportCatalog;
 use mesh_core::identity::TrustBundle;
 use mesh_core::names::ServiceKey;
+use mesh_core::policy::service_policy::ServicePolicy;
 
 use crate::failover::ServiceDecision;
 
@@ -32,6 +34,8 @@ pub(crate) struct PublishedView {
     pub services: BTreeMap<ServiceKey, ServiceDecision>,
     /// The export catalog (versioned on its own, bumped only when its content changes).
     pub exports: ExportCatalog,
+    /// The traffic policy of each service that has one.
+    pub policies: Arc<BTreeMap<ServiceKey, ServicePolicy>>,
     /// When this controller instance started (Unix ms).
     pub epoch: u64,
     /// The controller is still relearning what it knew before it (re)started.
@@ -55,6 +59,7 @@ impl PublishedView {
             peers: Vec::new(),
             services: BTreeMap::new(),
             exports,
+            policies: Arc::default(),
             epoch: version,
             warming: true,
         }
@@ -69,6 +74,7 @@ impl PublishedView {
             && self.peers == other.peers
             && self.services == other.services
             && self.exports == other.exports
+            && self.policies == other.policies
             && self.epoch == other.epoch
             && self.warming == other.warming
     }
@@ -77,7 +83,11 @@ impl PublishedView {
     pub(crate) fn sidecar_snapshot(&self, services: &[ServiceKey]) -> SidecarSnapshot {
         let mut routes = BTreeMap::new();
         let mut unknown = Vec::new();
+        let mut policies = BTreeMap::new();
         for key in services {
+            if let Some(policy) = self.policies.get(key) {
+                policies.insert(key.clone(), policy.clone());
+            }
             match self.services.get(key) {
                 Some(decision) => {
                     routes.insert(key.clone(), decision.route.clone());
@@ -94,6 +104,7 @@ impl PublishedView {
             gateway: self.gateway_tunnel,
             services: routes,
             unknown,
+            policies,
             epoch: self.epoch,
             warming: self.warming,
         }
@@ -124,6 +135,7 @@ impl Snapshot for SidecarSnapshot {
             && self.gateway == other.gateway
             && self.services == other.services
             && self.unknown == other.unknown
+            && self.policies == other.policies
             && self.epoch == other.epoch
             && self.warming == other.warming
     }

@@ -22,9 +22,15 @@ pub fn merge_warming(previous: &SidecarSnapshot, warming: SidecarSnapshot) -> Si
         gateway,
         mut services,
         unknown,
+        mut policies,
         epoch,
         warming: _,
     } = warming;
+    for (key, policy) in &previous.policies {
+        policies
+            .entry(key.clone())
+            .or_insert_with(|| policy.clone());
+    }
     for (key, route) in &previous.services {
         let grows = services.get(key).is_some_and(|new| covers(new, route));
         if !grows {
@@ -50,6 +56,7 @@ pub fn merge_warming(previous: &SidecarSnapshot, warming: SidecarSnapshot) -> Si
         gateway: gateway.or(previous.gateway),
         services,
         unknown,
+        policies,
         epoch,
         warming: true,
     }
@@ -133,6 +140,7 @@ mod tests {
                 .map(|(k, c)| (key(k), route(c)))
                 .collect::<BTreeMap<_, _>>(),
             unknown: unknown.iter().map(|k| key(k)).collect(),
+            policies: Default::default(),
             epoch: version,
             warming,
         }

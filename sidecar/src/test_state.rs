@@ -86,6 +86,7 @@ pub(crate) fn snapshot(localities: Vec<LocalityRoute>) -> SidecarSnapshot {
         gateway: None,
         services: BTreeMap::from([(echo(), ServiceRoute { localities })]),
         unknown: vec![],
+        policies: Default::default(),
         epoch: 0,
         warming: false,
     }

@@ -79,6 +79,7 @@ fn snapshot_for(seen: &mut Seen, cluster: &Cluster, services: &[ServiceKey]) -> 
         gateway: None,
         services: BTreeMap::new(),
         unknown: vec![],
+        policies: Default::default(),
         epoch: 0,
         warming: false,
     };

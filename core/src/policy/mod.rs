@@ -21,6 +21,8 @@
 //! sidecar layers that apply them.
 
 pub mod fault;
+pub mod compile;
+pub mod documents;
 pub mod filters;
 pub mod http_route;
 pub mod backend_policy;

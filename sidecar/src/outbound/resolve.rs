@@ -194,6 +194,7 @@ mod tests {
             gateway: None,
             services: BTreeMap::from([("echo.demo".parse().unwrap(), route)]),
             unknown: vec!["gone.demo".parse().unwrap()],
+            policies: Default::default(),
             epoch: 0,
             warming: false,
         }

@@ -319,6 +319,7 @@ pub(crate) fn snapshot(
         gateway: None,
         services: BTreeMap::from([(echo(), ServiceRoute { localities })]),
         unknown: vec![],
+        policies: Default::default(),
         epoch: 0,
         warming: false,
     }

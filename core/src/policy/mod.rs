@@ -14,7 +14,10 @@
 //!   sidecar);
 //! - `rate_limit/`, `fault.rs`: local rate limits (token buckets: total, per caller identity,
 //!   overrides, shadow mode; the `RateLimit` response fields) and client-side fault injection
-//!   (delay, abort), pure with time and randomness passed in (not yet applied by the sidecar).
+//!   (delay, abort), pure with time and randomness passed in (not yet applied by the sidecar);
+//! - `http_cache/`: the response cache's rules (RFC 9111 shared cache: storability,
+//!   `Cache-Control`, freshness and age, `Vary`, invalidation) and its byte-bounded LRU store,
+//!   pure with time passed in (not yet applied by the sidecar).
 //!
 //! Not built yet: filters, weighted backends, per-route timeouts and retries, rate limits, cache
 //! rules, fault rules, backend policy, their sources (files, `HTTPRoute` watchers) and the
@@ -24,6 +27,7 @@ pub mod fault;
 pub mod compile;
 pub mod documents;
 pub mod filters;
+pub mod http_cache;
 pub mod http_route;
 pub mod backend_policy;
 pub mod hash_ring;

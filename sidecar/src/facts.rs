@@ -51,3 +51,8 @@ pub struct ServiceName(pub ServiceKey);
 /// address) and which accepts a CONNECT (an opaque stream) only with it.
 #[derive(Debug, Clone)]
 pub struct CapturedVip(pub VipTarget);
+
+/// Request (outbound): the route rule the request matched, for the layers of the rule's other
+/// settings (and metrics). Set by `route`.
+#[derive(Debug, Clone)]
+pub struct MatchedRule(pub Arc<mesh_core::policy::router::CompiledRule>);

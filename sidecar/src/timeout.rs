@@ -30,21 +30,34 @@ impl<E> Clone for Timeout<E> {
 
 impl<E> Copy for Timeout<E> {}
 
-impl<S, E, Req> Concern<Req, S> for Timeout<E>
+/// Request (outbound): the bound of each try when the request's route sets one
+/// (`timeouts.backendRequest`), instead of the sidecar's. Set by `route`; read here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TryTimeout(pub Duration);
+
+impl<S, E, B> Concern<http::Request<B>, S> for Timeout<E>
 where
-    S: Service<Req, Error = E> + Send + 'static,
+    S: Service<http::Request<B>, Error = E> + Send + 'static,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
     E: Send + 'static,
-    Req: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = E;
 
-    async fn handle(self, req: Req, next: S) -> Result<S::Response, E> {
-        tokio::time::timeout(self.after, next.oneshot(req))
+    async fn handle(self, req: http::Request<B>, next: S) -> Result<S::Response, E> {
+        let after = req
+            .extensions()
+            .get::<TryTimeout>()
+            .map_or(self.after, |t| t.0);
+        if after.is_zero() {
+            // `0s` turns the bound off (Gateway API).
+            return next.oneshot(req).await;
+        }
+        tokio::time::timeout(after, next.oneshot(req))
             .await
-            .map_err(|_| (self.elapsed)(self.after))?
+            .map_err(|_| (self.elapsed)(after))?
     }
 }
 
@@ -57,7 +70,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_slower_than_the_bound_fails_at_the_bound() {
-        let sleeper = tower::service_fn(|delay: Duration| async move {
+        let sleeper = tower::service_fn(|req: http::Request<Duration>| async move {
+            let delay = *req.body();
             tokio::time::sleep(delay).await;
             Ok::<_, Late>(delay)
         });
@@ -65,14 +79,17 @@ mod tests {
         let started = tokio::time::Instant::now();
         let err = svc
             .clone()
-            .oneshot(Duration::from_secs(5))
+            .oneshot(http::Request::new(Duration::from_secs(5)))
             .await
             .unwrap_err();
         assert_eq!(err, Late(Duration::from_secs(2)));
         assert_eq!(started.elapsed(), Duration::from_secs(2));
 
         let started = tokio::time::Instant::now();
-        let ok = svc.oneshot(Duration::from_millis(1999)).await.unwrap();
+        let ok = svc
+            .oneshot(http::Request::new(Duration::from_millis(1999)))
+            .await
+            .unwrap();
         assert_eq!(ok, Duration::from_millis(1999));
         assert_eq!(started.elapsed(), Duration::from_millis(1999));
     }

@@ -114,6 +114,36 @@ pub enum ProxyError {
         /// What went wrong.
         reason: String,
     },
+    /// The service has routes and none matches the request (Gateway API: 404).
+    #[error("service {service}: no route matches the request")]
+    NoRoute {
+        /// The service.
+        service: ServiceKey,
+    },
+    /// The matched rule's backend is an invalid reference (Gateway API: 500 for its share).
+    #[error("service {service}: the route's backend is invalid: {reason}")]
+    InvalidBackend {
+        /// The service.
+        service: ServiceKey,
+        /// Why.
+        reason: String,
+    },
+    /// The service's policy cannot be applied here.
+    #[error("service {service}: its traffic policy cannot be applied: {reason}")]
+    PolicyInvalid {
+        /// The service.
+        service: ServiceKey,
+        /// Why.
+        reason: String,
+    },
+    /// The route's request timeout ran out before a response head (every try included).
+    #[error("service {service}: no answer within the route's request timeout of {after:?}")]
+    RequestTimeout {
+        /// The service.
+        service: ServiceKey,
+        /// The timeout.
+        after: Duration,
+    },
     /// A layer did not find a fact that a layer above should have set: a bug in how the stack
     /// is assembled, never the request's fault.
     #[error("the outbound stack is misassembled: no {0} fact on the request")]
@@ -140,7 +170,11 @@ impl ProxyError {
             | Self::UnknownCluster { .. }
             | Self::NoEndpoint { .. }
             | Self::Connect { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::RequestTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::InvalidBackend { .. } | Self::PolicyInvalid { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Misassembled(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -157,6 +191,10 @@ impl ProxyError {
             Self::NoEndpoint { .. } => "no-healthy-endpoint",
             Self::Connect { .. } => "connect-failed",
             Self::Timeout { .. } => "timeout",
+            Self::RequestTimeout { .. } => "request-timeout",
+            Self::NoRoute { .. } => "no-route",
+            Self::InvalidBackend { .. } => "invalid-backend",
+            Self::PolicyInvalid { .. } => "invalid-policy",
             Self::Upstream { .. } => "upstream-protocol-error",
             Self::RequestBody { .. } => "bad-request-body",
             Self::Misassembled(_) => "internal-error",
@@ -177,7 +215,11 @@ impl ProxyError {
             | Self::Connect { service, .. }
             | Self::Timeout { service, .. }
             | Self::Upstream { service, .. }
-            | Self::RequestBody { service, .. } => Some(service),
+            | Self::RequestBody { service, .. }
+            | Self::NoRoute { service }
+            | Self::InvalidBackend { service, .. }
+            | Self::PolicyInvalid { service, .. }
+            | Self::RequestTimeout { service, .. } => Some(service),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod resilience;
 pub mod resolve;
 pub mod retry;
 pub mod retry_policy;
+pub mod route;
 pub mod stack;
 
 use std::sync::Arc;

@@ -26,7 +26,7 @@ use super::balancer::EndpointRef;
 use super::body::{ReplayBody, TryBody};
 use super::connect::TryError;
 use super::errors::ProxyError;
-use super::retry_policy::{TryFailure, is_retryable_status, should_retry};
+use super::retry_policy::{RetryRules, TryFailure};
 use crate::facts::{Resolved, ServedBy, Tried};
 use crate::metrics::{Metrics, ServiceLabels};
 use crate::stack::{Concern, ConcernLayer};
@@ -146,13 +146,19 @@ where
                 });
             }
         };
+        let rules = parts
+            .extensions
+            .get::<RetryRules>()
+            .cloned()
+            .unwrap_or_default();
         let service = &dest.service;
         budgets.deposit(service);
         let mut tried: Vec<EndpointRef> = Vec::new();
         let mut last: Option<LastFailure> = None;
         loop {
             if let Some(failure) = &last {
-                if !should_retry(&parts.method, failure.kind(), tried.len(), body.available()) {
+                if !rules.should_retry(&parts.method, failure.kind(), tried.len(), body.available())
+                {
                     break;
                 }
                 if !budgets.try_withdraw(service) {
@@ -165,6 +171,9 @@ where
                         service: service.to_string(),
                     })
                     .inc();
+                if let Some(backoff) = rules.backoff {
+                    tokio::time::sleep(backoff).await;
+                }
             }
             let mut attempt = Request::new(body.clone());
             *attempt.method_mut() = parts.method.clone();
@@ -178,7 +187,7 @@ where
                     if let Some(served) = rsp.extensions().get::<ServedBy>() {
                         tried.push(served.0.clone());
                     }
-                    if !is_retryable_status(rsp.status()) {
+                    if !rules.is_retryable_status(rsp.status()) {
                         return Ok(with_tried(rsp, tried));
                     }
                     last = Some(LastFailure::Response(rsp));

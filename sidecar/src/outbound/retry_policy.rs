@@ -34,7 +34,80 @@ pub fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Whether an upstream status is a failure worth another endpoint.
+/// When a request is tried again: the sidecar's default, or what its route says (Gateway API
+/// `retry`). Set on the request by the route layer as a fact; read by `retry`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryRules {
+    /// Most tries, the first included.
+    pub max_tries: usize,
+    /// Statuses retried; `None`: 502, 503 and 504, for idempotent methods only.
+    pub codes: Option<Vec<StatusCode>>,
+    /// The least wait before each retry.
+    pub backoff: Option<std::time::Duration>,
+}
+
+/// Most tries a route may ask for: a route's `attempts` beyond it is capped, so that one
+/// request cannot multiply into an unbounded burst (the retry budget bounds the rest).
+pub const MAX_ROUTE_TRIES: usize = 10;
+
+impl Default for RetryRules {
+    fn default() -> Self {
+        Self {
+            max_tries: MAX_TRIES,
+            codes: None,
+            backoff: None,
+        }
+    }
+}
+
+impl RetryRules {
+    /// A route's retries: `attempts` retries after the first try, for `codes` (every method:
+    /// the route's owner chose them), connection failures always.
+    pub fn for_route(attempts: u32, codes: &[u16], backoff: Option<std::time::Duration>) -> Self {
+        Self {
+            max_tries: (attempts as usize).saturating_add(1).min(MAX_ROUTE_TRIES),
+            codes: Some(
+                codes
+                    .iter()
+                    .filter_map(|c| StatusCode::from_u16(*c).ok())
+                    .collect(),
+            ),
+            backoff,
+        }
+    }
+
+    /// Whether an upstream status is a failure worth another try.
+    pub fn is_retryable_status(&self, status: StatusCode) -> bool {
+        match &self.codes {
+            Some(codes) => codes.contains(&status),
+            None => is_retryable_status(status),
+        }
+    }
+
+    /// Whether another try may follow `tries_done` tries that ended in `failure`
+    /// (`body_available`: the request body can still be sent).
+    pub fn should_retry(
+        &self,
+        method: &Method,
+        failure: TryFailure,
+        tries_done: usize,
+        body_available: bool,
+    ) -> bool {
+        if tries_done >= self.max_tries || !body_available {
+            return false;
+        }
+        match (failure, &self.codes) {
+            (TryFailure::Connect, _) => true,
+            (TryFailure::Status(status), Some(codes)) => codes.contains(&status),
+            (TryFailure::Status(status), None) => {
+                is_retryable_status(status) && is_idempotent(method)
+            }
+            (TryFailure::Timeout | TryFailure::Protocol, _) => is_idempotent(method),
+        }
+    }
+}
+
+/// Whether an upstream status is a failure worth another endpoint (the default rules).
 pub fn is_retryable_status(status: StatusCode) -> bool {
     matches!(
         status,
@@ -42,7 +115,7 @@ pub fn is_retryable_status(status: StatusCode) -> bool {
     )
 }
 
-/// Whether the policy allows another try after `tries_done` tries ended in `failure`
+/// Whether the default rules allow another try after `tries_done` tries ended in `failure`
 /// (`body_available`: the request body can still be sent).
 pub fn should_retry(
     method: &Method,
@@ -50,14 +123,7 @@ pub fn should_retry(
     tries_done: usize,
     body_available: bool,
 ) -> bool {
-    if tries_done >= MAX_TRIES || !body_available {
-        return false;
-    }
-    match failure {
-        TryFailure::Connect => true,
-        TryFailure::Status(status) => is_retryable_status(status) && is_idempotent(method),
-        TryFailure::Timeout | TryFailure::Protocol => is_idempotent(method),
-    }
+    RetryRules::default().should_retry(method, failure, tries_done, body_available)
 }
 
 #[cfg(test)]
@@ -109,6 +175,21 @@ mod tests {
             true
         ));
         assert!(!should_retry(&Method::GET, TryFailure::Connect, 1, false));
+    }
+
+    #[test]
+    fn a_route_chooses_its_codes_and_tries() {
+        let rules = RetryRules::for_route(4, &[500], None);
+        let failure = TryFailure::Status(StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(rules.should_retry(&Method::POST, failure, 4, true));
+        assert!(!rules.should_retry(&Method::POST, failure, 5, true));
+        let unavailable = TryFailure::Status(StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!rules.should_retry(&Method::GET, unavailable, 1, true));
+        assert!(rules.should_retry(&Method::GET, TryFailure::Connect, 1, true));
+        assert_eq!(
+            RetryRules::for_route(100, &[], None).max_tries,
+            MAX_ROUTE_TRIES
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tower::ServiceBuilder;
 
 use super::connect::{Connect, TryError};
 use super::retry::RetryBudgets;
-use super::{balance, breaker, errors, resolve, retry};
+use super::{balance, breaker, errors, resolve, retry, route};
 use crate::request_metrics::{self, Direction};
 use crate::stack::Stack;
 use crate::state::SidecarState;
@@ -31,16 +31,20 @@ pub fn retry_budgets(state: &Arc<SidecarState>) -> Arc<RetryBudgets> {
 /// 4. **errors**: the one mapping of every error below to a status and `x-mesh-error`;
 /// 5. **resolve**: authority -> destination -> the snapshot's route (on-demand discovery),
 ///    request put in upstream form;
-/// 6. *route*, *rate limit*, *fault*, *cache* (not built yet: the traffic policy issue adds
-///    them here, in that order);
-/// 7. **breaker**: settles the request on the breakers of the localities it tried;
-/// 8. **retry**: replayable body, tries until settled, within the policy and the budget (the
+/// 6. **route**: the service's traffic policy: the matching rule (none: 404), its filters,
+///    the backend by weight, its timeouts and retries (as facts for `retry` and the per-try
+///    timeout), the request timeout around everything below;
+/// 7. *rate limit*, *fault*, *cache* (not built yet: the traffic policy issue adds them here,
+///    in that order);
+/// 8. **breaker**: settles the request on the breakers of the localities it tried;
+/// 9. **retry**: replayable body, tries until settled, within the policy and the budget (the
 ///    only layer that calls its inner service more than once);
-/// 9. **balance**: the endpoint of each try (priority spill, P2C, latency probes) and its
+/// 10. **balance**: the endpoint of each try (priority spill, P2C, latency probes) and its
 ///    outcome (outlier detection, latency estimates);
-/// 10. **per-try timeout**: bounds one try until its response head (below `balance`, so a
-///     timed-out try counts against the endpoint it went to);
-/// 11. **connect**: the try on a pooled connection, direct, tunnelled or plaintext.
+/// 11. **per-try timeout**: bounds one try until its response head (below `balance`, so a
+///     timed-out try counts against the endpoint it went to); the route's `backendRequest`
+///     when it sets one;
+/// 12. **connect**: the try on a pooled connection, direct, tunnelled or plaintext.
 pub fn outbound_service<B>(state: &Arc<SidecarState>, budgets: Arc<RetryBudgets>) -> impl Stack<B>
 where
     B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -53,6 +57,7 @@ where
         ))
         .layer(errors::layer())
         .layer(resolve::layer(state.clone()))
+        .layer(route::layer(state.clone()))
         .layer(breaker::layer(state.clone()))
         .layer(retry::layer(budgets, state.metrics().clone()))
         .layer(balance::layer(state.clone()))

@@ -22,8 +22,8 @@ pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
 pub const MAX_ENTRY_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
 /// Default `heuristicFraction`, 10%: the value RFC 9111 section 4.2.2 gives as typical.
 pub const DEFAULT_HEURISTIC_FRACTION: f64 = 0.1;
-/// Default `heuristicCap`, 24 h: the point past which RFC 9111 (and RFC 7234 before it) made
-/// caches warn that a heuristic age is large; a guess is never trusted for longer.
+/// Default `heuristicCap`, 24 h: RFC 7234 made caches flag (warning 113) any heuristic
+/// freshness beyond a day as doubtful; RFC 9111 dropped the warning, the bound stays sensible.
 pub const DEFAULT_HEURISTIC_CAP: Duration = Duration::from_secs(24 * 3600);
 /// The only methods whose answers this cache stores and serves (RFC 9110 also allows POST, but
 /// only with a `Content-Location` naming a GET-able resource, which no mesh route relies on).
@@ -182,6 +182,10 @@ mod tests {
         assert_eq!(rule.heuristic_cap, Duration::from_secs(5400));
         assert!(!rule.covers(&http::Method::HEAD));
         assert_eq!(rule.validate(), Ok(()));
+        assert_eq!(
+            parse("heuristicFraction: 0\n").unwrap().heuristic_fraction,
+            0.0
+        );
         let json = serde_json::to_string(&rule).unwrap();
         assert!(json.contains("\"maxEntryBytes\":4096"), "{json}");
         assert_eq!(serde_json::from_str::<CacheRule>(&json).unwrap(), rule);

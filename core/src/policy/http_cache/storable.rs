@@ -85,6 +85,7 @@ pub fn check_storable(
     response: ResponseHead<'_>,
     times: ExchangeTimes,
 ) -> Result<(), NotStored> {
+    plan(rule, request, response, times)?;
     let declared = response
         .headers
         .get(CONTENT_LENGTH)
@@ -92,7 +93,7 @@ pub fn check_storable(
     if declared.is_some_and(|len| len > rule.max_entry_bytes) {
         return Err(NotStored::TooLarge);
     }
-    plan(rule, request, response, times).map(drop)
+    Ok(())
 }
 
 /// What storing an answer needs, worked out once.

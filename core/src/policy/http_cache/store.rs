@@ -143,21 +143,22 @@ impl CacheStore {
             return Lookup::Bypass(reason);
         }
         let head = request.method == Method::HEAD;
-        let chosen = PrimaryKey::from_request(request.uri, request.headers)
-            .and_then(|key| self.by_key.get(&key))
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.slots.get(id).map(|slot| (*id, &slot.entry)))
+        let Some(key) = PrimaryKey::from_request(request.uri, request.headers) else {
+            // request_bypass refused requests without a key; nothing to find either way.
+            self.stats.bypasses += 1;
+            return Lookup::Bypass(BypassReason::NoAuthority);
+        };
+        let chosen = self
+            .variants(&key)
+            .map(|(id, slot)| (id, &slot.entry))
             .filter(|(_, e)| (head || !e.from_head) && e.secondary.matches(request.headers))
             .max_by_key(|(_, e)| (e.date, e.response_time))
             .map(|(id, e)| {
-                let reuse = judge(
-                    e.freshness_lifetime,
-                    e.current_age(now),
-                    &e.directives,
-                    &directives,
-                );
-                (id, reuse)
+                let age = e.current_age(now);
+                (
+                    id,
+                    judge(e.freshness_lifetime, age, &e.directives, &directives),
+                )
             });
         let answer = match chosen {
             Some((id, reuse @ (Reuse::Fresh | Reuse::Stale))) => {
@@ -206,7 +207,10 @@ impl CacheStore {
         let drops_get = !from_head || response.status == http::StatusCode::OK;
         let superseded: Vec<u64> = self
             .variants(&plan.key)
-            .filter(|(_, e)| (e.from_head || drops_get) && e.secondary.matches(request.headers))
+            .filter(|(_, slot)| {
+                let e = &slot.entry;
+                (e.from_head || drops_get) && e.secondary.matches(request.headers)
+            })
             .map(|(id, _)| id)
             .collect();
         for id in superseded {
@@ -214,9 +218,7 @@ impl CacheStore {
             self.stats.invalidations += 1;
         }
         while self.by_key.get(&plan.key).map_or(0, Vec::len) >= MAX_VARIANTS_PER_KEY {
-            let oldest = self
-                .variants(&plan.key)
-                .min_by_key(|(id, _)| self.slots[id].tick);
+            let oldest = self.variants(&plan.key).min_by_key(|(_, slot)| slot.tick);
             let Some((id, _)) = oldest else { break };
             self.remove(id);
             self.stats.evictions += 1;
@@ -271,12 +273,13 @@ impl CacheStore {
         self.stats.entries = 0;
     }
 
-    fn variants<'a>(&'a self, key: &PrimaryKey) -> impl Iterator<Item = (u64, &'a Entry)> + 'a {
+    /// The entries stored under `key`, with their ids.
+    fn variants<'a>(&'a self, key: &PrimaryKey) -> impl Iterator<Item = (u64, &'a Slot)> + 'a {
         self.by_key
             .get(key)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.slots.get(id).map(|slot| (*id, &slot.entry)))
+            .filter_map(|id| self.slots.get(id).map(|slot| (*id, slot)))
     }
 
     fn insert(&mut self, entry: Entry) {

@@ -153,7 +153,13 @@ pub fn compile(objects: &[PolicyObject], known: &dyn Fn(&ServiceKey) -> bool) ->
             .map(|(_, r, _)| r)
             .collect();
         if !rules.is_empty() {
-            out.services.insert(parent, ServicePolicy { rules });
+            out.services.insert(
+                parent,
+                ServicePolicy {
+                    rules,
+                    ..Default::default()
+                },
+            );
         }
     }
     for (object, status) in objects.iter().zip(&out.statuses) {
@@ -242,6 +248,7 @@ fn route_rules(
             Router::new(
                 &ServicePolicy {
                     rules: vec![compiled.clone()],
+                    ..Default::default()
                 },
                 namespace,
             )
@@ -397,6 +404,9 @@ fn route_rule(
         request_timeout,
         backend_timeout,
         retry,
+        fault: None,
+        rate_limit: None,
+        cache: None,
     })
 }
 

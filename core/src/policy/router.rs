@@ -234,6 +234,9 @@ mod tests {
             request_timeout: None,
             backend_timeout: None,
             retry: None,
+            fault: None,
+            rate_limit: None,
+            cache: None,
         }
     }
 
@@ -257,6 +260,7 @@ mod tests {
                 ),
                 rule("b", "[{path: {type: Exact, value: /api/v2}}]", &[("v2", 1)]),
             ],
+            ..Default::default()
         };
         let router = Router::new(&policy, "demo").unwrap();
         let h = HeaderMap::new();
@@ -299,6 +303,7 @@ mod tests {
                     "[{path: {type: RegularExpression, value: '('}}]",
                     &[("echo", 1)],
                 )],
+                ..Default::default()
             },
             "demo",
         )

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::backend_policy::BackendPolicySpec;
+use super::fault::FaultSpec;
+use super::http_cache::CacheRule;
 use super::http_route::{HttpRouteFilter, HttpRouteMatch};
+use super::rate_limit::RateLimitSpec;
 use crate::names::ServiceKey;
 
 /// What governs the requests to one service. The default (no rules) is the implicit routing
@@ -17,12 +21,20 @@ pub struct ServicePolicy {
     /// gets 404, as the Gateway API says, once there is at least one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RouteRule>,
+    /// How its endpoints are chosen and protected (`BackendPolicy` targeting the service);
+    /// `None`: the sidecar's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendPolicySpec>,
+    /// The rate limit of the service's inbound servers (`RateLimitPolicy` targeting the
+    /// service), applied by the sidecars serving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rate_limit: Option<RateLimitSpec>,
 }
 
 impl ServicePolicy {
-    /// Whether the service has no route (implicit routing).
+    /// Whether the service has no policy at all.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.backend.is_none() && self.inbound_rate_limit.is_none()
     }
 }
 
@@ -82,6 +94,16 @@ pub struct RouteRule {
     /// Retries of this rule's requests; `None`: the sidecar's default policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RuleRetry>,
+    /// Client-side faults injected into this rule's requests (`FaultPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultSpec>,
+    /// The rate limit of this rule's requests, applied by the calling sidecar
+    /// (`RateLimitPolicy` targeting the route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Response caching of this rule's requests (`CachePolicy`); `None`: no caching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheRule>,
 }
 
 /// A backend of a rule.

@@ -108,6 +108,8 @@ where
         let service = resolved.dest.service.clone();
         let router = match self.routers.get(&service, &resolved.snapshot) {
             None => return next.oneshot(req).await,
+            // A policy without routes (a backend policy only): implicit routing.
+            Some(Ok(router)) if router.is_empty() => return next.oneshot(req).await,
             Some(Ok(router)) => router,
             Some(Err(reason)) => return Err(ProxyError::PolicyInvalid { service, reason }),
         };

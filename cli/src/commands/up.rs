@@ -28,6 +28,13 @@ pub struct UpArgs {
     /// proxy setting.
     #[arg(long)]
     pub transparent: bool,
+    /// Traffic policy files (YAML: `HTTPRoute`s and the mesh's policy kinds), repeated or
+    /// comma-separated, given to every cluster's controller, which watches them: edit a file
+    /// and the change applies within a second; a change that does not validate is refused
+    /// (see the controller's log or `GET /v1/policy` on its admin address) and the last good
+    /// policy stays.
+    #[arg(long = "policy", value_delimiter = ',')]
+    pub policy: Vec<PathBuf>,
 }
 
 /// Errors of `mesh up`.
@@ -47,6 +54,9 @@ pub enum UpError {
     /// The running binary could not be found.
     #[error("cannot find the mesh binary to start components: {0}")]
     Binary(std::io::Error),
+    /// A policy file does not validate.
+    #[error("policy files refused:\n  {}", .0.join("\n  "))]
+    Policy(Vec<String>),
     /// `--transparent` cannot be had here.
     #[error("--transparent needs network namespaces: {0}")]
     Transparent(String),
@@ -67,6 +77,14 @@ pub async fn run(args: UpArgs) -> Result<(), UpError> {
     {
         return Err(UpError::AlreadyRunning(args.state_dir.clone(), m.pid));
     }
+    // Policy files are checked before anything starts (syntax, kinds, fields); references to
+    // services are resolved by the controllers once the services run.
+    let policy: Vec<PathBuf> = args
+        .policy
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    mesh_federation::policy_files::check_files(&policy).map_err(UpError::Policy)?;
     let mesh_bin = std::env::current_exe().map_err(UpError::Binary)?;
     eprintln!(
         "mesh: starting {} clusters ({}), state in {}",
@@ -89,8 +107,9 @@ pub async fn run(args: UpArgs) -> Result<(), UpError> {
             .map_err(|e| UpError::Transparent(e.to_string()))?;
     }
     let placements = apps.placements();
-    let mut set =
-        ClusterSet::start_placed(&topology, &args.state_dir, &mesh_bin, &placements).await?;
+    let mut set = ClusterSet::plan_placed(&topology, &args.state_dir, &mesh_bin, &placements);
+    set.set_policy_files(&policy);
+    let mut set = set.launch().await?;
     println!("{}", instructions(&set, &apps, &args.state_dir));
     mesh_core::telemetry::shutdown_signal().await;
     eprintln!("mesh: stopping every process");

@@ -8,6 +8,7 @@ use std::path::Path;
 use mesh_core::config::Topology;
 use mesh_core::identity::CA_CERT_FILE;
 use mesh_core::member_args::ClusterMemberArgs;
+use mesh_core::names::ServiceKey;
 use mesh_federation::ControllerArgs;
 use mesh_gateway::GatewayArgs;
 use mesh_sidecar::SidecarArgs;
@@ -63,6 +64,66 @@ impl Default for Placement {
 }
 
 impl ClusterSet {
+    /// Gives every cluster's controller the traffic policy `files` (each cluster reads the
+    /// same files, as each Kubernetes cluster would hold the same objects).
+    pub fn set_policy_files(&mut self, files: &[std::path::PathBuf]) {
+        for cluster in &mut self.clusters {
+            for (_, process) in &mut cluster.processes {
+                if let ComponentArgs::Controller(args) = &mut process.args {
+                    args.policy_files = files.to_vec();
+                }
+            }
+        }
+    }
+
+    /// Adds `replicas` demo app replicas serving `service` (each with its sidecar) to the plan
+    /// of `cluster`, on loopback: a second service for routing between services (canaries,
+    /// splits). False when the plan has no such cluster.
+    pub fn add_demo_service(&mut self, cluster: &str, service: &ServiceKey, replicas: u32) -> bool {
+        let Some(i) = self.clusters.iter().position(|c| c.spec.name == cluster) else {
+            return false;
+        };
+        let any = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0);
+        let dir = self.state_dir.join(cluster);
+        let member = ClusterMemberArgs {
+            cluster: cluster.to_string(),
+            controller: UNWIRED.into(),
+            ca_file: dir.join(CA_CERT_FILE),
+            token_file: dir.join(JOIN_TOKEN_FILE),
+            admin: any,
+            ready_file: None,
+        };
+        for (name, args, wiring) in demo_replicas(cluster, service, replicas, &member, any) {
+            let process = self.process(cluster, &name, args, wiring);
+            self.clusters[i].processes.push((name, process));
+        }
+        true
+    }
+
+    /// The process `name` of `cluster` with its ready file and log in the state directory.
+    fn process(
+        &self,
+        cluster: &str,
+        name: &str,
+        mut args: ComponentArgs,
+        wiring: Vec<Wire>,
+    ) -> Process {
+        let ready_path = self
+            .state_dir
+            .join(cluster)
+            .join("run")
+            .join(format!("{name}.json"));
+        args.set_ready_file(ready_path.clone());
+        let log = self
+            .state_dir
+            .join("logs")
+            .join(cluster)
+            .join(format!("{name}.log"));
+        let mut process = Process::new(format!("{cluster}/{name}"), args, log, ready_path);
+        process.wiring = wiring;
+        process
+    }
+
     /// Plans the processes of every cluster on loopback (nothing runs yet).
     pub fn plan(topology: &Topology, state_dir: &Path, mesh_bin: &Path) -> Self {
         Self::plan_placed(topology, state_dir, mesh_bin, &BTreeMap::new())
@@ -103,18 +164,9 @@ impl ClusterSet {
                 ready_file: None,
             };
             let to_controller = Wire::Controller("controller".into());
-            let mut add = |name: &str, mut args: ComponentArgs, wiring: Vec<Wire>| {
-                let ready_path = dir.join("run").join(format!("{name}.json"));
-                args.set_ready_file(ready_path.clone());
-                let log = set
-                    .state_dir
-                    .join("logs")
-                    .join(&spec.name)
-                    .join(format!("{name}.log"));
-                let mut process =
-                    Process::new(format!("{}/{name}", spec.name), args, log, ready_path);
+            let mut add = |name: &str, args: ComponentArgs, wiring: Vec<Wire>| {
+                let mut process = set.process(&spec.name, name, args, wiring);
                 process.exec_prefix = placement.exec_prefix.clone();
-                process.wiring = wiring;
                 set.clusters[i].processes.push((name.to_string(), process));
             };
             add(
@@ -139,30 +191,11 @@ impl ClusterSet {
                 }),
                 vec![to_controller.clone()],
             );
-            for r in 0..spec.echo_replicas {
-                let replica = format!("echo-{r}");
-                add(
-                    &replica,
-                    ComponentArgs::DemoApp(DemoAppArgs {
-                        cluster: spec.name.clone(),
-                        replica: replica.clone(),
-                        listen: any,
-                        admin: any,
-                        ready_file: None,
-                    }),
-                    Vec::new(),
-                );
-                add(
-                    &format!("sidecar-{replica}"),
-                    ComponentArgs::Sidecar(SidecarArgs {
-                        service: Some(DEMO_SERVICE.parse().expect("the demo service is valid")),
-                        service_account: Some("echo".into()),
-                        inbound: any,
-                        outbound: any,
-                        ..SidecarArgs::new(member.clone(), &replica)
-                    }),
-                    vec![to_controller.clone(), Wire::App(replica.clone())],
-                );
+            let echo: ServiceKey = DEMO_SERVICE.parse().expect("the demo service is valid");
+            for (name, args, wiring) in
+                demo_replicas(&spec.name, &echo, spec.echo_replicas, &member, any)
+            {
+                add(&name, args, wiring);
             }
             let client = match &placement.client {
                 None => SidecarArgs {
@@ -196,6 +229,44 @@ impl ClusterSet {
         }
         set
     }
+}
+
+/// The processes of `replicas` demo replicas of `service` in `cluster`: each app (named
+/// `<service name>-<n>`) and its sidecar (`sidecar-<app>`), wired to the controller and the app.
+fn demo_replicas(
+    cluster: &str,
+    service: &ServiceKey,
+    replicas: u32,
+    member: &ClusterMemberArgs,
+    any: SocketAddr,
+) -> Vec<(String, ComponentArgs, Vec<Wire>)> {
+    let mut out = Vec::new();
+    for r in 0..replicas {
+        let replica = format!("{}-{r}", service.name);
+        out.push((
+            replica.clone(),
+            ComponentArgs::DemoApp(DemoAppArgs {
+                cluster: cluster.to_string(),
+                replica: replica.clone(),
+                listen: any,
+                admin: any,
+                ready_file: None,
+            }),
+            Vec::new(),
+        ));
+        out.push((
+            format!("sidecar-{replica}"),
+            ComponentArgs::Sidecar(SidecarArgs {
+                service: Some(service.clone()),
+                service_account: Some(service.name.clone()),
+                inbound: any,
+                outbound: any,
+                ..SidecarArgs::new(member.clone(), &replica)
+            }),
+            vec![Wire::Controller("controller".into()), Wire::App(replica)],
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

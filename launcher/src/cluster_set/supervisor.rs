@@ -48,7 +48,15 @@ impl ClusterSet {
         mesh_bin: &Path,
         placements: &BTreeMap<String, Placement>,
     ) -> Result<Self, LaunchError> {
-        let mut set = Self::plan_placed(topology, state_dir, mesh_bin, placements);
+        Self::plan_placed(topology, state_dir, mesh_bin, placements)
+            .launch()
+            .await
+    }
+
+    /// Starts a planned cluster-set: every process, then the links, then waits until traffic
+    /// flows; on any failure everything started is stopped.
+    pub async fn launch(self) -> Result<Self, LaunchError> {
+        let mut set = self;
         if let Err(e) = set.start_processes().await {
             set.stop().await;
             return Err(e);

@@ -1,0 +1,353 @@
+//! End to end with real processes: traffic policy from a `--policy` file (Gateway API
+//! `HTTPRoute`s) on the default cluster-set plus an `echo-canary` service in us-east and
+//! us-west: path and header routing with the spec's precedence, a 90/10 split and a weight
+//! change under load, per-route request timeouts and retries, a canary that fails over to
+//! another cluster while the primary stays local, and every bad input refused with file, line
+//! and reason while the last good policy stays.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use mesh_core::config::Topology;
+use mesh_launcher::cluster_set::ClusterSet;
+use support::{Answer, Running, Scratch, eventually, get, mesh_bin};
+
+const ECHO: &str = "http://echo.demo.svc.clusterset.local";
+
+/// The routes of the test; `{split}` is the split rule's backends.
+fn routes(split: &str) -> String {
+    format!(
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: echo-routes, namespace: demo}}
+spec:
+  parentRefs: [{{kind: Service, name: echo}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /canary}}}}]
+    backendRefs: [{{name: echo-canary}}]
+  - matches: [{{path: {{type: Exact, value: /canary/stable}}}}]
+    backendRefs: [{{name: echo}}]
+  - matches: [{{headers: [{{name: x-version, value: canary}}]}}]
+    backendRefs: [{{name: echo-canary}}]
+  - matches: [{{path: {{type: PathPrefix, value: /split}}}}]
+    backendRefs: [{split}]
+  - matches: [{{path: {{type: PathPrefix, value: /slow}}}}]
+    backendRefs: [{{name: echo-canary}}]
+    timeouts: {{request: 500ms}}
+  - matches: [{{path: {{type: PathPrefix, value: /flaky}}}}]
+    backendRefs: [{{name: echo-canary}}]
+    retry: {{codes: [500], attempts: 5}}
+  - matches: [{{path: {{type: PathPrefix, value: /fragile}}}}]
+    backendRefs: [{{name: echo-canary}}]
+  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs: [{{name: echo}}]
+"
+    )
+}
+
+const SPLIT_90_10: &str = "{name: echo, weight: 90}, {name: echo-canary, weight: 10}";
+const SPLIT_0_100: &str = "{name: echo, weight: 0}, {name: echo-canary, weight: 100}";
+
+fn canary(a: &Answer) -> bool {
+    a.text().contains("replica=echo-canary")
+}
+
+async fn get_with(proxy: std::net::SocketAddr, url: &str, header: (&str, &str)) -> Answer {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(url)
+        .header(header.0, header.1)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let rsp = s.send_request(req).await.unwrap();
+    let status = rsp.status();
+    let body = http_body_util::BodyExt::collect(rsp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    Answer {
+        status,
+        served_by: None,
+        mesh_error: None,
+        body,
+    }
+}
+
+async fn set_faults(run: &Running, cluster: &str, app: &str, faults: serde_json::Value) {
+    let admin = run
+        .set
+        .process(cluster, app)
+        .and_then(|p| p.ready.as_ref())
+        .and_then(|r| r.addr("admin"))
+        .expect("demo app admin address");
+    mesh_launcher::admin_client::send_json(admin, Method::POST, "/v1/faults", &faults)
+        .await
+        .expect("faults set");
+}
+
+async fn policy_report(run: &Running) -> serde_json::Value {
+    mesh_launcher::admin_client::get_json(run.admin("us-east"), mesh_core::api::PATH_POLICY)
+        .await
+        .expect("policy report")
+}
+
+fn write(path: &Path, text: &str) {
+    // Written whole then renamed, as editors do, so the controller never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
+    let scratch = Scratch::new("policy");
+    let policy = scratch.0.join("routes.yaml");
+    write(&policy, &routes(SPLIT_90_10));
+    let topology = Topology::default_set().with_ephemeral_ports();
+    let mut plan = ClusterSet::plan(&topology, &scratch.0.join("state"), &mesh_bin());
+    let canary_key = "echo-canary.demo".parse().unwrap();
+    assert!(plan.add_demo_service("us-east", &canary_key, 1));
+    assert!(plan.add_demo_service("us-west", &canary_key, 1));
+    plan.set_policy_files(std::slice::from_ref(&policy));
+    let set = match plan.launch().await {
+        Ok(set) => set,
+        Err(e) => panic!("cluster-set did not start: {e}"),
+    };
+    let mut run = Running {
+        set,
+        scratch: Scratch::new("policy-run"),
+    };
+    let proxy = run.proxy("us-east");
+
+    // The policy is in force once the canary is known (its references resolve).
+    eventually(Duration::from_secs(20), "the policy in force", || async {
+        policy_report(&run).await["applied"].as_u64() >= Some(1)
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the canary routed", || async {
+        canary(&get(proxy, &format!("{ECHO}/canary/x")).await)
+    })
+    .await;
+
+    // Path and header routing, with the spec's precedence: Exact beats the longer prefix.
+    let a = get(proxy, &format!("{ECHO}/canary/x")).await;
+    assert!(
+        canary(&a) && a.text().contains("cluster=us-east"),
+        "{}",
+        a.text()
+    );
+    let a = get(proxy, &format!("{ECHO}/canary/stable")).await;
+    assert!(!canary(&a) && a.status == StatusCode::OK, "{}", a.text());
+    let a = get_with(proxy, &format!("{ECHO}/other"), ("x-version", "canary")).await;
+    assert!(canary(&a), "{}", a.text());
+    let a = get(proxy, &format!("{ECHO}/other")).await;
+    assert!(!canary(&a) && a.status == StatusCode::OK, "{}", a.text());
+
+    // 90/10 over 2,000 requests: within 3 points of 10%.
+    let mut to_canary = 0;
+    for i in 0..2000 {
+        let a = get(proxy, &format!("{ECHO}/split/{i}")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        to_canary += usize::from(canary(&a));
+    }
+    let share = to_canary as f64 / 2000.0;
+    assert!((0.07..=0.13).contains(&share), "canary share {share}");
+
+    // A weight change applies within a second, with no failed request meanwhile.
+    write(&policy, &routes(SPLIT_0_100));
+    let changed = Instant::now();
+    let mut all_canary_since: Option<Instant> = None;
+    while changed.elapsed() < Duration::from_secs(3) {
+        let a = get(proxy, &format!("{ECHO}/split/x")).await;
+        assert_eq!(a.status, StatusCode::OK, "during the change: {}", a.text());
+        match (canary(&a), all_canary_since) {
+            (true, None) => all_canary_since = Some(Instant::now()),
+            (false, _) => all_canary_since = None,
+            _ => {}
+        }
+    }
+    let since = all_canary_since.expect("the new weights applied");
+    let took = since - changed;
+    assert!(took < Duration::from_secs(1), "the change took {took:?}");
+
+    // The route's request timeout answers 504 at its time (within 20%).
+    set_faults(
+        &run,
+        "us-east",
+        "echo-canary-0",
+        serde_json::json!({"latency_ms": 3000, "latency_share": 1.0}),
+    )
+    .await;
+    set_faults(
+        &run,
+        "us-west",
+        "echo-canary-0",
+        serde_json::json!({"latency_ms": 3000, "latency_share": 1.0}),
+    )
+    .await;
+    let started = Instant::now();
+    let a = get(proxy, &format!("{ECHO}/slow")).await;
+    let took = started.elapsed();
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{}", a.text());
+    assert!(
+        (Duration::from_millis(400)..Duration::from_millis(600)).contains(&took),
+        "504 after {took:?}"
+    );
+    for cluster in ["us-east", "us-west"] {
+        set_faults(&run, cluster, "echo-canary-0", serde_json::json!({})).await;
+    }
+
+    // Route retries recover a backend failing half its requests; without them about half
+    // fail. Paced so the retry budget's floor (10 retries/s) covers them.
+    for cluster in ["us-east", "us-west"] {
+        set_faults(
+            &run,
+            cluster,
+            "echo-canary-0",
+            serde_json::json!({"error_share": 0.5}),
+        )
+        .await;
+    }
+    let (mut with_retries, mut without) = (0, 0);
+    for _ in 0..40 {
+        with_retries +=
+            usize::from(get(proxy, &format!("{ECHO}/flaky")).await.status == StatusCode::OK);
+        without +=
+            usize::from(get(proxy, &format!("{ECHO}/fragile")).await.status == StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        with_retries >= 38,
+        "with retries {with_retries}/40 succeeded"
+    );
+    assert!(without <= 32, "without retries {without}/40 succeeded");
+    for cluster in ["us-east", "us-west"] {
+        set_faults(&run, cluster, "echo-canary-0", serde_json::json!({})).await;
+    }
+
+    // Every bad input is refused with file, line and reason; the last good policy stays.
+    let good = routes(SPLIT_0_100);
+    let file = policy.display().to_string();
+    let bad_inputs = [
+        (
+            good.replace(
+                "value: /}}]\n    backendRefs: [{name: echo}]",
+                "value: /}}]\n    backendRefs: [{name: nosuch}]",
+            ),
+            "nosuch.demo is not known",
+        ),
+        (
+            good.replace("weight: 100", "weight: 0"),
+            "weights sum to zero",
+        ),
+        (
+            good.replace(
+                "timeouts: {request: 500ms}",
+                "timeouts: {request: 500ms}\n    bogus: 1",
+            ),
+            "bogus",
+        ),
+        (
+            good.replace(
+                "{type: PathPrefix, value: /flaky}",
+                "{type: RegularExpression, value: '(a{1000}){1000}'}",
+            ),
+            "too costly",
+        ),
+        (
+            format!(
+                "{good}---\n{}",
+                good.replace("echo-routes", "echo-routes-2")
+            ),
+            "Conflicted",
+        ),
+    ];
+    for (text, reason) in &bad_inputs {
+        let before = policy_report(&run).await["applied"].as_u64();
+        write(&policy, text);
+        eventually(
+            Duration::from_secs(5),
+            &format!("refusal naming {reason}"),
+            || async {
+                let report = policy_report(&run).await;
+                let refused = report["refused"].to_string();
+                refused.contains(reason) && refused.contains(&format!("{file}: line"))
+            },
+        )
+        .await;
+        assert_eq!(
+            policy_report(&run).await["applied"].as_u64(),
+            before,
+            "{reason}"
+        );
+        let a = get(proxy, &format!("{ECHO}/split/x")).await;
+        assert!(canary(&a), "the last good policy stays: {}", a.text());
+    }
+    write(&policy, &good);
+    eventually(Duration::from_secs(5), "the good file back", || async {
+        policy_report(&run).await["refused"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+
+    // The canary fails over to another cluster while the primary stays local.
+    run.set
+        .kill("us-east", "sidecar-echo-canary-0")
+        .await
+        .unwrap();
+    run.set.kill("us-east", "echo-canary-0").await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the canary served from us-west",
+        || async {
+            get(proxy, &format!("{ECHO}/canary/x"))
+                .await
+                .text()
+                .contains("cluster=us-west")
+        },
+    )
+    .await;
+    let a = get(proxy, &format!("{ECHO}/other")).await;
+    assert!(
+        a.text().contains("cluster=us-east") && !canary(&a),
+        "{}",
+        a.text()
+    );
+    run.stop().await;
+}
+
+#[test]
+fn mesh_up_refuses_a_broken_policy_file_before_starting_anything() {
+    let scratch = Scratch::new("policy-broken");
+    let policy = scratch.0.join("broken.yaml");
+    std::fs::write(
+        &policy,
+        routes(SPLIT_90_10).replace("parentRefs", "parentRefz"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(mesh_bin())
+        .args(["up", "--ephemeral-ports", "--state-dir"])
+        .arg(scratch.0.join("state"))
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{}: line 5", policy.display())) && err.contains("parentRefz"),
+        "{err}"
+    );
+    assert!(
+        !scratch.0.join("state").join("us-east").exists(),
+        "nothing started"
+    );
+}

@@ -3,10 +3,20 @@
 //! them from the files given to it (`mesh up --policy FILE...`); every error names the file,
 //! the line and the field. In Kubernetes mode the same specs come from the API server.
 //!
-//! Kinds: the Gateway API's `HTTPRoute` (`gateway.networking.k8s.io/v1`).
+//! Kinds: the Gateway API's `HTTPRoute` (`gateway.networking.k8s.io/v1`), and ours
+//! (`mesh.dev/v1alpha1`, see `attachment`): `FaultPolicy`, `RateLimitPolicy`, `CachePolicy`,
+//! `BackendPolicy`. Our kinds are also validated here (target and body), so a bad value is
+//! refused at load with the line it is written on; references to other objects are resolved
+//! later, by `compile`.
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
+use super::attachment::{
+    AttachmentError, BackendPolicy, CachePolicy, FaultPolicy, MESH_API_VERSION, PolicyTarget,
+    PolicyTargetRef, RateLimitPolicy,
+};
+use super::field_lines::field_line;
 use super::http_route::{GATEWAY_API_VERSION, HttpRouteSpec};
 
 /// Where an object was read: a file and the line its document starts on, or a Kubernetes
@@ -65,13 +75,71 @@ fn default_namespace() -> String {
 pub enum PolicySpec {
     /// A Gateway API `HTTPRoute`.
     HttpRoute(HttpRouteSpec),
+    /// Our `FaultPolicy`.
+    FaultPolicy(FaultPolicy),
+    /// Our `RateLimitPolicy`.
+    RateLimitPolicy(RateLimitPolicy),
+    /// Our `CachePolicy`.
+    CachePolicy(CachePolicy),
+    /// Our `BackendPolicy`.
+    BackendPolicy(BackendPolicy),
 }
+
+/// Reads a whole document of one kind.
+type Reader = fn(&str) -> Result<(ObjectMeta, PolicySpec), serde_saphyr::Error>;
+
+/// Every kind read: its name, its `apiVersion` and its reader, in the order error messages
+/// list them.
+const KINDS: [(&str, &str, Reader); 5] = [
+    ("HTTPRoute", GATEWAY_API_VERSION, |d| {
+        read(d, PolicySpec::HttpRoute)
+    }),
+    ("FaultPolicy", MESH_API_VERSION, |d| {
+        read(d, PolicySpec::FaultPolicy)
+    }),
+    ("RateLimitPolicy", MESH_API_VERSION, |d| {
+        read(d, PolicySpec::RateLimitPolicy)
+    }),
+    ("CachePolicy", MESH_API_VERSION, |d| {
+        read(d, PolicySpec::CachePolicy)
+    }),
+    ("BackendPolicy", MESH_API_VERSION, |d| {
+        read(d, PolicySpec::BackendPolicy)
+    }),
+];
 
 impl PolicySpec {
     /// The kind, as documents spell it.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::HttpRoute(_) => "HTTPRoute",
+            Self::FaultPolicy(_) => "FaultPolicy",
+            Self::RateLimitPolicy(_) => "RateLimitPolicy",
+            Self::CachePolicy(_) => "CachePolicy",
+            Self::BackendPolicy(_) => "BackendPolicy",
+        }
+    }
+
+    /// A policy attachment's `targetRef` (`None` for a route).
+    pub fn target_ref(&self) -> Option<&PolicyTargetRef> {
+        match self {
+            Self::HttpRoute(_) => None,
+            Self::FaultPolicy(p) => Some(&p.target_ref),
+            Self::RateLimitPolicy(p) => Some(&p.target_ref),
+            Self::CachePolicy(p) => Some(&p.target_ref),
+            Self::BackendPolicy(p) => Some(&p.target_ref),
+        }
+    }
+
+    /// A policy attachment's target and body, checked (`None` for a route, which `compile`
+    /// checks against the services it refers to).
+    pub fn validate_attachment(&self) -> Option<Result<PolicyTarget, AttachmentError>> {
+        match self {
+            Self::HttpRoute(_) => None,
+            Self::FaultPolicy(p) => Some(p.validate()),
+            Self::RateLimitPolicy(p) => Some(p.validate()),
+            Self::CachePolicy(p) => Some(p.validate()),
+            Self::BackendPolicy(p) => Some(p.validate()),
         }
     }
 }
@@ -160,26 +228,28 @@ pub fn parse_documents(
             }
         };
         let created = first_created + objects.len() as i64;
-        let (meta, spec) = match (kind.as_str(), api_version.as_str()) {
-            ("HTTPRoute", GATEWAY_API_VERSION) => {
-                let d: Document<HttpRouteSpec> = serde_saphyr::from_str(doc).map_err(syntax)?;
-                (d.metadata, PolicySpec::HttpRoute(d.spec))
-            }
-            ("HTTPRoute", other) => {
-                return Err(at(
-                    start,
-                    format!(
-                        "field `apiVersion`: HTTPRoute is read as {GATEWAY_API_VERSION}, not {other:?}"
-                    ),
-                ));
-            }
-            (other, _) => {
-                return Err(at(
-                    start,
-                    format!("field `kind`: {other:?} is not a policy kind (HTTPRoute)"),
-                ));
-            }
+        let Some((kind, expected, reader)) = KINDS.iter().find(|(k, _, _)| *k == kind) else {
+            let names: Vec<&str> = KINDS.iter().map(|(k, _, _)| *k).collect();
+            return Err(at(
+                start,
+                format!(
+                    "field `kind`: {kind:?} is not a policy kind ({})",
+                    names.join(", ")
+                ),
+            ));
         };
+        if api_version != *expected {
+            return Err(at(
+                start,
+                format!("field `apiVersion`: {kind} is read as {expected}, not {api_version:?}"),
+            ));
+        }
+        let (meta, spec) = reader(doc).map_err(syntax)?;
+        if let Some(Err(e)) = spec.validate_attachment() {
+            let field = format!("spec.{}", e.field);
+            let line = field_line(doc, &field).map_or(start, |l| start + l - 1);
+            return Err(at(line, format!("field `{field}`: {}", e.reason)));
+        }
         crate::names::check_label(&meta.namespace)
             .map_err(|e| at(start, format!("field `metadata.namespace`: {e}")))?;
         objects.push(PolicyObject {
@@ -193,6 +263,15 @@ pub fn parse_documents(
         });
     }
     Ok(objects)
+}
+
+/// The metadata and spec of a whole document whose spec is an `S`.
+fn read<S: DeserializeOwned>(
+    doc: &str,
+    wrap: fn(S) -> PolicySpec,
+) -> Result<(ObjectMeta, PolicySpec), serde_saphyr::Error> {
+    let d: Document<S> = serde_saphyr::from_str(doc)?;
+    Ok((d.metadata, wrap(d.spec)))
 }
 
 /// The documents of a YAML stream with the 1-based line each starts on (after its `---`).
@@ -275,5 +354,117 @@ spec:
             .unwrap_err()
             .to_string();
         assert!(e.contains("apiVersion and kind"), "{e}");
+    }
+
+    const OURS: &str = "\
+apiVersion: mesh.dev/v1alpha1
+kind: FaultPolicy
+metadata: {name: f, namespace: demo}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: echo-split, sectionName: api}
+  abort: {httpStatus: 503, percentage: 20}
+---
+apiVersion: mesh.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: r, namespace: demo}
+spec:
+  targetRef: {group: '', kind: Service, name: echo}
+  total:
+    requestsPerSecond: 100
+  mode: shadow
+---
+apiVersion: mesh.dev/v1alpha1
+kind: CachePolicy
+metadata: {name: c, namespace: demo}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: echo-split}
+  methods: [GET, HEAD]
+---
+apiVersion: mesh.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: b, namespace: demo}
+spec:
+  targetRef: {group: '', kind: Service, name: echo}
+  loadBalancer: roundRobin
+";
+
+    #[test]
+    fn our_kinds_are_read_with_their_target_and_body() {
+        let objects = parse_documents(OURS, "p.yaml", 0).unwrap();
+        let kinds: Vec<&str> = objects.iter().map(|o| o.spec.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "FaultPolicy",
+                "RateLimitPolicy",
+                "CachePolicy",
+                "BackendPolicy"
+            ]
+        );
+        let PolicySpec::FaultPolicy(fault) = &objects[0].spec else {
+            panic!("{:?}", objects[0].spec)
+        };
+        assert_eq!(fault.target_ref.section_name.as_deref(), Some("api"));
+        assert_eq!(fault.fault().abort.unwrap().http_status, 503);
+        let PolicySpec::RateLimitPolicy(limit) = &objects[1].spec else {
+            panic!("{:?}", objects[1].spec)
+        };
+        assert_eq!(limit.rate_limit().total.unwrap().requests_per_second, 100);
+        assert_eq!(
+            objects[3].spec.validate_attachment(),
+            Some(Ok(PolicyTarget::Service {
+                name: "echo".into()
+            }))
+        );
+        assert_eq!(objects[3].display_name(), "BackendPolicy demo/b");
+        assert_eq!(objects[3].source.line, 24);
+    }
+
+    #[test]
+    fn our_kinds_refuse_unknown_fields_and_bad_values_at_their_line() {
+        let e = |text: &str| parse_documents(text, "p.yaml", 0).unwrap_err().to_string();
+        let unknown = e(&OURS.replace("mode: shadow", "mdoe: shadow"));
+        assert!(
+            unknown.starts_with("p.yaml: line 15:") && unknown.contains("mdoe"),
+            "{unknown}"
+        );
+        let zero = e(&OURS.replace("requestsPerSecond: 100", "requestsPerSecond: 0"));
+        assert_eq!(
+            zero,
+            "p.yaml: line 14: field `spec.total.requestsPerSecond`: must be at least 1"
+        );
+        let post = e(&OURS.replace("[GET, HEAD]", "[GET, POST]"));
+        assert!(
+            post.starts_with(
+                "p.yaml: line 22: field `spec.methods[1]`: a cache rule on a non-cacheable method"
+            ),
+            "{post}"
+        );
+        let target = e(&OURS.replace(
+            "targetRef: {group: '', kind: Service, name: echo}\n  loadBalancer",
+            "targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: x}\n  loadBalancer",
+        ));
+        assert!(
+            target.starts_with("p.yaml: line 28: field `spec.targetRef.kind`: \"HTTPRoute\""),
+            "{target}"
+        );
+        let nothing = e(&OURS.replace("  abort: {httpStatus: 503, percentage: 20}\n", ""));
+        assert!(
+            nothing.starts_with("p.yaml: line 4: field `spec.delay`: a fault needs"),
+            "{nothing}"
+        );
+        let version = e(&OURS.replace(
+            "apiVersion: mesh.dev/v1alpha1\nkind: CachePolicy",
+            "apiVersion: mesh.dev/v1\nkind: CachePolicy",
+        ));
+        assert_eq!(
+            version,
+            "p.yaml: line 17: field `apiVersion`: CachePolicy is read as mesh.dev/v1alpha1, not \"mesh.dev/v1\""
+        );
+        let missing = e(&OURS.replace(
+            "  targetRef: {group: '', kind: Service, name: echo}\n  total",
+            "  total",
+        ));
+        assert!(missing.contains("targetRef"), "{missing}");
     }
 }

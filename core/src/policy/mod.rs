@@ -17,15 +17,21 @@
 //!   (delay, abort), pure with time and randomness passed in (not yet applied by the sidecar);
 //! - `http_cache/`: the response cache's rules (RFC 9111 shared cache: storability,
 //!   `Cache-Control`, freshness and age, `Vary`, invalidation) and its byte-bounded LRU store,
-//!   pure with time passed in (not yet applied by the sidecar).
+//!   pure with time passed in (not yet applied by the sidecar);
+//! - `attachment.rs`, `field_lines.rs`: our policy kinds (`FaultPolicy`, `RateLimitPolicy`,
+//!   `CachePolicy`, `BackendPolicy`, `mesh.dev/v1alpha1`) attached by `targetRef` to a route
+//!   or a service, and the line of a refused field in its document (`documents.rs` reads them,
+//!   `compile/` attaches them).
 //!
 //! Not built yet: filters, weighted backends, per-route timeouts and retries, rate limits, cache
 //! rules, fault rules, backend policy, their sources (files, `HTTPRoute` watchers) and the
 //! sidecar layers that apply them.
 
+pub mod attachment;
 pub mod fault;
 pub mod compile;
 pub mod documents;
+pub mod field_lines;
 pub mod filters;
 pub mod http_cache;
 pub mod http_route;

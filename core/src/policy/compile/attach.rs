@@ -1,0 +1,253 @@
+//! Our policies attached to what they target, after every route is compiled: each target
+//! resolved (the route and its named rule, or a known service), conflicts between policies of
+//! one kind on one target settled, and the accepted settings applied to the route rules and
+//! service policies that sidecars get.
+//!
+//! - A policy on a whole route applies to each of its rules, for every parent; a policy on one
+//!   rule (`sectionName`) replaces it for that rule, as the more specific attachment does in
+//!   the Gateway API (GEP-713). Two policies of one kind on the same route, or on the same
+//!   rule, or on the same service, conflict: the oldest wins (creation time, then
+//!   `<namespace>/<name>`, as for routes), the others are not accepted (`Conflicted`).
+//! - A policy on a route that does not exist, or is not accepted, or has no rule of the name
+//!   given, or on a service no cluster knows, is not accepted (`TargetNotFound`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::super::attachment::PolicyTarget;
+use super::super::backend_policy::BackendPolicySpec;
+use super::super::documents::{PolicyObject, PolicySpec};
+use super::super::fault::FaultSpec;
+use super::super::http_cache::CacheRule;
+use super::super::rate_limit::RateLimitSpec;
+use super::super::service_policy::{RouteRule, ServicePolicy};
+use super::{Condition, ObjectStatus, Refusal};
+use crate::names::ServiceKey;
+
+/// What one policy sets on its target.
+#[derive(Debug, Clone)]
+enum Setting {
+    Fault(FaultSpec),
+    RateLimit(RateLimitSpec),
+    Cache(CacheRule),
+    Backend(BackendPolicySpec),
+}
+
+impl Setting {
+    fn of(spec: &PolicySpec) -> Option<Self> {
+        match spec {
+            PolicySpec::HttpRoute(_) => None,
+            PolicySpec::FaultPolicy(p) => Some(Self::Fault(p.fault())),
+            PolicySpec::RateLimitPolicy(p) => Some(Self::RateLimit(p.rate_limit())),
+            PolicySpec::CachePolicy(p) => Some(Self::Cache(p.cache_rule())),
+            PolicySpec::BackendPolicy(p) => Some(Self::Backend(p.backend())),
+        }
+    }
+}
+
+/// A policy's target once found: what conflicts are judged on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Found {
+    /// The rules of a route (`<namespace>/<name>`): one named rule, or all.
+    Rules { route: String, rule: Option<String> },
+    /// A service.
+    Service(ServiceKey),
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rules { route, rule: None } => write!(f, "HTTPRoute {route}"),
+            Self::Rules {
+                route,
+                rule: Some(rule),
+            } => write!(f, "rule {rule} of HTTPRoute {route}"),
+            Self::Service(key) => write!(f, "service {key}"),
+        }
+    }
+}
+
+/// The accepted policies' settings, by target.
+#[derive(Debug, Default)]
+pub(super) struct Attachments(Vec<(Found, Setting)>);
+
+impl Attachments {
+    /// Sets what the accepted policies on `rule`'s route say: whole-route policies first, so
+    /// that a policy on the rule itself replaces them.
+    pub(super) fn apply_to_rule(&self, rule: &mut RouteRule) {
+        for specific in [false, true] {
+            for (found, setting) in &self.0 {
+                let Found::Rules { route, rule: name } = found else {
+                    continue;
+                };
+                if name.is_some() != specific
+                    || *route != rule.origin.route
+                    || name
+                        .as_ref()
+                        .is_some_and(|n| rule.origin.name.as_ref() != Some(n))
+                {
+                    continue;
+                }
+                match setting {
+                    Setting::Fault(f) => rule.fault = Some(f.clone()),
+                    Setting::RateLimit(r) => rule.rate_limit = Some(r.clone()),
+                    Setting::Cache(c) => rule.cache = Some(c.clone()),
+                    // Refused at validation: a backend policy targets a service.
+                    Setting::Backend(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Sets the backend policies and inbound limits of services, adding a policy without
+    /// rules for a service that had none.
+    pub(super) fn apply_to_services(&self, services: &mut BTreeMap<ServiceKey, ServicePolicy>) {
+        for (found, setting) in &self.0 {
+            let Found::Service(key) = found else {
+                continue;
+            };
+            let policy = services.entry(key.clone()).or_default();
+            match setting {
+                Setting::RateLimit(r) => policy.inbound_rate_limit = Some(r.clone()),
+                Setting::Backend(b) => policy.backend = Some(b.clone()),
+                // Refused at validation: faults and caches target routes.
+                Setting::Fault(_) | Setting::Cache(_) => {}
+            }
+        }
+    }
+}
+
+/// Resolves the target of every policy among `objects` (routes' `statuses` final), writes
+/// each policy's `Accepted` condition into `statuses`, and returns the accepted settings.
+pub(super) fn resolve(
+    objects: &[PolicyObject],
+    known: &dyn Fn(&ServiceKey) -> bool,
+    statuses: &mut [ObjectStatus],
+) -> Attachments {
+    let mut candidates: Vec<(usize, Found)> = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        let Some(checked) = object.spec.validate_attachment() else {
+            continue;
+        };
+        let found = checked
+            .map_err(|e| ("Invalid", format!("spec.{e}")))
+            .and_then(|target| find(objects, object, &target, known, statuses));
+        match found {
+            Ok(found) => candidates.push((i, found)),
+            Err((reason, message)) => statuses[i].conditions = vec![condition(reason, message)],
+        }
+    }
+    // Oldest first within each (kind, target): the first of a group wins.
+    let order = |i: usize| {
+        let o = &objects[i];
+        (o.spec.kind(), o.created, &o.meta.namespace, &o.meta.name)
+    };
+    candidates.sort_by(|(a, fa), (b, fb)| {
+        let (ka, ca, na, ma) = order(*a);
+        let (kb, cb, nb, mb) = order(*b);
+        (ka, fa, ca, na, ma).cmp(&(kb, fb, cb, nb, mb))
+    });
+    let mut accepted = Attachments::default();
+    let mut winner: Option<(usize, &Found)> = None;
+    for (i, found) in &candidates {
+        let object = &objects[*i];
+        let kind = object.spec.kind();
+        if let Some((w, wf)) = winner
+            && objects[w].spec.kind() == kind
+            && wf == found
+        {
+            let older = &objects[w];
+            statuses[*i].conditions = vec![condition(
+                "Conflicted",
+                format!(
+                    "spec.targetRef: {found} already has the older {kind} {}/{} ({}): remove one",
+                    older.meta.namespace, older.meta.name, older.source
+                ),
+            )];
+            continue;
+        }
+        winner = Some((*i, found));
+        let Some(setting) = Setting::of(&object.spec) else {
+            continue;
+        };
+        statuses[*i].conditions = vec![Condition {
+            kind: "Accepted".into(),
+            status: true,
+            reason: "Accepted".into(),
+            message: format!("attached to {found}"),
+        }];
+        accepted.0.push((found.clone(), setting));
+    }
+    accepted
+}
+
+/// The route, rule or service `target` names, from `policy`'s namespace.
+fn find(
+    objects: &[PolicyObject],
+    policy: &PolicyObject,
+    target: &PolicyTarget,
+    known: &dyn Fn(&ServiceKey) -> bool,
+    statuses: &[ObjectStatus],
+) -> Result<Found, Refusal> {
+    let namespace = &policy.meta.namespace;
+    match target {
+        PolicyTarget::Route { name, rule } => {
+            let route = format!("{namespace}/{name}");
+            let Some((j, spec)) = objects.iter().enumerate().find_map(|(j, o)| match &o.spec {
+                PolicySpec::HttpRoute(spec)
+                    if o.meta.namespace == *namespace && o.meta.name == *name =>
+                {
+                    Some((j, spec))
+                }
+                _ => None,
+            }) else {
+                return Err((
+                    "TargetNotFound",
+                    format!("spec.targetRef: HTTPRoute {route} does not exist"),
+                ));
+            };
+            if !statuses[j].accepted() {
+                return Err((
+                    "TargetNotFound",
+                    format!(
+                        "spec.targetRef: HTTPRoute {route} is not accepted (see its conditions)"
+                    ),
+                ));
+            }
+            if let Some(rule) = rule
+                && !spec.rules.iter().any(|r| r.name.as_ref() == Some(rule))
+            {
+                return Err((
+                    "TargetNotFound",
+                    format!(
+                        "spec.targetRef.sectionName: HTTPRoute {route} has no rule named {rule:?}"
+                    ),
+                ));
+            }
+            Ok(Found::Rules {
+                route,
+                rule: rule.clone(),
+            })
+        }
+        PolicyTarget::Service { name } => {
+            let key = ServiceKey::new(name, namespace)
+                .map_err(|e| ("Invalid", format!("spec.targetRef.name: {e}")))?;
+            if !known(&key) {
+                return Err((
+                    "TargetNotFound",
+                    format!("spec.targetRef: service {key} is not known in any cluster"),
+                ));
+            }
+            Ok(Found::Service(key))
+        }
+    }
+}
+
+fn condition(reason: &str, message: String) -> Condition {
+    Condition {
+        kind: "Accepted".into(),
+        status: false,
+        reason: reason.into(),
+        message,
+    }
+}

@@ -94,14 +94,14 @@ impl ClusterSet {
             ready_file: None,
         };
         for (name, args, wiring) in demo_replicas(cluster, service, replicas, &member, any) {
-            let process = self.process(cluster, &name, args, wiring);
+            let process = self.planned_process(cluster, &name, args, wiring);
             self.clusters[i].processes.push((name, process));
         }
         true
     }
 
     /// The process `name` of `cluster` with its ready file and log in the state directory.
-    fn process(
+    fn planned_process(
         &self,
         cluster: &str,
         name: &str,
@@ -165,7 +165,7 @@ impl ClusterSet {
             };
             let to_controller = Wire::Controller("controller".into());
             let mut add = |name: &str, args: ComponentArgs, wiring: Vec<Wire>| {
-                let mut process = set.process(&spec.name, name, args, wiring);
+                let mut process = set.planned_process(&spec.name, name, args, wiring);
                 process.exec_prefix = placement.exec_prefix.clone();
                 set.clusters[i].processes.push((name.to_string(), process));
             };

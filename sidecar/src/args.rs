@@ -7,6 +7,7 @@ use std::time::Duration;
 use mesh_core::argv::{Argv, parse_flags};
 use mesh_core::member_args::{ClusterMemberArgs, DEFAULT_LISTEN};
 use mesh_core::names::{ServiceKey, check_label};
+use mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES;
 
 use crate::capture::Cidr;
 use crate::error::SidecarError;
@@ -75,6 +76,11 @@ pub struct SidecarArgs {
     /// address in it is for a mesh service.
     #[arg(long, default_value = DEFAULT_VIP_RANGE)]
     pub vip_range: Cidr,
+    /// Bytes the response cache of routes with a `cache` rule may hold (bodies, header fields
+    /// and keys), shared by every route; least recently used answers are evicted beyond it.
+    /// 0 stores nothing.
+    #[arg(long, default_value_t = DEFAULT_CAPACITY_BYTES)]
+    pub cache_max_bytes: usize,
 }
 
 /// The controllers' default VIP range (`mesh controller --vip-range`).
@@ -114,7 +120,8 @@ impl SidecarArgs {
             .switch("no-register", self.no_register)
             .flag("outbound-policy", policy_name(self.outbound_policy))
             .flag("inbound-policy", policy_name(self.inbound_policy))
-            .flag("vip-range", self.vip_range);
+            .flag("vip-range", self.vip_range)
+            .flag("cache-max-bytes", self.cache_max_bytes);
         argv
     }
 }
@@ -169,6 +176,8 @@ pub struct SidecarConfig {
     pub inbound_policy: InboundPolicy,
     /// The mesh's VIP range.
     pub vip_range: Cidr,
+    /// The response cache's byte budget.
+    pub cache_max_bytes: usize,
 }
 
 impl SidecarConfig {
@@ -231,6 +240,7 @@ impl SidecarConfig {
             outbound_policy: args.outbound_policy,
             inbound_policy: args.inbound_policy,
             vip_range: args.vip_range,
+            cache_max_bytes: args.cache_max_bytes,
         })
     }
 }
@@ -282,6 +292,7 @@ mod tests {
         assert_eq!(cfg.namespace, "demo");
         assert_eq!(cfg.connect_timeout, Duration::from_secs(1));
         assert_eq!(cfg.request_timeout, Duration::from_secs(15));
+        assert_eq!(cfg.cache_max_bytes, 64 * 1024 * 1024);
         let client = SidecarConfig::from_args(parse(&[])).unwrap();
         assert_eq!(client.service_account, "client");
         assert!(client.served.is_none());
@@ -308,6 +319,7 @@ mod tests {
             "--connect-timeout",
             "--request-timeout",
             "--ready-file",
+            "--cache-max-bytes",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
@@ -361,6 +373,8 @@ mod tests {
             "--request-timeout",
             "1500ms",
             "--no-latency-weighting",
+            "--cache-max-bytes",
+            "1048576",
             "--ready-file",
             "/run/echo-0.json",
         ]);

@@ -92,6 +92,7 @@ pub async fn run_until(
                 ..ResilienceConfig::default()
             },
             discovery_source: format!("controller at {}", member.controller),
+            cache_max_bytes: config.cache_max_bytes,
         },
         metrics,
     );

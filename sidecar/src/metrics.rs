@@ -55,6 +55,15 @@ pub struct CaptureLabels {
     pub handling: &'static str,
 }
 
+/// Labels of a request the response cache handled.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The destination service.
+    pub service: String,
+    /// What the cache did, as `x-mesh-cache` says: `hit`, `stale`, `miss` or `bypass`.
+    pub result: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~33 s: loopback hops up to the longest per-try timeout people configure.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -82,6 +91,12 @@ pub struct Metrics {
     pub snapshot_version: Gauge,
     /// `mesh_sidecar_captured_connections_total{direction,handling}`.
     pub captured: Family<CaptureLabels, Counter>,
+    /// `mesh_sidecar_cache_lookups_total{service,result}`.
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    /// `mesh_sidecar_cache_bytes`: bytes the response cache holds.
+    pub cache_bytes: Gauge,
+    /// `mesh_sidecar_cache_entries`: answers the response cache holds.
+    pub cache_entries: Gauge,
 }
 
 impl Metrics {
@@ -97,6 +112,9 @@ impl Metrics {
             discovery_connected: Gauge::default(),
             snapshot_version: Gauge::default(),
             captured: Family::default(),
+            cache_lookups: Family::default(),
+            cache_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
         };
         registry.register(
             "mesh_sidecar_requests",
@@ -143,6 +161,22 @@ impl Metrics {
             "Connections the capture rules sent to the sidecar, by direction and what became of \
              them (http, opaque, passthrough, refused)",
             metrics.captured.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_cache_lookups",
+            "Requests the response cache handled, by destination service and result (hit, \
+             stale, miss, bypass)",
+            metrics.cache_lookups.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_cache_bytes",
+            "Bytes the response cache holds (bodies, header fields, keys)",
+            metrics.cache_bytes.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_cache_entries",
+            "Answers the response cache holds",
+            metrics.cache_entries.clone(),
         );
         metrics
     }

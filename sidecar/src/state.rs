@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use crate::identity::SidecarIdentity;
 use crate::metrics::Metrics;
 use crate::outbound::balancer::{EndpointRef, ResilienceConfig, ServiceBalancer};
+use crate::outbound::cache::ResponseCache;
 use crate::outbound::errors::ProxyError;
 use crate::outbound::pool::{ConnectionPool, PoolKey};
 use crate::outbound::resolve::{Lookup, lookup};
@@ -39,6 +40,8 @@ pub struct StateOptions {
     pub resilience: ResilienceConfig,
     /// Who answers discovery, for error messages (`controller at 127.0.0.1:7000`).
     pub discovery_source: String,
+    /// The response cache's byte budget (`--cache-max-bytes`).
+    pub cache_max_bytes: usize,
 }
 
 /// The state every part of a sidecar shares.
@@ -58,6 +61,8 @@ pub struct SidecarState {
     balancers: Mutex<HashMap<ServiceKey, Arc<Mutex<ServiceBalancer>>>>,
     pool: ConnectionPool,
     breaker_changed: Notify,
+    /// The one response cache, shared by every outbound stack and route.
+    cache: Arc<ResponseCache>,
 }
 
 impl std::fmt::Debug for SidecarState {
@@ -78,6 +83,7 @@ impl SidecarState {
             options.identity.client.clone(),
             options.connect_timeout,
         );
+        let cache = ResponseCache::new(options.cache_max_bytes, metrics.clone());
         Arc::new(Self {
             cluster: options.cluster,
             identity: options.identity,
@@ -92,6 +98,7 @@ impl SidecarState {
             balancers: Mutex::new(HashMap::new()),
             pool,
             breaker_changed: Notify::new(),
+            cache,
         })
     }
 
@@ -128,6 +135,11 @@ impl SidecarState {
     /// The connection pool.
     pub fn pool(&self) -> &ConnectionPool {
         &self.pool
+    }
+
+    /// The response cache.
+    pub fn response_cache(&self) -> &Arc<ResponseCache> {
+        &self.cache
     }
 
     /// The last snapshot applied, if any.

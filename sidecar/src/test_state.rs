@@ -45,6 +45,7 @@ pub(crate) fn state_with(request_timeout: Duration, metrics: Metrics) -> Arc<Sid
             request_timeout,
             resilience: ResilienceConfig::default(),
             discovery_source: "controller at test".into(),
+            cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
         },
         metrics,
     )

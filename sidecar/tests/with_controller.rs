@@ -220,6 +220,7 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         outbound_policy: OutboundPolicy::AllowAny,
         inbound_policy: InboundPolicy::Permissive,
         vip_range: "240.240.0.0/16".parse().expect("a valid range"),
+        cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sidecar = tokio::spawn(mesh_sidecar::run_until(args, async {
@@ -405,6 +406,7 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         outbound_policy: OutboundPolicy::AllowAny,
         inbound_policy: InboundPolicy::Permissive,
         vip_range: "240.240.0.0/16".parse().expect("a valid range"),
+        cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
     };
     let err = tokio::time::timeout(
         Duration::from_secs(10),

@@ -8,6 +8,7 @@ pub mod balance;
 pub mod balancer;
 pub mod body;
 pub mod breaker;
+pub mod cache;
 pub mod connect;
 pub mod connect_error;
 pub mod errors;

@@ -64,6 +64,7 @@ impl Cluster {
                 request_timeout,
                 resilience: ResilienceConfig::default(),
                 discovery_source: "controller at test".into(),
+                cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
             },
             Metrics::unregistered(),
         )

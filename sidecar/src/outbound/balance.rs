@@ -1,9 +1,15 @@
 //! The balance layer: chooses the endpoint of each try ([`ServiceBalancer::pick`]: priority
-//! spill over localities, P2C within, skipping the endpoints this request already tried, a
-//! latency probe on a first try), hands it down as the [`Picked`] fact, and records how the try
-//! went: outlier detection and the endpoint's latency estimate for every try, the locality's
-//! latency for successful tries with small buffered bodies (a streamed upload measures the app,
-//! not the locality). The response keeps the endpoint's in-flight count while it streams.
+//! spill over localities, the service's load-balancing algorithm within, skipping the endpoints
+//! this request already tried and those at the service's request limit, a latency probe on a
+//! first try), hands it down as the [`Picked`] fact, and records how the try went: outlier
+//! detection and the endpoint's latency estimate for every try, the locality's latency for
+//! successful tries with small buffered bodies (a streamed upload measures the app, not the
+//! locality). The response keeps the endpoint's in-flight count while it streams.
+//!
+//! The service's backend policy comes with the snapshot that routed the request (the
+//! [`Resolved`] fact) and is put in force in the service's balancer before each pick. The
+//! consistent-hash key's `sourceIdentity` is this sidecar's own workload identity: the caller
+//! of every request it sends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +18,10 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use mesh_core::http::{BoxBody, BoxError};
 use mesh_core::names::ServiceKey;
+use mesh_core::policy::backend_policy::{HashSource, LimitExceeded};
 use tower::{Service, ServiceExt};
 
-use super::balancer::{EndpointRef, ServiceBalancer};
+use super::balancer::{EndpointRef, NoPick, ServiceBalancer, TryRequest};
 use super::body::{InFlightBody, TryBody};
 use super::connect::TryError;
 use crate::facts::{Picked, Resolved, ServedBy, Tried};
@@ -28,6 +35,10 @@ pub enum BalanceError {
     /// No locality has a usable endpoint this request has not tried.
     #[error("no usable endpoint left")]
     NoEndpoint,
+    /// Every endpoint this try could go to is at the service's concurrency limit: fail fast
+    /// rather than queue.
+    #[error("{0}")]
+    LimitExceeded(LimitExceeded),
     /// The try on `endpoint` failed.
     #[error("endpoint {} in {}: {error}", .endpoint.addr, .endpoint.cluster)]
     Try {
@@ -75,23 +86,32 @@ where
         let Some(route) = resolved.snapshot.services.get(&dest.service) else {
             return Err(BalanceError::NoEndpoint);
         };
+        let policy = resolved
+            .snapshot
+            .policies
+            .get(&dest.service)
+            .and_then(|p| p.backend.as_ref());
         let balancer = self.state.balancer(&dest.service);
         let pick = {
             let tried = req.extensions().get::<Tried>();
             let tried = tried.map(|t| t.0.as_slice()).unwrap_or_default();
             let mut b = lock(&balancer);
-            let pick = b.pick(
-                route,
-                dest.cluster.as_deref(),
+            let now = now();
+            b.set_policy(policy, now);
+            let hash_key = b.hash_key(req.headers(), own_identity(&self.state, &b).as_deref());
+            let request = TryRequest {
+                only_cluster: dest.cluster.as_deref(),
                 tried,
-                now(),
-                &mut rand::rng(),
-            );
+                hash_key,
+            };
+            let pick = b.pick(route, request, now, &mut rand::rng());
             self.state.publish_transitions(&dest.service, &mut b);
             pick
         };
-        let Some(pick) = pick else {
-            return Err(BalanceError::NoEndpoint);
+        let pick = match pick {
+            Ok(pick) => pick,
+            Err(NoPick::NoEndpoint) => return Err(BalanceError::NoEndpoint),
+            Err(NoPick::AtLimit(limit)) => return Err(BalanceError::LimitExceeded(limit)),
         };
         let endpoint = pick.key();
         let buffered = req.body().is_buffered();
@@ -134,6 +154,17 @@ where
             Err(error) => Err(BalanceError::Try { endpoint, error }),
         }
     }
+}
+
+/// This sidecar's workload identity, when the service hashes on the caller's identity (only
+/// then: it is a string to build).
+fn own_identity(state: &SidecarState, balancer: &ServiceBalancer) -> Option<String> {
+    let source = balancer
+        .policy()
+        .load_balancer
+        .consistent_hash()?
+        .source()?;
+    (source == HashSource::SourceIdentity).then(|| state.identity().id().to_string())
 }
 
 /// How one try went, as the balancer learns it.
@@ -290,6 +321,116 @@ mod tests {
             })
             .count();
         assert!(ejected >= 1, "consecutive 5xx eject an endpoint");
+    }
+
+    /// A snapshot routing echo over endpoints 1 and 2 of us-east, under `backend`.
+    fn with_policy(
+        backend: mesh_core::policy::backend_policy::BackendPolicySpec,
+    ) -> Arc<mesh_core::api::SidecarSnapshot> {
+        let mut snap = snapshot(vec![locality(
+            "us-east",
+            vec![endpoint("us-east", 1), endpoint("us-east", 2)],
+        )]);
+        snap.policies.insert(
+            echo(),
+            mesh_core::policy::service_policy::ServicePolicy {
+                backend: Some(backend),
+                ..Default::default()
+            },
+        );
+        Arc::new(snap)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_snapshot_policy_hashes_requests_on_their_header() {
+        use mesh_core::policy::backend_policy::{
+            BackendPolicySpec, ConsistentHashSpec, LoadBalancerSpec,
+        };
+        let snap = with_policy(BackendPolicySpec {
+            load_balancer: LoadBalancerSpec::ConsistentHash(ConsistentHashSpec {
+                header: Some("x-user".into()),
+                ..ConsistentHashSpec::default()
+            }),
+            ..BackendPolicySpec::default()
+        });
+        let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let svc = tower::Layer::layer(
+            &layer(state()),
+            answering(200, Duration::from_millis(1), picked.clone()),
+        );
+        let mut served = HashSet::new();
+        for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+            let mut ports = HashSet::new();
+            for _ in 0..5 {
+                let mut req = request(vec![], &snap);
+                req.headers_mut().insert("x-user", user.parse().unwrap());
+                let rsp = svc.clone().oneshot(req).await.unwrap();
+                ports.insert(rsp.extensions().get::<ServedBy>().unwrap().0.addr.port());
+            }
+            assert_eq!(ports.len(), 1, "{user} always lands on one endpoint");
+            served.extend(ports);
+        }
+        assert_eq!(served, HashSet::from([1, 2]), "users spread over both");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_endpoint_at_its_limit_fails_fast_with_the_limit_and_no_retry() {
+        use mesh_core::policy::backend_policy::{BackendPolicySpec, LimitsSpec};
+        use mesh_core::retry_budget::RetryBudgetConfig;
+
+        use crate::metrics::Metrics;
+        use crate::outbound::retry::{self, RetryBudgets, Unanswered};
+
+        let snap = with_policy(BackendPolicySpec {
+            limits: LimitsSpec {
+                max_requests_per_endpoint: Some(1),
+                ..LimitsSpec::default()
+            },
+            ..BackendPolicySpec::default()
+        });
+        let picked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let balance = tower::Layer::layer(
+            &layer(state()),
+            answering(200, Duration::from_secs(10), picked.clone()),
+        );
+        let budgets = Arc::new(RetryBudgets::new(RetryBudgetConfig::default()));
+        let svc = tower::Layer::layer(&retry::layer(budgets, Metrics::unregistered()), balance);
+        let get = || {
+            let mut req = Request::new(Full::new(Bytes::new()));
+            req.extensions_mut().insert(Resolved {
+                dest: Destination {
+                    service: echo(),
+                    cluster: None,
+                },
+                snapshot: snap.clone(),
+            });
+            req
+        };
+        // Two slow requests take both endpoints' only slot.
+        let slow: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(svc.clone().oneshot(get())))
+            .collect();
+        while picked.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let started = tokio::time::Instant::now();
+        let Err(Unanswered { error, tried }) = svc.clone().oneshot(get()).await else {
+            panic!("a third request found a free endpoint");
+        };
+        assert_eq!(started.elapsed(), Duration::ZERO, "answered at once");
+        assert!(tried.is_empty());
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.label(), "max-requests-per-endpoint");
+        assert!(
+            error.to_string().contains("maxRequestsPerEndpoint"),
+            "{error}"
+        );
+        assert_eq!(picked.lock().unwrap().len(), 2, "nothing else was sent");
+        // Once they finish, the endpoints take requests again.
+        for task in slow {
+            assert!(task.await.unwrap().is_ok());
+        }
+        assert!(svc.oneshot(get()).await.is_ok());
     }
 
     #[tokio::test]

@@ -5,11 +5,16 @@
 //! open) x the latency weight (a locality far slower than another usable one gives up traffic,
 //! `LatencyWeights`), ramped by `SlowStart` after a recovery, split by `priority_loads`
 //! (overprovisioning 1.4). A request's first try may instead be a latency probe of one
-//! locality. Inside the chosen level, power of two choices over `Ewma x (in_flight + 1)` among
-//! endpoints that are healthy, not ejected and not already tried by this request. Outcomes feed
-//! the outlier detector, the level's breaker and the endpoint's latency estimate; the caller
-//! feeds comparable latencies to the locality's estimate (`observe_locality_latency`). Pure
-//! logic: time and randomness come in as arguments, so it is tested without sockets or sleeps.
+//! locality. Inside the chosen level, the service's backend policy chooses
+//! (`endpoint_choice`): by default power of two choices over `Ewma x (in_flight + 1)`, or least
+//! request, round robin or consistent hashing, among endpoints that are healthy, not ejected,
+//! not already tried by this request and under `limits.maxRequestsPerEndpoint`; a level whose
+//! endpoints are all at that limit is passed over, and when that leaves nothing the pick fails
+//! with the limit ([`NoPick::AtLimit`]) instead of waiting. Outcomes feed the outlier detector,
+//! the level's breaker and the endpoint's latency estimate; the caller feeds comparable
+//! latencies to the locality's estimate (`observe_locality_latency`). The policy's outlier and
+//! breaker overrides apply per service (`balancer_policy.rs`). Pure logic: time and randomness
+//! come in as arguments, so it is tested without sockets or sleeps.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,13 +23,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mesh_core::api::{LocalityRoute, RouteEndpoint, ServiceRoute};
-use mesh_core::balance::{DEFAULT_EWMA_DECAY, Ewma, p2c_pick};
+use mesh_core::balance::{DEFAULT_EWMA_DECAY, Ewma};
 use mesh_core::breaker::{BreakerState, CircuitBreaker};
 use mesh_core::latency_weight::{LatencyWeights, LevelView};
 use mesh_core::outlier::OutlierDetector;
+use mesh_core::policy::backend_policy::{BackendPolicySpec, LimitExceeded};
 use mesh_core::spill::{SlowStart, pick_level, priority_loads};
 use rand::Rng;
 
+use super::endpoint_choice::{Candidates, EndpointView, LevelChooser};
 pub use super::resilience::ResilienceConfig;
 
 /// Latency assumed for an endpoint before its first response: zero, so a new endpoint wins its
@@ -48,6 +55,27 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// What the balancer is told about one try of a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TryRequest<'a> {
+    /// The cluster the authority named: then the only level.
+    pub only_cluster: Option<&'a str>,
+    /// The endpoints earlier tries of the request went to, skipped by this one.
+    pub tried: &'a [EndpointRef],
+    /// The request's consistent-hash key ([`ServiceBalancer::hash_key`]); `None` when the
+    /// service does not hash or the request has no key (the default algorithm then chooses).
+    pub hash_key: Option<u64>,
+}
+
+/// Why the balancer has no endpoint for a try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// No level has an endpoint left that is healthy, not ejected and not tried.
+    NoEndpoint,
+    /// Endpoints were left, but every one of them is at the service's concurrency limit.
+    AtLimit(LimitExceeded),
 }
 
 /// The balancer's choice for one try.
@@ -123,6 +151,8 @@ struct LevelState {
     listed: Vec<SocketAddr>,
     /// Whether latency weighting is giving this locality's traffic away.
     latency_shifted: bool,
+    /// The algorithm's state in this locality (round-robin position, hash ring).
+    chooser: LevelChooser,
 }
 
 impl LevelState {
@@ -133,6 +163,7 @@ impl LevelState {
             endpoints: HashMap::new(),
             listed: Vec::new(),
             latency_shifted: false,
+            chooser: LevelChooser::default(),
         }
     }
 
@@ -153,10 +184,16 @@ impl LevelState {
     }
 }
 
-/// The balancer of one service: its localities' local views and failback ramp.
+/// The balancer of one service: its localities' local views and failback ramp, under the
+/// service's backend policy.
 #[derive(Debug)]
 pub struct ServiceBalancer {
+    /// The sidecar-wide settings the policy's overrides apply to.
+    base: ResilienceConfig,
+    /// The settings in force: `base` with the policy's outlier and breaker overrides.
     config: ResilienceConfig,
+    /// The service's backend policy in force (the default without one).
+    policy: BackendPolicySpec,
     levels: HashMap<String, LevelState>,
     slow_start: SlowStart,
     latency: LatencyWeights,
@@ -173,7 +210,9 @@ impl ServiceBalancer {
             levels: HashMap::new(),
             transitions: Vec::new(),
             latency_shifts: Vec::new(),
+            base: config.clone(),
             config,
+            policy: BackendPolicySpec::default(),
         }
     }
 
@@ -271,76 +310,88 @@ impl ServiceBalancer {
             .collect()
     }
 
-    /// Chooses the endpoint for one try, skipping endpoints in `tried`; `None` when no level has
-    /// a usable endpoint left.
+    /// Chooses the endpoint for one try of `request`, skipping the endpoints it tried; why not
+    /// when no level has a usable endpoint left.
     pub fn pick(
         &mut self,
         route: &ServiceRoute,
-        only_cluster: Option<&str>,
-        tried: &[EndpointRef],
+        request: TryRequest<'_>,
         now: Instant,
         rng: &mut impl Rng,
-    ) -> Option<Pick> {
-        let levels = select_levels(route, only_cluster);
+    ) -> Result<Pick, NoPick> {
+        let levels = select_levels(route, request.only_cluster);
         let (mut healths, factors) = self.healths(&levels, now);
         // Panic only when the levels themselves have no health left, not when this request
         // used them up or a half-open breaker is at its probe limit.
         if healths.iter().all(|h| *h <= 0.0 || h.is_nan()) {
-            return self.pick_in_panic(&levels, tried, now, rng);
+            return self.pick_in_panic(&levels, request, now, rng);
         }
+        // The limit a level's endpoints were all at: the answer if no level is left.
+        let mut limited = None;
         // A latency probe is a request's first try only: retries go where the load says.
-        if tried.is_empty() {
+        if request.tried.is_empty() {
             let views = level_views(&levels, &healths);
-            if let Some(index) = self.latency.take_probe(&views, &factors, now)
-                && let Some(pick) = self.try_level(levels[index], tried, now, rng)
-            {
-                return Some(pick);
+            if let Some(index) = self.latency.take_probe(&views, &factors, now) {
+                match self.try_level(levels[index], request, now, rng) {
+                    LevelOutcome::Picked(pick) => return Ok(pick),
+                    LevelOutcome::AtLimit(limit) => limited = Some(limit),
+                    LevelOutcome::Unusable => {}
+                }
             }
         }
+        let no_pick =
+            |limited: Option<LimitExceeded>| limited.map_or(NoPick::NoEndpoint, NoPick::AtLimit);
         loop {
             // A level this request has used up counts as having no health, so the spill sends
             // the retry down the order even when the level's share was everything.
             let loads = priority_loads(&healths, self.config.overprovisioning);
             let total: f64 = loads.iter().sum();
             if total <= 0.0 || total.is_nan() {
-                return None;
+                return Err(no_pick(limited));
             }
-            let level_index = pick_level(&loads, rng.random::<f64>() * total)?;
-            match self.try_level(levels[level_index], tried, now, rng) {
-                Some(pick) => return Some(pick),
-                None => healths[level_index] = 0.0,
+            let Some(level_index) = pick_level(&loads, rng.random::<f64>() * total) else {
+                return Err(no_pick(limited));
+            };
+            match self.try_level(levels[level_index], request, now, rng) {
+                LevelOutcome::Picked(pick) => return Ok(pick),
+                LevelOutcome::AtLimit(limit) => {
+                    limited = Some(limit);
+                    healths[level_index] = 0.0;
+                }
+                LevelOutcome::Unusable => healths[level_index] = 0.0,
             }
         }
     }
 
-    /// An endpoint of `level` for this try: P2C among its endpoints that are healthy, not
-    /// ejected and not tried, if its breaker admits the request; `None` otherwise.
+    /// An endpoint of `level` for this try, by the service's algorithm among its endpoints
+    /// that are healthy, not ejected, not tried and under their limit, if its breaker admits
+    /// the request.
     fn try_level(
         &mut self,
         level: &LocalityRoute,
-        tried: &[EndpointRef],
+        request: TryRequest<'_>,
         now: Instant,
         rng: &mut impl Rng,
-    ) -> Option<Pick> {
+    ) -> LevelOutcome {
         let cluster = &level.entry.cluster;
-        let state = self.levels.get_mut(cluster)?;
-        let candidates: Vec<&RouteEndpoint> = level
-            .endpoints
-            .iter()
-            .filter(|e| e.healthy && !state.outlier.is_ejected(e.address, now))
-            .filter(|e| {
-                !tried
-                    .iter()
-                    .any(|t| &t.cluster == cluster && t.addr == e.address)
-            })
-            .collect();
+        let Some(state) = self.levels.get_mut(cluster) else {
+            return LevelOutcome::Unusable;
+        };
+        let candidates = candidates(state, level, request.tried, true, &self.policy, now);
+        if !candidates.any() {
+            // Before the breaker: a try that cannot go anyway must not take a probe's slot.
+            return candidates
+                .limited()
+                .map_or(LevelOutcome::Unusable, LevelOutcome::AtLimit);
+        }
         // A half-open breaker admits only its probes; the rest spill to other levels.
-        let admitted = !candidates.is_empty() && state.breaker.allow_request(now);
+        let admitted = state.breaker.allow_request(now);
         note_transition(&mut self.transitions, cluster, &mut state.breaker);
         if !admitted {
-            return None;
+            return LevelOutcome::Unusable;
         }
-        p2c_among(state, cluster, &candidates, now, rng)
+        choose_in_level(state, level, &candidates, &self.policy, request, rng)
+            .map_or(LevelOutcome::Unusable, LevelOutcome::Picked)
     }
 
     /// Panic routing, as Envoy does below its panic threshold: when no level has any usable
@@ -349,37 +400,34 @@ impl ServiceBalancer {
     /// restarted gateway makes every remote endpoint fail for a moment, and refusing everything
     /// until the breakers cool down would turn that blip into seconds of outage. Route by the
     /// owners' view alone: in locality order, any endpoint its cluster lists as healthy that
-    /// this request has not tried, ejected or not.
+    /// this request has not tried, ejected or not. Concurrency limits still hold: they protect
+    /// the endpoints, whatever the health views say.
     fn pick_in_panic(
         &mut self,
         levels: &[&LocalityRoute],
-        tried: &[EndpointRef],
+        request: TryRequest<'_>,
         now: Instant,
         rng: &mut impl Rng,
-    ) -> Option<Pick> {
+    ) -> Result<Pick, NoPick> {
+        let mut limited = None;
         for level in levels {
-            let cluster = &level.entry.cluster;
-            let candidates: Vec<&RouteEndpoint> = level
-                .endpoints
-                .iter()
-                .filter(|e| e.healthy)
-                .filter(|e| {
-                    !tried
-                        .iter()
-                        .any(|t| &t.cluster == cluster && t.addr == e.address)
-                })
-                .collect();
-            if candidates.is_empty() {
-                continue;
-            }
             let config = &self.config;
             let state = self
                 .levels
-                .entry(cluster.clone())
+                .entry(level.entry.cluster.clone())
                 .or_insert_with(|| LevelState::new(config));
-            return p2c_among(state, cluster, &candidates, now, rng);
+            let candidates = candidates(state, level, request.tried, false, &self.policy, now);
+            if !candidates.any() {
+                limited = limited.or(candidates.limited());
+                continue;
+            }
+            if let Some(pick) =
+                choose_in_level(state, level, &candidates, &self.policy, request, rng)
+            {
+                return Ok(pick);
+            }
         }
-        None
+        Err(limited.map_or(NoPick::NoEndpoint, NoPick::AtLimit))
     }
 
     /// Records the outcome of one try on `endpoint` that took `latency`: outlier detection, the
@@ -503,22 +551,69 @@ impl ServiceBalancer {
     }
 }
 
-/// Power of two choices among `candidates` of one level, by EWMA latency times load.
-fn p2c_among(
+/// What one level offered a try.
+enum LevelOutcome {
+    /// An endpoint.
+    Picked(Pick),
+    /// Nothing: no endpoint healthy, not ejected and not tried, or its breaker refused.
+    Unusable,
+    /// Nothing: every endpoint that could take the try is at this limit.
+    AtLimit(LimitExceeded),
+}
+
+/// The endpoints of `level` as the chooser sees them for this try: eligible when listed
+/// healthy, not tried by this request and (with `skip_ejected`, outside panic routing) not
+/// ejected; usable when also under the policy's limit.
+fn candidates(
     state: &mut LevelState,
-    cluster: &str,
-    candidates: &[&RouteEndpoint],
+    level: &LocalityRoute,
+    tried: &[EndpointRef],
+    skip_ejected: bool,
+    policy: &BackendPolicySpec,
     now: Instant,
-    rng: &mut impl Rng,
-) -> Option<Pick> {
-    let costs: Vec<f64> = candidates
+) -> Candidates {
+    let cluster = &level.entry.cluster;
+    let views = level
+        .endpoints
         .iter()
         .map(|e| {
+            let eligible = e.healthy
+                && !(skip_ejected && state.outlier.is_ejected(e.address, now))
+                && !tried
+                    .iter()
+                    .any(|t| &t.cluster == cluster && t.addr == e.address);
             let stats = state.stats(e.address);
-            stats.ewma.get(now) * (stats.in_flight.load(Ordering::Relaxed) + 1) as f64
+            let in_flight = stats.in_flight.load(Ordering::Relaxed);
+            EndpointView {
+                eligible,
+                in_flight,
+                cost: stats.ewma.get(now) * (in_flight + 1) as f64,
+            }
         })
         .collect();
-    let chosen = candidates[p2c_pick(&costs, rng)?];
+    Candidates::new(views, &policy.limits)
+}
+
+/// The endpoint of `level` the service's algorithm chooses among `candidates`, counted in
+/// flight from now on.
+fn choose_in_level(
+    state: &mut LevelState,
+    level: &LocalityRoute,
+    candidates: &Candidates,
+    policy: &BackendPolicySpec,
+    request: TryRequest<'_>,
+    rng: &mut impl Rng,
+) -> Option<Pick> {
+    let cluster = &level.entry.cluster;
+    let index = state.chooser.choose(
+        &policy.load_balancer,
+        cluster,
+        &level.endpoints,
+        candidates,
+        request.hash_key,
+        rng,
+    )?;
+    let chosen = &level.endpoints[index];
     let in_flight = state.stats(chosen.address).in_flight.clone();
     in_flight.fetch_add(1, Ordering::Relaxed);
     Some(Pick {
@@ -561,6 +656,13 @@ fn note_transition(out: &mut Vec<BreakerTransition>, cluster: &str, breaker: &mu
     }
 }
 
+#[path = "balancer_policy.rs"]
+mod policy;
+
 #[cfg(test)]
 #[path = "balancer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "balancer_policy_tests.rs"]
+mod policy_tests;

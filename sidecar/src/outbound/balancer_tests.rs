@@ -8,6 +8,36 @@ use rand::rngs::StdRng;
 
 use super::*;
 
+/// A try without a hash key, as these tests (written before backend policies) ask for one.
+trait PickPlain {
+    fn pick_plain(
+        &mut self,
+        route: &ServiceRoute,
+        only_cluster: Option<&str>,
+        tried: &[EndpointRef],
+        now: Instant,
+        rng: &mut StdRng,
+    ) -> Option<Pick>;
+}
+
+impl PickPlain for ServiceBalancer {
+    fn pick_plain(
+        &mut self,
+        route: &ServiceRoute,
+        only_cluster: Option<&str>,
+        tried: &[EndpointRef],
+        now: Instant,
+        rng: &mut StdRng,
+    ) -> Option<Pick> {
+        let request = TryRequest {
+            only_cluster,
+            tried,
+            hash_key: None,
+        };
+        self.pick(route, request, now, rng).ok()
+    }
+}
+
 fn endpoint(port: u16) -> RouteEndpoint {
     RouteEndpoint {
         address: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -79,7 +109,7 @@ fn count_by_cluster(
     let mut counts = HashMap::new();
     for _ in 0..n {
         let pick = b
-            .pick(route, None, &[], now, &mut rng)
+            .pick_plain(route, None, &[], now, &mut rng)
             .expect("an endpoint");
         *counts.entry(pick.cluster.clone()).or_default() += 1;
     }
@@ -113,7 +143,7 @@ fn a_half_ejected_local_level_spills_part_of_the_traffic() {
     // The ejected endpoint gets nothing.
     let mut rng = StdRng::seed_from_u64(3);
     for _ in 0..200 {
-        let pick = b.pick(&route(), None, &[], now, &mut rng).unwrap();
+        let pick = b.pick_plain(&route(), None, &[], now, &mut rng).unwrap();
         assert_ne!(pick.key(), ep("us-east", 1));
     }
 }
@@ -169,14 +199,14 @@ fn failback_ramps_up_after_recovery() {
     for _ in 0..3 {
         let probe = loop {
             let pick = b
-                .pick(&single, Some("us-east"), &[], t1, &mut rng)
+                .pick_plain(&single, Some("us-east"), &[], t1, &mut rng)
                 .expect("a probe is admitted");
             if pick.cluster == "us-east" {
                 break pick;
             }
         };
         assert!(
-            b.pick(&single, Some("us-east"), &[], t1, &mut rng)
+            b.pick_plain(&single, Some("us-east"), &[], t1, &mut rng)
                 .is_none(),
             "one probe in flight at a time"
         );
@@ -229,13 +259,15 @@ fn retries_skip_tried_endpoints_and_move_to_the_next_level() {
     let tried = vec![ep("us-east", 1)];
     for _ in 0..50 {
         assert_eq!(
-            b.pick(&route(), None, &tried, now, &mut rng).unwrap().key(),
+            b.pick_plain(&route(), None, &tried, now, &mut rng)
+                .unwrap()
+                .key(),
             ep("us-east", 2)
         );
     }
     let tried = vec![ep("us-east", 1), ep("us-east", 2)];
     assert_eq!(
-        b.pick(&route(), None, &tried, now, &mut rng)
+        b.pick_plain(&route(), None, &tried, now, &mut rng)
             .unwrap()
             .cluster,
         "eu-central"
@@ -246,7 +278,7 @@ fn retries_skip_tried_endpoints_and_move_to_the_next_level() {
         ep("eu-central", 11),
         ep("eu-central", 12),
     ];
-    assert!(b.pick(&route(), None, &all, now, &mut rng).is_none());
+    assert!(b.pick_plain(&route(), None, &all, now, &mut rng).is_none());
 }
 
 #[test]
@@ -256,14 +288,14 @@ fn a_named_cluster_is_the_only_level() {
     let mut rng = StdRng::seed_from_u64(5);
     for _ in 0..50 {
         assert_eq!(
-            b.pick(&route(), Some("eu-central"), &[], now, &mut rng)
+            b.pick_plain(&route(), Some("eu-central"), &[], now, &mut rng)
                 .unwrap()
                 .cluster,
             "eu-central"
         );
     }
     assert!(
-        b.pick(&route(), Some("us-west"), &[], now, &mut rng)
+        b.pick_plain(&route(), Some("us-west"), &[], now, &mut rng)
             .is_none()
     );
 }
@@ -278,24 +310,30 @@ fn p2c_prefers_the_fast_and_idle_endpoint() {
     b.record_try(&ep("us-east", 2), true, Duration::from_millis(2), now);
     for _ in 0..50 {
         assert_eq!(
-            b.pick(&route(), None, &[], now, &mut rng).unwrap().key(),
+            b.pick_plain(&route(), None, &[], now, &mut rng)
+                .unwrap()
+                .key(),
             ep("us-east", 2)
         );
     }
     // Held picks count as in flight: 200 requests pending on the fast one make it the costly one.
     let held: Vec<Pick> = (0..200)
         .map(|_| {
-            b.pick(&route(), None, &[ep("us-east", 1)], now, &mut rng)
+            b.pick_plain(&route(), None, &[ep("us-east", 1)], now, &mut rng)
                 .unwrap()
         })
         .collect();
     assert_eq!(
-        b.pick(&route(), None, &[], now, &mut rng).unwrap().key(),
+        b.pick_plain(&route(), None, &[], now, &mut rng)
+            .unwrap()
+            .key(),
         ep("us-east", 1)
     );
     drop(held);
     assert_eq!(
-        b.pick(&route(), None, &[], now, &mut rng).unwrap().key(),
+        b.pick_plain(&route(), None, &[], now, &mut rng)
+            .unwrap()
+            .key(),
         ep("us-east", 2)
     );
 }
@@ -309,7 +347,7 @@ fn endpoints_the_controller_marks_unhealthy_are_not_picked() {
     let mut rng = StdRng::seed_from_u64(5);
     for _ in 0..50 {
         assert_eq!(
-            b.pick(&r, None, &[], now, &mut rng).unwrap().key(),
+            b.pick_plain(&r, None, &[], now, &mut rng).unwrap().key(),
             ep("us-east", 2)
         );
     }
@@ -332,13 +370,13 @@ fn with_every_endpoint_ejected_panic_routing_follows_the_controller() {
     assert_close(&loads(&mut b, &route(), now), &[0.0, 0.0]);
     // Rather than refuse everything, route by the controller's view: its first healthy level.
     let pick = b
-        .pick(&route(), None, &[], now, &mut rng)
+        .pick_plain(&route(), None, &[], now, &mut rng)
         .expect("panic routing");
     assert_eq!(pick.cluster, "us-east");
     // Still never an endpoint this request already tried, and on to the next level after.
     let tried = vec![ep("us-east", 1), ep("us-east", 2)];
     let pick = b
-        .pick(&route(), None, &tried, now, &mut rng)
+        .pick_plain(&route(), None, &tried, now, &mut rng)
         .expect("next level");
     assert_eq!(pick.cluster, "eu-central");
     // The controller's breaker quorum (health 0) does not stop panic routing: those verdicts
@@ -350,7 +388,7 @@ fn with_every_endpoint_ejected_panic_routing_follows_the_controller() {
         ],
     };
     assert_eq!(
-        b.pick(&reported, None, &[], now, &mut rng)
+        b.pick_plain(&reported, None, &[], now, &mut rng)
             .expect("panic")
             .cluster,
         "us-east"
@@ -362,7 +400,7 @@ fn with_every_endpoint_ejected_panic_routing_follows_the_controller() {
             e.healthy = false;
         }
     }
-    assert!(b.pick(&dead, None, &[], now, &mut rng).is_none());
+    assert!(b.pick_plain(&dead, None, &[], now, &mut rng).is_none());
 }
 
 /// Feeds `latency` for `cluster`'s endpoint `port` at 100 successful tries a second for `ms`.
@@ -398,7 +436,7 @@ fn a_slow_local_region_is_probed_around_and_gives_its_traffic_to_the_fast_one() 
         start,
         3000,
     );
-    let probe = b.pick(&route(), None, &[], now, &mut rng).unwrap();
+    let probe = b.pick_plain(&route(), None, &[], now, &mut rng).unwrap();
     assert_eq!(probe.cluster, "eu-central");
     // Still unmeasured: the load has not moved yet.
     assert_close(&loads(&mut b, &route(), now), &[1.0, 0.0]);
@@ -443,10 +481,10 @@ fn a_healed_region_gets_its_traffic_back_after_a_probe() {
     assert!(loads(&mut b, &route(), now)[0] < 0.01);
     // Five seconds without a us-east sample: the next first try probes it.
     let later = now + Duration::from_secs(5);
-    let probe = b.pick(&route(), None, &[], later, &mut rng).unwrap();
+    let probe = b.pick_plain(&route(), None, &[], later, &mut rng).unwrap();
     assert_eq!(probe.key().cluster, "us-east");
     // A retry is never a probe.
-    let retry = b.pick(&route(), None, &[ep("eu-central", 11)], later, &mut rng);
+    let retry = b.pick_plain(&route(), None, &[ep("eu-central", 11)], later, &mut rng);
     assert_eq!(retry.unwrap().cluster, "eu-central");
     b.observe_locality_latency(&probe.cluster, Duration::from_millis(2), later);
     assert_close(&loads(&mut b, &route(), later), &[1.0, 0.0]);
@@ -477,7 +515,7 @@ fn latency_never_moves_traffic_off_a_pinned_cluster() {
     );
     for _ in 0..100 {
         let pick = b
-            .pick(&route(), Some("us-east"), &[], now, &mut rng)
+            .pick_plain(&route(), Some("us-east"), &[], now, &mut rng)
             .unwrap();
         assert_eq!(pick.cluster, "us-east");
     }

@@ -9,6 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::api::HEADER_MESH_ERROR;
 use mesh_core::http::{BoxBody, text};
 use mesh_core::names::{NameError, ServiceKey};
+use mesh_core::policy::backend_policy::LimitExceeded;
 
 use tower::{Service, ServiceExt};
 
@@ -136,6 +137,15 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// Every endpoint left is at a concurrency limit of the service's backend policy: answered
+    /// at once rather than queued (the label names the limit).
+    #[error("service {service}: {limit}; answered at once rather than queued")]
+    LimitExceeded {
+        /// The service.
+        service: ServiceKey,
+        /// The limit every endpoint left was at.
+        limit: LimitExceeded,
+    },
     /// The route's request timeout ran out before a response head (every try included).
     #[error("service {service}: no answer within the route's request timeout of {after:?}")]
     RequestTimeout {
@@ -169,6 +179,7 @@ impl ProxyError {
             | Self::DiscoveryTimeout { .. }
             | Self::UnknownCluster { .. }
             | Self::NoEndpoint { .. }
+            | Self::LimitExceeded { .. }
             | Self::Connect { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } | Self::RequestTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -189,6 +200,7 @@ impl ProxyError {
             Self::UnknownService { .. } | Self::DiscoveryTimeout { .. } => "unknown-service",
             Self::UnknownCluster { .. } => "unknown-cluster",
             Self::NoEndpoint { .. } => "no-healthy-endpoint",
+            Self::LimitExceeded { limit, .. } => limit.label(),
             Self::Connect { .. } => "connect-failed",
             Self::Timeout { .. } => "timeout",
             Self::RequestTimeout { .. } => "request-timeout",
@@ -212,6 +224,7 @@ impl ProxyError {
             | Self::DiscoveryTimeout { service, .. }
             | Self::UnknownCluster { service, .. }
             | Self::NoEndpoint { service, .. }
+            | Self::LimitExceeded { service, .. }
             | Self::Connect { service, .. }
             | Self::Timeout { service, .. }
             | Self::Upstream { service, .. }

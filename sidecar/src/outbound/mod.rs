@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod cache;
 pub mod connect;
 pub mod connect_error;
+pub mod endpoint_choice;
 pub mod errors;
 pub mod pool;
 pub mod resilience;

@@ -193,6 +193,16 @@ where
                     last = Some(LastFailure::Response(rsp));
                 }
                 Err(BalanceError::NoEndpoint) => break,
+                // Every endpoint left is at its limit: no retry (the balancer looked at them
+                // all); the answer is an earlier try's failure, or else the limit.
+                Err(BalanceError::LimitExceeded(limit)) => {
+                    if last.is_none() {
+                        let service = dest.service.clone();
+                        let error = ProxyError::LimitExceeded { service, limit };
+                        return Err(Unanswered { error, tried });
+                    }
+                    break;
+                }
                 Err(BalanceError::MissingFact(fact)) => {
                     return Err(Unanswered {
                         error: ProxyError::Misassembled(fact),

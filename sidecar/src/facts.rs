@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use mesh_core::api::{RouteEndpoint, SidecarSnapshot, VipTarget};
+use mesh_core::identity::SpiffeId;
 use mesh_core::names::{Destination, ServiceKey};
 
 use crate::outbound::balancer::EndpointRef;
@@ -56,3 +57,24 @@ pub struct CapturedVip(pub VipTarget);
 /// settings (and metrics). Set by `route`.
 #[derive(Debug, Clone)]
 pub struct MatchedRule(pub Arc<mesh_core::policy::router::CompiledRule>);
+
+/// Request (inbound): the SPIFFE ID the caller presented in the mTLS handshake. Set by the
+/// inbound listener (`inbound::server`) on every request of the connection, absent when the
+/// certificate named none; read by `inbound::rate_limit` (the caller's bucket).
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// The identity.
+    pub id: Arc<SpiffeId>,
+    /// Its URI text, as rate limit overrides name callers.
+    pub uri: Arc<str>,
+}
+
+impl PeerIdentity {
+    /// The fact for `id`.
+    pub fn new(id: SpiffeId) -> Self {
+        Self {
+            uri: Arc::from(id.uri()),
+            id: Arc::new(id),
+        }
+    }
+}

@@ -64,6 +64,26 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Labels of a fault injected into a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// The destination service.
+    pub service: String,
+    /// `delay` or `abort`.
+    pub kind: &'static str,
+}
+
+/// Labels of a request over a rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    /// `outbound` (a route's limit) or `inbound` (the served service's limit).
+    pub direction: &'static str,
+    /// The service.
+    pub service: String,
+    /// `enforce` (answered 429) or `shadow` (counted, then served).
+    pub mode: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~33 s: loopback hops up to the longest per-try timeout people configure.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -91,6 +111,10 @@ pub struct Metrics {
     pub snapshot_version: Gauge,
     /// `mesh_sidecar_captured_connections_total{direction,handling}`.
     pub captured: Family<CaptureLabels, Counter>,
+    /// `mesh_sidecar_faults_injected_total{service,kind}`.
+    pub faults_injected: Family<FaultLabels, Counter>,
+    /// `mesh_sidecar_rate_limited_total{direction,service,mode}`.
+    pub rate_limited: Family<RateLimitedLabels, Counter>,
     /// `mesh_sidecar_cache_lookups_total{service,result}`.
     pub cache_lookups: Family<CacheLabels, Counter>,
     /// `mesh_sidecar_cache_bytes`: bytes the response cache holds.
@@ -112,6 +136,8 @@ impl Metrics {
             discovery_connected: Gauge::default(),
             snapshot_version: Gauge::default(),
             captured: Family::default(),
+            faults_injected: Family::default(),
+            rate_limited: Family::default(),
             cache_lookups: Family::default(),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
@@ -163,6 +189,18 @@ impl Metrics {
             metrics.captured.clone(),
         );
         registry.register(
+            "mesh_sidecar_faults_injected",
+            "Faults injected into outbound requests by a FaultPolicy, by destination service and \
+             kind (delay, abort)",
+            metrics.faults_injected.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_rate_limited",
+            "Requests over a rate limit, by direction, service and mode (enforce: answered 429; \
+             shadow: counted and served)",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
             "mesh_sidecar_cache_lookups",
             "Requests the response cache handled, by destination service and result (hit, \
              stale, miss, bypass)",
@@ -187,6 +225,27 @@ impl Metrics {
             .get_or_create(&CaptureLabels {
                 direction,
                 handling,
+            })
+            .inc();
+    }
+
+    /// Counts one injected fault (`delay` or `abort`) on a request to `service`.
+    pub fn count_fault(&self, service: &str, kind: &'static str) {
+        self.faults_injected
+            .get_or_create(&FaultLabels {
+                service: service.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts one request over a rate limit (`mode`: `enforce` or `shadow`).
+    pub fn count_rate_limited(&self, direction: &'static str, service: &str, mode: &'static str) {
+        self.rate_limited
+            .get_or_create(&RateLimitedLabels {
+                direction,
+                service: service.to_string(),
+                mode,
             })
             .inc();
     }

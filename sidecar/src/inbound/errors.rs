@@ -9,6 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::api::HEADER_MESH_ERROR;
 use mesh_core::http::{BoxBody, text};
 use mesh_core::names::ServiceKey;
+use mesh_core::policy::rate_limit::{Decision, insert_fields};
 use tower::{Service, ServiceExt};
 
 use super::app::AppError;
@@ -26,6 +27,13 @@ pub enum InboundError {
     /// The request's path cannot be put in origin form.
     #[error("the request path is not a valid origin-form URI")]
     BadUri,
+    /// The service's inbound `RateLimitPolicy` refused the request (429, with `Retry-After`
+    /// and the `RateLimit` fields); the decision is boxed to keep the error small.
+    #[error("over the service's inbound rate limit; retry later")]
+    RateLimited(Box<Decision>),
+    /// The service's inbound policy cannot be applied here.
+    #[error("the service's inbound policy cannot be applied: {0}")]
+    PolicyInvalid(String),
 }
 
 impl InboundError {
@@ -38,6 +46,8 @@ impl InboundError {
             Self::App(AppError::Protocol { .. }) => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadUri => StatusCode::BAD_REQUEST,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::PolicyInvalid(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -50,6 +60,8 @@ impl InboundError {
             Self::App(AppError::Protocol { .. }) => "app-protocol-error",
             Self::Timeout(_) => "app-timeout",
             Self::BadUri => "bad-request",
+            Self::RateLimited(_) => "rate-limited",
+            Self::PolicyInvalid(_) => "invalid-policy",
         }
     }
 }
@@ -84,13 +96,21 @@ where
             Err(e) => e,
         };
         let Self { service, cluster } = self;
-        tracing::info!(%service, error = %e, "app did not answer");
+        if let InboundError::RateLimited(_) = e {
+            // Expected, possibly for much of the traffic: not worth a line each.
+            tracing::debug!(%service, error = %e, "answered by the sidecar");
+        } else {
+            tracing::info!(%service, error = %e, "app did not answer");
+        }
         let mut rsp = text(
             e.status(),
             format!("service {service} in cluster {cluster}: {e}"),
         );
         rsp.headers_mut()
             .insert(HEADER_MESH_ERROR, HeaderValue::from_static(e.label()));
+        if let InboundError::RateLimited(decision) = &e {
+            insert_fields(decision, rsp.headers_mut());
+        }
         Ok(rsp)
     }
 }

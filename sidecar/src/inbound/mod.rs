@@ -6,6 +6,7 @@ pub mod app;
 pub mod errors;
 pub mod opaque;
 pub mod origin_form;
+pub mod rate_limit;
 pub mod served_by;
 pub mod server;
 pub mod stack;

@@ -13,8 +13,10 @@ use mesh_core::names::ServiceKey;
 use mesh_core::serve::{accept_loop, serve_connection, tls_handshake};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use super::stack::inbound_stack;
+use crate::facts::PeerIdentity;
 use crate::state::SidecarState;
 use crate::transparent::Capture;
 use crate::transparent::original_dst::redirected_from;
@@ -45,7 +47,15 @@ pub async fn serve(
                 return;
             };
             let client = peer_spiffe_id(tls.get_ref().1.peer_certificates());
-            tracing::debug!(%peer, client = ?client.map(|id| id.to_string()), "inbound connection");
+            tracing::debug!(%peer, client = ?client.as_ref().map(|id| id.to_string()), "inbound connection");
+            // The caller's identity goes down with each of the connection's requests.
+            let caller = client.map(PeerIdentity::new);
+            let stack = stack.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                if let Some(caller) = &caller {
+                    req.extensions_mut().insert(caller.clone());
+                }
+                req
+            });
             serve_connection(tls, peer, "inbound", stack).await;
         }
     })

@@ -10,7 +10,7 @@ use tower::ServiceBuilder;
 use super::app::AppClient;
 use super::errors::{self, InboundError};
 use super::origin_form::OriginFormLayer;
-use super::{opaque, served_by};
+use super::{opaque, rate_limit, served_by};
 use crate::outbound::balancer::EndpointRef;
 use crate::request_metrics::{self, Direction};
 use crate::stack::HttpStack;
@@ -25,13 +25,16 @@ use crate::timeout;
 /// 3. **served by**: `x-mesh-cluster` on every answer;
 /// 4. *trace* (not built yet: the server span, observability issue);
 /// 5. **errors**: the one mapping of every error below to a status and `x-mesh-error`;
-/// 6. *authorization*, *rate limit* (not built yet: the zero-trust and traffic policy issues
-///    add them here; the caller's SPIFFE ID is known from the TLS handshake in `server`);
-/// 7. **timeout**: bounds the app's answer;
-/// 8. **opaque**: a CONNECT (a stream another sidecar's capture took for something other than
+/// 6. *authorization* (not built yet: the zero-trust issue adds it here; the caller's SPIFFE
+///    ID is the `PeerIdentity` fact `server` sets from the TLS handshake);
+/// 7. **rate limit**: the service's inbound `RateLimitPolicy` from the latest snapshot, per
+///    caller identity (over it: 429 with `Retry-After` and the `RateLimit` fields; shadow
+///    mode only counts);
+/// 8. **timeout**: bounds the app's answer;
+/// 9. **opaque**: a CONNECT (a stream another sidecar's capture took for something other than
 ///    HTTP) is joined to a new connection to the app, and goes no further;
-/// 9. **origin form**: the request as a plain HTTP/1.1 app expects it;
-/// 10. **app**: the pooled HTTP/1.1 client of the app.
+/// 10. **origin form**: the request as a plain HTTP/1.1 app expects it;
+/// 11. **app**: the pooled HTTP/1.1 client of the app.
 pub fn inbound_stack(
     state: &Arc<SidecarState>,
     service: ServiceKey,
@@ -49,7 +52,8 @@ pub fn inbound_stack(
             Direction::Inbound,
         ))
         .layer(served_by::layer(own, service.clone()))
-        .layer(errors::layer(service, state.cluster().to_string()))
+        .layer(errors::layer(service.clone(), state.cluster().to_string()))
+        .layer(rate_limit::layer(state.clone(), service))
         .layer(timeout::layer(
             state.request_timeout(),
             InboundError::Timeout,

@@ -10,10 +10,12 @@ use mesh_core::api::HEADER_MESH_ERROR;
 use mesh_core::http::{BoxBody, text};
 use mesh_core::names::{NameError, ServiceKey};
 use mesh_core::policy::backend_policy::LimitExceeded;
+use mesh_core::policy::rate_limit::{Decision, insert_fields};
 
 use tower::{Service, ServiceExt};
 
 use super::balancer::EndpointRef;
+use super::fault::HEADER_MESH_FAULT;
 use super::pool::ConnectError;
 use crate::facts::ServiceName;
 use crate::stack::{Concern, ConcernLayer};
@@ -154,6 +156,31 @@ pub enum ProxyError {
         /// The timeout.
         after: Duration,
     },
+    /// The matched rule's `RateLimitPolicy` refused the request (429, with `Retry-After` and
+    /// the `RateLimit` fields).
+    #[error("service {service}: over the rate limit of {rule}; retry later")]
+    RateLimited {
+        /// The service.
+        service: ServiceKey,
+        /// The rule whose limit it is (`<namespace>/<route>/<rule>`).
+        rule: String,
+        /// The limiter's decision, for the response fields (boxed: it is most of the size of
+        /// the error, which every layer returns).
+        decision: Box<Decision>,
+    },
+    /// The matched rule's `FaultPolicy` aborted the request: answered with the policy's status
+    /// without sending it.
+    #[error("service {service}: fault injected by the FaultPolicy of {rule}")]
+    FaultAbort {
+        /// The service.
+        service: ServiceKey,
+        /// The rule whose fault it is.
+        rule: String,
+        /// The status the policy answers with.
+        status: StatusCode,
+        /// Whether the request was also delayed first.
+        delayed: bool,
+    },
     /// A layer did not find a fact that a layer above should have set: a bug in how the stack
     /// is assembled, never the request's fault.
     #[error("the outbound stack is misassembled: no {0} fact on the request")]
@@ -187,6 +214,8 @@ impl ProxyError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::FaultAbort { status, .. } => *status,
             Self::Misassembled(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -209,6 +238,8 @@ impl ProxyError {
             Self::PolicyInvalid { .. } => "invalid-policy",
             Self::Upstream { .. } => "upstream-protocol-error",
             Self::RequestBody { .. } => "bad-request-body",
+            Self::RateLimited { .. } => "rate-limited",
+            Self::FaultAbort { .. } => "fault-injected",
             Self::Misassembled(_) => "internal-error",
         }
     }
@@ -232,7 +263,9 @@ impl ProxyError {
             | Self::NoRoute { service }
             | Self::InvalidBackend { service, .. }
             | Self::PolicyInvalid { service, .. }
-            | Self::RequestTimeout { service, .. } => Some(service),
+            | Self::RequestTimeout { service, .. }
+            | Self::RateLimited { service, .. }
+            | Self::FaultAbort { service, .. } => Some(service),
         }
     }
 
@@ -241,7 +274,25 @@ impl ProxyError {
         let mut rsp = text(self.status(), self.to_string());
         rsp.headers_mut()
             .insert(HEADER_MESH_ERROR, HeaderValue::from_static(self.label()));
+        match self {
+            Self::RateLimited { decision, .. } => insert_fields(decision, rsp.headers_mut()),
+            Self::FaultAbort { delayed, .. } => {
+                if *delayed {
+                    rsp.headers_mut()
+                        .append(HEADER_MESH_FAULT, HeaderValue::from_static("delay"));
+                }
+                rsp.headers_mut()
+                    .append(HEADER_MESH_FAULT, HeaderValue::from_static("abort"));
+            }
+            _ => {}
+        }
         rsp
+    }
+
+    /// Whether the answer is one a policy asks for (a rate limit's 429, an injected fault):
+    /// expected, possibly for much of the traffic, so logged at debug level only.
+    pub fn is_policy_answer(&self) -> bool {
+        matches!(self, Self::RateLimited { .. } | Self::FaultAbort { .. })
     }
 }
 
@@ -272,7 +323,11 @@ where
             Err(e) => e,
         };
         let status = e.status().as_u16();
-        tracing::info!(%method, %uri, service = ?e.service(), status, error = %e, "answered by the sidecar");
+        if e.is_policy_answer() {
+            tracing::debug!(%method, %uri, service = ?e.service(), status, error = %e, "answered by the sidecar");
+        } else {
+            tracing::info!(%method, %uri, service = ?e.service(), status, error = %e, "answered by the sidecar");
+        }
         let mut rsp = e.response();
         if let Some(service) = e.service() {
             rsp.extensions_mut().insert(ServiceName(service.clone()));

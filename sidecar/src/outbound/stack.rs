@@ -10,7 +10,7 @@ use tower::ServiceBuilder;
 
 use super::connect::{Connect, TryError};
 use super::retry::RetryBudgets;
-use super::{balance, breaker, cache, errors, resolve, retry, route};
+use super::{balance, breaker, cache, errors, fault, rate_limit, resolve, retry, route};
 use crate::request_metrics::{self, Direction};
 use crate::stack::Stack;
 use crate::state::SidecarState;
@@ -34,18 +34,21 @@ pub fn retry_budgets(state: &Arc<SidecarState>) -> Arc<RetryBudgets> {
 /// 6. **route**: the service's traffic policy: the matching rule (none: 404), its filters,
 ///    the backend by weight, its timeouts and retries (as facts for `retry` and the per-try
 ///    timeout), the request timeout around everything below;
-/// 7. *rate limit*, *fault* (not built yet: the traffic policy issue adds them here, in that
-///    order), then **cache**: the rule's response cache (`cache/`), shared by the sidecar's
-///    stacks: answers from the store, collapses concurrent misses, stores what may be stored;
-/// 8. **breaker**: settles the request on the breakers of the localities it tried;
-/// 9. **retry**: replayable body, tries until settled, within the policy and the budget (the
-///    only layer that calls its inner service more than once);
-/// 10. **balance**: the endpoint of each try (priority spill, P2C, latency probes) and its
+/// 7. **rate limit**: the rule's `RateLimitPolicy`, this sidecar as the caller (over it: 429
+///    with `Retry-After` and the `RateLimit` fields; shadow mode only counts);
+/// 8. **fault**: the rule's `FaultPolicy`: a delay, then on; an abort answered at once with
+///    the policy's status (`x-mesh-fault`);
+/// 9. **cache**: the rule's `CachePolicy`: fresh answers from the store (`x-mesh-cache`),
+///    concurrent misses for one key collapsed, storable answers stored;
+/// 10. **breaker**: settles the request on the breakers of the localities it tried;
+/// 11. **retry**: replayable body, tries until settled, within the policy and the budget (the
+///     only layer that calls its inner service more than once);
+/// 12. **balance**: the endpoint of each try (priority spill, P2C, latency probes) and its
 ///     outcome (outlier detection, latency estimates);
-/// 11. **per-try timeout**: bounds one try until its response head (below `balance`, so a
+/// 13. **per-try timeout**: bounds one try until its response head (below `balance`, so a
 ///     timed-out try counts against the endpoint it went to); the route's `backendRequest`
 ///     when it sets one;
-/// 12. **connect**: the try on a pooled connection, direct, tunnelled or plaintext.
+/// 14. **connect**: the try on a pooled connection, direct, tunnelled or plaintext.
 pub fn outbound_service<B>(state: &Arc<SidecarState>, budgets: Arc<RetryBudgets>) -> impl Stack<B>
 where
     B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -59,6 +62,8 @@ where
         .layer(errors::layer())
         .layer(resolve::layer(state.clone()))
         .layer(route::layer(state.clone()))
+        .layer(rate_limit::layer(state))
+        .layer(fault::layer(state.metrics().clone()))
         .layer(cache::layer(state.response_cache().clone()))
         .layer(breaker::layer(state.clone()))
         .layer(retry::layer(budgets, state.metrics().clone()))

@@ -154,6 +154,8 @@ where
         let service = &dest.service;
         budgets.deposit(service);
         let mut tried: Vec<EndpointRef> = Vec::new();
+        // Tries before this index are no longer skipped (see `reuses_endpoints`).
+        let mut skip_from = 0;
         let mut last: Option<LastFailure> = None;
         loop {
             if let Some(failure) = &last {
@@ -175,14 +177,27 @@ where
                     tokio::time::sleep(backoff).await;
                 }
             }
-            let mut attempt = Request::new(body.clone());
-            *attempt.method_mut() = parts.method.clone();
-            *attempt.uri_mut() = parts.uri.clone();
-            *attempt.version_mut() = parts.version;
-            *attempt.headers_mut() = parts.headers.clone();
-            *attempt.extensions_mut() = parts.extensions.clone();
-            attempt.extensions_mut().insert(Tried(tried.clone()));
-            match next.clone().oneshot(attempt).await {
+            let attempt = |skip: &[EndpointRef]| {
+                let mut attempt = Request::new(body.clone());
+                *attempt.method_mut() = parts.method.clone();
+                *attempt.uri_mut() = parts.uri.clone();
+                *attempt.version_mut() = parts.version;
+                *attempt.headers_mut() = parts.headers.clone();
+                *attempt.extensions_mut() = parts.extensions.clone();
+                attempt.extensions_mut().insert(Tried(skip.to_vec()));
+                attempt
+            };
+            let mut result = next.clone().oneshot(attempt(&tried[skip_from..])).await;
+            // A route that asks for more tries than there are endpoints may go back to one
+            // already tried, once every endpoint has been.
+            if matches!(result, Err(BalanceError::NoEndpoint))
+                && rules.reuses_endpoints()
+                && skip_from < tried.len()
+            {
+                skip_from = tried.len();
+                result = next.clone().oneshot(attempt(&[])).await;
+            }
+            match result {
                 Ok(rsp) => {
                     if let Some(served) = rsp.extensions().get::<ServedBy>() {
                         tried.push(served.0.clone());

@@ -76,6 +76,13 @@ impl RetryRules {
         }
     }
 
+    /// Whether a try may go back to an endpoint this request already tried once every endpoint
+    /// has been: only for a route's retries (its `attempts` may exceed the endpoints; the
+    /// default tries each endpoint at most once).
+    pub fn reuses_endpoints(&self) -> bool {
+        self.codes.is_some()
+    }
+
     /// Whether an upstream status is a failure worth another try.
     pub fn is_retryable_status(&self, status: StatusCode) -> bool {
         match &self.codes {

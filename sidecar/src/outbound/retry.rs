@@ -348,6 +348,21 @@ mod tests {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
+        run_with(layer, method, body, script, None).await
+    }
+
+    /// [`run`] with a route's retry rules on the request.
+    async fn run_with<B>(
+        layer: &ConcernLayer<Retry>,
+        method: Method,
+        body: B,
+        script: Vec<Script>,
+        rules: Option<RetryRules>,
+    ) -> (Result<Response<BoxBody>, Unanswered>, Vec<Vec<EndpointRef>>)
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
@@ -387,6 +402,9 @@ mod tests {
             },
             snapshot: Arc::new(snapshot(vec![])),
         });
+        if let Some(rules) = rules {
+            req.extensions_mut().insert(rules);
+        }
         let result = tower::Layer::layer(layer, inner).oneshot(req).await;
         let seen = seen.lock().unwrap().clone();
         (result, seen)
@@ -447,6 +465,44 @@ mod tests {
         let rsp = result.unwrap();
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(rsp.extensions().get::<Tried>().unwrap().0, [at("us-east")]);
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_route_retries_its_codes_and_returns_to_tried_endpoints_when_none_is_left() {
+        let (result, seen) = run_with(
+            &retry_layer(RetryBudgetConfig::default()),
+            Method::POST,
+            small(),
+            vec![
+                Script::Answer(500, "us-east"),
+                Script::Answer(500, "us-west"),
+                // Both endpoints tried: the next try starts over.
+                Script::NoEndpoint,
+                Script::Answer(200, "us-east"),
+            ],
+            Some(RetryRules::for_route(3, &[500], None)),
+        )
+        .await;
+        assert_eq!(result.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            seen,
+            [
+                vec![],
+                vec![at("us-east")],
+                vec![at("us-east"), at("us-west")],
+                vec![]
+            ]
+        );
+        // The default rules neither retry a 500 nor return to a tried endpoint.
+        let (result, seen) = run(
+            &retry_layer(RetryBudgetConfig::default()),
+            Method::GET,
+            small(),
+            vec![Script::Answer(500, "us-east")],
+        )
+        .await;
+        assert_eq!(result.unwrap().status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(seen.len(), 1);
     }
 

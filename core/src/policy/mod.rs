@@ -18,7 +18,7 @@
 //! - `http_cache/`: the response cache's rules (RFC 9111 shared cache: storability,
 //!   `Cache-Control`, freshness and age, `Vary`, invalidation) and its byte-bounded LRU store,
 //!   pure with time passed in (not yet applied by the sidecar);
-//! - `attachment.rs`, `field_lines.rs`: our policy kinds (`FaultPolicy`, `RateLimitPolicy`,
+//! - `attachment/`, `field_lines.rs`: our policy kinds (`FaultPolicy`, `RateLimitPolicy`,
 //!   `CachePolicy`, `BackendPolicy`, `mesh.dev/v1alpha1`) attached by `targetRef` to a route
 //!   or a service, and the line of a refused field in its document (`documents.rs` reads them,
 //!   `compile/` attaches them).

@@ -148,4 +148,19 @@ mod tests {
         assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
         assert_eq!(collected.to_bytes(), "ab");
     }
+
+    #[tokio::test]
+    async fn an_error_is_passed_on_after_what_was_read() {
+        let frames = VecDeque::from([
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(BoxError::from("upstream reset")),
+        ]);
+        let Buffered::Streaming(mut body) = buffer(Frames(frames).boxed(), 100).await else {
+            panic!("a failed body is not stored")
+        };
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "ab");
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "upstream reset");
+    }
 }

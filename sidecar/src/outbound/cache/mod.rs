@@ -124,16 +124,9 @@ where
     type Error = ProxyError;
 
     async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, ProxyError> {
-        let rule = req
-            .extensions()
-            .get::<MatchedRule>()
-            .filter(|m| m.0.rule.cache.is_some())
-            .map(|m| m.0.clone());
-        let Some(rule) = rule else {
+        let matched = req.extensions().get::<MatchedRule>().map(|m| m.0.clone());
+        let Some(rule) = matched.as_ref().and_then(|m| m.rule.cache.as_ref()) else {
             return self.uncached(req, next).await;
-        };
-        let Some(rule) = &rule.rule.cache else {
-            return Err(ProxyError::Misassembled("MatchedRule.cache"));
         };
         let service = req
             .extensions()

@@ -5,6 +5,8 @@
 //! - [`mcs`]: the Multi-Cluster Services API objects (`ServiceExport`, `ServiceImport`, group
 //!   `multicluster.x-k8s.io`), field for field as upstream `sigs.k8s.io/mcs-api` v0.5.2 defines
 //!   them (the CRDs themselves ship in the chart, copied from that module).
+//! - [`policy`]: the traffic policy objects: the Gateway API's `HTTPRoute` and our policy kinds
+//!   (`FaultPolicy`, `RateLimitPolicy`, `CachePolicy`, `BackendPolicy`), specs kept as JSON.
 //! - [`names`]: the well-known names every part agrees on (objects the controller owns in its
 //!   namespace, labels, annotations, the field manager), so the chart, the controller, `mesh link`
 //!   and `mesh check` cannot drift apart.
@@ -22,6 +24,7 @@ pub mod link_info;
 pub mod linking;
 pub mod mcs;
 pub mod names;
+pub mod policy;
 
 pub use k8s_openapi;
 pub use kube;

@@ -1,0 +1,326 @@
+//! The traffic policy objects as the API server holds them: the Gateway API's `HTTPRoute`
+//! (`gateway.networking.k8s.io/v1`, whose CRD is upstream's, vendored in the chart) and our
+//! four policy attachments (`mesh.dev/v1alpha1`: `FaultPolicy`, `RateLimitPolicy`,
+//! `CachePolicy`, `BackendPolicy`), whose CRDs are generated from the types here.
+//!
+//! Each `spec` is kept as JSON: the controller reads it into `mesh_core`'s spec types per
+//! object, so one object with a field the mesh does not know is refused with a status condition
+//! naming the field, instead of breaking the watch of every object of its kind (a typed watch
+//! fails its whole list on one object it cannot read). For the same reason our CRDs' schemas
+//! check only `spec.targetRef` and keep the body's fields as written
+//! (`x-kubernetes-preserve-unknown-fields`): the body is validated once, by the same code that
+//! checks local policy files, so both modes refuse the same values with the same field path
+//! (`spec.total.requestsPerSecond: must be at least 1`), and the CRD cannot drift from it.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// The `controllerName` the mesh writes in an `HTTPRoute`'s `status.parents[]` (the Gateway
+/// API's domain-prefixed controller name), so other controllers' entries are told apart.
+pub const CONTROLLER_NAME: &str = "mesh.dev/controller";
+
+/// An `HTTPRoute` as stored: metadata, the `spec` as written (with the API server's defaults)
+/// and the `status` every controller writes its parents' entries in.
+///
+/// Written by hand rather than derived: the CRD is upstream's, and `spec` and `status` stay
+/// JSON (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpRoute {
+    /// The object's metadata.
+    pub metadata: ObjectMeta,
+    /// The spec, read per object into `mesh_core::policy::http_route::HttpRouteSpec`.
+    #[serde(default)]
+    pub spec: serde_json::Value,
+    /// `{parents: [{parentRef, controllerName, conditions}]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+impl k8s_openapi::Resource for HttpRoute {
+    const API_VERSION: &'static str = "gateway.networking.k8s.io/v1";
+    const GROUP: &'static str = "gateway.networking.k8s.io";
+    const KIND: &'static str = "HTTPRoute";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "httproutes";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for HttpRoute {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The status of each of our policy kinds: `Accepted`, with the reason when it is not.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// `Accepted`: the policy applies to its target; `False` with `TargetNotFound`,
+    /// `Invalid` or `Conflicted` and a message naming the field when it does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The schema of a policy's `spec`: `targetRef` checked, the body kept as written and
+/// validated by the controller (see the module doc).
+fn attachment_spec_schema(targets: &str) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": format!(
+            "targetRef names the {targets} the policy applies to, in the policy's namespace; the \
+             other fields are the policy's body, validated by the controller, which reports a bad \
+             value in the Accepted condition."
+        ),
+        "required": ["targetRef"],
+        "properties": {
+            "targetRef": {
+                "type": "object",
+                "description": "The object the policy applies to (the Gateway API's LocalPolicyTargetReferenceWithSectionName).",
+                "required": ["group", "kind", "name"],
+                "properties": {
+                    "group": {
+                        "type": "string",
+                        "maxLength": 253,
+                        "description": "gateway.networking.k8s.io for an HTTPRoute, \"\" for a Service."
+                    },
+                    "kind": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 63,
+                        "description": "HTTPRoute or Service."
+                    },
+                    "name": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 253,
+                        "description": "The target's name."
+                    },
+                    "sectionName": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 253,
+                        "description": "For an HTTPRoute: the name of the one rule the policy applies to; unset, every rule."
+                    }
+                }
+            }
+        },
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Defines a policy kind's `spec` as JSON with [`attachment_spec_schema`] (the derive needs one
+/// spec type per kind).
+macro_rules! attachment_spec {
+    ($(#[$doc:meta])* $spec:ident, $targets:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $spec(pub serde_json::Value);
+
+        impl JsonSchema for $spec {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($spec).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                attachment_spec_schema($targets)
+            }
+        }
+    };
+}
+
+attachment_spec!(
+    /// A `FaultPolicy`'s spec: `targetRef` (an `HTTPRoute`) and the body of
+    /// `mesh_core::policy::attachment::FaultPolicy` (`delay`, `abort`).
+    #[derive(CustomResource)]
+    #[kube(
+        group = "mesh.dev",
+        version = "v1alpha1",
+        kind = "FaultPolicy",
+        plural = "faultpolicies",
+        namespaced,
+        status = "PolicyStatus",
+        category = "mesh",
+        doc = "Client-side faults (delay, abort) injected into the requests of an HTTPRoute or one of its rules.",
+        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    )]
+    FaultPolicySpec,
+    "HTTPRoute"
+);
+
+attachment_spec!(
+    /// A `RateLimitPolicy`'s spec: `targetRef` (an `HTTPRoute` or a `Service`) and the body of
+    /// `mesh_core::policy::attachment::RateLimitPolicy` (`total`, `identity`, `overrides`,
+    /// `mode`).
+    #[derive(CustomResource)]
+    #[kube(
+        group = "mesh.dev",
+        version = "v1alpha1",
+        kind = "RateLimitPolicy",
+        plural = "ratelimitpolicies",
+        namespaced,
+        status = "PolicyStatus",
+        category = "mesh",
+        doc = "Local rate limits of an HTTPRoute's requests (in each calling sidecar) or of a Service (in each sidecar serving it).",
+        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    )]
+    RateLimitPolicySpec,
+    "HTTPRoute or Service"
+);
+
+attachment_spec!(
+    /// A `CachePolicy`'s spec: `targetRef` (an `HTTPRoute`) and the body of
+    /// `mesh_core::policy::attachment::CachePolicy`.
+    #[derive(CustomResource)]
+    #[kube(
+        group = "mesh.dev",
+        version = "v1alpha1",
+        kind = "CachePolicy",
+        plural = "cachepolicies",
+        namespaced,
+        status = "PolicyStatus",
+        category = "mesh",
+        doc = "The response cache (RFC 9111 shared-cache rules) of an HTTPRoute's requests.",
+        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    )]
+    CachePolicySpec,
+    "HTTPRoute"
+);
+
+attachment_spec!(
+    /// A `BackendPolicy`'s spec: `targetRef` (a `Service`) and the body of
+    /// `mesh_core::policy::attachment::BackendPolicy`.
+    #[derive(CustomResource)]
+    #[kube(
+        group = "mesh.dev",
+        version = "v1alpha1",
+        kind = "BackendPolicy",
+        plural = "backendpolicies",
+        namespaced,
+        status = "PolicyStatus",
+        category = "mesh",
+        doc = "How a Service's endpoints are chosen and protected: load balancing, outlier detection, breaker and concurrency limits.",
+        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    )]
+    BackendPolicySpec,
+    "Service"
+);
+
+/// The file in `charts/mesh/crds/` of each of our policy CRDs, with the CRD.
+pub fn policy_crds() -> Vec<(
+    &'static str,
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+)> {
+    use kube::CustomResourceExt;
+    vec![
+        ("mesh.dev_faultpolicies.yaml", FaultPolicy::crd()),
+        ("mesh.dev_ratelimitpolicies.yaml", RateLimitPolicy::crd()),
+        ("mesh.dev_cachepolicies.yaml", CachePolicy::crd()),
+        ("mesh.dev_backendpolicies.yaml", BackendPolicy::crd()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_route_with_fields_unknown_to_the_mesh_still_reads() {
+        let route: HttpRoute = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "demo", "generation": 2},
+            "spec": {"parentRefs": [{"kind": "Service", "name": "echo"}], "futureField": {"x": 1}},
+            "status": {"parents": [{"controllerName": "example.com/other", "anything": true}]}
+        }))
+        .unwrap();
+        assert_eq!(route.metadata.generation, Some(2));
+        assert_eq!(route.spec["futureField"]["x"], 1);
+        assert!(route.status.is_some());
+    }
+
+    #[test]
+    fn a_policy_spec_is_kept_as_written() {
+        let policy: RateLimitPolicy = serde_json::from_value(json!({
+            "apiVersion": "mesh.dev/v1alpha1",
+            "kind": "RateLimitPolicy",
+            "metadata": {"name": "p", "namespace": "demo"},
+            "spec": {"targetRef": {"group": "", "kind": "Service", "name": "echo"},
+                     "total": {"requestsPerSecond": 0}, "typo": 1}
+        }))
+        .unwrap();
+        assert_eq!(policy.spec.0["total"]["requestsPerSecond"], 0);
+        assert_eq!(policy.spec.0["typo"], 1);
+        assert!(policy.status.is_none());
+    }
+
+    #[test]
+    fn the_crds_check_the_target_and_keep_the_body() {
+        let crds = policy_crds();
+        assert_eq!(crds.len(), 4);
+        for (_, crd) in &crds {
+            let version = &crd.spec.versions[0];
+            assert!(
+                version.subresources.as_ref().unwrap().status.is_some(),
+                "{}",
+                crd.spec.names.kind
+            );
+            let schema = serde_json::to_value(version.schema.as_ref().unwrap()).unwrap();
+            let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+            assert_eq!(spec["required"], json!(["targetRef"]));
+            assert_eq!(spec["x-kubernetes-preserve-unknown-fields"], true);
+            assert_eq!(
+                spec["properties"]["targetRef"]["required"],
+                json!(["group", "kind", "name"])
+            );
+        }
+        assert_eq!(crds[1].1.spec.names.plural, "ratelimitpolicies");
+        assert_eq!(
+            crds[1].1.metadata.name.as_deref(),
+            Some("ratelimitpolicies.mesh.dev")
+        );
+    }
+
+    /// The chart ships the CRDs generated from these types; this keeps the files true.
+    /// `UPDATE_CRDS=1 cargo test -p mesh-k8s` rewrites them after a change.
+    #[test]
+    fn chart_crds_match_the_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/mesh/crds");
+        for (file, crd) in policy_crds() {
+            let path = dir.join(file);
+            let generated = format!(
+                "# Generated from k8s/src/policy.rs (`UPDATE_CRDS=1 cargo test -p mesh-k8s`); do not edit.\n{}",
+                serde_saphyr::to_string(&crd).expect("CRD serialises")
+            );
+            if std::env::var_os("UPDATE_CRDS").is_some() {
+                std::fs::write(&path, &generated).unwrap();
+            }
+            let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                shipped == generated,
+                "{} differs from the types: run `UPDATE_CRDS=1 cargo test -p mesh-k8s`",
+                path.display()
+            );
+        }
+    }
+}

@@ -78,6 +78,16 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// What the store's verdict makes of the request.
+    fn of(lookup: &Lookup) -> Self {
+        match lookup {
+            Lookup::Fresh(_) => Self::Hit,
+            Lookup::Stale(_) => Self::Stale,
+            Lookup::Miss | Lookup::OnlyIfCachedMiss => Self::Miss,
+            Lookup::Bypass(_) => Self::Bypass,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
@@ -135,19 +145,40 @@ where
         let (parts, body) = req.into_parts();
         let head = Head::of(&parts);
         let req = Request::from_parts(parts, body);
-        let (outcome, rsp) = match self.cache.begin(rule, head.view()) {
-            Begin::Lookup(lookup) => self.settle(lookup, rule, &head, req, next).await?,
-            Begin::Lead(flight) => self.fetch(rule, &head, req, next, Some(flight)).await?,
-            Begin::Wait(mut flight) => {
+        let (lookup, flight) = match self.cache.begin(rule, head.view()) {
+            Begin::Lookup(lookup) => (lookup, None),
+            Begin::Lead(flight) => (Lookup::Miss, Some(flight)),
+            Begin::Wait(mut waiting) => {
                 // Err: the flight ended, which is all a waiter waits for (no value is sent).
-                let _ = flight.changed().await;
-                // A miss now (nothing stored, or another variant) is forwarded by `settle`
-                // without a flight: a waiter is never queued twice.
-                let lookup = self.cache.lookup(rule, head.view());
-                self.settle(lookup, rule, &head, req, next).await?
+                let _ = waiting.changed().await;
+                // A miss now (nothing stored, or another variant) is forwarded without a
+                // flight: a waiter is never queued twice.
+                (self.cache.lookup(rule, head.view()), None)
             }
         };
+        let outcome = Outcome::of(&lookup);
+        // Counted before forwarding, so that a request failing below is counted too.
         self.cache.count(&service, outcome.as_str());
+        let rsp = match lookup {
+            Lookup::Fresh(cached) | Lookup::Stale(cached) => from_store(cached),
+            Lookup::OnlyIfCachedMiss => {
+                let mut rsp = text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the request said only-if-cached and the cache holds no answer for it",
+                );
+                rsp.headers_mut().insert(
+                    HEADER_MESH_ERROR,
+                    HeaderValue::from_static("only-if-cached"),
+                );
+                rsp
+            }
+            Lookup::Miss => self.fetch(rule, &head, req, next, flight).await?,
+            Lookup::Bypass(_) => {
+                let rsp = next.oneshot(req).await?;
+                self.invalidate(&head, &rsp);
+                rsp
+            }
+        };
         Ok(marked(rsp, outcome))
     }
 }
@@ -176,41 +207,6 @@ impl Cache {
         Ok(rsp)
     }
 
-    /// Acts on the store's verdict for a request that leads no flight.
-    async fn settle<S, B>(
-        &self,
-        lookup: Lookup,
-        rule: &CacheRule,
-        head: &Head,
-        req: Request<B>,
-        next: S,
-    ) -> Result<(Outcome, Response<BoxBody>), ProxyError>
-    where
-        S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError>,
-    {
-        match lookup {
-            Lookup::Fresh(cached) => Ok((Outcome::Hit, from_store(cached))),
-            Lookup::Stale(cached) => Ok((Outcome::Stale, from_store(cached))),
-            Lookup::OnlyIfCachedMiss => {
-                let mut rsp = text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the request said only-if-cached and the cache holds no answer for it",
-                );
-                rsp.headers_mut().insert(
-                    HEADER_MESH_ERROR,
-                    HeaderValue::from_static("only-if-cached"),
-                );
-                Ok((Outcome::Miss, rsp))
-            }
-            Lookup::Miss => self.fetch(rule, head, req, next, None).await,
-            Lookup::Bypass(_) => {
-                let rsp = next.oneshot(req).await?;
-                self.invalidate(head, &rsp);
-                Ok((Outcome::Bypass, rsp))
-            }
-        }
-    }
-
     /// Forwards a miss and stores its answer when it may be; `flight`, if this request leads
     /// one, ends once the answer is stored or known not storable.
     async fn fetch<S, B>(
@@ -220,7 +216,7 @@ impl Cache {
         req: Request<B>,
         next: S,
         flight: Option<Flight>,
-    ) -> Result<(Outcome, Response<BoxBody>), ProxyError>
+    ) -> Result<Response<BoxBody>, ProxyError>
     where
         S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError>,
     {
@@ -233,7 +229,7 @@ impl Cache {
         let (parts, body) = rsp.into_parts();
         if check_storable(rule, head.view(), (&parts).into(), times).is_err() {
             drop(flight);
-            return Ok((Outcome::Miss, Response::from_parts(parts, body)));
+            return Ok(Response::from_parts(parts, body));
         }
         let body = match buffer(body, rule.max_entry_bytes).await {
             Buffered::Complete(bytes) => {
@@ -246,7 +242,7 @@ impl Cache {
             Buffered::Streaming(body) => body,
         };
         drop(flight);
-        Ok((Outcome::Miss, Response::from_parts(parts, body)))
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Invalidates what an unsafe request's answer made obsolete.

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::controller::Controller;
 use crate::error::{ApiError, into_response};
 use crate::links::LinkChange;
-use crate::policy_files::PolicyBoard;
+use crate::policy_board::PolicyBoard;
 
 /// Largest link info body (a trust bundle is a few KiB).
 const MAX_LINK_BODY: usize = 1024 * 1024;

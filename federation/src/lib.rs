@@ -30,6 +30,7 @@ mod kubernetes;
 mod links;
 mod metrics;
 mod peering;
+mod policy_board;
 pub mod policy_files;
 mod registry;
 mod state;
@@ -64,7 +65,7 @@ use crate::dns::VipStore;
 use crate::export_cache::ExportCache;
 use crate::links::LinkStore;
 use crate::metrics::Metrics;
-use crate::policy_files::PolicyBoard;
+use crate::policy_board::PolicyBoard;
 use crate::registry::StaticServices;
 use crate::state::{FederationState, StateConfig};
 
@@ -172,10 +173,16 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let readiness = Readiness::default();
     let vips = Arc::new(Mutex::new(config.dns.vip_table()));
     let kube_client = kubernetes.as_ref().map(|runner| runner.client());
+    let policy_board = Arc::new(PolicyBoard::default());
     let mut kubernetes_tasks = match kubernetes {
         Some(runner) => {
             runner
-                .start(controller.clone(), readiness.clone(), vips.clone())
+                .start(
+                    controller.clone(),
+                    readiness.clone(),
+                    vips.clone(),
+                    policy_board.clone(),
+                )
                 .await?
         }
         None => Vec::new(),
@@ -214,7 +221,6 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let control_addr = bound(&control, config.control);
     let admin_addr = bound(&admin, config.admin);
 
-    let policy_board = Arc::new(PolicyBoard::default());
     let admin_server = AdminServer::new(
         Arc::new(registry),
         readiness.clone(),
@@ -249,19 +255,23 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
             shutdown_rx.clone(),
         )),
         tokio::spawn(tick_loop(controller.clone(), shutdown_rx.clone())),
-        tokio::spawn(policy_files::watch_files(
-            controller.clone(),
-            policy_board,
-            config.policy_files.clone(),
-            shutdown_rx.clone(),
-        )),
         tokio::spawn(rotate_serving_cert(
             controller.clone(),
             tls,
             config.cert_ttl,
-            shutdown_rx,
+            shutdown_rx.clone(),
         )),
     ]);
+    // In Kubernetes mode the policy objects are watched instead (`kubernetes::policy`): one
+    // source puts the policy in force, never two.
+    if matches!(config.store, StateStore::Directory(_)) {
+        tasks.push(tokio::spawn(policy_files::watch_files(
+            controller.clone(),
+            policy_board,
+            config.policy_files.clone(),
+            shutdown_rx,
+        )));
+    }
     readiness.set(true);
     let links = controller.read(|s, _| s.links().len());
     tracing::info!(

@@ -9,16 +9,17 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::names::ServiceKey;
-use mesh_core::policy::compile::{ObjectStatus, compile};
+use mesh_core::policy::compile::compile;
 use mesh_core::policy::documents::{PolicyObject, parse_documents};
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::controller::Controller;
+pub use crate::policy_board::PolicyReport;
+use crate::policy_board::{PolicyBoard, put_in_force};
 
 /// How often the files are compared with their last version: often enough that an edit takes
 /// effect well within a second, cheap for files of a few KiB.
@@ -27,33 +28,6 @@ pub(crate) const POLL: Duration = Duration::from_millis(250);
 /// Documents per file at most, so that the creation order of one file's documents stays below
 /// the next file's.
 const ORDER_STRIDE: i64 = 1_000_000;
-
-/// What `GET /v1/policy` shows: the objects of the policy in force and the errors of the last
-/// version refused since.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PolicyReport {
-    /// How many versions were put in force.
-    pub applied: u64,
-    /// The conditions of every object of the policy in force.
-    pub objects: Vec<ObjectStatus>,
-    /// Why the latest version was refused (empty when it is the one in force).
-    pub refused: Vec<String>,
-}
-
-/// The report, shared with the admin API.
-#[derive(Debug, Default)]
-pub(crate) struct PolicyBoard(Mutex<PolicyReport>);
-
-impl PolicyBoard {
-    /// The report now.
-    pub(crate) fn report(&self) -> PolicyReport {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut PolicyReport)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-}
 
 /// What one version of the files compiles to: the objects, or why they cannot be read.
 fn read_files(paths: &[PathBuf]) -> Result<Vec<PolicyObject>, Vec<String>> {
@@ -131,15 +105,5 @@ fn evaluate(
         return;
     }
     let Ok(compiled) = compiled else { return };
-    let rules: usize = compiled.services.values().map(|p| p.rules.len()).sum();
-    let services = compiled.services.len();
-    let changed = controller.update(|state, _| state.set_policies(compiled.services));
-    board.update(|r| {
-        r.applied += u64::from(changed);
-        r.objects = compiled.statuses;
-        r.refused.clear();
-    });
-    if changed {
-        tracing::info!(rules, services, "policy in force");
-    }
+    put_in_force(controller, board, compiled, Vec::new());
 }

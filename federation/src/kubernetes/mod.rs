@@ -11,6 +11,7 @@
 //! | this cluster's link information | ConfigMap `mesh-link-info` | the leader |
 //! | the export catalog cache | ConfigMap `mesh-export-cache` | the leader |
 //! | leadership | Lease `mesh-controller` | the replicas |
+//! | traffic policy | `HTTPRoute` (with a Service parent), `FaultPolicy`, `RateLimitPolicy`, `CachePolicy`, `BackendPolicy` | users; `status` by the leader ([`policy`]) |
 //! | the injection webhook's `caBundle` | MutatingWebhookConfiguration `mesh-sidecar-injector` | every replica (same content; see `crate::injection`) |
 //!
 //! Every replica watches the same objects and computes the same state, so every replica serves
@@ -21,6 +22,7 @@ pub(crate) mod ca_secret;
 pub(crate) mod imports;
 pub(crate) mod leader;
 pub(crate) mod links;
+pub(crate) mod policy;
 pub(crate) mod registry;
 pub(crate) mod token_review;
 mod watch;
@@ -213,6 +215,7 @@ impl Runner {
         controller: Arc<Controller>,
         readiness: Readiness,
         vips: Arc<Mutex<crate::dns::VipTable>>,
+        policy_board: Arc<crate::policy_board::PolicyBoard>,
     ) -> Result<Vec<JoinHandle<()>>, FederationError> {
         let shutdown = controller.shutdown_signal();
         let health = Arc::new(ApiHealth::default());
@@ -287,6 +290,12 @@ impl Runner {
             lease_duration: self.settings.leader_lease,
         };
         tasks.push(tokio::spawn(election.run(leading_tx, shutdown.clone())));
+        let policy = policy::PolicySource {
+            client: client.clone(),
+            controller: controller.clone(),
+            board: policy_board,
+        };
+        tasks.extend(policy.start(leading.clone(), shutdown.clone()));
         let leader = writer::LeaderWriter {
             client,
             namespace: self.settings.namespace.clone(),

@@ -43,6 +43,19 @@ spec:
     retry: {{codes: [500], attempts: 5}}
   - matches: [{{path: {{type: PathPrefix, value: /fragile}}}}]
     backendRefs: [{{name: echo-canary}}]
+  - matches: [{{path: {{type: PathPrefix, value: /mirrored}}}}]
+    filters:
+    - {{type: RequestMirror, requestMirror: {{backendRef: {{name: echo-canary}}, percent: 50}}}}
+    backendRefs: [{{name: echo}}]
+  - matches: [{{path: {{type: Exact, value: /old}}}}]
+    filters:
+    - {{type: RequestRedirect, requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: /new}}, statusCode: 301}}}}
+  - matches: [{{path: {{type: PathPrefix, value: /api/v1}}}}]
+    filters:
+    - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}}}}
+    - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-demo-route, value: rewritten}}], remove: [x-demo-drop]}}}}
+    - {{type: ResponseHeaderModifier, responseHeaderModifier: {{add: [{{name: x-route, value: api}}]}}}}
+    backendRefs: [{{name: echo}}]
   - matches: [{{path: {{type: PathPrefix, value: /}}}}]
     backendRefs: [{{name: echo}}]
 "
@@ -54,6 +67,64 @@ const SPLIT_0_100: &str = "{name: echo, weight: 0}, {name: echo-canary, weight: 
 
 fn canary(a: &Answer) -> bool {
     a.text().contains("replica=echo-canary")
+}
+
+/// A GET through the proxy with `headers`, giving the status, the answer's headers and body.
+async fn request(
+    proxy: std::net::SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let rsp = s
+        .send_request(
+            req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = rsp.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Requests the demo apps of `service` answered, across the clusters that run it.
+async fn answered(run: &Running, app: &str) -> u64 {
+    let mut total = 0;
+    for cluster in ["us-east", "us-west"] {
+        let Some(admin) = run
+            .set
+            .process(cluster, app)
+            .and_then(|p| p.ready.as_ref())
+            .and_then(|r| r.addr("admin"))
+        else {
+            continue;
+        };
+        let text = mesh_launcher::admin_client::call(admin, Method::GET, "/metrics", None)
+            .await
+            .expect("demo app metrics");
+        total += String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with("mesh_demo_app_requests_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64;
+    }
+    total
 }
 
 async fn get_with(proxy: std::net::SocketAddr, url: &str, header: (&str, &str)) -> Answer {
@@ -149,6 +220,40 @@ async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
     assert!(canary(&a), "{}", a.text());
     let a = get(proxy, &format!("{ECHO}/other")).await;
     assert!(!canary(&a) && a.status == StatusCode::OK, "{}", a.text());
+
+    // Redirect, rewrite and header modifiers.
+    let (status, headers, _) = request(proxy, &format!("{ECHO}/old?q=1"), &[]).await;
+    assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        headers[http::header::LOCATION],
+        "http://echo.demo.svc.clusterset.local/new?q=1"
+    );
+    let (status, headers, body) = request(
+        proxy,
+        &format!("{ECHO}/api/v1/users?id=7"),
+        &[("x-demo-drop", "1"), ("x-demo-route", "original")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-echo-path"], "/v2/users?id=7");
+    assert_eq!(headers["x-demo-route"], "rewritten");
+    assert!(headers.get("x-demo-drop").is_none(), "{headers:?}");
+    assert_eq!(headers["x-route"], "api");
+
+    // Mirroring: half the requests are copied to the canary, whose answers are discarded.
+    let before = answered(&run, "echo-canary-0").await;
+    for _ in 0..200 {
+        let a = get(proxy, &format!("{ECHO}/mirrored")).await;
+        assert!(a.status == StatusCode::OK && !canary(&a), "{}", a.text());
+    }
+    eventually(
+        Duration::from_secs(10),
+        "mirrored copies answered",
+        || async { answered(&run, "echo-canary-0").await - before >= 70 },
+    )
+    .await;
+    let mirrored = answered(&run, "echo-canary-0").await - before;
+    assert!((70..=130).contains(&mirrored), "{mirrored} of 200 mirrored");
 
     // 90/10 over 2,000 requests: within 3 points of 10%.
     let mut to_canary = 0;

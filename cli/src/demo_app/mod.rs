@@ -72,6 +72,7 @@ struct DemoApp {
 impl DemoApp {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
         let method = req.method().clone();
+        let seen = seen_request(&req);
         let fault = self.faults.decide();
         if !fault.delay.is_zero() {
             tokio::time::sleep(fault.delay).await;
@@ -109,6 +110,7 @@ impl DemoApp {
             .insert(HEADER_ECHO_CLUSTER, self.cluster.clone());
         rsp.headers_mut()
             .insert(HEADER_ECHO_REPLICA, self.replica.clone());
+        rsp.headers_mut().extend(seen);
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
@@ -117,6 +119,41 @@ impl DemoApp {
             .inc();
         rsp
     }
+}
+
+/// What the app shows of a request in its answer, so routing filters can be seen from the
+/// client: `x-echo-path` (path and query as received), `x-echo-host` (the Host), and every
+/// request header whose name starts with `x-demo-`, as it arrived. A request can also choose
+/// the answer's caching headers: `x-demo-cache-control` becomes its `Cache-Control`, and
+/// `x-demo-vary` its `Vary` (to try the mesh's response cache).
+fn seen_request<B>(req: &Request<B>) -> http::HeaderMap {
+    let mut seen = http::HeaderMap::new();
+    for (asked, answer) in [
+        ("x-demo-cache-control", http::header::CACHE_CONTROL),
+        ("x-demo-vary", http::header::VARY),
+    ] {
+        if let Some(v) = req.headers().get(asked) {
+            seen.insert(answer, v.clone());
+        }
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(v) = HeaderValue::from_str(path) {
+        seen.insert("x-echo-path", v);
+    }
+    let host = req.headers().get(http::header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    if let Some(host) = host {
+        seen.insert("x-echo-host", host);
+    }
+    for (name, value) in req.headers() {
+        if name.as_str().starts_with("x-demo-") {
+            seen.append(name.clone(), value.clone());
+        }
+    }
+    seen
 }
 
 /// Serves HTTP, or echoes raw bytes, on every connection `listener` accepts.

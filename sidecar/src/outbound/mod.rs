@@ -14,6 +14,8 @@ pub mod connect_error;
 pub mod endpoint_choice;
 pub mod errors;
 pub mod fault;
+pub mod grpc_status;
+pub mod mirror;
 pub mod pool;
 pub mod rate_limit;
 pub mod resilience;
@@ -22,6 +24,7 @@ pub mod retry;
 pub mod retry_policy;
 pub mod route;
 pub mod stack;
+pub mod upgrade;
 
 use std::sync::Arc;
 

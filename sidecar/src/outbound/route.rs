@@ -5,15 +5,18 @@
 //! request; the backend is drawn by weight (an invalid one: 500; one that exists nowhere: 503
 //! from resolving it); its timeouts and retries go down as facts (`TryTimeout`, `RetryRules`)
 //! and the whole request is bounded by the rule's request timeout; response header modifiers
-//! change the answer.
+//! change the answer. Mirrors get a copy of their share of the requests (`mirror.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::Body;
+use http_body_util::Either;
 use mesh_core::api::SidecarSnapshot;
-use mesh_core::http::{BoxBody, empty};
+use mesh_core::http::{BoxBody, BoxError, empty};
 use mesh_core::names::{Destination, ServiceKey};
 use mesh_core::policy::filters::RouteFilter;
 use mesh_core::policy::route_match::RequestView;
@@ -22,6 +25,7 @@ use rand::Rng;
 use tower::{Service, ServiceExt};
 
 use super::errors::ProxyError;
+use super::mirror::{self, RoutedBody};
 use super::retry_policy::RetryRules;
 use crate::facts::{MatchedRule, Resolved};
 use crate::stack::{Concern, ConcernLayer};
@@ -94,9 +98,13 @@ impl Routers {
 
 impl<S, B> Concern<Request<B>, S> for Route
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = ProxyError> + Send + 'static,
+    S: Service<Request<RoutedBody<B>>, Response = Response<BoxBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = Response<BoxBody>;
     type Error = ProxyError;
@@ -107,9 +115,11 @@ where
         };
         let service = resolved.dest.service.clone();
         let router = match self.routers.get(&service, &resolved.snapshot) {
-            None => return next.oneshot(req).await,
+            None => return next.oneshot(req.map(Either::Left)).await,
             // A policy without routes (a backend policy only): implicit routing.
-            Some(Ok(router)) if router.is_empty() => return next.oneshot(req).await,
+            Some(Ok(router)) if router.is_empty() => {
+                return next.oneshot(req.map(Either::Left)).await;
+            }
             Some(Ok(router)) => router,
             Some(Err(reason)) => return Err(ProxyError::PolicyInvalid { service, reason }),
         };
@@ -171,6 +181,17 @@ where
                 | RouteFilter::Redirect(_)
                 | RouteFilter::Mirror(_) => {}
             }
+        }
+        let mirrors = mirror::drawn(
+            rule.filters.iter().filter_map(|f| match f {
+                RouteFilter::Mirror(m) => Some(m),
+                _ => None,
+            }),
+            &mut rand::rng(),
+        );
+        let (body, copy) = mirror::buffer_for_copy(body, !mirrors.is_empty(), &service).await?;
+        if let Some(copy) = copy {
+            mirror::send(&self.state, &next, &parts, copy, mirrors);
         }
         let backend = rule.backend_for(rand::rng().random());
         if let Some(reason) = &backend.invalid {

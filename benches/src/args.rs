@@ -12,6 +12,8 @@ pub enum PathId {
     Direct,
     /// Client -> client sidecar -> plaintext upstream.
     Sidecar,
+    /// The same hop to a service whose `HTTPRoute` has 100 rules (the policy stack's cost).
+    SidecarRoutes,
     /// Client -> client sidecar -> mTLS HTTP/2 -> endpoint sidecar -> upstream.
     SidecarPair,
     /// Client -> sidecar -> gateway -> QUIC -> gateway -> sidecar -> upstream.
@@ -28,6 +30,7 @@ impl PathId {
         match self {
             PathId::Direct => "direct",
             PathId::Sidecar => "sidecar",
+            PathId::SidecarRoutes => "sidecar-routes",
             PathId::SidecarPair => "sidecar-pair",
             PathId::CrossCluster => "cross-cluster",
             PathId::Nginx => "nginx",
@@ -79,7 +82,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "direct,sidecar,sidecar-pair,cross-cluster,nginx,haproxy"
+        default_value = "direct,sidecar,sidecar-routes,sidecar-pair,cross-cluster,nginx,haproxy"
     )]
     pub paths: Vec<PathId>,
     /// Fixed rates for HTTP/1.1 runs, requests per second; the first one also gives CPU and
@@ -249,7 +252,7 @@ mod tests {
     fn defaults_run_everything_and_explain_themselves() {
         let cfg = Cli::parse_from(["mesh-bench"]).args.validate().unwrap();
         assert_eq!(cfg.args.rates, [1000.0, 5000.0]);
-        assert_eq!(cfg.args.paths.len(), 6);
+        assert_eq!(cfg.args.paths.len(), 7);
         assert!(cfg.runs(Part::ControlPlane) && cfg.runs(Part::Link) && cfg.runs(Part::E2e));
         // The DNS part needs dnsperf and CoreDNS: asked for by name (benches/run.sh does).
         assert!(!cfg.runs(Part::Dns));

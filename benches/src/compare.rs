@@ -139,6 +139,7 @@ async fn data_path(cfg: &BenchConfig) -> Result<(Vec<PathReport>, Option<LinkRep
             client,
             &[
                 authority(crate::topology::PLAIN_SERVICE, None),
+                authority(crate::topology::ROUTED_SERVICE, None),
                 authority(ECHO_SERVICE, Some(CLUSTER_A)),
                 authority(ECHO_SERVICE, Some(CLUSTER_B)),
             ],

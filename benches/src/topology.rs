@@ -32,6 +32,13 @@ pub const CLUSTER_B: &str = "bench-b";
 pub const NAMESPACE: &str = "bench";
 /// Service of the plaintext upstream in `bench-a` (the one-hop path).
 pub const PLAIN_SERVICE: &str = "plain.bench";
+/// The same plaintext upstream as [`PLAIN_SERVICE`], governed by an `HTTPRoute` of
+/// [`ROUTES`] rules (the policy stack's cost).
+pub const ROUTED_SERVICE: &str = "routed.bench";
+/// Rules of the routed service's route.
+pub const ROUTES: usize = 100;
+/// The path requests to the routed service use: it matches the middle rule.
+pub const ROUTED_PATH: &str = "/r50/item";
 /// Service of the endpoint sidecars in both clusters.
 pub const ECHO_SERVICE: &str = "echo.bench";
 /// Service of the tunnel sink in `bench-b`.
@@ -140,15 +147,21 @@ impl MeshPair {
             &services_a,
             &services_a_yaml(upstream, layout.synthetic_endpoints),
         )?;
+        let policy_a = self.dir.join("policy-a.yaml");
+        write_file(&policy_a, &routes_yaml(ROUTES))?;
         let services_b = self.dir.join("services-b.yaml");
         let sink = self.addr("sink", "listen");
         write_file(&services_b, &services_b_yaml(sink))?;
 
-        for (cluster, services) in [(CLUSTER_A, &services_a), (CLUSTER_B, &services_b)] {
+        for (cluster, services, policy) in [
+            (CLUSTER_A, &services_a, vec![policy_a.clone()]),
+            (CLUSTER_B, &services_b, Vec::new()),
+        ] {
             let controller = ControllerArgs {
                 control: any,
                 admin: any,
                 services_file: Some(services.clone()),
+                policy_files: policy,
                 ..ControllerArgs::new(cluster, &self.dir.join(cluster))
             };
             self.spawn(
@@ -357,7 +370,10 @@ fn write_file(path: &Path, text: &str) -> Result<(), BenchError> {
 /// `bench-a`'s static services: the plaintext upstream and `synthetic` endpoints that nobody
 /// dials (they only give the catalog its size), in services of 100.
 pub fn services_a_yaml(upstream: SocketAddr, synthetic: usize) -> String {
-    let mut out = format!("- service: {PLAIN_SERVICE}\n  address: {upstream}\n  plaintext: true\n");
+    let mut out = format!(
+        "- service: {PLAIN_SERVICE}\n  address: {upstream}\n  plaintext: true\n\
+         - service: {ROUTED_SERVICE}\n  address: {upstream}\n  plaintext: true\n"
+    );
     for i in 0..synthetic {
         // 127.10.x.y: loopback addresses nothing listens on; never dialled.
         let (hi, lo) = ((i / 250) % 250 + 1, i % 250 + 1);
@@ -367,6 +383,26 @@ pub fn services_a_yaml(upstream: SocketAddr, synthetic: usize) -> String {
             10_000 + i / 62_500,
         ));
     }
+    out
+}
+
+/// An `HTTPRoute` of `rules` path-prefix rules `/r<i>` and a catch-all, all to the routed
+/// service, as a policy file of `bench-a`'s controller.
+pub fn routes_yaml(rules: usize) -> String {
+    let name = ROUTED_SERVICE.split('.').next().unwrap_or_default();
+    let mut out = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: bench-routes, namespace: {NAMESPACE}}}\n\
+         spec:\n  parentRefs: [{{kind: Service, name: {name}}}]\n  rules:\n"
+    );
+    for i in 0..rules {
+        out.push_str(&format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: /r{i}}}}}]\n    backendRefs: [{{name: {name}}}]\n"
+        ));
+    }
+    out.push_str(&format!(
+        "  - matches: [{{path: {{type: PathPrefix, value: /}}}}]\n    backendRefs: [{{name: {name}}}]\n"
+    ));
     out
 }
 
@@ -396,7 +432,19 @@ mod tests {
         );
         let up: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         let yaml = services_a_yaml(up, 10_000);
-        assert_eq!(yaml.matches("- service:").count(), 10_001);
+        assert_eq!(yaml.matches("- service:").count(), 10_002);
+        let routes = routes_yaml(ROUTES);
+        let objects = mesh_core::policy::documents::parse_documents(&routes, "policy-a.yaml", 0)
+            .expect("the bench's route parses");
+        let known = |_: &mesh_core::names::ServiceKey| true;
+        let compiled = mesh_core::policy::compile::compile(&objects, &known);
+        assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+        let routed = compiled
+            .services
+            .values()
+            .next()
+            .expect("the routed service");
+        assert_eq!(routed.rules.len(), ROUTES + 1);
         assert!(
             yaml.starts_with(
                 "- service: plain.bench\n  address: 127.0.0.1:9000\n  plaintext: true\n"

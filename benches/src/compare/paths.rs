@@ -16,7 +16,10 @@ use crate::load::{LoadResult, LoadSpec, Pace, Protocol, Target, run_load};
 use crate::procstat::{self, ProcSample};
 use crate::reference::{ProxyKind, ReferenceProxy};
 use crate::report::{PathReport, ProcessReport, RateRun, ThroughputRun};
-use crate::topology::{CLUSTER_A, CLUSTER_B, ECHO_SERVICE, MeshPair, PLAIN_SERVICE, authority};
+use crate::topology::{
+    CLUSTER_A, CLUSTER_B, ECHO_SERVICE, MeshPair, PLAIN_SERVICE, ROUTED_PATH, ROUTED_SERVICE,
+    authority,
+};
 
 /// One path to measure.
 struct PathDef {
@@ -72,6 +75,19 @@ pub(super) async fn measure_all(
             title: "one sidecar hop",
             h1: mesh(PLAIN_SERVICE, None),
             h2: mesh(PLAIN_SERVICE, None),
+            proxies: vec![client_sidecar.clone()],
+        });
+    }
+    if cfg.measures(PathId::SidecarRoutes) {
+        let routed = Target {
+            path: ROUTED_PATH.into(),
+            ..mesh(ROUTED_SERVICE, None)
+        };
+        defs.push(PathDef {
+            id: PathId::SidecarRoutes,
+            title: "one sidecar hop, 100 routes",
+            h1: routed.clone(),
+            h2: routed,
             proxies: vec![client_sidecar.clone()],
         });
     }

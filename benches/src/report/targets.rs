@@ -44,6 +44,7 @@ pub fn check_targets(report: &RunReport) -> Vec<TargetCheck> {
     vec![
         pair_vs_haproxy(report),
         throughput_vs_references(report),
+        policy_stack_cost(report),
         sidecar_memory(report),
         cpu_per_request(report),
         quic_vs_tcp(report),
@@ -120,6 +121,37 @@ fn throughput_vs_references(report: &RunReport) -> TargetCheck {
         pct(sidecar, hap)
     );
     check(target, measured, Some(met), Some(shortfall))
+}
+
+fn policy_stack_cost(report: &RunReport) -> TargetCheck {
+    let target =
+        "the policy stack with 100 routes costs at most 5% of one sidecar hop's throughput";
+    let rps = |id: &str| {
+        report
+            .path(id)
+            .and_then(|p| p.max_throughput.as_ref())
+            .map(|t| t.rps)
+    };
+    let (Some(plain), Some(routed)) = (rps("sidecar"), rps("sidecar-routes")) else {
+        return unmeasured(
+            target,
+            "maximum throughput of the sidecar with and without routes not measured",
+        );
+    };
+    let measured = format!(
+        "no routes {plain:.0} req/s, 100 routes {routed:.0} req/s ({:.1}%)",
+        pct(routed, plain)
+    );
+    let shortfall = format!(
+        "{:.1}% of the throughput without routes (goal 95%)",
+        pct(routed, plain)
+    );
+    check(
+        target,
+        measured,
+        Some(routed >= 0.95 * plain),
+        Some(shortfall),
+    )
 }
 
 fn pct(a: f64, b: f64) -> f64 {

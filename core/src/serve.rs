@@ -81,7 +81,9 @@ pub async fn tls_handshake(
 }
 
 /// Serves HTTP/1.1 or HTTP/2 (detected from the first bytes) on one connection, answering each
-/// request with a clone of `service`, until the client closes it.
+/// request with a clone of `service`, until the client closes it. HTTP/1.1 upgrades and HTTP/2
+/// extended CONNECT are accepted: a service that answers 101 (or 200 to the CONNECT) takes the
+/// connection or stream over with `hyper::upgrade::on`.
 pub async fn serve_connection<I, S>(io: I, peer: SocketAddr, role: &'static str, service: S)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -95,11 +97,19 @@ where
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The timer bounds how long a client may take to send its request head (slowloris).
     builder.http1().timer(TokioTimer::new());
+    // Extended CONNECT (RFC 8441): the sidecars carry an HTTP/1.1 `Upgrade` (WebSocket) across
+    // their HTTP/2 hop as a CONNECT with `:protocol`, which a server must announce it accepts.
     builder
         .http2()
         .adaptive_window(true)
+        .enable_connect_protocol()
         .timer(TokioTimer::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+    // With upgrades, an HTTP/1.1 request's connection can be handed over after a 101 answer
+    // (`hyper::upgrade::on`); without, the 101 would be answered and the connection closed.
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
         tracing::debug!(%peer, role, error = %e, "connection ended with an error");
     }
 }

@@ -1,5 +1,8 @@
 //! Header handling shared by both directions: hop-by-hop headers do not cross a proxy (RFC 9110
-//! section 7.6.1), and HTTP/2 refuses connection-specific ones outright.
+//! section 7.6.1), and HTTP/2 refuses connection-specific ones outright. `Upgrade` is one of
+//! them: an HTTP/1.1 upgrade is not passed on as headers but recognised here
+//! ([`upgrade_protocol`]) and carried across the mesh's HTTP/2 hop as an extended CONNECT (see
+//! `outbound::upgrade` and `inbound::upgrade`).
 
 use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
@@ -38,6 +41,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (RFC 9110 section 7.8): the first one its
+/// `Upgrade` header offers, when `Connection` lists `upgrade`. `h2c` is never one: a proxy
+/// serves such a request as the HTTP/1.1 request it also is (RFC 9113 removed that upgrade),
+/// and only one protocol crosses the mesh's hop (`:protocol` names one), so the first offered,
+/// the client's preference, is the one asked of the app.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<String> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !asks {
+        return None;
+    }
+    let first = headers
+        .get_all(UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|p| !p.is_empty())?;
+    (!first.eq_ignore_ascii_case("h2c")).then(|| first.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -69,5 +97,34 @@ mod tests {
         only_gzip.insert(TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut only_gzip);
         assert!(only_gzip.is_empty());
+    }
+
+    #[test]
+    fn an_upgrade_is_the_first_protocol_offered_with_connection_upgrade() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let ws = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_protocol(&ws).as_deref(), Some("websocket"));
+        let two = headers(&[("connection", "upgrade"), ("upgrade", " foo/2 , bar")]);
+        assert_eq!(upgrade_protocol(&two).as_deref(), Some("foo/2"));
+        // `Upgrade` without `Connection: upgrade` is not an upgrade request (RFC 9110 7.8).
+        let bare = headers(&[("upgrade", "websocket")]);
+        assert_eq!(upgrade_protocol(&bare), None);
+        let none = headers(&[("connection", "upgrade")]);
+        assert_eq!(upgrade_protocol(&none), None);
+        // curl --http2 on http:// asks for h2c: served as HTTP/1.1, never carried.
+        let h2c = headers(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
+        assert_eq!(upgrade_protocol(&h2c), None);
     }
 }

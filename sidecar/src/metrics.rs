@@ -21,6 +21,20 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of one gRPC call counted by the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    /// The destination service, or `-`.
+    pub service: String,
+    /// The cluster that answered, or `-`.
+    pub cluster: String,
+    /// The call's `grpc-status` code (`0` is OK, `14` UNAVAILABLE), or `-` when the answer
+    /// ended without one (the stream broke, or the client went away).
+    pub grpc_status: String,
+}
+
 /// Labels of the request duration histogram.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DurationLabels {
@@ -98,6 +112,8 @@ pub struct Metrics {
     pub duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     /// `mesh_sidecar_retries_total{service}`.
     pub retries: Family<ServiceLabels, Counter>,
+    /// `mesh_sidecar_grpc_responses_total{direction,service,cluster,grpc_status}`.
+    pub grpc_responses: Family<GrpcLabels, Counter>,
     /// `mesh_sidecar_breaker_state{service,cluster}`: 0 closed, 1 half-open, 2 open.
     pub breaker_state: Family<LocalityLabels, Gauge>,
     /// `mesh_sidecar_outlier_ejections_total{service,cluster}`.
@@ -130,6 +146,7 @@ impl Metrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             retries: Family::default(),
+            grpc_responses: Family::default(),
             breaker_state: Family::default(),
             ejections: Family::default(),
             latency_shifted: Family::default(),
@@ -151,6 +168,12 @@ impl Metrics {
             "mesh_sidecar_request_duration_seconds",
             "Time from request to response headers, retries included",
             metrics.duration.clone(),
+        );
+        registry.register(
+            "mesh_sidecar_grpc_responses",
+            "gRPC calls answered, by direction, destination service, serving cluster and \
+             grpc-status (from the trailers, or the head of a trailers-only answer)",
+            metrics.grpc_responses.clone(),
         );
         registry.register(
             "mesh_sidecar_retries",

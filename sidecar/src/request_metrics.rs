@@ -3,15 +3,26 @@
 //! response head (`mesh_sidecar_requests_total`, `mesh_sidecar_request_duration_seconds`).
 //! Service and cluster come from the response's [`ServiceName`] and [`ServedBy`] facts, `-`
 //! when the request never got that far.
+//!
+//! A gRPC answer (`content-type: application/grpc`) is also counted by its `grpc-status`
+//! (`mesh_sidecar_grpc_responses_total`): from the head of a trailers-only answer at once, else
+//! from the trailers when the body ends ([`GrpcStatusBody`]), `-` when it ends or is dropped
+//! without one. The HTTP status alone says 200 for every gRPC call, failed or not.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{Request, Response};
-use mesh_core::http::BoxBody;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use mesh_core::http::{BoxBody, BoxError};
 use tower::{Service, ServiceExt};
 
 use crate::facts::{ServedBy, ServiceName};
-use crate::metrics::Metrics;
+use crate::metrics::{GrpcLabels, Metrics};
+use crate::outbound::grpc_status::{grpc_status, is_grpc};
 use crate::stack::{Concern, ConcernLayer};
 
 /// Which way the requests go, the `direction` label.
@@ -64,14 +75,96 @@ where
             .extensions()
             .get::<ServedBy>()
             .map(|s| s.0.cluster.as_str());
+        let service = service.as_deref().unwrap_or("-");
+        let cluster = cluster.unwrap_or("-");
         self.metrics.observe_request(
             self.direction.label(),
-            service.as_deref().unwrap_or("-"),
-            cluster.unwrap_or("-"),
+            service,
+            cluster,
             rsp.status().as_u16(),
             started.elapsed().as_secs_f64(),
         );
-        Ok(rsp)
+        if !is_grpc(rsp.headers()) {
+            return Ok(rsp);
+        }
+        let labels = GrpcLabels {
+            direction: self.direction.label(),
+            service: service.to_string(),
+            cluster: cluster.to_string(),
+            grpc_status: String::new(),
+        };
+        if let Some(code) = grpc_status(rsp.headers()) {
+            count_grpc(&self.metrics, labels, Some(code));
+            return Ok(rsp);
+        }
+        let metrics = self.metrics;
+        Ok(rsp.map(|body| GrpcStatusBody::new(body, metrics, labels).boxed()))
+    }
+}
+
+fn count_grpc(metrics: &Metrics, mut labels: GrpcLabels, code: Option<u32>) {
+    labels.grpc_status = code.map_or_else(|| "-".to_string(), |c| c.to_string());
+    metrics.grpc_responses.get_or_create(&labels).inc();
+}
+
+/// A gRPC response body that counts the call's `grpc-status` once: from its trailers, or `-`
+/// when it ends or is dropped without them.
+pub struct GrpcStatusBody {
+    inner: BoxBody,
+    /// Where and under which labels to count; `None` once counted.
+    pending: Option<(Metrics, GrpcLabels)>,
+}
+
+impl GrpcStatusBody {
+    /// Wraps `inner`, to be counted in `metrics` under `labels` (its `grpc_status` is set here).
+    pub fn new(inner: BoxBody, metrics: Metrics, labels: GrpcLabels) -> Self {
+        Self {
+            inner,
+            pending: Some((metrics, labels)),
+        }
+    }
+
+    fn count(&mut self, code: Option<u32>) {
+        if let Some((metrics, labels)) = self.pending.take() {
+            count_grpc(&metrics, labels, code);
+        }
+    }
+}
+
+impl Drop for GrpcStatusBody {
+    fn drop(&mut self) {
+        self.count(None);
+    }
+}
+
+impl Body for GrpcStatusBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.count(grpc_status(trailers));
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.count(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -131,5 +224,63 @@ mod tests {
             text.contains(r#"duration_seconds_sum{direction="outbound",service="echo.demo"} 0.3"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn grpc_calls_are_counted_by_their_status_from_trailers_or_head() {
+        use http_body_util::Full;
+
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let inner = tower::service_fn(|req: Request<()>| async move {
+            let mut rsp = match req.uri().path() {
+                // Trailers-only: the status in the head.
+                "/unavailable" => {
+                    let mut rsp = Response::new(mesh_core::http::empty());
+                    rsp.headers_mut()
+                        .insert("grpc-status", http::HeaderValue::from_static("14"));
+                    rsp
+                }
+                "/ok" => {
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let body = Full::new(Bytes::from_static(b"\0\0\0\0\0"))
+                        .map_err(|e| -> BoxError { match e {} })
+                        .with_trailers(async move { Some(Ok(trailers)) })
+                        .boxed();
+                    Response::new(body)
+                }
+                _ => Response::new(
+                    Full::new(Bytes::from_static(b"x"))
+                        .map_err(|e| match e {})
+                        .boxed(),
+                ),
+            };
+            rsp.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            Ok::<_, Infallible>(rsp)
+        });
+        let svc = tower::Layer::layer(&layer(metrics, Direction::Inbound), inner);
+        let req = |path: &str| Request::builder().uri(path).body(()).unwrap();
+        let rsp = svc.clone().oneshot(req("/unavailable")).await.unwrap();
+        drop(rsp);
+        let rsp = svc.clone().oneshot(req("/ok")).await.unwrap();
+        let collected = rsp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        // A body dropped before its trailers: no status.
+        let rsp = svc.oneshot(req("/cut")).await.unwrap();
+        drop(rsp);
+
+        let text = encoded(&registry);
+        for code in ["14", "0", "-"] {
+            assert!(
+                text.contains(&format!(
+                    r#"mesh_sidecar_grpc_responses_total{{direction="inbound",service="-",cluster="-",grpc_status="{code}"}} 1"#
+                )),
+                "{code}: {text}"
+            );
+        }
     }
 }

@@ -10,5 +10,6 @@ pub mod rate_limit;
 pub mod served_by;
 pub mod server;
 pub mod stack;
+pub mod upgrade;
 
 pub use server::serve;

@@ -10,7 +10,7 @@ use tower::ServiceBuilder;
 use super::app::AppClient;
 use super::errors::{self, InboundError};
 use super::origin_form::OriginFormLayer;
-use super::{opaque, rate_limit, served_by};
+use super::{opaque, rate_limit, served_by, upgrade};
 use crate::outbound::balancer::EndpointRef;
 use crate::request_metrics::{self, Direction};
 use crate::stack::HttpStack;
@@ -30,11 +30,15 @@ use crate::timeout;
 /// 7. **rate limit**: the service's inbound `RateLimitPolicy` from the latest snapshot, per
 ///    caller identity (over it: 429 with `Retry-After` and the `RateLimit` fields; shadow
 ///    mode only counts);
-/// 8. **timeout**: bounds the app's answer;
-/// 9. **opaque**: a CONNECT (a stream another sidecar's capture took for something other than
-///    HTTP) is joined to a new connection to the app, and goes no further;
-/// 10. **origin form**: the request as a plain HTTP/1.1 app expects it;
-/// 11. **app**: the pooled HTTP/1.1 client of the app.
+/// 8. **timeout**: bounds the app's answer (its head: a streamed body or an upgraded
+///    connection outlives it);
+/// 9. **upgrade**: an extended CONNECT (an HTTP/1.1 `Upgrade` another sidecar carried) is
+///    replayed to the app on a connection of its own; after the app's 101 the stream and the
+///    connection are joined, and it goes no further;
+/// 10. **opaque**: a CONNECT (a stream another sidecar's capture took for something other than
+///     HTTP) is joined to a new connection to the app, and goes no further;
+/// 11. **origin form**: the request as a plain HTTP/1.1 app expects it;
+/// 12. **app**: the client of the app: pooled HTTP/1.1, or h2c for gRPC (trailers).
 pub fn inbound_stack(
     state: &Arc<SidecarState>,
     service: ServiceKey,
@@ -58,6 +62,7 @@ pub fn inbound_stack(
             state.request_timeout(),
             InboundError::Timeout,
         ))
+        .layer(upgrade::layer(app.clone()))
         .layer(opaque::layer(app.clone()))
         .layer(OriginFormLayer)
         .service(app)

@@ -24,6 +24,7 @@ use tower::{Service, ServiceExt};
 use super::balancer::{EndpointRef, NoPick, ServiceBalancer, TryRequest};
 use super::body::{InFlightBody, TryBody};
 use super::connect::TryError;
+use super::grpc_status;
 use crate::facts::{Picked, Resolved, ServedBy, Tried};
 use crate::metrics::LocalityLabels;
 use crate::stack::{Concern, ConcernLayer};
@@ -123,7 +124,9 @@ where
         let result = next.oneshot(req).await;
         let latency = started.elapsed();
         let outcome = match &result {
-            Ok(rsp) if rsp.status().is_server_error() => Some(TryOutcome::Failed),
+            Ok(rsp) if grpc_status::is_failure(rsp.status(), rsp.headers()) => {
+                Some(TryOutcome::Failed)
+            }
             Ok(_) if buffered => Some(TryOutcome::ComparableSuccess),
             Ok(_) => Some(TryOutcome::Success),
             // The body never left: nothing is known about the endpoint.
@@ -174,7 +177,8 @@ enum TryOutcome {
     ComparableSuccess,
     /// A response that is not a 5xx, whose time includes streaming the request body.
     Success,
-    /// A 5xx, no connection, a broken exchange or a timeout.
+    /// A 5xx (or a trailers-only gRPC failure such as UNAVAILABLE), no connection, a broken
+    /// exchange or a timeout.
     Failed,
 }
 

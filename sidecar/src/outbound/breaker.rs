@@ -1,6 +1,7 @@
 //! The breaker layer: once a request is settled, feeds its outcome to the circuit breaker of
 //! every locality (service, cluster) it tried. A locality succeeded if it served the final
-//! answer without a 5xx; a dead endpoint whose try was retried on a sibling is outlier
+//! answer without a 5xx (a trailers-only gRPC UNAVAILABLE counts as a 503, see
+//! [`grpc_status`]); a dead endpoint whose try was retried on a sibling is outlier
 //! detection's business and does not count against its whole locality. Breakers count whole
 //! requests, endpoints count tries. (An open breaker is honoured where endpoints are chosen:
 //! the balancer gives its locality no health.)
@@ -13,6 +14,7 @@ use tower::{Service, ServiceExt};
 
 use super::balancer::EndpointRef;
 use super::errors::ProxyError;
+use super::grpc_status;
 use super::retry::Unanswered;
 use crate::facts::{Resolved, ServedBy, Tried};
 use crate::stack::{Concern, ConcernLayer};
@@ -49,10 +51,10 @@ where
         let (result, outcomes) = match next.oneshot(req).await {
             Ok(rsp) => {
                 let tried = rsp.extensions().get::<Tried>().map(|t| t.0.as_slice());
-                let served = rsp
-                    .extensions()
-                    .get::<ServedBy>()
-                    .map(|s| (s.0.cluster.as_str(), !rsp.status().is_server_error()));
+                let served = rsp.extensions().get::<ServedBy>().map(|s| {
+                    let failed = grpc_status::is_failure(rsp.status(), rsp.headers());
+                    (s.0.cluster.as_str(), !failed)
+                });
                 let outcomes = locality_outcomes(tried.unwrap_or_default(), served);
                 (Ok(rsp), outcomes)
             }

@@ -8,8 +8,8 @@
 //!
 //! This module only connects: it never retries (the proxy decides that).
 //!
-//! Backend policy limits: one connection per endpoint means `limits.maxConnections` (at least
-//! 1) always holds here. `limits.maxPendingRequests` is not enforced yet: requests wait for a
+//! Backend policy limits: one connection per endpoint means `limits.maxConnections` (at
+//! least 1) always holds here. `limits.maxPendingRequests` is not enforced yet: requests wait for a
 //! dial in [`ConnectionPool::get`] (on the endpoint's slot) and for an HTTP/2 stream inside
 //! hyper, and neither wait is counted per service; counting them needs the service's limits in
 //! [`Target`] and a refusal that does not count against the endpoint (not a `ConnectError`,

@@ -43,8 +43,10 @@ where
         let (mut parts, body) = req.into_parts();
         let captured = parts.extensions.get::<CapturedVip>().cloned();
         // The app's CONNECT is refused (an HTTP proxy for plain requests only); an opaque
-        // stream to a captured VIP is one.
-        let opaque = parts.method == Method::CONNECT;
+        // stream to a captured VIP is one. An extended CONNECT (`:protocol`: an upgrade, see
+        // `upgrade`) is a request for a path like any other.
+        let opaque = parts.method == Method::CONNECT
+            && parts.extensions.get::<hyper::ext::Protocol>().is_none();
         if opaque && captured.is_none() {
             return Err(ProxyError::ConnectMethod);
         }

@@ -26,6 +26,7 @@ use super::balancer::EndpointRef;
 use super::body::{ReplayBody, TryBody};
 use super::connect::TryError;
 use super::errors::ProxyError;
+use super::grpc_status;
 use super::retry_policy::{RetryRules, TryFailure};
 use crate::facts::{Resolved, ServedBy, Tried};
 use crate::metrics::{Metrics, ServiceLabels};
@@ -102,7 +103,9 @@ enum LastFailure {
 impl LastFailure {
     fn kind(&self) -> TryFailure {
         match self {
-            Self::Response(rsp) => TryFailure::Status(rsp.status()),
+            Self::Response(rsp) => {
+                TryFailure::Status(grpc_status::effective_status(rsp.status(), rsp.headers()))
+            }
             Self::Try(_, TryError::Connect(_)) => TryFailure::Connect,
             Self::Try(_, TryError::Timeout(_)) => TryFailure::Timeout,
             Self::Try(_, TryError::Protocol(_) | TryError::BodyGone | TryError::MissingFact(_)) => {
@@ -202,7 +205,9 @@ where
                     if let Some(served) = rsp.extensions().get::<ServedBy>() {
                         tried.push(served.0.clone());
                     }
-                    if !rules.is_retryable_status(rsp.status()) {
+                    // A trailers-only gRPC UNAVAILABLE is retried as a 503 would be.
+                    let status = grpc_status::effective_status(rsp.status(), rsp.headers());
+                    if !rules.is_retryable_status(status) {
                         return Ok(with_tried(rsp, tried));
                     }
                     last = Some(LastFailure::Response(rsp));

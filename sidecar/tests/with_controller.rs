@@ -68,6 +68,27 @@ impl FakeController {
     fn seen<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
         f(&mut self.seen.lock().unwrap())
     }
+
+    /// Sets echo's endpoints and streams the new snapshot on the latest discovery stream, as
+    /// the real controller does when its view changes.
+    fn set_echo(&self, cluster: &Cluster, endpoints: Vec<RouteEndpoint>) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.echo = endpoints;
+        let services: Vec<ServiceKey> = seen
+            .queries
+            .last()
+            .and_then(|q| q.strip_prefix("services="))
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let snap = snapshot_for(&mut seen, cluster, &services);
+        let mut line = serde_json::to_vec(&snap).unwrap();
+        line.push(b'\n');
+        if let Some(stream) = seen.streams.last() {
+            let _ = stream.try_send(Bytes::from(line));
+        }
+    }
 }
 
 fn snapshot_for(seen: &mut Seen, cluster: &Cluster, services: &[ServiceKey]) -> SidecarSnapshot {
@@ -264,25 +285,25 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
     );
     assert_eq!(registration.service, echo());
 
-    // The controller will route echo.demo to this very sidecar's inbound.
-    ctl.seen(|s| {
-        s.echo = vec![RouteEndpoint {
+    // The sidecar asks for its own service from the start (its inbound policy comes with
+    // it). The controller will route echo.demo to this very sidecar's inbound.
+    eventually("the own service asked for", Duration::from_secs(5), || {
+        ctl.seen(|s| s.queries.iter().any(|q| q == "services=echo.demo"))
+    })
+    .await;
+    ctl.set_echo(
+        &east,
+        vec![RouteEndpoint {
             address: inbound,
             identity: registration.identity.clone(),
             healthy: true,
             plaintext: false,
-        }];
-    });
-    // First request: not asked for yet; the stream is re-opened with services=echo.demo.
+        }],
+    );
     let rsp = get(outbound, "/").await?;
     assert_eq!(rsp.status, StatusCode::OK, "{}", rsp.text());
     assert_eq!(rsp.header("x-mesh-cluster"), Some("us-east"));
     let queries = ctl.seen(|s| s.queries.clone());
-    assert_eq!(
-        queries.first().map(String::as_str),
-        Some("services="),
-        "{queries:?}"
-    );
     assert_eq!(
         queries.last().map(String::as_str),
         Some("services=echo.demo"),

@@ -21,6 +21,9 @@ use crate::demo_app_args::DemoAppArgs;
 pub const UNWIRED: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// The arguments of one process.
+// A plan holds a few dozen of these, built once: boxing the controller's larger flags would
+// save nothing that matters and make every plan site noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComponentArgs {
     /// `mesh controller`.

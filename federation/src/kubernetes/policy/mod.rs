@@ -92,8 +92,15 @@ pub(crate) struct PolicySource {
     pub board: Arc<PolicyBoard>,
 }
 
-/// What was compiled last: the objects, the known services and the watches' problem.
-type Compiled = (ReadPolicy, BTreeSet<ServiceKey>, Option<String>);
+/// What was compiled last: the objects and the known services.
+type Compiled = (ReadPolicy, BTreeSet<ServiceKey>);
+
+/// What one compile judged: every object's conditions, and the false ones as messages.
+#[derive(Default)]
+struct Judged {
+    statuses: Vec<ObjectStatus>,
+    problems: Vec<String>,
+}
 
 impl PolicySource {
     /// Starts the watches and the compile-and-status loop; `leading` says whether this replica
@@ -151,21 +158,29 @@ impl PolicySource {
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<Compiled> = None;
-        let mut judged: Vec<ObjectStatus> = Vec::new();
+        let mut judged = Judged::default();
         let mut writer = StatusWriter::default();
         loop {
             let watched = stores.watched();
             let now: Compiled = (
                 read(&watched),
                 self.controller.read(|s, _| s.known_services()),
-                health.problem(Instant::now()),
             );
             if last.as_ref() != Some(&now) {
-                judged = self.evaluate(&now);
+                judged = self.evaluate(&now, &judged.problems);
                 last = Some(now);
             }
+            // The watches' problem is reported as it is now (its text counts the time), without
+            // recompiling; each watch logs its own failure once.
+            let mut refused = judged.problems.clone();
+            refused.extend(
+                health
+                    .problem(Instant::now())
+                    .map(|p| format!("policy watches: {p}")),
+            );
+            self.board.update(|r| r.refused = refused);
             if *leading.borrow() {
-                writer.write(&self.client, &watched, &judged).await;
+                writer.write(&self.client, &watched, &judged.statuses).await;
             } else {
                 writer = StatusWriter::default();
             }
@@ -179,9 +194,9 @@ impl PolicySource {
         }
     }
 
-    /// Compiles the objects read and puts the accepted ones in force; returns every object's
-    /// conditions.
-    fn evaluate(&self, (read, known, problem): &Compiled) -> Vec<ObjectStatus> {
+    /// Compiles the objects read and puts the accepted ones in force; logs the problems not in
+    /// `before`.
+    fn evaluate(&self, (read, known): &Compiled, before: &[String]) -> Judged {
         let mut compiled = compile(&read.objects, &|k| known.contains(k));
         let mut problems: Vec<String> = compiled.errors.iter().map(ToString::to_string).collect();
         for s in &read.unreadable {
@@ -197,15 +212,13 @@ impl PolicySource {
                 ));
             }
         }
-        problems.extend(problem.iter().map(|p| format!("policy watches: {p}")));
-        let before = self.board.report().refused;
         for p in problems.iter().filter(|p| !before.contains(p)) {
             tracing::warn!(problem = %p, "policy object not applied as written; the others apply");
         }
         compiled.statuses.extend(read.unreadable.iter().cloned());
         let statuses = compiled.statuses.clone();
-        put_in_force(&self.controller, &self.board, compiled, problems);
-        statuses
+        put_in_force(&self.controller, &self.board, compiled, problems.clone());
+        Judged { statuses, problems }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The traffic policy model (issue 11), pure and validated: what the controller compiles from
-//! `HTTPRoute`s and our policy objects and what sidecars apply per request. Built so far:
+//! `HTTPRoute`s and our policy objects and what sidecars apply per request (the sidecar's layers
+//! are in `sidecar/src/outbound/` and `inbound/`; the sources in `federation/`):
 //!
 //! - `route_match.rs`: the Gateway API's `HTTPRouteMatch` (path Exact / PathPrefix by whole
 //!   segments / RegularExpression, headers, query parameters, method), checked when built;
@@ -10,33 +11,28 @@
 //!   `router.rs`: those rules compiled, the rule and the weighted backend of each request;
 //! - `backend_policy/`, `hash_ring/`, `pick.rs`: a service's backend policy (load-balancing
 //!   algorithm, outlier and breaker overrides, concurrency limits) and its pure choosers:
-//!   consistent hashing on a ring, round robin and least request (not yet applied by the
-//!   sidecar);
+//!   consistent hashing on a ring, round robin and least request;
 //! - `rate_limit/`, `fault.rs`: local rate limits (token buckets: total, per caller identity,
 //!   overrides, shadow mode; the `RateLimit` response fields) and client-side fault injection
-//!   (delay, abort), pure with time and randomness passed in (not yet applied by the sidecar);
+//!   (delay, abort), pure with time and randomness passed in;
 //! - `http_cache/`: the response cache's rules (RFC 9111 shared cache: storability,
 //!   `Cache-Control`, freshness and age, `Vary`, invalidation) and its byte-bounded LRU store,
-//!   pure with time passed in (not yet applied by the sidecar);
+//!   pure with time passed in;
 //! - `attachment/`, `field_lines.rs`: our policy kinds (`FaultPolicy`, `RateLimitPolicy`,
 //!   `CachePolicy`, `BackendPolicy`, `mesh.dev/v1alpha1`) attached by `targetRef` to a route
 //!   or a service, and the line of a refused field in its document (`documents.rs` reads them,
 //!   `compile/` attaches them).
-//!
-//! Not built yet: filters, weighted backends, per-route timeouts and retries, rate limits, cache
-//! rules, fault rules, backend policy, their sources (files, `HTTPRoute` watchers) and the
-//! sidecar layers that apply them.
 
 pub mod attachment;
-pub mod fault;
+pub mod backend_policy;
 pub mod compile;
 pub mod documents;
+pub mod fault;
 pub mod field_lines;
 pub mod filters;
+pub mod hash_ring;
 pub mod http_cache;
 pub mod http_route;
-pub mod backend_policy;
-pub mod hash_ring;
 pub mod pick;
 pub mod rate_limit;
 pub mod route_match;

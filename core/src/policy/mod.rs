@@ -9,6 +9,8 @@
 //! - `http_route.rs`: the `HTTPRoute` spec as users write it; `filters.rs`: its filters checked
 //!   and applied; `service_policy.rs`: one service's rules as snapshots carry them;
 //!   `router.rs`: those rules compiled, the rule and the weighted backend of each request;
+//! - `documents.rs`: policy objects as YAML documents (file, line and field in every error);
+//!   `compile/`: objects to per-service policies, with the Gateway API's status conditions;
 //! - `backend_policy/`, `hash_ring/`, `pick.rs`: a service's backend policy (load-balancing
 //!   algorithm, outlier and breaker overrides, concurrency limits) and its pure choosers:
 //!   consistent hashing on a ring, round robin and least request;

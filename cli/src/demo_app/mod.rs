@@ -5,8 +5,13 @@
 //! such bodies, up to 8 MiB, are buffered). Its admin port can inject faults (see [`faults`]).
 //! A connection that does not start like HTTP (see `mesh_sidecar::transparent::sniff`) is
 //! echoed back byte for byte: the demo's TCP echo, what the mesh carries as an opaque stream.
+//! On the same port, a gRPC echo ([`grpc`], `echo.proto`: unary `mesh.demo.Echo/Say`,
+//! server-streaming `mesh.demo.Echo/Count`) over HTTP/2 prior knowledge, and a WebSocket echo
+//! on `/ws` ([`websocket`]).
 
 pub mod faults;
+pub mod grpc;
+pub mod websocket;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use mesh_core::api::ReadyFile;
 use mesh_core::http::{BoxBody, full, read_body, text};
 use mesh_core::serve::{accept_loop, serve_connection};
 use mesh_core::telemetry::{BindError, bind_tcp, shutdown_signal};
+use mesh_sidecar::outbound::grpc_status::is_grpc;
 use mesh_sidecar::transparent::replayed::Replayed;
 use mesh_sidecar::transparent::sniff::{Sniffed, sniff};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -65,6 +71,7 @@ struct DemoApp {
     cluster: HeaderValue,
     replica: HeaderValue,
     greeting: String,
+    replier: grpc::Replier,
     requests: Family<RequestLabels, Counter>,
     faults: faults::Faults,
 }
@@ -72,6 +79,11 @@ struct DemoApp {
 impl DemoApp {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
         let method = req.method().clone();
+        if is_grpc(req.headers()) || websocket::is_upgrade(&req) {
+            let rsp = self.other_protocol(req).await;
+            self.count(&method, &rsp);
+            return rsp;
+        }
         let seen = seen_request(&req);
         let fault = self.faults.decide();
         if !fault.delay.is_zero() {
@@ -111,13 +123,34 @@ impl DemoApp {
         rsp.headers_mut()
             .insert(HEADER_ECHO_REPLICA, self.replica.clone());
         rsp.headers_mut().extend(seen);
+        self.count(&method, &rsp);
+        rsp
+    }
+
+    /// A gRPC call (faults apply: a failed one is UNAVAILABLE) or a WebSocket handshake.
+    async fn other_protocol(&self, req: Request<Incoming>) -> Response<BoxBody> {
+        if websocket::is_upgrade(&req) {
+            return websocket::accept(req);
+        }
+        let fault = self.faults.decide();
+        if !fault.delay.is_zero() {
+            tokio::time::sleep(fault.delay).await;
+        }
+        let mut rsp = grpc::call(req, &self.replier, fault.fail).await;
+        rsp.headers_mut()
+            .insert(HEADER_ECHO_CLUSTER, self.cluster.clone());
+        rsp.headers_mut()
+            .insert(HEADER_ECHO_REPLICA, self.replica.clone());
+        rsp
+    }
+
+    fn count(&self, method: &Method, rsp: &Response<BoxBody>) {
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
                 status: rsp.status().as_u16(),
             })
             .inc();
-        rsp
     }
 }
 
@@ -207,6 +240,10 @@ pub async fn run(args: DemoAppArgs) -> Result<(), DemoAppError> {
             "echo from cluster={} replica={}",
             args.cluster, args.replica
         ),
+        replier: grpc::Replier {
+            cluster: args.cluster.clone(),
+            replica: args.replica.clone(),
+        },
         requests,
         faults: faults::Faults::default(),
     });

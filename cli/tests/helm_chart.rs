@@ -1001,6 +1001,12 @@ fn controller_needs(existing_ca: bool, injection: bool) -> Vec<Access> {
             needs.push(status_everywhere(verb, resource));
         }
     }
+    for (resource, _) in POLICY_RESOURCES {
+        for verb in ["get", "list", "watch"] {
+            needs.push(everywhere(verb, resource));
+        }
+        needs.push(status_everywhere("patch", resource));
+    }
     for verb in [
         "get", "list", "watch", "create", "update", "patch", "delete",
     ] {
@@ -1058,6 +1064,24 @@ fn controller_needs(existing_ca: bool, injection: bool) -> Vec<Access> {
 const INJECTOR_CONFIG: &str =
     "mutatingwebhookconfigurations.admissionregistration.k8s.io/mesh-sidecar-injector";
 
+/// The traffic policy kinds the controller watches, with their status subresource.
+const POLICY_RESOURCES: [(&str, &str); 5] = [
+    (
+        "httproutes.gateway.networking.k8s.io",
+        "httproutes.gateway.networking.k8s.io/status",
+    ),
+    ("faultpolicies.mesh.dev", "faultpolicies.mesh.dev/status"),
+    (
+        "ratelimitpolicies.mesh.dev",
+        "ratelimitpolicies.mesh.dev/status",
+    ),
+    ("cachepolicies.mesh.dev", "cachepolicies.mesh.dev/status"),
+    (
+        "backendpolicies.mesh.dev",
+        "backendpolicies.mesh.dev/status",
+    ),
+];
+
 /// What the controller must not be able to do.
 fn controller_must_not(existing_ca: bool, injection: bool) -> Vec<Access> {
     let mut denied = vec![
@@ -1076,6 +1100,10 @@ fn controller_must_not(existing_ca: bool, injection: bool) -> Vec<Access> {
         in_ns("update", "serviceexports.multicluster.x-k8s.io", "demo"),
         in_ns("delete", "serviceexports.multicluster.x-k8s.io", "demo"),
         in_ns("create", "endpointslices.discovery.k8s.io", "demo"),
+        // Policy objects are the users': the controller writes only their status.
+        in_ns("update", "httproutes.gateway.networking.k8s.io", "demo"),
+        in_ns("delete", "httproutes.gateway.networking.k8s.io", "demo"),
+        in_ns("update", "ratelimitpolicies.mesh.dev", "demo"),
         in_ns("create", "pods", "demo"),
         in_ns("update", "configmaps/some-other-config", NAMESPACE),
         in_ns("delete", "configmaps/mesh-root-ca", NAMESPACE),
@@ -1348,6 +1376,11 @@ fn controller_rules(
         ("links.mesh.dev/status", &[], write_status),
         ("tokenreviews.authentication.k8s.io", &[], &["create"]),
     ];
+    // Traffic policy: read the objects, write only their status.
+    for (resource, status) in POLICY_RESOURCES {
+        rules.push((resource, &[], read));
+        rules.push((status, &[], write_status));
+    }
     if injection {
         rules.push((
             "mutatingwebhookconfigurations.admissionregistration.k8s.io",

@@ -7,15 +7,16 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode};
 use mesh_core::config::Topology;
 use mesh_launcher::cluster_set::ClusterSet;
-use support::{Running, Scratch, eventually, mesh_bin};
+use support::{Running, Scratch, eventually, mesh_bin, metric, request};
 
 const ECHO: &str = "http://echo.demo.svc.clusterset.local";
+/// The demo replicas of echo in us-east.
+const ECHOES: &[&str] = &["echo-0", "echo-1", "echo-2", "echo-3"];
 
 const POLICY: &str = "\
 apiVersion: gateway.networking.k8s.io/v1
@@ -86,70 +87,6 @@ spec:
   loadBalancer:
     consistentHash: {header: x-user}
 ";
-
-/// A GET through the proxy with `headers`: the status, the answer's headers and body.
-async fn request(
-    proxy: SocketAddr,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap, String) {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::get(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let rsp = s
-        .send_request(
-            req.body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let (parts, body) = rsp.into_parts();
-    let body = http_body_util::BodyExt::collect(body)
-        .await
-        .unwrap()
-        .to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
-fn admin_of(run: &Running, cluster: &str, process: &str) -> SocketAddr {
-    run.set
-        .process(cluster, process)
-        .and_then(|p| p.ready.as_ref())
-        .and_then(|r| r.addr("admin"))
-        .unwrap_or_else(|| panic!("{cluster}/{process} admin address"))
-}
-
-/// The sum of the samples of `metric` (every label set) on an admin `/metrics`.
-async fn metric(admin: SocketAddr, metric: &str, label: &str) -> f64 {
-    let text = mesh_launcher::admin_client::call(admin, Method::GET, "/metrics", None)
-        .await
-        .expect("metrics");
-    String::from_utf8_lossy(&text)
-        .lines()
-        .filter(|l| l.starts_with(metric) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Requests the demo app `app` of us-east answered.
-async fn answered(run: &Running, app: &str) -> f64 {
-    metric(
-        admin_of(run, "us-east", app),
-        "mesh_demo_app_requests_total",
-        "",
-    )
-    .await
-}
 
 fn replica(headers: &HeaderMap) -> String {
     headers
@@ -242,7 +179,7 @@ async fn faults_rate_limits_caching_and_consistent_hashing_from_policy_kinds() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let shadowed = metric(
-        admin_of(&run, "us-east", "client"),
+        run.admin_of("us-east", "client"),
         "mesh_sidecar_rate_limited_total",
         "mode=\"shadow\"",
     )
@@ -267,10 +204,7 @@ async fn faults_rate_limits_caching_and_consistent_hashing_from_policy_kinds() {
 
     // Caching: a miss then hits with Age, served without the app.
     let cc = ("x-demo-cache-control", "max-age=60");
-    let before = answered(&run, "echo-0").await
-        + answered(&run, "echo-1").await
-        + answered(&run, "echo-2").await
-        + answered(&run, "echo-3").await;
+    let before = run.answered(&["us-east"], ECHOES).await;
     let (_, headers, _) = request(proxy, &format!("{ECHO}/cached/a"), &[cc]).await;
     assert_eq!(headers["x-mesh-cache"], "miss");
     let (_, headers, _) = request(proxy, &format!("{ECHO}/cached/a"), &[cc]).await;
@@ -309,15 +243,12 @@ async fn faults_rate_limits_caching_and_consistent_hashing_from_policy_kinds() {
     // 50 concurrent misses for one key reach the app once.
     let delay = serde_json::json!({"latency_ms": 300, "latency_share": 1.0});
     for r in 0..4 {
-        let admin = admin_of(&run, "us-east", &format!("echo-{r}"));
+        let admin = run.admin_of("us-east", &format!("echo-{r}"));
         mesh_launcher::admin_client::send_json(admin, Method::POST, "/v1/faults", &delay)
             .await
             .expect("slow the app so the misses overlap");
     }
-    let upstream_before = answered(&run, "echo-0").await
-        + answered(&run, "echo-1").await
-        + answered(&run, "echo-2").await
-        + answered(&run, "echo-3").await;
+    let upstream_before = run.answered(&["us-east"], ECHOES).await;
     let mut herd = tokio::task::JoinSet::new();
     for _ in 0..50 {
         herd.spawn(async move {
@@ -329,23 +260,17 @@ async fn faults_rate_limits_caching_and_consistent_hashing_from_policy_kinds() {
     while let Some(status) = herd.join_next().await {
         assert_eq!(status.unwrap(), StatusCode::OK);
     }
-    let upstream_after = answered(&run, "echo-0").await
-        + answered(&run, "echo-1").await
-        + answered(&run, "echo-2").await
-        + answered(&run, "echo-3").await;
-    assert_eq!(upstream_after - upstream_before, 1.0, "collapsed misses");
+    let upstream_after = run.answered(&["us-east"], ECHOES).await;
+    assert_eq!(upstream_after - upstream_before, 1, "collapsed misses");
     for r in 0..4 {
-        let admin = admin_of(&run, "us-east", &format!("echo-{r}"));
+        let admin = run.admin_of("us-east", &format!("echo-{r}"));
         mesh_launcher::admin_client::send_json(admin, Method::DELETE, "/v1/faults", &())
             .await
             .expect("faults cleared");
     }
     // The app answered only the misses of this phase: a, two variants, three no-store, herd.
-    let total = answered(&run, "echo-0").await
-        + answered(&run, "echo-1").await
-        + answered(&run, "echo-2").await
-        + answered(&run, "echo-3").await;
-    assert_eq!(total - before, 7.0, "answers from the app while caching");
+    let total = run.answered(&["us-east"], ECHOES).await;
+    assert_eq!(total - before, 7, "answers from the app while caching");
 
     // Consistent hashing on x-user: each key stays on one of the four endpoints, and removing
     // one moves only its keys.

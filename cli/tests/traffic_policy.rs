@@ -10,10 +10,10 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use mesh_core::config::Topology;
 use mesh_launcher::cluster_set::ClusterSet;
-use support::{Answer, Running, Scratch, eventually, get, mesh_bin};
+use support::{Answer, Running, Scratch, eventually, get, mesh_bin, request};
 
 const ECHO: &str = "http://echo.demo.svc.clusterset.local";
 
@@ -69,100 +69,6 @@ fn canary(a: &Answer) -> bool {
     a.text().contains("replica=echo-canary")
 }
 
-/// A GET through the proxy with `headers`, giving the status, the answer's headers and body.
-async fn request(
-    proxy: std::net::SocketAddr,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, http::HeaderMap, String) {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::get(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let rsp = s
-        .send_request(
-            req.body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let (parts, body) = rsp.into_parts();
-    let body = http_body_util::BodyExt::collect(body)
-        .await
-        .unwrap()
-        .to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
-/// Requests the demo apps of `service` answered, across the clusters that run it.
-async fn answered(run: &Running, app: &str) -> u64 {
-    let mut total = 0;
-    for cluster in ["us-east", "us-west"] {
-        let Some(admin) = run
-            .set
-            .process(cluster, app)
-            .and_then(|p| p.ready.as_ref())
-            .and_then(|r| r.addr("admin"))
-        else {
-            continue;
-        };
-        let text = mesh_launcher::admin_client::call(admin, Method::GET, "/metrics", None)
-            .await
-            .expect("demo app metrics");
-        total += String::from_utf8_lossy(&text)
-            .lines()
-            .filter(|l| l.starts_with("mesh_demo_app_requests_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64;
-    }
-    total
-}
-
-async fn get_with(proxy: std::net::SocketAddr, url: &str, header: (&str, &str)) -> Answer {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(url)
-        .header(header.0, header.1)
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let rsp = s.send_request(req).await.unwrap();
-    let status = rsp.status();
-    let body = http_body_util::BodyExt::collect(rsp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    Answer {
-        status,
-        served_by: None,
-        mesh_error: None,
-        body,
-    }
-}
-
-async fn set_faults(run: &Running, cluster: &str, app: &str, faults: serde_json::Value) {
-    let admin = run
-        .set
-        .process(cluster, app)
-        .and_then(|p| p.ready.as_ref())
-        .and_then(|r| r.addr("admin"))
-        .expect("demo app admin address");
-    mesh_launcher::admin_client::send_json(admin, Method::POST, "/v1/faults", &faults)
-        .await
-        .expect("faults set");
-}
-
 async fn policy_report(run: &Running) -> serde_json::Value {
     mesh_launcher::admin_client::get_json(run.admin("us-east"), mesh_core::api::PATH_POLICY)
         .await
@@ -216,8 +122,8 @@ async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
     );
     let a = get(proxy, &format!("{ECHO}/canary/stable")).await;
     assert!(!canary(&a) && a.status == StatusCode::OK, "{}", a.text());
-    let a = get_with(proxy, &format!("{ECHO}/other"), ("x-version", "canary")).await;
-    assert!(canary(&a), "{}", a.text());
+    let (_, _, body) = request(proxy, &format!("{ECHO}/other"), &[("x-version", "canary")]).await;
+    assert!(body.contains("replica=echo-canary"), "{body}");
     let a = get(proxy, &format!("{ECHO}/other")).await;
     assert!(!canary(&a) && a.status == StatusCode::OK, "{}", a.text());
 
@@ -241,7 +147,9 @@ async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
     assert_eq!(headers["x-route"], "api");
 
     // Mirroring: half the requests are copied to the canary, whose answers are discarded.
-    let before = answered(&run, "echo-canary-0").await;
+    let before = run
+        .answered(&["us-east", "us-west"], &["echo-canary-0"])
+        .await;
     for _ in 0..200 {
         let a = get(proxy, &format!("{ECHO}/mirrored")).await;
         assert!(a.status == StatusCode::OK && !canary(&a), "{}", a.text());
@@ -249,10 +157,18 @@ async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
     eventually(
         Duration::from_secs(10),
         "mirrored copies answered",
-        || async { answered(&run, "echo-canary-0").await - before >= 70 },
+        || async {
+            run.answered(&["us-east", "us-west"], &["echo-canary-0"])
+                .await
+                - before
+                >= 70
+        },
     )
     .await;
-    let mirrored = answered(&run, "echo-canary-0").await - before;
+    let mirrored = run
+        .answered(&["us-east", "us-west"], &["echo-canary-0"])
+        .await
+        - before;
     assert!((70..=130).contains(&mirrored), "{mirrored} of 200 mirrored");
 
     // 90/10 over 2,000 requests: within 3 points of 10%.
@@ -283,15 +199,13 @@ async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
     assert!(took < Duration::from_secs(1), "the change took {took:?}");
 
     // The route's request timeout answers 504 at its time (within 20%).
-    set_faults(
-        &run,
+    run.set_faults(
         "us-east",
         "echo-canary-0",
         serde_json::json!({"latency_ms": 3000, "latency_share": 1.0}),
     )
     .await;
-    set_faults(
-        &run,
+    run.set_faults(
         "us-west",
         "echo-canary-0",
         serde_json::json!({"latency_ms": 3000, "latency_share": 1.0}),
@@ -306,14 +220,14 @@ async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
         "504 after {took:?}"
     );
     for cluster in ["us-east", "us-west"] {
-        set_faults(&run, cluster, "echo-canary-0", serde_json::json!({})).await;
+        run.set_faults(cluster, "echo-canary-0", serde_json::json!({}))
+            .await;
     }
 
     // Route retries recover a backend failing half its requests; without them about half
     // fail. Paced so the retry budget's floor (10 retries/s) covers them.
     for cluster in ["us-east", "us-west"] {
-        set_faults(
-            &run,
+        run.set_faults(
             cluster,
             "echo-canary-0",
             serde_json::json!({"error_share": 0.5}),
@@ -334,7 +248,8 @@ async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
     );
     assert!(without <= 32, "without retries {without}/40 succeeded");
     for cluster in ["us-east", "us-west"] {
-        set_faults(&run, cluster, "echo-canary-0", serde_json::json!({})).await;
+        run.set_faults(cluster, "echo-canary-0", serde_json::json!({}))
+            .await;
     }
 
     // Every bad input is refused with file, line and reason; the last good policy stays.

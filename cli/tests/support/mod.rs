@@ -182,6 +182,89 @@ pub(crate) async fn send(
     })
 }
 
+/// A GET through the proxy at `proxy` with `headers`: the status, the answer's headers and its
+/// body as text.
+pub(crate) async fn request(
+    proxy: SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let rsp = s
+        .send_request(req.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let (parts, body) = rsp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+impl Running {
+    /// The admin address of the process `process` of `cluster`.
+    pub(crate) fn admin_of(&self, cluster: &str, process: &str) -> SocketAddr {
+        self.set
+            .process(cluster, process)
+            .and_then(|p| p.ready.as_ref())
+            .and_then(|r| r.addr("admin"))
+            .unwrap_or_else(|| panic!("{cluster}/{process} admin address"))
+    }
+
+    /// Sets the injected faults of the demo app `app` of `cluster` (`{}` clears them).
+    pub(crate) async fn set_faults(&self, cluster: &str, app: &str, faults: serde_json::Value) {
+        mesh_launcher::admin_client::send_json(
+            self.admin_of(cluster, app),
+            http::Method::POST,
+            "/v1/faults",
+            &faults,
+        )
+        .await
+        .expect("faults set");
+    }
+
+    /// Requests the demo apps named in `apps` answered, in each of `clusters` that runs them.
+    pub(crate) async fn answered(&self, clusters: &[&str], apps: &[&str]) -> u64 {
+        let mut total = 0.0;
+        for c in self
+            .set
+            .clusters
+            .iter()
+            .filter(|c| clusters.contains(&c.spec.name.as_str()))
+        {
+            for app in apps {
+                if self.set.process(&c.spec.name, app).is_some() {
+                    let admin = self.admin_of(&c.spec.name, app);
+                    total += metric(admin, "mesh_demo_app_requests_total", "").await;
+                }
+            }
+        }
+        total as u64
+    }
+}
+
+/// The sum of the samples of `name` whose line contains `label` on an admin `/metrics`.
+pub(crate) async fn metric(admin: SocketAddr, name: &str, label: &str) -> f64 {
+    let text = mesh_launcher::admin_client::call(admin, http::Method::GET, "/metrics", None)
+        .await
+        .expect("metrics");
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub(crate) async fn get(proxy: SocketAddr, url: &str) -> Answer {
     send(proxy, Proto::Http1, "GET", url, Bytes::new())
         .await

@@ -106,6 +106,29 @@ pub struct RouteRule {
     pub cache: Option<CacheRule>,
 }
 
+impl RouteRule {
+    /// A rule from `origin` that sends every request to `service`, with no other setting
+    /// (the sidecar's defaults apply).
+    pub fn to_service(origin: RuleOrigin, service: ServiceKey) -> Self {
+        Self {
+            origin,
+            matches: Vec::new(),
+            filters: Vec::new(),
+            backends: vec![RuleBackend {
+                service,
+                weight: 1,
+                invalid: None,
+            }],
+            request_timeout: None,
+            backend_timeout: None,
+            retry: None,
+            fault: None,
+            rate_limit: None,
+            cache: None,
+        }
+    }
+}
+
 /// A backend of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleBackend {

@@ -89,7 +89,7 @@ mod tests {
     use mesh_core::names::Destination;
     use mesh_core::policy::fault::{AbortFault, DelayFault, FaultSpec};
     use mesh_core::policy::router::CompiledRule;
-    use mesh_core::policy::service_policy::{RouteRule, RuleBackend, RuleOrigin};
+    use mesh_core::policy::service_policy::{RouteRule, RuleOrigin};
     use prometheus_client::registry::Registry;
     use tower::Layer;
 
@@ -99,25 +99,16 @@ mod tests {
     /// A request that matched a rule of `echo.demo` with `fault`.
     fn request(fault: Option<FaultSpec>) -> Request<()> {
         let rule = RouteRule {
-            origin: RuleOrigin {
-                route: "demo/split".into(),
-                created: 0,
-                index: 0,
-                name: Some("api".into()),
-            },
-            matches: vec![],
-            filters: vec![],
-            backends: vec![RuleBackend {
-                service: echo(),
-                weight: 1,
-                invalid: None,
-            }],
-            request_timeout: None,
-            backend_timeout: None,
-            retry: None,
             fault,
-            rate_limit: None,
-            cache: None,
+            ..RouteRule::to_service(
+                RuleOrigin {
+                    route: "demo/split".into(),
+                    created: 0,
+                    index: 0,
+                    name: Some("api".into()),
+                },
+                echo(),
+            )
         };
         let mut req = Request::new(());
         req.extensions_mut().insert(MatchedRule(Arc::new(

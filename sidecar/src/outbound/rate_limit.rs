@@ -200,7 +200,7 @@ mod tests {
         RATELIMIT, RATELIMIT_POLICY, Rate, RateLimitMode, RateLimitOverride,
     };
     use mesh_core::policy::router::CompiledRule;
-    use mesh_core::policy::service_policy::{RouteRule, RuleBackend, ServicePolicy};
+    use mesh_core::policy::service_policy::{RouteRule, ServicePolicy};
     use prometheus_client::registry::Registry;
     use tower::Layer;
 
@@ -221,25 +221,16 @@ mod tests {
 
     fn rule(limit: Option<RateLimitSpec>) -> RouteRule {
         RouteRule {
-            origin: RuleOrigin {
-                route: "demo/split".into(),
-                created: 0,
-                index: 1,
-                name: None,
-            },
-            matches: vec![],
-            filters: vec![],
-            backends: vec![RuleBackend {
-                service: echo(),
-                weight: 1,
-                invalid: None,
-            }],
-            request_timeout: None,
-            backend_timeout: None,
-            retry: None,
-            fault: None,
             rate_limit: limit,
-            cache: None,
+            ..RouteRule::to_service(
+                RuleOrigin {
+                    route: "demo/split".into(),
+                    created: 0,
+                    index: 1,
+                    name: None,
+                },
+                echo(),
+            )
         }
     }
 

@@ -16,7 +16,7 @@ use mesh_core::http::{BoxBody, empty, full};
 use mesh_core::names::Destination;
 use mesh_core::policy::http_cache::CacheRule;
 use mesh_core::policy::router::CompiledRule;
-use mesh_core::policy::service_policy::{RouteRule, RuleBackend, RuleOrigin};
+use mesh_core::policy::service_policy::{RouteRule, RuleOrigin};
 use tokio::sync::Notify;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
@@ -147,25 +147,16 @@ impl Fixture {
 /// The fact `route` sets for a rule caching under `cache`.
 fn matched(cache: Option<CacheRule>) -> MatchedRule {
     let rule = RouteRule {
-        origin: RuleOrigin {
-            route: "demo/echo".into(),
-            created: 0,
-            index: 0,
-            name: None,
-        },
-        matches: vec![],
-        filters: vec![],
-        backends: vec![RuleBackend {
-            service: echo(),
-            weight: 1,
-            invalid: None,
-        }],
-        request_timeout: None,
-        backend_timeout: None,
-        retry: None,
-        fault: None,
-        rate_limit: None,
         cache,
+        ..RouteRule::to_service(
+            RuleOrigin {
+                route: "demo/echo".into(),
+                created: 0,
+                index: 0,
+                name: None,
+            },
+            echo(),
+        )
     };
     MatchedRule(Arc::new(
         CompiledRule::new(rule, "demo").expect("a valid rule"),

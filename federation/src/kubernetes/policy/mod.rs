@@ -262,6 +262,12 @@ impl StatusWriter {
         policies!(&watched.rate_limits, "RateLimitPolicy");
         policies!(&watched.caches, "CachePolicy");
         policies!(&watched.backends, "BackendPolicy");
+        // Forget deleted objects.
+        self.patched.retain(|(kind, namespace, name), _| {
+            judged
+                .iter()
+                .any(|s| &s.kind == kind && &s.namespace == namespace && &s.name == name)
+        });
         match failed {
             Some(e) if !self.failing => {
                 self.failing = true;

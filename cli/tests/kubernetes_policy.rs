@@ -1,8 +1,9 @@
 //! Traffic policy from Kubernetes objects, end to end on a real API server: the chart installs
 //! the upstream `HTTPRoute` CRD and our four policy CRDs, the controller (with the chart's RBAC)
 //! watches them, compiles them against the services it knows, puts the accepted ones in force
-//! (its admin `GET /v1/policy` shows the compiled rules per service) and writes each object's
-//! conditions to its `status`. A route with a missing backend, a conflicting route and a rate
+//! (its admin `GET /v1/policy` shows the compiled rules per service; a client sidecar routes by
+//! them: the 90/10 split, 404 off the route, 500 for a missing backend's share) and writes each
+//! object's conditions to its `status`. A route with a missing backend, a conflicting route and a rate
 //! limit of zero each get the condition and reason the Gateway API defines, and the good route
 //! stays in force throughout.
 //!
@@ -18,7 +19,7 @@ use std::time::Duration;
 use kube_support::{DEMO_NS, MeshCluster, apply, bring_up, get_json, kubectl};
 use mesh_test_support::eventually;
 use serde_json::Value;
-use support::Scratch;
+use support::{Scratch, get};
 
 /// (cluster, region, region priority).
 const CLUSTERS: [(&str, &str, &[&str]); 1] = [("east", "east", &[])];
@@ -30,6 +31,8 @@ const POLICY_CRDS: [&str; 5] = [
     "cachepolicies.mesh.dev",
     "backendpolicies.mesh.dev",
 ];
+/// The demo service, as the client sidecar resolves it.
+const HOST: &str = "echo.demo.svc.clusterset.local";
 /// How long a change may take to show: a watch event, a compile, a status write.
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -38,6 +41,7 @@ async fn policy_objects_are_compiled_applied_and_given_status() {
     let env = mesh_k8s_testenv::shared(&CLUSTERS.map(|(name, _, _)| name));
     let scratch = Scratch::new("kubernetes-policy");
     let mut clusters = bring_up(env, &CLUSTERS, &["controller-0"], &[], &scratch.0).await;
+    let proxy = clusters[0].start_client(&["controller-0"]).await;
     let east = &clusters[0];
     for crd in POLICY_CRDS {
         kubectl(
@@ -62,7 +66,12 @@ async fn policy_objects_are_compiled_applied_and_given_status() {
     );
 
     a_split_route_is_accepted_and_in_force(east).await;
+    the_sidecar_routes_by_it(proxy).await;
     a_missing_backend_is_not_resolved_and_the_rest_applies(east).await;
+    eventually("500 for the missing backend's share", SETTLE, async || {
+        get(proxy, &format!("http://{HOST}/missing/x")).await.status == 500
+    })
+    .await;
     a_conflicting_route_is_not_accepted(east).await;
     a_rate_of_zero_is_invalid_until_fixed(east).await;
 
@@ -225,6 +234,33 @@ async fn a_split_route_is_accepted_and_in_force(c: &MeshCluster) {
     assert_eq!(
         again["metadata"]["resourceVersion"], version,
         "the status of an unchanged route was written again"
+    );
+}
+
+/// The compiled route reaches the client sidecar with its snapshot: `/api` is split 90/10
+/// between `echo` and `echo-canary` (which has no endpoints anywhere: 503, as the Gateway API
+/// says), and a request matching no rule gets 404.
+async fn the_sidecar_routes_by_it(proxy: SocketAddr) {
+    eventually(
+        "the sidecar applies the route (404 off it)",
+        SETTLE,
+        async || get(proxy, &format!("http://{HOST}/elsewhere")).await.status == 404,
+    )
+    .await;
+    let (mut ok, mut unavailable) = (0u32, 0u32);
+    for i in 0..300 {
+        let answer = get(proxy, &format!("http://{HOST}/api/{i}")).await;
+        match answer.status.as_u16() {
+            200 => ok += 1,
+            503 => unavailable += 1,
+            other => panic!("/api/{i}: {other} {}", answer.text()),
+        }
+    }
+    // 10% expected; the bounds are far enough out that chance never crosses them.
+    let share = f64::from(unavailable) / f64::from(ok + unavailable);
+    assert!(
+        (0.03..=0.2).contains(&share),
+        "canary share {share:.3} ({unavailable} of 300) is not near 10%"
     );
 }
 

@@ -213,7 +213,7 @@ impl PolicySource {
             }
         }
         for p in problems.iter().filter(|p| !before.contains(p)) {
-            tracing::warn!(problem = %p, "policy object not applied as written; the others apply");
+            tracing::warn!(problem = %p, "policy object condition false (one not accepted is left out; the others apply)");
         }
         compiled.statuses.extend(read.unreadable.iter().cloned());
         let statuses = compiled.statuses.clone();

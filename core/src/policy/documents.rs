@@ -3,7 +3,8 @@
 //! them from the files given to it (`mesh up --policy FILE...`); every error names the file,
 //! the line and the field. In Kubernetes mode the same specs come from the API server.
 //!
-//! Kinds: the Gateway API's `HTTPRoute` (`gateway.networking.k8s.io/v1`), and ours
+//! Kinds: the Gateway API's `HTTPRoute` and `GRPCRoute` (`gateway.networking.k8s.io/v1`; a
+//! `GRPCRoute` is held as the `HTTPRoute` it means, see `grpc_route`), and ours
 //! (`mesh.dev/v1alpha1`, see `attachment`): `FaultPolicy`, `RateLimitPolicy`, `CachePolicy`,
 //! `BackendPolicy`. Our kinds are also validated here (target and body), so a bad value is
 //! refused at load with the line it is written on; references to other objects are resolved
@@ -17,6 +18,7 @@ use super::attachment::{
     PolicyTargetRef, RateLimitPolicy,
 };
 use super::field_lines::field_line;
+use super::grpc_route::GrpcRouteAsHttp;
 use super::http_route::{GATEWAY_API_VERSION, HttpRouteSpec};
 
 /// Where an object was read: a file and the line its document starts on, or a Kubernetes
@@ -90,9 +92,12 @@ type Reader = fn(&str) -> Result<(ObjectMeta, PolicySpec), serde_saphyr::Error>;
 
 /// Every kind read: its name, its `apiVersion` and its reader, in the order error messages
 /// list them.
-const KINDS: [(&str, &str, Reader); 5] = [
+const KINDS: [(&str, &str, Reader); 6] = [
     ("HTTPRoute", GATEWAY_API_VERSION, |d| {
         read(d, PolicySpec::HttpRoute)
+    }),
+    ("GRPCRoute", GATEWAY_API_VERSION, |d| {
+        read(d, |g: GrpcRouteAsHttp| PolicySpec::HttpRoute(g.0))
     }),
     ("FaultPolicy", MESH_API_VERSION, |d| {
         read(d, PolicySpec::FaultPolicy)

@@ -9,6 +9,8 @@
 //! - `http_route.rs`: the `HTTPRoute` spec as users write it; `filters.rs`: its filters checked
 //!   and applied; `service_policy.rs`: one service's rules as snapshots carry them;
 //!   `router.rs`: those rules compiled, the rule and the weighted backend of each request;
+//! - `grpc_route.rs`: the `GRPCRoute` spec, read as the `HTTPRoute` it means (a method match
+//!   is a path: `/<service>/<method>`);
 //! - `documents.rs`: policy objects as YAML documents (file, line and field in every error);
 //!   `compile/`: objects to per-service policies, with the Gateway API's status conditions;
 //! - `backend_policy/`, `hash_ring/`, `pick.rs`: a service's backend policy (load-balancing
@@ -32,6 +34,7 @@ pub mod documents;
 pub mod fault;
 pub mod field_lines;
 pub mod filters;
+pub mod grpc_route;
 pub mod hash_ring;
 pub mod http_cache;
 pub mod http_route;

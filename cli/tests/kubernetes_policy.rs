@@ -16,21 +16,13 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use kube_support::{DEMO_NS, MeshCluster, apply, bring_up, get_json, kubectl};
+use kube_support::{DEMO_NS, MeshCluster, apply, bring_up, get_json};
 use mesh_test_support::eventually;
 use serde_json::Value;
 use support::{Scratch, get};
 
 /// (cluster, region, region priority).
 const CLUSTERS: [(&str, &str, &[&str]); 1] = [("east", "east", &[])];
-/// The policy CRDs the chart installs.
-const POLICY_CRDS: [&str; 5] = [
-    "httproutes.gateway.networking.k8s.io",
-    "faultpolicies.mesh.dev",
-    "ratelimitpolicies.mesh.dev",
-    "cachepolicies.mesh.dev",
-    "backendpolicies.mesh.dev",
-];
 /// The demo service, as the client sidecar resolves it.
 const HOST: &str = "echo.demo.svc.clusterset.local";
 /// How long a change may take to show: a watch event, a compile, a status write.
@@ -43,18 +35,7 @@ async fn policy_objects_are_compiled_applied_and_given_status() {
     let mut clusters = bring_up(env, &CLUSTERS, &["controller-0"], &[], &scratch.0).await;
     let proxy = clusters[0].start_client(&["controller-0"]).await;
     let east = &clusters[0];
-    for crd in POLICY_CRDS {
-        kubectl(
-            east.kube,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                &format!("crd/{crd}"),
-            ],
-            None,
-        );
-    }
+    // bring_up waited for every CRD of `mesh check`'s list, the policy kinds included.
     // The canary: a Service exported without endpoints is known to the controller.
     apply(
         east.kube,

@@ -26,10 +26,15 @@ use crate::names::{
 };
 
 /// The CRDs the chart installs.
-pub const CRDS: [&str; 3] = [
+pub const CRDS: [&str; 8] = [
     "links.mesh.dev",
     "serviceexports.multicluster.x-k8s.io",
     "serviceimports.multicluster.x-k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+    "faultpolicies.mesh.dev",
+    "ratelimitpolicies.mesh.dev",
+    "cachepolicies.mesh.dev",
+    "backendpolicies.mesh.dev",
 ];
 
 /// A root certificate closer to expiry than this is reported.

@@ -6,7 +6,7 @@
 //! HTTP/2 client that checks what grpcurl does not show: the `grpc-status: 0` trailer itself,
 //! replies arriving as they are sent, trailers-only answers, and the sidecar's gRPC metric.
 //! The service's route has a 1 s request timeout, and the stream lasts longer: a timeout bounds
-//! the answer's head, never a stream.
+//! the answer's head, never a stream. A `GRPCRoute` beside it takes `Say` by its method.
 //!
 //! Without Go, grpcurl cannot be built: the test then says so and runs the hand-written
 //! client only, except under `CI=true`, where it fails.
@@ -30,8 +30,8 @@ use support::{Running, Scratch, eventually, mesh_bin};
 
 const EU: &str = "echo.demo.svc.eu-central.clusterset.local";
 
-/// The route of the test: everything to echo, a 1 s request timeout, and a response header
-/// that shows the rule was applied.
+/// The routes of the test: everything to echo with a 1 s request timeout (`x-route` on the
+/// answers), and a `GRPCRoute` whose method match takes `Say` (`x-grpc-route` instead).
 const ROUTE: &str = "\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -44,6 +44,17 @@ spec:
     - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-route, value: grpc}]}}
     backendRefs: [{name: echo}]
     timeouts: {request: 1s}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo-say, namespace: demo}
+spec:
+  parentRefs: [{kind: Service, name: echo}]
+  rules:
+  - matches: [{method: {service: mesh.demo.Echo, method: Say}}]
+    filters:
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-grpc-route, value: say}]}}
+    backendRefs: [{name: echo}]
 ";
 
 fn in_ci() -> bool {
@@ -185,13 +196,12 @@ async fn grpc_unary_and_streaming_calls_cross_clusters_with_their_trailers() {
         text: "hello over the mesh".into(),
     }
     .encode();
-    // The route is in force (its header on the answer) before anything is measured.
-    eventually(Duration::from_secs(20), "the route in force", || async {
+    // The routes are in force (the GRPCRoute's header on Say) before anything is measured.
+    eventually(Duration::from_secs(20), "the routes in force", || async {
         call(proxy, PATH_SAY, &say)
             .await
             .headers
-            .get("x-route")
-            .is_some()
+            .contains_key("x-grpc-route")
     })
     .await;
 
@@ -200,6 +210,9 @@ async fn grpc_unary_and_streaming_calls_cross_clusters_with_their_trailers() {
     assert_eq!(a.status, StatusCode::OK, "{}", run.logs());
     assert_eq!(a.headers["x-mesh-cluster"], "eu-central");
     assert_eq!(a.headers["content-type"], "application/grpc");
+    // The GRPCRoute's method match took the call, not the HTTPRoute's prefix.
+    assert_eq!(a.headers["x-grpc-route"], "say");
+    assert!(a.headers.get("x-route").is_none());
     assert_eq!(a.messages.len(), 1);
     let reply = SayReply::decode(&a.messages[0].0).unwrap();
     assert_eq!(reply.text, "hello over the mesh");
@@ -216,6 +229,11 @@ async fn grpc_unary_and_streaming_calls_cross_clusters_with_their_trailers() {
     .encode();
     let c = call(proxy, PATH_COUNT, &count).await;
     assert_eq!(c.status, StatusCode::OK);
+    assert_eq!(
+        c.headers["x-route"], "grpc",
+        "the rule with the 1 s timeout"
+    );
+    assert!(c.headers.get("x-grpc-route").is_none());
     let numbers: Vec<u32> = c
         .messages
         .iter()

@@ -23,8 +23,8 @@ use tokio::net::TcpStream;
 
 const EU: &str = "echo.demo.svc.eu-central.clusterset.local";
 /// The own cluster, pinned: after the pinned requests above, the first unpinned ones spread
-/// over every cluster for a while (the balancer seems to ramp the own locality, first seen
-/// then, as slow start ramps a recovering one; reported), so the test names it.
+/// over every cluster for the slow-start window (`core/src/spill.rs` ramps a level first seen
+/// after the balancer's first pick as if it were recovering; reported), so the test names it.
 const LOCAL: &str = "echo.demo.svc.us-east.clusterset.local";
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 

@@ -300,6 +300,17 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
             plaintext: false,
         }],
     );
+    // The streamed snapshot is applied moments later: wait for the first answer from it.
+    wait_async(
+        "routed by the new snapshot",
+        Duration::from_secs(5),
+        async || {
+            get(outbound, "/")
+                .await
+                .is_ok_and(|r| r.status == StatusCode::OK)
+        },
+    )
+    .await;
     let rsp = get(outbound, "/").await?;
     assert_eq!(rsp.status, StatusCode::OK, "{}", rsp.text());
     assert_eq!(rsp.header("x-mesh-cluster"), Some("us-east"));

@@ -18,7 +18,7 @@ use mesh_core::locality::{LocalityCandidate, LocalityEntry, LocalityPolicy, loca
 use mesh_core::names::ServiceKey;
 use mesh_core::outlier::{OutlierConfig, OutlierDetector};
 use mesh_core::wire::StreamHeader;
-use mesh_sidecar::outbound::balancer::{ResilienceConfig, ServiceBalancer};
+use mesh_sidecar::outbound::balancer::{ResilienceConfig, ServiceBalancer, TryRequest};
 use mesh_sidecar::outbound::resolve::{Lookup, destination, lookup};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -164,7 +164,14 @@ fn balance_benches(c: &mut Criterion) {
         config.latency.enabled = latency_weighting;
         let mut balancer = ServiceBalancer::new(config);
         g.bench_function(name, |b| {
-            b.iter(|| black_box(balancer.pick(&route, None, &[], now, &mut rng)))
+            b.iter(|| {
+                let request = TryRequest {
+                    only_cluster: None,
+                    tried: &[],
+                    hash_key: None,
+                };
+                black_box(balancer.pick(&route, request, now, &mut rng))
+            })
         });
     }
     g.finish();

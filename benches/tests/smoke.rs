@@ -88,6 +88,7 @@ fn every_path_of_the_harness_works_at_tiny_rates() -> anyhow::Result<()> {
         [
             "direct",
             "sidecar",
+            "sidecar-routes",
             "sidecar-pair",
             "cross-cluster",
             "nginx",

@@ -25,8 +25,7 @@ use mesh_cli::demo_app::grpc::wire::{
 };
 use mesh_cli::demo_app::grpc::{PATH_COUNT, PATH_SAY};
 use mesh_core::config::Topology;
-use mesh_launcher::cluster_set::ClusterSet;
-use support::{Running, Scratch, eventually, mesh_bin};
+use support::{Running, eventually};
 
 const EU: &str = "echo.demo.svc.eu-central.clusterset.local";
 
@@ -177,20 +176,7 @@ async fn grpcurl_call(
 #[tokio::test(flavor = "current_thread")]
 async fn grpc_unary_and_streaming_calls_cross_clusters_with_their_trailers() {
     let grpcurl = grpcurl();
-    let scratch = Scratch::new("grpc");
-    let policy = scratch.0.join("route.yaml");
-    std::fs::write(&policy, ROUTE).unwrap();
-    let topology = Topology::default_set().with_ephemeral_ports();
-    let mut plan = ClusterSet::plan(&topology, &scratch.0.join("state"), &mesh_bin());
-    plan.set_policy_files(std::slice::from_ref(&policy));
-    let set = match plan.launch().await {
-        Ok(set) => set,
-        Err(e) => panic!("cluster-set did not start: {e}"),
-    };
-    let mut run = Running {
-        set,
-        scratch: Scratch::new("grpc-run"),
-    };
+    let mut run = Running::with_policy("grpc", Topology::default_set(), ROUTE, |_| {}).await;
     let proxy = run.proxy("us-east");
     let say = SayRequest {
         text: "hello over the mesh".into(),

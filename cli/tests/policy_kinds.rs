@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode};
 use mesh_core::config::Topology;
-use mesh_launcher::cluster_set::ClusterSet;
-use support::{Running, Scratch, eventually, mesh_bin, metric, request};
+use support::{Running, eventually, metric, request};
 
 const ECHO: &str = "http://echo.demo.svc.clusterset.local";
 /// The demo replicas of echo in us-east.
@@ -98,22 +97,12 @@ fn replica(headers: &HeaderMap) -> String {
 
 #[tokio::test(flavor = "current_thread")]
 async fn faults_rate_limits_caching_and_consistent_hashing_from_policy_kinds() {
-    let scratch = Scratch::new("policy-kinds");
-    let policy = scratch.0.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let mut topology = Topology::default_set().with_ephemeral_ports();
+    let mut topology = Topology::default_set();
     topology.clusters[0].echo_replicas = 4;
-    let mut plan = ClusterSet::plan(&topology, &scratch.0.join("state"), &mesh_bin());
-    assert!(plan.add_demo_service("us-east", &"echo-canary.demo".parse().unwrap(), 1));
-    plan.set_policy_files(std::slice::from_ref(&policy));
-    let set = match plan.launch().await {
-        Ok(set) => set,
-        Err(e) => panic!("cluster-set did not start: {e}"),
-    };
-    let mut run = Running {
-        set,
-        scratch: Scratch::new("policy-kinds-run"),
-    };
+    let mut run = Running::with_policy("policy-kinds", topology, POLICY, |plan| {
+        assert!(plan.add_demo_service("us-east", &"echo-canary.demo".parse().unwrap(), 1));
+    })
+    .await;
     let proxy = run.proxy("us-east");
     eventually(Duration::from_secs(20), "the policy in force", || async {
         let report: serde_json::Value = mesh_launcher::admin_client::get_json(

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use mesh_core::config::Topology;
-use mesh_launcher::cluster_set::ClusterSet;
 use support::{Answer, Running, Scratch, eventually, get, mesh_bin, request};
 
 const ECHO: &str = "http://echo.demo.svc.clusterset.local";
@@ -84,23 +83,18 @@ fn write(path: &Path, text: &str) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn routes_splits_timeouts_retries_and_refusals_from_a_policy_file() {
-    let scratch = Scratch::new("policy");
-    let policy = scratch.0.join("routes.yaml");
-    write(&policy, &routes(SPLIT_90_10));
-    let topology = Topology::default_set().with_ephemeral_ports();
-    let mut plan = ClusterSet::plan(&topology, &scratch.0.join("state"), &mesh_bin());
     let canary_key = "echo-canary.demo".parse().unwrap();
-    assert!(plan.add_demo_service("us-east", &canary_key, 1));
-    assert!(plan.add_demo_service("us-west", &canary_key, 1));
-    plan.set_policy_files(std::slice::from_ref(&policy));
-    let set = match plan.launch().await {
-        Ok(set) => set,
-        Err(e) => panic!("cluster-set did not start: {e}"),
-    };
-    let mut run = Running {
-        set,
-        scratch: Scratch::new("policy-run"),
-    };
+    let mut run = Running::with_policy(
+        "policy",
+        Topology::default_set(),
+        &routes(SPLIT_90_10),
+        |plan| {
+            assert!(plan.add_demo_service("us-east", &canary_key, 1));
+            assert!(plan.add_demo_service("us-west", &canary_key, 1));
+        },
+    )
+    .await;
+    let policy = run.policy_file();
     let proxy = run.proxy("us-east");
 
     // The policy is in force once the canary is known (its references resolve).

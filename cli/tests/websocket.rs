@@ -16,8 +16,7 @@ use http::StatusCode;
 use mesh_cli::demo_app::websocket::frame::{BINARY, CLOSE, Frame, PING, PONG, TEXT};
 use mesh_cli::demo_app::websocket::sha1::accept_key;
 use mesh_core::config::Topology;
-use mesh_launcher::cluster_set::ClusterSet;
-use support::{Running, Scratch, eventually, mesh_bin, request};
+use support::{Running, eventually, request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -139,20 +138,7 @@ fn assert_switched(socket: &Socket, cluster: &str) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_websocket_echo_crosses_the_mesh_and_outlives_the_request_timeout() {
-    let scratch = Scratch::new("websocket");
-    let policy = scratch.0.join("route.yaml");
-    std::fs::write(&policy, ROUTE).unwrap();
-    let topology = Topology::default_set().with_ephemeral_ports();
-    let mut plan = ClusterSet::plan(&topology, &scratch.0.join("state"), &mesh_bin());
-    plan.set_policy_files(std::slice::from_ref(&policy));
-    let set = match plan.launch().await {
-        Ok(set) => set,
-        Err(e) => panic!("cluster-set did not start: {e}"),
-    };
-    let mut run = Running {
-        set,
-        scratch: Scratch::new("websocket-run"),
-    };
+    let mut run = Running::with_policy("websocket", Topology::default_set(), ROUTE, |_| {}).await;
     let proxy = run.proxy("us-east");
     eventually(Duration::from_secs(20), "the route in force", || async {
         let (_, headers, _) = request(proxy, &format!("http://{EU}/"), &[]).await;

@@ -43,6 +43,9 @@ pub(crate) fn mesh_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mesh"))
 }
 
+/// The policy file's name in a [`Running::with_policy`] scratch directory.
+const POLICY_FILE: &str = "policy.yaml";
+
 /// A running cluster-set that is stopped (every process) when dropped or stopped.
 pub(crate) struct Running {
     pub set: ClusterSet,
@@ -58,6 +61,34 @@ impl Running {
             Err(e) => panic!("cluster-set did not start: {e}"),
         };
         Self { set, scratch }
+    }
+
+    /// A cluster-set of `topology` (on ephemeral ports) whose controllers read the policy file
+    /// `policy` (its text; the file is [`Running::policy_file`]), with `extend` applied to
+    /// the plan before it starts (extra services, for example).
+    pub(crate) async fn with_policy(
+        tag: &str,
+        topology: Topology,
+        policy: &str,
+        extend: impl FnOnce(&mut ClusterSet),
+    ) -> Self {
+        let scratch = Scratch::new(tag);
+        let file = scratch.0.join(POLICY_FILE);
+        std::fs::write(&file, policy).unwrap();
+        let topology = topology.with_ephemeral_ports();
+        let mut plan = ClusterSet::plan(&topology, &scratch.0.join("state"), &mesh_bin());
+        extend(&mut plan);
+        plan.set_policy_files(std::slice::from_ref(&file));
+        let set = match plan.launch().await {
+            Ok(set) => set,
+            Err(e) => panic!("cluster-set did not start: {e}"),
+        };
+        Self { set, scratch }
+    }
+
+    /// The policy file of a cluster-set started [`Running::with_policy`].
+    pub(crate) fn policy_file(&self) -> PathBuf {
+        self.scratch.0.join(POLICY_FILE)
     }
 
     pub(crate) async fn default_set(tag: &str) -> Self {

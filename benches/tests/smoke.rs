@@ -147,7 +147,7 @@ fn every_path_of_the_harness_works_at_tiny_rates() -> anyhow::Result<()> {
     assert_eq!(cp.sizes.len(), 1);
     assert_eq!(cp.sizes[0].samples_ms.len(), 1);
     assert!(cp.sizes[0].controller_rss_bytes > 0);
-    assert_eq!(report.targets.len(), 6);
+    assert_eq!(report.targets.len(), 7);
     let md = std::fs::read_to_string(out.join("results.md"))?;
     assert!(md.contains("## Targets"), "{md}");
     let svg = std::fs::read_to_string(out.join("latency.svg"))?;

@@ -36,8 +36,9 @@ pub enum BalanceError {
     /// No locality has a usable endpoint this request has not tried.
     #[error("no usable endpoint left")]
     NoEndpoint,
-    /// Every endpoint this try could go to is at the service's concurrency limit: fail fast
-    /// rather than queue.
+    /// Every endpoint this try could go to is at the service's concurrency limit, or the try
+    /// would wait for a connection past `limits.maxPendingRequests`: fail fast rather than
+    /// queue.
     #[error("{0}")]
     LimitExceeded(LimitExceeded),
     /// The try on `endpoint` failed.
@@ -129,8 +130,9 @@ where
             }
             Ok(_) if buffered => Some(TryOutcome::ComparableSuccess),
             Ok(_) => Some(TryOutcome::Success),
-            // The body never left: nothing is known about the endpoint.
-            Err(TryError::BodyGone | TryError::MissingFact(_)) => None,
+            // The body never left: nothing is known about the endpoint. A pending-requests
+            // refusal is the service's own limit, not the endpoint's failure.
+            Err(TryError::BodyGone | TryError::MissingFact(_) | TryError::LimitExceeded(_)) => None,
             Err(_) => Some(TryOutcome::Failed),
         };
         if let Some(outcome) = outcome {
@@ -154,6 +156,8 @@ where
                 rsp.extensions_mut().insert(ServedBy(endpoint));
                 Ok(rsp)
             }
+            // Refused like an endpoint at its limit: answered at once, not retried.
+            Err(TryError::LimitExceeded(limit)) => Err(BalanceError::LimitExceeded(limit)),
             Err(error) => Err(BalanceError::Try { endpoint, error }),
         }
     }

@@ -2,7 +2,8 @@
 //! `balance` picked ([`Picked`]), over the pool's connection to it (direct mTLS, a tunnel
 //! through the own gateway, or plaintext). The connection is obtained before the body is taken,
 //! so a connect failure leaves the body unsent and any request may then be retried. It never
-//! retries itself.
+//! retries itself. The service's backend-policy limits go to the pool with the target, which
+//! refuses a try that would wait past `limits.maxPendingRequests` ([`TryError::LimitExceeded`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,7 +14,9 @@ use hyper::body::Incoming;
 use tower::Service;
 
 use super::body::TryBody;
-use super::pool::{ConnectError, PoolKey, Target};
+use mesh_core::policy::backend_policy::LimitExceeded;
+
+use super::pool::{ConnectError, GetError, PoolKey, Target};
 use crate::facts::{Picked, Resolved};
 use crate::stack::BoxFuture;
 use crate::state::SidecarState;
@@ -33,9 +36,22 @@ pub enum TryError {
     /// A streamed body went to an earlier try (the retry policy rules this out beforehand).
     #[error("the streamed request body was sent to an earlier try")]
     BodyGone,
+    /// The service's limit refused to let the try wait for a connection: nothing was sent, and
+    /// nothing is known about the endpoint.
+    #[error(transparent)]
+    LimitExceeded(LimitExceeded),
     /// A layer above did not set a fact this one needs: the stack is assembled wrongly.
     #[error("the outbound stack is misassembled: no {0} fact on the request")]
     MissingFact(&'static str),
+}
+
+impl From<GetError> for TryError {
+    fn from(error: GetError) -> Self {
+        match error {
+            GetError::Connect(e) => Self::Connect(e),
+            GetError::LimitExceeded(limit) => Self::LimitExceeded(limit),
+        }
+    }
 }
 
 /// Sends each try on a pooled connection.
@@ -78,6 +94,12 @@ impl Service<Request<TryBody>> for Connect {
                 service: &resolved.dest.service,
                 gateway: resolved.snapshot.gateway,
                 traceparent: parts.headers.get("traceparent"),
+                limits: resolved
+                    .snapshot
+                    .policies
+                    .get(&resolved.dest.service)
+                    .and_then(|p| p.backend.as_ref())
+                    .map(|b| &b.limits),
             };
             let mut conn = state.pool().get(target).await?;
             let Some(request_body) = body.take() else {

@@ -1,10 +1,24 @@
 //! Why a connection to an endpoint could not be had: each cause names the hop (TCP, TLS,
-//! identity, HTTP/2, gateway, tunnel) and the peer, so the answer's text says where it broke.
+//! identity, HTTP/2, gateway, tunnel) and the peer, so the answer's text says where it broke;
+//! and [`GetError`], which adds the service's refusal to let a request wait for one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::StatusCode;
+use mesh_core::policy::backend_policy::LimitExceeded;
+
+/// Why the pool gave a request no connection: the endpoint could not be reached, or the
+/// service's own limit refused to let the request wait (which says nothing of the endpoint).
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// No usable connection to the endpoint could be had.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The request would have waited while `limits.maxPendingRequests` of its service do.
+    #[error(transparent)]
+    LimitExceeded(#[from] LimitExceeded),
+}
 
 /// Why no usable connection to an endpoint could be had. Every variant is a connect failure:
 /// the request was not sent, so it may go to another endpoint whatever its method.

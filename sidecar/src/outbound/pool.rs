@@ -9,11 +9,18 @@
 //! This module only connects: it never retries (the proxy decides that).
 //!
 //! Backend policy limits: one connection per endpoint means `limits.maxConnections` (at
-//! least 1) always holds here. `limits.maxPendingRequests` is not enforced yet: requests wait for a
-//! dial in [`ConnectionPool::get`] (on the endpoint's slot) and for an HTTP/2 stream inside
-//! hyper, and neither wait is counted per service; counting them needs the service's limits in
-//! [`Target`] and a refusal that does not count against the endpoint (not a `ConnectError`,
-//! which outlier detection would read as the endpoint's failure).
+//! least 1) always holds here. `limits.maxPendingRequests` bounds the requests of one service
+//! that wait in [`ConnectionPool::get`] at once, over all its endpoints. A request is pending
+//! here while it has no connection to send on yet: it dials the endpoint (TCP, TLS, identity
+//! check, HTTP/2 handshake, and through a tunnel the gateway connection and `CONNECT` too), or
+//! waits on the endpoint's slot while another request dials it. A request that finds a live
+//! pooled connection at once never waits and is not counted. One more waiting request than the
+//! limit is refused at once with [`GetError::LimitExceeded`] (503, `x-mesh-error:
+//! max-pending-requests`), a refusal of the service's own limit, not a [`ConnectError`]: it
+//! says nothing of the endpoint, so outlier detection does not count it, and it is not retried.
+//! Not counted: the wait for an HTTP/2 stream slot inside hyper on a connection the request
+//! already has (the peer's concurrent-stream limit), which hyper does not expose; per-endpoint
+//! concurrency is bounded before that by `limits.maxRequestsPerEndpoint` in the balancer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,12 +37,18 @@ use mesh_core::api::{
 use mesh_core::http::{BoxBody, empty};
 use mesh_core::identity::{SpiffeId, peer_spiffe_id};
 use mesh_core::names::ServiceKey;
+use mesh_core::policy::backend_policy::LimitsSpec;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
-pub use super::connect_error::ConnectError;
+pub use super::connect_error::{ConnectError, GetError};
+use pending::PendingCounts;
+
+mod pending;
+#[cfg(test)]
+mod tests;
 
 /// HTTP/2 pings on idle pooled connections, so a peer that vanished without a reset (a
 /// partition, a dead host) is noticed within seconds instead of at the next request.
@@ -58,6 +71,8 @@ pub struct Target<'a> {
     pub gateway: Option<SocketAddr>,
     /// Trace context of the request that opens the tunnel.
     pub traceparent: Option<&'a HeaderValue>,
+    /// The service's backend-policy limits (`None` without a policy: no limit).
+    pub limits: Option<&'a LimitsSpec>,
 }
 
 /// What a pooled connection leads to.
@@ -83,6 +98,8 @@ pub struct ConnectionPool {
     tls: TlsConnector,
     connect_timeout: Duration,
     slots: Mutex<HashMap<PoolKey, Slot>>,
+    /// Requests of each service waiting for a connection (see the module doc).
+    pending: PendingCounts,
 }
 
 impl std::fmt::Debug for ConnectionPool {
@@ -107,6 +124,7 @@ impl ConnectionPool {
             tls: TlsConnector::from(tls),
             connect_timeout,
             slots: Mutex::new(HashMap::new()),
+            pending: PendingCounts::default(),
         }
     }
 
@@ -115,21 +133,35 @@ impl ConnectionPool {
         slots.entry(key.clone()).or_default().clone()
     }
 
-    /// A ready connection to the target's endpoint, pooled or new.
-    pub async fn get(&self, target: Target<'_>) -> Result<SendRequest<BoxBody>, ConnectError> {
+    /// A ready connection to the target's endpoint, pooled or new; refused at once when the
+    /// request would have to wait and the service's `maxPendingRequests` already do.
+    pub async fn get(&self, target: Target<'_>) -> Result<SendRequest<BoxBody>, GetError> {
         let key = PoolKey::Endpoint {
             cluster: target.cluster.to_string(),
             addr: target.endpoint.address,
         };
         let slot = self.slot(&key);
         // One connect per endpoint at a time; concurrent requests wait for it and share it.
-        let mut held = slot.lock().await;
+        // Whoever has to wait (for the slot, or for its own dial) holds a pending place until
+        // it has a connection or gives up.
+        let mut pending = None;
+        let mut held = match slot.try_lock() {
+            Ok(held) => held,
+            Err(_) => {
+                pending = Some(self.pending.enter(target.service, target.limits)?);
+                slot.lock().await
+            }
+        };
         if let Some(sender) = held.as_ref()
             && !sender.is_closed()
         {
             return Ok(sender.clone());
         }
         *held = None;
+        let _pending = match pending {
+            Some(place) => place,
+            None => self.pending.enter(target.service, target.limits)?,
+        };
         let sender = if target.cluster != self.own_cluster {
             self.connect_tunnel(target).await?
         } else if target.endpoint.plaintext {
@@ -139,6 +171,11 @@ impl ConnectionPool {
         };
         *held = Some(sender.clone());
         Ok(sender)
+    }
+
+    /// How many requests of `service` are waiting for a connection now.
+    pub fn pending(&self, service: &ServiceKey) -> u32 {
+        self.pending.get(service)
     }
 
     /// Drops the pooled connection to `key` (it failed); the next request dials anew.

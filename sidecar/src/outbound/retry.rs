@@ -108,9 +108,14 @@ impl LastFailure {
             }
             Self::Try(_, TryError::Connect(_)) => TryFailure::Connect,
             Self::Try(_, TryError::Timeout(_)) => TryFailure::Timeout,
-            Self::Try(_, TryError::Protocol(_) | TryError::BodyGone | TryError::MissingFact(_)) => {
-                TryFailure::Protocol
-            }
+            // The balance layer answers a limit itself; kept out of the retryable kinds.
+            Self::Try(
+                _,
+                TryError::Protocol(_)
+                | TryError::BodyGone
+                | TryError::MissingFact(_)
+                | TryError::LimitExceeded(_),
+            ) => TryFailure::Protocol,
         }
     }
 }
@@ -301,6 +306,7 @@ fn failed_try(
             service,
             reason: TryError::BodyGone.to_string(),
         },
+        TryError::LimitExceeded(limit) => ProxyError::LimitExceeded { service, limit },
         TryError::MissingFact(fact) => ProxyError::Misassembled(fact),
     }
 }

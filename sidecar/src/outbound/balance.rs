@@ -307,6 +307,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_pending_requests_refusal_is_the_services_limit_not_the_endpoints_failure() {
+        let state = state();
+        let snap = Arc::new(snapshot(vec![locality(
+            "us-east",
+            vec![endpoint("us-east", 1)],
+        )]));
+        let limit = LimitExceeded::PendingRequests { max: 1 };
+        let refusing = tower::service_fn(move |_: Request<TryBody>| async move {
+            Err::<Response<Full<Bytes>>, _>(TryError::LimitExceeded(limit))
+        });
+        let svc = tower::Layer::layer(&layer(state.clone()), refusing);
+        for _ in 0..10 {
+            let err = svc
+                .clone()
+                .oneshot(request(vec![], &snap))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, BalanceError::LimitExceeded(l) if l == limit),
+                "{err}"
+            );
+        }
+        // The same ten tries failing at the endpoints eject one (see the next test).
+        for port in [1, 2] {
+            let addr = ([127, 0, 0, 1], port).into();
+            assert!(!state.endpoint_ejected(&echo(), "us-east", addr));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failing_tries_eject_the_endpoint() {
         let state = state();
         let snap = Arc::new(snapshot(vec![locality(

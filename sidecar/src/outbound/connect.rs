@@ -185,6 +185,69 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_try_past_the_services_max_pending_is_refused_with_its_body_kept() {
+        use mesh_core::policy::backend_policy::{BackendPolicySpec, LimitsSpec};
+        use mesh_core::policy::service_policy::ServicePolicy;
+        // Accepts and never answers the TLS handshake: the first try waits in its dial.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut snap = snapshot(vec![]);
+        let backend = BackendPolicySpec {
+            limits: LimitsSpec {
+                max_pending_requests: Some(1),
+                ..LimitsSpec::default()
+            },
+            ..BackendPolicySpec::default()
+        };
+        let policy = ServicePolicy {
+            backend: Some(backend),
+            ..ServicePolicy::default()
+        };
+        snap.policies.insert(echo(), policy);
+        let snap = Arc::new(snap);
+        let limited = || {
+            let (mut req, body) = request(Some(Picked {
+                cluster: CLUSTER.into(),
+                endpoint: endpoint(CLUSTER, port),
+            }));
+            req.extensions_mut().insert(Resolved {
+                dest: Destination {
+                    service: echo(),
+                    cluster: None,
+                },
+                snapshot: snap.clone(),
+            });
+            (req, body)
+        };
+        let state = state();
+        let (first, _) = limited();
+        let waiting = tokio::spawn(Connect::new(state.clone()).oneshot(first));
+        let _accepted = listener.accept().await.unwrap();
+        let pending = async {
+            while state.pool().pending(&echo()) == 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(1), pending)
+            .await
+            .expect("the first try waits in its dial");
+        let (second, body) = limited();
+        let err = Connect::new(state.clone())
+            .oneshot(second)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TryError::LimitExceeded(LimitExceeded::PendingRequests { max: 1 })
+            ),
+            "{err}"
+        );
+        assert!(body.available(), "nothing was sent");
+        waiting.abort();
+    }
+
+    #[tokio::test]
     async fn a_try_without_a_pick_is_a_misassembled_stack() {
         let (req, body) = request(None);
         let err = Connect::new(state()).oneshot(req).await.unwrap_err();

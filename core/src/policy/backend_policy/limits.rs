@@ -23,8 +23,9 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     /// Requests of this service waiting at once for a connection to an endpoint (being dialled,
-    /// or all at `maxConnections`) or for a stream slot on one (the peer's HTTP/2
-    /// concurrent-stream limit); one more fails.
+    /// or waiting while another request dials it); one more fails. The wait for an HTTP/2
+    /// stream slot inside an open connection is not counted (the HTTP/2 client does not expose
+    /// it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
     /// Requests in flight at once to each endpoint. An endpoint at its limit is passed over

@@ -2,7 +2,7 @@
 //! (`FaultPolicy`, `RateLimitPolicy`, `CachePolicy`, `BackendPolicy`, `mesh.dev/v1alpha1`),
 //! attached to the rules of an `HTTPRoute` or to a Service: injected aborts and delays, rate
 //! limits with their headers per caller identity and in shadow mode, response caching (hits
-//! with `Age`, `Vary`, `no-store`, collapsed misses), and consistent hashing that keeps each
+//! with `Age`, `Vary`, `no-store`, collapsed misses, the memory bound), and consistent hashing that keeps each
 //! key on one of four endpoints and moves only the keys of one that goes.
 
 mod support;
@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode};
 use mesh_core::config::Topology;
+use mesh_launcher::cluster_set::ComponentArgs;
 use support::{Running, eventually, metric, request};
 
 const ECHO: &str = "http://echo.demo.svc.clusterset.local";
+/// The response cache of us-east's client sidecar in this test: a few dozen demo answers.
+const CACHE_BYTES: usize = 32 * 1024;
 /// The demo replicas of echo in us-east.
 const ECHOES: &[&str] = &["echo-0", "echo-1", "echo-2", "echo-3"];
 
@@ -101,6 +104,12 @@ async fn faults_rate_limits_caching_and_consistent_hashing_from_policy_kinds() {
     topology.clusters[0].echo_replicas = 4;
     let mut run = Running::with_policy("policy-kinds", topology, POLICY, |plan| {
         assert!(plan.add_demo_service("us-east", &"echo-canary.demo".parse().unwrap(), 1));
+        // A small response cache for us-east's client, to see its bound hold.
+        for (name, process) in &mut plan.clusters[0].processes {
+            if let (true, ComponentArgs::Sidecar(args)) = (name == "client", &mut process.args) {
+                args.cache_max_bytes = CACHE_BYTES;
+            }
+        }
     })
     .await;
     let proxy = run.proxy("us-east");
@@ -260,6 +269,28 @@ async fn faults_rate_limits_caching_and_consistent_hashing_from_policy_kinds() {
     // The app answered only the misses of this phase: a, two variants, three no-store, herd.
     let total = run.answered(&["us-east"], ECHOES).await;
     assert_eq!(total - before, 7, "answers from the app while caching");
+
+    // The memory bound holds: 400 distinct answers do not fit in the client's cache; the
+    // oldest are evicted (a miss again) and the bytes held stay within the bound.
+    for i in 0..400 {
+        let (_, headers, _) = request(proxy, &format!("{ECHO}/cached/fill/{i}"), &[cc]).await;
+        assert_eq!(headers["x-mesh-cache"], "miss", "{i}");
+    }
+    let client = run.admin_of("us-east", "client");
+    let held = metric(client, "mesh_sidecar_cache_bytes", "").await;
+    let entries = metric(client, "mesh_sidecar_cache_entries", "").await;
+    assert!(
+        held > 0.0 && held <= CACHE_BYTES as f64,
+        "{held} bytes held"
+    );
+    assert!((1.0..400.0).contains(&entries), "{entries} entries");
+    let (_, headers, _) = request(proxy, &format!("{ECHO}/cached/fill/0"), &[cc]).await;
+    assert_eq!(
+        headers["x-mesh-cache"], "miss",
+        "the oldest entry was evicted"
+    );
+    let (_, headers, _) = request(proxy, &format!("{ECHO}/cached/fill/399"), &[cc]).await;
+    assert_eq!(headers["x-mesh-cache"], "hit", "the newest entry stays");
 
     // Consistent hashing on x-user: each key stays on one of the four endpoints, and removing
     // one moves only its keys.

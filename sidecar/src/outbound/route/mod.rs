@@ -239,3 +239,6 @@ fn settings(rule: &Arc<CompiledRule>, extensions: &mut http::Extensions) {
     }
     extensions.insert(MatchedRule(rule.clone()));
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,7 @@ use mesh_core::http::{BoxBody, text};
 use mesh_core::names::{Destination, ServiceKey};
 use mesh_core::policy::compile::compile;
 use mesh_core::policy::documents::parse_documents;
+use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
 use super::*;
@@ -59,21 +60,13 @@ struct Seen {
     matched: bool,
 }
 
+/// The layer under test over its recording service.
+type Routed = BoxCloneService<Request<Full<Bytes>>, Response<BoxBody>, ProxyError>;
+
 /// The route layer over a state routing echo (with `ROUTES` unless `routed` is false) and
 /// echo-canary, above a service that records each request and answers 200 (after 1 s for
 /// `/slow`).
-fn stack(
-    routed: bool,
-) -> (
-    impl tower::Service<
-        Request<Full<Bytes>>,
-        Response = Response<BoxBody>,
-        Error = ProxyError,
-        Future: Send,
-    > + Clone,
-    Arc<Mutex<Vec<Seen>>>,
-    Arc<SidecarSnapshot>,
-) {
+fn stack(routed: bool) -> (Routed, Arc<Mutex<Vec<Seen>>>, Arc<SidecarSnapshot>) {
     let state = state();
     let mut snap = snapshot(vec![locality(CLUSTER, vec![endpoint(CLUSTER, 9)])]);
     snap.services.insert(
@@ -113,7 +106,11 @@ fn stack(
             Ok::<_, ProxyError>(text(StatusCode::OK, "ok"))
         }
     });
-    (layer(state).layer(inner), seen, snapshot)
+    (
+        BoxCloneService::new(layer(state).layer(inner)),
+        seen,
+        snapshot,
+    )
 }
 
 fn request(path: &str, snapshot: &Arc<SidecarSnapshot>) -> Request<Full<Bytes>> {

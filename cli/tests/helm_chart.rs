@@ -1065,10 +1065,14 @@ const INJECTOR_CONFIG: &str =
     "mutatingwebhookconfigurations.admissionregistration.k8s.io/mesh-sidecar-injector";
 
 /// The traffic policy kinds the controller watches, with their status subresource.
-const POLICY_RESOURCES: [(&str, &str); 5] = [
+const POLICY_RESOURCES: [(&str, &str); 6] = [
     (
         "httproutes.gateway.networking.k8s.io",
         "httproutes.gateway.networking.k8s.io/status",
+    ),
+    (
+        "grpcroutes.gateway.networking.k8s.io",
+        "grpcroutes.gateway.networking.k8s.io/status",
     ),
     ("faultpolicies.mesh.dev", "faultpolicies.mesh.dev/status"),
     (
@@ -1103,6 +1107,7 @@ fn controller_must_not(existing_ca: bool, injection: bool) -> Vec<Access> {
         // Policy objects are the users': the controller writes only their status.
         in_ns("update", "httproutes.gateway.networking.k8s.io", "demo"),
         in_ns("delete", "httproutes.gateway.networking.k8s.io", "demo"),
+        in_ns("update", "grpcroutes.gateway.networking.k8s.io", "demo"),
         in_ns("update", "ratelimitpolicies.mesh.dev", "demo"),
         in_ns("create", "pods", "demo"),
         in_ns("update", "configmaps/some-other-config", NAMESPACE),

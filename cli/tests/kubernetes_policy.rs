@@ -5,7 +5,8 @@
 //! them: the 90/10 split, 404 off the route, 500 for a missing backend's share) and writes each
 //! object's conditions to its `status`. A route with a missing backend, a conflicting route and a rate
 //! limit of zero each get the condition and reason the Gateway API defines, and the good route
-//! stays in force throughout.
+//! stays in force throughout. A `GRPCRoute` with a method match is compiled as the `HTTPRoute`
+//! it means, and its conditions are written on the `GRPCRoute`.
 //!
 //! One test walks the phases in order: the API server and the controller are expensive to
 //! start. Without the Kubernetes binaries it fails with the reason, never skips.
@@ -55,6 +56,7 @@ async fn policy_objects_are_compiled_applied_and_given_status() {
     .await;
     a_conflicting_route_is_not_accepted(east).await;
     a_rate_of_zero_is_invalid_until_fixed(east).await;
+    a_grpc_route_is_accepted_and_in_force(east).await;
 
     for c in &mut clusters {
         c.stop().await;
@@ -139,17 +141,28 @@ fn route_conditions(route: &Value) -> Vec<(String, String, String, Option<i64>)>
         .collect()
 }
 
-/// Waits until `name`'s conditions are `expected` (`(type, status, reason)`) for its current
-/// generation; returns the route.
+/// Waits until HTTPRoute `name`'s conditions are `expected` (`(type, status, reason)`) for its
+/// current generation; returns the route.
 async fn wait_route_conditions(
     c: &MeshCluster,
+    name: &str,
+    expected: &[(&str, &str, &str)],
+) -> Value {
+    wait_kind_conditions(c, "httproute", name, expected).await
+}
+
+/// Waits until the route `name` of `resource` (`httproute`, `grpcroute`) has the conditions
+/// `expected` (`(type, status, reason)`) for its current generation; returns the route.
+async fn wait_kind_conditions(
+    c: &MeshCluster,
+    resource: &str,
     name: &str,
     expected: &[(&str, &str, &str)],
 ) -> Value {
     let mut last = Value::Null;
     let got = tokio::time::timeout(SETTLE, async {
         loop {
-            if let Some(route) = get_json(c.kube, &["httproute", name, "-n", DEMO_NS]) {
+            if let Some(route) = get_json(c.kube, &[resource, name, "-n", DEMO_NS]) {
                 let generation = route["metadata"]["generation"].as_i64();
                 let conditions = route_conditions(&route);
                 let matches = conditions.len() == expected.len()
@@ -169,7 +182,7 @@ async fn wait_route_conditions(
     .await;
     got.unwrap_or_else(|_| {
         panic!(
-            "HTTPRoute {name}: conditions {expected:?} not written within {SETTLE:?}; last seen:\n{}\n{}",
+            "{resource} {name}: conditions {expected:?} not written within {SETTLE:?}; last seen:\n{}\n{}",
             serde_json::to_string_pretty(&last["status"]).unwrap_or_default(),
             c.logs()
         )
@@ -370,4 +383,67 @@ async fn a_rate_of_zero_is_invalid_until_fixed(c: &MeshCluster) {
     })
     .await;
     assert!(split_in_force(&policy_report(admin).await));
+}
+
+/// A `GRPCRoute` sending one method of `pkg.Echo` to the canary: accepted, its conditions on
+/// the `GRPCRoute` (not on an `HTTPRoute`), its rule in force as the Exact path the call has.
+async fn a_grpc_route_is_accepted_and_in_force(c: &MeshCluster) {
+    let admin = c.addr("controller-0", "admin");
+    apply(
+        c.kube,
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: calls, namespace: {DEMO_NS}}}\n\
+             spec:\n  parentRefs: [{{group: \"\", kind: Service, name: echo}}]\n  rules:\n\
+             \x20 - matches: [{{method: {{service: pkg.Echo, method: Say}}}}]\n\
+             \x20   backendRefs: [{{name: echo-canary, port: 80}}]\n"
+        ),
+    );
+    let route = wait_kind_conditions(
+        c,
+        "grpcroute",
+        "calls",
+        &[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ],
+    )
+    .await;
+    assert_eq!(route["kind"], "GRPCRoute");
+    assert!(
+        get_json(c.kube, &["httproute", "calls", "-n", DEMO_NS]).is_none(),
+        "no HTTPRoute of that name"
+    );
+    let method_rule = |report: &Value| {
+        report["services"]["echo.demo"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["origin"]["route"] == "demo/calls")
+            .cloned()
+    };
+    eventually(
+        "the GRPCRoute's rule in force in GET /v1/policy",
+        SETTLE,
+        async || method_rule(&policy_report(admin).await).is_some(),
+    )
+    .await;
+    let report = policy_report(admin).await;
+    let rule = method_rule(&report).unwrap();
+    assert_eq!(rule["matches"][0]["path"]["type"], "Exact", "{rule}");
+    assert_eq!(
+        rule["matches"][0]["path"]["value"], "/pkg.Echo/Say",
+        "{rule}"
+    );
+    assert_eq!(rule["backends"][0]["service"], "echo-canary.demo", "{rule}");
+    assert!(split_in_force(&report), "{report}");
+    assert!(
+        report["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "GRPCRoute"
+                && o["name"] == "calls"
+                && o["source"] == "kubernetes GRPCRoute demo/calls"),
+        "{report}"
+    );
 }

@@ -26,11 +26,12 @@ use crate::names::{
 };
 
 /// The CRDs the chart installs.
-pub const CRDS: [&str; 8] = [
+pub const CRDS: [&str; 9] = [
     "links.mesh.dev",
     "serviceexports.multicluster.x-k8s.io",
     "serviceimports.multicluster.x-k8s.io",
     "httproutes.gateway.networking.k8s.io",
+    "grpcroutes.gateway.networking.k8s.io",
     "faultpolicies.mesh.dev",
     "ratelimitpolicies.mesh.dev",
     "cachepolicies.mesh.dev",

@@ -1,7 +1,8 @@
-//! The traffic policy objects as the API server holds them: the Gateway API's `HTTPRoute`
-//! (`gateway.networking.k8s.io/v1`, whose CRD is upstream's, vendored in the chart) and our
-//! four policy attachments (`mesh.dev/v1alpha1`: `FaultPolicy`, `RateLimitPolicy`,
-//! `CachePolicy`, `BackendPolicy`), whose CRDs are generated from the types here.
+//! The traffic policy objects as the API server holds them: the Gateway API's `HTTPRoute` and
+//! `GRPCRoute` (`gateway.networking.k8s.io/v1`, whose CRDs are upstream's, vendored in the
+//! chart) and our four policy attachments (`mesh.dev/v1alpha1`: `FaultPolicy`,
+//! `RateLimitPolicy`, `CachePolicy`, `BackendPolicy`), whose CRDs are generated from the types
+//! here.
 //!
 //! Each `spec` is kept as JSON: the controller reads it into `mesh_core`'s spec types per
 //! object, so one object with a field the mesh does not know is refused with a status condition
@@ -19,47 +20,69 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-/// The `controllerName` the mesh writes in an `HTTPRoute`'s `status.parents[]` (the Gateway
+/// The `controllerName` the mesh writes in a route's `status.parents[]` (the Gateway
 /// API's domain-prefixed controller name), so other controllers' entries are told apart.
 pub const CONTROLLER_NAME: &str = "mesh.dev/controller";
 
-/// An `HTTPRoute` as stored: metadata, the `spec` as written (with the API server's defaults)
-/// and the `status` every controller writes its parents' entries in.
+/// Defines a Gateway API route kind as stored: metadata, the `spec` as written (with the API
+/// server's defaults) and the `status` every controller writes its parents' entries in.
 ///
-/// Written by hand rather than derived: the CRD is upstream's, and `spec` and `status` stay
+/// Written by hand rather than derived: the CRDs are upstream's, and `spec` and `status` stay
 /// JSON (see the module doc).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HttpRoute {
-    /// The object's metadata.
-    pub metadata: ObjectMeta,
-    /// The spec, read per object into `mesh_core::policy::http_route::HttpRouteSpec`.
-    #[serde(default)]
-    pub spec: serde_json::Value,
-    /// `{parents: [{parentRef, controllerName, conditions}]}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
+macro_rules! gateway_route {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $plural:literal, $spec:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct $name {
+            /// The object's metadata.
+            pub metadata: ObjectMeta,
+            #[doc = concat!("The spec, read per object into `", $spec, "`.")]
+            #[serde(default)]
+            pub spec: serde_json::Value,
+            /// `{parents: [{parentRef, controllerName, conditions}]}`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<serde_json::Value>,
+        }
+
+        impl k8s_openapi::Resource for $name {
+            const API_VERSION: &'static str = "gateway.networking.k8s.io/v1";
+            const GROUP: &'static str = "gateway.networking.k8s.io";
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = "v1";
+            const URL_PATH_SEGMENT: &'static str = $plural;
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::Metadata for $name {
+            type Ty = ObjectMeta;
+
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
 
-impl k8s_openapi::Resource for HttpRoute {
-    const API_VERSION: &'static str = "gateway.networking.k8s.io/v1";
-    const GROUP: &'static str = "gateway.networking.k8s.io";
-    const KIND: &'static str = "HTTPRoute";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "httproutes";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
+gateway_route!(
+    /// An `HTTPRoute` as stored.
+    HttpRoute,
+    "HTTPRoute",
+    "httproutes",
+    "mesh_core::policy::http_route::HttpRouteSpec"
+);
 
-impl k8s_openapi::Metadata for HttpRoute {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+gateway_route!(
+    /// A `GRPCRoute` as stored (Gateway API standard channel since v1.1): compiled as the
+    /// `HTTPRoute` it means, its status written like an `HTTPRoute`'s.
+    GrpcRoute,
+    "GRPCRoute",
+    "grpcroutes",
+    "mesh_core::policy::grpc_route::GrpcRouteSpec"
+);
 
 /// The status of each of our policy kinds: `Accepted`, with the reason when it is not.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

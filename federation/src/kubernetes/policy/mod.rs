@@ -1,5 +1,6 @@
-//! The traffic policy source of Kubernetes mode: `HTTPRoute`s (`gateway.networking.k8s.io/v1`,
-//! those with a `kind: Service` parent, GAMMA) and our `FaultPolicy`, `RateLimitPolicy`,
+//! The traffic policy source of Kubernetes mode: `HTTPRoute`s and `GRPCRoute`s
+//! (`gateway.networking.k8s.io/v1`, those with a `kind: Service` parent, GAMMA; a `GRPCRoute`
+//! is compiled as the `HTTPRoute` it means, as in local mode) and our `FaultPolicy`, `RateLimitPolicy`,
 //! `CachePolicy` and `BackendPolicy` (`mesh.dev/v1alpha1`), watched in every namespace.
 //!
 //! Every replica compiles them (`mesh_core::policy::compile`) against the services the
@@ -10,7 +11,7 @@
 //! writes each object's conditions to its `status` (see `status`), only when they change.
 //!
 //! The policy watches do not hold back the controller's start: a cluster without the HTTPRoute
-//! CRD still gets discovery, and says why it has no routes in `GET /v1/policy`.
+//! or GRPCRoute CRD (Gateway API before v1.1) still gets discovery, and says why it has no routes in `GET /v1/policy`.
 //!
 //! - `objects.rs`: the watched objects read into what `compile` takes (pure);
 //! - `status.rs`: the status each object should have (pure).
@@ -29,13 +30,15 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use mesh_core::names::ServiceKey;
 use mesh_core::policy::compile::{ObjectStatus, compile};
-use mesh_k8s::policy::{BackendPolicy, CachePolicy, FaultPolicy, HttpRoute, RateLimitPolicy};
+use mesh_k8s::policy::{
+    BackendPolicy, CachePolicy, FaultPolicy, GrpcRoute, HttpRoute, RateLimitPolicy,
+};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use self::objects::{ReadPolicy, WatchedPolicy, read, source};
+use self::objects::{ReadPolicy, WatchedPolicy, own_kinds, read, source};
 use self::status::{policy_conditions, route_parents};
 use super::watch::{ApiHealth, reflect};
 use crate::controller::Controller;
@@ -54,6 +57,7 @@ const RESYNC: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 struct PolicyStores {
     routes: Store<HttpRoute>,
+    grpc_routes: Store<GrpcRoute>,
     faults: Store<FaultPolicy>,
     rate_limits: Store<RateLimitPolicy>,
     caches: Store<CachePolicy>,
@@ -64,6 +68,7 @@ impl PolicyStores {
     fn watched(&self) -> WatchedPolicy {
         WatchedPolicy {
             routes: self.routes.state(),
+            grpc_routes: self.grpc_routes.state(),
             faults: self.faults.state(),
             rate_limits: self.rate_limits.state(),
             caches: self.caches.state(),
@@ -74,6 +79,7 @@ impl PolicyStores {
     async fn ready(&self) {
         let _ = tokio::join!(
             self.routes.wait_until_ready(),
+            self.grpc_routes.wait_until_ready(),
             self.faults.wait_until_ready(),
             self.rate_limits.wait_until_ready(),
             self.caches.wait_until_ready(),
@@ -131,6 +137,7 @@ impl PolicySource {
         }
         let stores = PolicyStores {
             routes: watch_all!("HTTPRoute"),
+            grpc_routes: watch_all!("GRPCRoute"),
             faults: watch_all!("FaultPolicy"),
             rate_limits: watch_all!("RateLimitPolicy"),
             caches: watch_all!("CachePolicy"),
@@ -198,6 +205,7 @@ impl PolicySource {
     /// `before`.
     fn evaluate(&self, (read, known): &Compiled, before: &[String]) -> Judged {
         let mut compiled = compile(&read.objects, &|k| known.contains(k));
+        own_kinds(&mut compiled.statuses);
         let mut problems: Vec<String> = compiled.errors.iter().map(ToString::to_string).collect();
         for s in &read.unreadable {
             for c in &s.conditions {
@@ -235,15 +243,24 @@ struct StatusWriter {
 impl StatusWriter {
     async fn write(&mut self, client: &Client, watched: &WatchedPolicy, judged: &[ObjectStatus]) {
         let mut failed = None;
-        for route in &watched.routes {
-            let Some(judged) = judgement(judged, "HTTPRoute", route.as_ref()) else {
-                continue;
+        macro_rules! routes {
+            ($list:expr, $kind:literal) => {
+                for route in $list {
+                    let Some(judged) = judgement(judged, $kind, route.as_ref()) else {
+                        continue;
+                    };
+                    let (spec, current) = (&route.spec, route.status.as_ref());
+                    if let Some(parents) =
+                        route_parents(spec, current, route.metadata.generation, judged)
+                    {
+                        let status = json!({ "parents": parents });
+                        failed = failed.or(self.patch(client, route.as_ref(), status).await);
+                    }
+                }
             };
-            if let Some(parents) = route_parents(route, judged) {
-                let status = json!({ "parents": parents });
-                failed = failed.or(self.patch(client, route.as_ref(), status).await);
-            }
         }
+        routes!(&watched.routes, "HTTPRoute");
+        routes!(&watched.grpc_routes, "GRPCRoute");
         macro_rules! policies {
             ($list:expr, $kind:literal) => {
                 for p in $list {

@@ -5,7 +5,13 @@
 //! reason Gateway API clients expect (`UnsupportedValue` for a route, `Invalid` for our kinds,
 //! as `compile` words a bad body), and the other objects apply.
 //!
-//! `HTTPRoute`s whose parents are all Gateways (not one `kind: Service` parent) belong to an
+//! A `GRPCRoute`'s spec is read as the `HTTPRoute` it means (`GrpcRouteSpec::to_http_route`,
+//! as in local mode) and compiled with the other routes. `compile` names what it judges by the
+//! spec's kind, so it reports a `GRPCRoute` as an `HTTPRoute`; [`own_kinds`] gives those
+//! statuses back their kind (told apart by the source, which names the kind watched), so a
+//! `GRPCRoute`'s conditions go to the `GRPCRoute`, never to an `HTTPRoute` of the same name.
+//!
+//! Routes whose parents are all Gateways (not one `kind: Service` parent) belong to an
 //! ingress controller, not to the mesh: they are skipped, neither compiled nor given a status.
 
 use std::sync::Arc;
@@ -13,7 +19,10 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as KubeMeta;
 use mesh_core::policy::compile::{Condition, ObjectStatus};
 use mesh_core::policy::documents::{ObjectMeta, PolicyObject, PolicySpec, SourceRef};
-use mesh_k8s::policy::{BackendPolicy, CachePolicy, FaultPolicy, HttpRoute, RateLimitPolicy};
+use mesh_core::policy::grpc_route::GrpcRouteAsHttp;
+use mesh_k8s::policy::{
+    BackendPolicy, CachePolicy, FaultPolicy, GrpcRoute, HttpRoute, RateLimitPolicy,
+};
 use serde::de::DeserializeOwned;
 
 /// Every watched object of the policy kinds, as the stores hold them.
@@ -21,6 +30,8 @@ use serde::de::DeserializeOwned;
 pub(crate) struct WatchedPolicy {
     /// `HTTPRoute`s.
     pub routes: Vec<Arc<HttpRoute>>,
+    /// `GRPCRoute`s.
+    pub grpc_routes: Vec<Arc<GrpcRoute>>,
     /// `FaultPolicy`s.
     pub faults: Vec<Arc<FaultPolicy>>,
     /// `RateLimitPolicy`s.
@@ -54,6 +65,18 @@ pub(crate) fn read(watched: &WatchedPolicy) -> ReadPolicy {
             &route.metadata,
             &route.spec,
             PolicySpec::HttpRoute,
+        );
+    }
+    for route in &watched.grpc_routes {
+        if !is_mesh_route(&route.spec) {
+            continue;
+        }
+        add(
+            &mut out,
+            "GRPCRoute",
+            &route.metadata,
+            &route.spec,
+            |g: GrpcRouteAsHttp| PolicySpec::HttpRoute(g.0),
         );
     }
     for p in &watched.faults {
@@ -92,13 +115,33 @@ pub(crate) fn read(watched: &WatchedPolicy) -> ReadPolicy {
             PolicySpec::BackendPolicy,
         );
     }
-    let order =
-        |kind: &str, ns: &str, name: &str| (kind.to_string(), ns.to_string(), name.to_string());
-    out.objects
-        .sort_by_key(|o| order(o.spec.kind(), &o.meta.namespace, &o.meta.name));
+    // The source last: a `GRPCRoute` and an `HTTPRoute` of one name have the same spec kind.
+    let order = |kind: &str, ns: &str, name: &str, source: String| {
+        (kind.to_string(), ns.to_string(), name.to_string(), source)
+    };
+    out.objects.sort_by_key(|o| {
+        order(
+            o.spec.kind(),
+            &o.meta.namespace,
+            &o.meta.name,
+            o.source.to_string(),
+        )
+    });
     out.unreadable
-        .sort_by_key(|s| order(&s.kind, &s.namespace, &s.name));
+        .sort_by_key(|s| order(&s.kind, &s.namespace, &s.name, s.source.clone()));
     out
+}
+
+/// Gives the statuses `compile` made of `GRPCRoute`s (reported as `HTTPRoute`s, the spec they
+/// were read into) their own kind back, so they are written on the `GRPCRoute`.
+pub(crate) fn own_kinds(statuses: &mut [ObjectStatus]) {
+    for s in statuses {
+        if s.kind == "HTTPRoute"
+            && s.source == source("GRPCRoute", &s.namespace, &s.name).to_string()
+        {
+            s.kind = "GRPCRoute".into();
+        }
+    }
 }
 
 /// Whether a route's spec names a Service among its parents (GAMMA): the mesh's to govern.
@@ -149,7 +192,7 @@ fn add<S: DeserializeOwned>(
                 kind: "Accepted".into(),
                 status: false,
                 // The words `compile` uses for a value it cannot apply, per kind.
-                reason: if kind == "HTTPRoute" {
+                reason: if kind.ends_with("Route") {
                     "UnsupportedValue"
                 } else {
                     "Invalid"
@@ -287,6 +330,74 @@ mod tests {
         origins.sort();
         assert_eq!(origins, ["demo/good", "demo/missing-backend"]);
         assert!(echo.inbound_rate_limit.is_none());
+    }
+
+    #[test]
+    fn a_grpc_route_is_compiled_as_the_http_route_it_means_and_keeps_its_kind() {
+        let grpc = |name: &str, created: i64, rules: serde_json::Value| {
+            Arc::new(GrpcRoute {
+                metadata: meta(name, created),
+                spec: json!({
+                    "parentRefs": [{"group": "", "kind": "Service", "name": "echo"}],
+                    "rules": rules
+                }),
+                status: None,
+            })
+        };
+        let watched = WatchedPolicy {
+            // An HTTPRoute of the same name: its status must not be confused with the GRPCRoute's.
+            routes: vec![route("calls", 100, split("/api", "echo-canary"))],
+            grpc_routes: vec![
+                grpc(
+                    "calls",
+                    110,
+                    json!([{
+                        "matches": [{"method": {"type": "Exact", "service": "pkg.Echo", "method": "Say"}}],
+                        "backendRefs": [{"group": "", "kind": "Service", "name": "echo-canary"}]
+                    }]),
+                ),
+                grpc(
+                    "bad-filter",
+                    120,
+                    json!([{"filters": [{"type": "URLRewrite"}]}]),
+                ),
+            ],
+            ..WatchedPolicy::default()
+        };
+        let read = read(&watched);
+        assert_eq!(read.objects.len(), 2);
+        assert_eq!(read.unreadable.len(), 1);
+        let bad = &read.unreadable[0];
+        assert_eq!(bad.kind, "GRPCRoute");
+        assert_eq!(bad.conditions[0].reason, "UnsupportedValue");
+        assert!(
+            bad.conditions[0]
+                .message
+                .contains("rules[0].filters[0].type"),
+            "{}",
+            bad.conditions[0].message
+        );
+
+        let mut compiled = compile(&read.objects, &known);
+        own_kinds(&mut compiled.statuses);
+        let mut kinds: Vec<(&str, &str, bool)> = compiled
+            .statuses
+            .iter()
+            .map(|s| (s.kind.as_str(), s.name.as_str(), s.conditions[0].status))
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [("GRPCRoute", "calls", true), ("HTTPRoute", "calls", true)]
+        );
+        let echo = &compiled.services[&ServiceKey::new("echo", "demo").unwrap()];
+        assert!(
+            echo.rules
+                .iter()
+                .any(|r| format!("{:?}", r).contains("/pkg.Echo/Say")),
+            "the method match is in force: {:?}",
+            echo.rules
+        );
     }
 
     #[test]

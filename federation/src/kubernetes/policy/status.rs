@@ -1,7 +1,7 @@
 //! The status the leader writes on each policy object (pure): the conditions `compile` gave
 //! it, in the shape of its kind, and only when they differ from what the object has.
 //!
-//! - `HTTPRoute`: one `status.parents[]` entry per `kind: Service` parent, with `parentRef`
+//! - `HTTPRoute` and `GRPCRoute`: one `status.parents[]` entry per `kind: Service` parent, with `parentRef`
 //!   as written, `controllerName: mesh.dev/controller` and `conditions` (`Accepted`,
 //!   `ResolvedRefs`). Entries of other controllers are kept as they are: the list is shared.
 //!   `compile` judges a route as a whole, so every parent of a route gets the same conditions.
@@ -13,7 +13,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use mesh_core::policy::compile::ObjectStatus;
 use mesh_k8s::conditions::{ConditionUpdate, same, set_condition};
-use mesh_k8s::policy::{CONTROLLER_NAME, HttpRoute};
+use mesh_k8s::policy::CONTROLLER_NAME;
 use serde_json::{Value, json};
 
 /// `current` updated to `status`'s conditions for `generation`: each type set, types no
@@ -51,19 +51,22 @@ pub(crate) fn policy_conditions(
     (!same(&conditions, current)).then_some(conditions)
 }
 
-/// The `status.parents` to write on `route`, or `None` when its entries of ours already say
+/// The `status.parents` to write on a route (an `HTTPRoute` or a `GRPCRoute`: same shape) of
+/// `spec`, `current` status and `generation`, or `None` when its entries of ours already say
 /// the same.
-pub(crate) fn route_parents(route: &HttpRoute, status: &ObjectStatus) -> Option<Vec<Value>> {
-    let current: &[Value] = route
-        .status
-        .as_ref()
+pub(crate) fn route_parents(
+    spec: &Value,
+    current: Option<&Value>,
+    generation: Option<i64>,
+    status: &ObjectStatus,
+) -> Option<Vec<Value>> {
+    let current: &[Value] = current
         .and_then(|s| s["parents"].as_array())
         .map_or(&[], Vec::as_slice);
     let (mine, mut parents): (Vec<&Value>, Vec<&Value>) = current
         .iter()
         .partition(|p| p["controllerName"] == CONTROLLER_NAME);
-    let generation = route.metadata.generation;
-    let wanted: Vec<&Value> = route.spec["parentRefs"]
+    let wanted: Vec<&Value> = spec["parentRefs"]
         .as_array()
         .map(|refs| refs.iter().filter(|p| p["kind"] == "Service").collect())
         .unwrap_or_default();
@@ -95,6 +98,7 @@ pub(crate) fn route_parents(route: &HttpRoute, status: &ObjectStatus) -> Option<
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use mesh_core::policy::compile::Condition as Judged;
+    use mesh_k8s::policy::HttpRoute;
 
     use super::*;
 
@@ -135,6 +139,10 @@ mod tests {
             ]}),
             status,
         }
+    }
+
+    fn route_parents(r: &HttpRoute, status: &ObjectStatus) -> Option<Vec<Value>> {
+        super::route_parents(&r.spec, r.status.as_ref(), r.metadata.generation, status)
     }
 
     #[test]

@@ -141,12 +141,26 @@ fn attachment_spec_schema(targets: &str) -> Schema {
     })
 }
 
-/// Defines a policy kind's `spec` as JSON with [`attachment_spec_schema`] (the derive needs one
-/// spec type per kind).
+/// Defines a policy kind of ours: its `spec` as JSON with [`attachment_spec_schema`] (the
+/// derive needs one spec type per kind) and the custom resource, whose attributes every kind
+/// shares but its kind, plural and description.
 macro_rules! attachment_spec {
-    ($(#[$doc:meta])* $spec:ident, $targets:literal) => {
+    ($(#[$doc:meta])* $spec:ident, $kind:literal, $plural:literal, $description:literal, $targets:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, CustomResource)]
+        #[kube(
+            group = "mesh.dev",
+            version = "v1alpha1",
+            kind = $kind,
+            plural = $plural,
+            namespaced,
+            status = "PolicyStatus",
+            category = "mesh",
+            doc = $description,
+            printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+            printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+            printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+        )]
         #[serde(transparent)]
         pub struct $spec(pub serde_json::Value);
 
@@ -165,21 +179,10 @@ macro_rules! attachment_spec {
 attachment_spec!(
     /// A `FaultPolicy`'s spec: `targetRef` (an `HTTPRoute`) and the body of
     /// `mesh_core::policy::attachment::FaultPolicy` (`delay`, `abort`).
-    #[derive(CustomResource)]
-    #[kube(
-        group = "mesh.dev",
-        version = "v1alpha1",
-        kind = "FaultPolicy",
-        plural = "faultpolicies",
-        namespaced,
-        status = "PolicyStatus",
-        category = "mesh",
-        doc = "Client-side faults (delay, abort) injected into the requests of an HTTPRoute or one of its rules.",
-        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
-        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
-        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-    )]
     FaultPolicySpec,
+    "FaultPolicy",
+    "faultpolicies",
+    "Client-side faults (delay, abort) injected into the requests of an HTTPRoute or one of its rules.",
     "HTTPRoute"
 );
 
@@ -187,63 +190,30 @@ attachment_spec!(
     /// A `RateLimitPolicy`'s spec: `targetRef` (an `HTTPRoute` or a `Service`) and the body of
     /// `mesh_core::policy::attachment::RateLimitPolicy` (`total`, `identity`, `overrides`,
     /// `mode`).
-    #[derive(CustomResource)]
-    #[kube(
-        group = "mesh.dev",
-        version = "v1alpha1",
-        kind = "RateLimitPolicy",
-        plural = "ratelimitpolicies",
-        namespaced,
-        status = "PolicyStatus",
-        category = "mesh",
-        doc = "Local rate limits of an HTTPRoute's requests (in each calling sidecar) or of a Service (in each sidecar serving it).",
-        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
-        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
-        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-    )]
     RateLimitPolicySpec,
+    "RateLimitPolicy",
+    "ratelimitpolicies",
+    "Local rate limits of an HTTPRoute's requests (in each calling sidecar) or of a Service (in each sidecar serving it).",
     "HTTPRoute or Service"
 );
 
 attachment_spec!(
     /// A `CachePolicy`'s spec: `targetRef` (an `HTTPRoute`) and the body of
     /// `mesh_core::policy::attachment::CachePolicy`.
-    #[derive(CustomResource)]
-    #[kube(
-        group = "mesh.dev",
-        version = "v1alpha1",
-        kind = "CachePolicy",
-        plural = "cachepolicies",
-        namespaced,
-        status = "PolicyStatus",
-        category = "mesh",
-        doc = "The response cache (RFC 9111 shared-cache rules) of an HTTPRoute's requests.",
-        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
-        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
-        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-    )]
     CachePolicySpec,
+    "CachePolicy",
+    "cachepolicies",
+    "The response cache (RFC 9111 shared-cache rules) of an HTTPRoute's requests.",
     "HTTPRoute"
 );
 
 attachment_spec!(
     /// A `BackendPolicy`'s spec: `targetRef` (a `Service`) and the body of
     /// `mesh_core::policy::attachment::BackendPolicy`.
-    #[derive(CustomResource)]
-    #[kube(
-        group = "mesh.dev",
-        version = "v1alpha1",
-        kind = "BackendPolicy",
-        plural = "backendpolicies",
-        namespaced,
-        status = "PolicyStatus",
-        category = "mesh",
-        doc = "How a Service's endpoints are chosen and protected: load balancing, outlier detection, breaker and concurrency limits.",
-        printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
-        printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
-        printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-    )]
     BackendPolicySpec,
+    "BackendPolicy",
+    "backendpolicies",
+    "How a Service's endpoints are chosen and protected: load balancing, outlier detection, breaker and concurrency limits.",
     "Service"
 );
 

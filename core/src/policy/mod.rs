@@ -26,8 +26,11 @@
 //!   `CachePolicy`, `BackendPolicy`, `mesh.dev/v1alpha1`) attached by `targetRef` to a route
 //!   or a service, and the line of a refused field in its document (`documents.rs` reads them,
 //!   `compile/` attaches them).
+//! - `authorization/`: `AuthorizationPolicy` (Istio's shape: ALLOW, DENY, AUDIT; rules by
+//!   caller principal, namespace, trust domain, method and path) and the decision per request.
 
 pub mod attachment;
+pub mod authorization;
 pub mod backend_policy;
 pub mod compile;
 pub mod documents;

@@ -1,0 +1,187 @@
+//! Matching: the string patterns of every field, and one rule against one request.
+
+use super::decide::AuthorizationRequest;
+use super::spec::{AuthorizationRule, Operation, Source};
+
+/// Whether `value` matches `pattern`: `*` matches anything, `prefix*` and `*suffix` match by
+/// prefix and suffix, anything else exactly (Istio's string match).
+pub fn pattern_matches(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        true
+    } else if let Some(suffix) = pattern.strip_prefix('*') {
+        value.ends_with(suffix)
+    } else if let Some(prefix) = pattern.strip_suffix('*') {
+        value.starts_with(prefix)
+    } else {
+        pattern == value
+    }
+}
+
+/// Whether a positive field and its `not*` field hold for `value` (`None`: the caller has no
+/// such attribute, which matches no positive value and no negative one).
+fn field_holds(any_of: &[String], none_of: &[String], value: Option<&str>) -> bool {
+    let matches =
+        |patterns: &[String]| value.is_some_and(|v| patterns.iter().any(|p| pattern_matches(p, v)));
+    (any_of.is_empty() || matches(any_of)) && !matches(none_of)
+}
+
+/// The caller's attributes, computed once per request.
+pub(super) struct Caller {
+    principal: Option<String>,
+    namespace: Option<String>,
+    trust_domain: Option<String>,
+}
+
+impl Caller {
+    /// The attributes of `request`'s caller.
+    pub(super) fn of(request: &AuthorizationRequest<'_>) -> Self {
+        let id = request.caller;
+        Self {
+            principal: id.map(|id| id.uri()),
+            // Workload identities are `ns/<namespace>/sa/<account>`; others (gateway,
+            // controller) have no namespace.
+            namespace: id.and_then(|id| {
+                let mut parts = id.path.split('/');
+                (parts.next() == Some("ns"))
+                    .then(|| parts.next())
+                    .flatten()
+                    .map(str::to_string)
+            }),
+            trust_domain: id.map(|id| id.trust_domain.clone()),
+        }
+    }
+}
+
+impl Source {
+    fn matches(&self, caller: &Caller) -> bool {
+        field_holds(
+            &self.principals,
+            &self.not_principals,
+            caller.principal.as_deref(),
+        ) && field_holds(
+            &self.namespaces,
+            &self.not_namespaces,
+            caller.namespace.as_deref(),
+        ) && field_holds(
+            &self.trust_domains,
+            &self.not_trust_domains,
+            caller.trust_domain.as_deref(),
+        )
+    }
+}
+
+impl Operation {
+    fn matches(&self, request: &AuthorizationRequest<'_>) -> bool {
+        let method = |methods: &[String]| methods.iter().any(|m| m == request.method);
+        (self.methods.is_empty() || method(&self.methods))
+            && !method(&self.not_methods)
+            && field_holds(&self.paths, &self.not_paths, Some(request.path))
+    }
+}
+
+impl AuthorizationRule {
+    /// Whether the rule matches: one `from` (or none given) and one `to` (or none given).
+    pub(super) fn matches(&self, caller: &Caller, request: &AuthorizationRequest<'_>) -> bool {
+        (self.from.is_empty() || self.from.iter().any(|f| f.source.matches(caller)))
+            && (self.to.is_empty() || self.to.iter().any(|t| t.operation.matches(request)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::SpiffeId;
+
+    #[test]
+    fn patterns_match_exactly_by_prefix_suffix_or_presence() {
+        assert!(pattern_matches("*", ""));
+        assert!(pattern_matches("/api/*", "/api/v1"));
+        assert!(!pattern_matches("/api/*", "/apis"));
+        assert!(pattern_matches("*.json", "/a/b.json"));
+        assert!(!pattern_matches("*.json", "/a/b.jsonx"));
+        assert!(pattern_matches("/exact", "/exact"));
+        assert!(!pattern_matches("/exact", "/exact/"));
+    }
+
+    fn rule(yaml: &str) -> AuthorizationRule {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn check(rule: &AuthorizationRule, caller: Option<&str>, method: &str, path: &str) -> bool {
+        let id: Option<SpiffeId> = caller.map(|c| c.parse().unwrap());
+        let req = AuthorizationRequest {
+            caller: id.as_ref(),
+            method,
+            path,
+        };
+        rule.matches(&Caller::of(&req), &req)
+    }
+
+    const FRONTEND: &str = "spiffe://eu-central.mesh/ns/web/sa/frontend";
+    const BATCH: &str = "spiffe://eu-central.mesh/ns/web/sa/batch";
+    const EAST: &str = "spiffe://us-east.mesh/ns/demo/sa/client";
+
+    #[test]
+    fn a_rule_without_from_or_to_matches_everything() {
+        let any = rule("{}");
+        assert!(check(&any, None, "GET", "/"));
+        assert!(check(&any, Some(EAST), "POST", "/x"));
+    }
+
+    #[test]
+    fn a_principal_admits_that_caller_and_nobody_else_from_its_domain() {
+        let r = rule(&format!(
+            "from: [{{source: {{principals: ['{FRONTEND}']}}}}]"
+        ));
+        assert!(check(&r, Some(FRONTEND), "GET", "/"));
+        assert!(!check(&r, Some(BATCH), "GET", "/"));
+        assert!(!check(&r, None, "GET", "/"), "no identity, no principal");
+        let suffix = rule("from: [{source: {principals: ['*/sa/frontend']}}]");
+        assert!(check(&suffix, Some(FRONTEND), "GET", "/"));
+        assert!(!check(&suffix, Some(EAST), "GET", "/"));
+    }
+
+    #[test]
+    fn source_fields_are_anded_and_not_fields_exclude() {
+        let r = rule(
+            "from: [{source: {trustDomains: [eu-central.mesh], notPrincipals: ['*/sa/batch']}}]",
+        );
+        assert!(check(&r, Some(FRONTEND), "GET", "/"));
+        assert!(!check(&r, Some(BATCH), "GET", "/"));
+        assert!(!check(&r, Some(EAST), "GET", "/"));
+        // A caller without identity matches every `not*` field: `notPrincipals: ['*']` is
+        // "unauthenticated".
+        let anonymous = rule("from: [{source: {notPrincipals: ['*']}}]");
+        assert!(check(&anonymous, None, "GET", "/"));
+        assert!(!check(&anonymous, Some(EAST), "GET", "/"));
+        let ns = rule("from: [{source: {namespaces: [web]}}, {source: {namespaces: [demo]}}]");
+        assert!(check(&ns, Some(FRONTEND), "GET", "/"));
+        assert!(check(&ns, Some(EAST), "GET", "/"), "from entries are ORed");
+        let gateway = "spiffe://us-east.mesh/gateway";
+        assert!(!check(&ns, Some(gateway), "GET", "/"), "no namespace");
+    }
+
+    #[test]
+    fn operations_match_methods_exactly_and_paths_by_pattern() {
+        let r = rule(
+            "to: [{operation: {methods: [GET, HEAD], paths: ['/api/*'], notPaths: [/api/admin]}}]",
+        );
+        assert!(check(&r, None, "GET", "/api/items"));
+        assert!(
+            !check(&r, None, "get", "/api/items"),
+            "methods are case-sensitive"
+        );
+        assert!(!check(&r, None, "POST", "/api/items"));
+        assert!(!check(&r, None, "GET", "/api/admin"));
+        assert!(!check(&r, None, "GET", "/other"));
+        let not_post = rule("to: [{operation: {notMethods: [POST]}}]");
+        assert!(check(&not_post, None, "CONNECT", "/"));
+        assert!(!check(&not_post, None, "POST", "/"));
+        let both = rule(&format!(
+            "from: [{{source: {{principals: ['{FRONTEND}']}}}}]\nto: [{{operation: {{methods: [GET]}}}}]"
+        ));
+        assert!(check(&both, Some(FRONTEND), "GET", "/"));
+        assert!(!check(&both, Some(FRONTEND), "PUT", "/"), "from AND to");
+        assert!(!check(&both, Some(BATCH), "GET", "/"));
+    }
+}

@@ -1,0 +1,348 @@
+//! The `AuthorizationPolicy` kind as users write it (`mesh.dev/v1alpha1`), close to Istio's:
+//! `targetRef` (a `Service`), `action` and `rules[]`, and the checks that name the field.
+
+use serde::{Deserialize, Serialize};
+
+use super::super::attachment::{AttachmentError, PolicyTarget, PolicyTargetRef, TargetKind, error};
+
+/// The `spec` of an `AuthorizationPolicy`: who may call a service, checked by the sidecars
+/// serving it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorizationPolicy {
+    /// The `Service` (group `""`).
+    pub target_ref: PolicyTargetRef,
+    /// What a match does; default `ALLOW`, as in Istio.
+    #[serde(default)]
+    pub action: AuthorizationAction,
+    /// The rules (OR); an ALLOW policy without rules allows nothing, a DENY or AUDIT policy
+    /// without rules matches nothing (Istio's reading).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<AuthorizationRule>,
+}
+
+/// What a matching policy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AuthorizationAction {
+    /// Admits the request (once the service has an ALLOW policy, only matches are admitted).
+    #[default]
+    Allow,
+    /// Refuses the request, before any ALLOW policy is looked at.
+    Deny,
+    /// Only logs the match; the outcome is unchanged.
+    Audit,
+}
+
+impl AuthorizationAction {
+    /// The name as written (`ALLOW`, `DENY`, `AUDIT`), for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "ALLOW",
+            Self::Deny => "DENY",
+            Self::Audit => "AUDIT",
+        }
+    }
+}
+
+/// One rule: it matches when one of its `from` and one of its `to` match; an empty list
+/// matches every request, so a rule with neither matches everything.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorizationRule {
+    /// The callers (OR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<RuleFrom>,
+    /// The operations (OR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<RuleTo>,
+}
+
+/// An entry of `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleFrom {
+    /// The caller.
+    pub source: Source,
+}
+
+/// An entry of `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleTo {
+    /// The operation.
+    pub operation: Operation,
+}
+
+/// Who calls, by the SPIFFE ID of its mTLS certificate. The set fields must all match (AND);
+/// within one, any value (OR); a `not*` field matches when none of its values does.
+/// A caller without an identity matches no positive field and every `not*` field.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Source {
+    /// Full SPIFFE IDs (`spiffe://eu-central.mesh/ns/web/sa/frontend`), with `*` as a prefix
+    /// or suffix wildcard, or `*` alone for any authenticated caller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<String>,
+    /// Principals that must not match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_principals: Vec<String>,
+    /// The caller's namespace (`ns/<namespace>/...` in its SPIFFE path).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Namespaces that must not match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_namespaces: Vec<String>,
+    /// The caller's trust domain (`eu-central.mesh`: one per cluster by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_domains: Vec<String>,
+    /// Trust domains that must not match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_trust_domains: Vec<String>,
+}
+
+/// What is asked. The set fields must all match (AND), as in [`Source`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Operation {
+    /// HTTP methods, exactly (`GET`); an opaque stream is `CONNECT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Methods that must not match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_methods: Vec<String>,
+    /// Paths without the query: exact (`/api`), `prefix*` (`/api/*`), `*suffix` or `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Paths that must not match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_paths: Vec<String>,
+}
+
+impl AuthorizationPolicy {
+    /// What it targets.
+    pub const TARGETS: &'static [TargetKind] = &[TargetKind::Service];
+
+    /// Checks the target and the rules; errors name the field under `spec`.
+    pub fn validate(&self) -> Result<PolicyTarget, AttachmentError> {
+        let target = self.target_ref.target(Self::TARGETS)?;
+        for (i, rule) in self.rules.iter().enumerate() {
+            rule.validate(&format!("rules[{i}]"))?;
+        }
+        Ok(target)
+    }
+}
+
+impl AuthorizationRule {
+    /// Checks the rule found at `at` (`rules[0]`).
+    pub fn validate(&self, at: &str) -> Result<(), AttachmentError> {
+        for (i, from) in self.from.iter().enumerate() {
+            from.source.validate(&format!("{at}.from[{i}].source"))?;
+        }
+        for (i, to) in self.to.iter().enumerate() {
+            to.operation.validate(&format!("{at}.to[{i}].operation"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Source {
+    /// Checks the source found at `at`.
+    fn validate(&self, at: &str) -> Result<(), AttachmentError> {
+        let fields = [
+            ("principals", &self.principals),
+            ("notPrincipals", &self.not_principals),
+            ("namespaces", &self.namespaces),
+            ("notNamespaces", &self.not_namespaces),
+            ("trustDomains", &self.trust_domains),
+            ("notTrustDomains", &self.not_trust_domains),
+        ];
+        if fields.iter().all(|(_, values)| values.is_empty()) {
+            // As Istio: an empty source is a mistake, not "anyone" (leave `from` out for that).
+            return Err(error(
+                at,
+                "must set at least one field (leave `from` out to match every caller)",
+            ));
+        }
+        for (name, values) in fields {
+            for (i, value) in values.iter().enumerate() {
+                let field = format!("{at}.{name}[{i}]");
+                check_pattern(&field, value)?;
+                let principal = name.ends_with("rincipals");
+                if principal && !value.starts_with('*') && !value.starts_with("spiffe://") {
+                    return Err(error(
+                        field,
+                        format!(
+                            "{value:?} is not a full SPIFFE ID (spiffe://<trust-domain>/ns/<namespace>/sa/<account>, `*` allowed at either end)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operation {
+    /// Checks the operation found at `at`.
+    fn validate(&self, at: &str) -> Result<(), AttachmentError> {
+        let fields = [
+            ("methods", &self.methods),
+            ("notMethods", &self.not_methods),
+            ("paths", &self.paths),
+            ("notPaths", &self.not_paths),
+        ];
+        if fields.iter().all(|(_, values)| values.is_empty()) {
+            return Err(error(
+                at,
+                "must set at least one field (leave `to` out to match every operation)",
+            ));
+        }
+        for (name, values) in fields {
+            for (i, value) in values.iter().enumerate() {
+                let field = format!("{at}.{name}[{i}]");
+                if name.ends_with("ethods") {
+                    // Methods match exactly, as upstream: a token, case-sensitive.
+                    if http::Method::from_bytes(value.as_bytes()).is_err() || value.contains('*') {
+                        return Err(error(field, format!("{value:?} is not an HTTP method")));
+                    }
+                    continue;
+                }
+                check_pattern(&field, value)?;
+                if !value.starts_with('/') && !value.starts_with('*') {
+                    return Err(error(
+                        field,
+                        format!("{value:?} must start with `/` (or `*` for a suffix match)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a string pattern: not empty, `*` only as its first or last character.
+fn check_pattern(field: &str, value: &str) -> Result<(), AttachmentError> {
+    if value.is_empty() {
+        return Err(error(field, "must not be empty"));
+    }
+    // At most one `*`, at one end: what is left once it is taken off has none.
+    let rest = value
+        .strip_prefix('*')
+        .or_else(|| value.strip_suffix('*'))
+        .unwrap_or(value);
+    if rest.contains('*') {
+        return Err(error(
+            field,
+            format!(
+                "{value:?}: `*` is allowed only once, alone or at the start (suffix match) or the end (prefix match)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(yaml: &str) -> AuthorizationPolicy {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    const TARGET: &str = "targetRef: {group: '', kind: Service, name: echo}\n";
+
+    fn invalid(rules: &str) -> String {
+        policy(&format!("{TARGET}rules: {rules}\n"))
+            .validate()
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_policy_reads_with_allow_as_the_default_action() {
+        let p = policy(&format!(
+            "{TARGET}rules:\n- from: [{{source: {{principals: ['spiffe://eu-central.mesh/ns/web/sa/*'], notNamespaces: [kube-system]}}}}]\n  to: [{{operation: {{methods: [GET], paths: ['/api/*']}}}}]\n"
+        ));
+        assert_eq!(p.action, AuthorizationAction::Allow);
+        assert_eq!(
+            p.validate(),
+            Ok(PolicyTarget::Service {
+                name: "echo".into()
+            })
+        );
+        assert_eq!(p.rules[0].from[0].source.not_namespaces, ["kube-system"]);
+        assert_eq!(p.rules[0].to[0].operation.paths, ["/api/*"]);
+        let deny = policy(&format!("{TARGET}action: DENY\n"));
+        assert_eq!(deny.action, AuthorizationAction::Deny);
+        assert_eq!(deny.action.as_str(), "DENY");
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            serde_json::from_str::<AuthorizationPolicy>(&json).unwrap(),
+            p
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_actions_are_refused() {
+        let e = |yaml: &str| serde_saphyr::from_str::<AuthorizationPolicy>(yaml).is_err();
+        assert!(e(&format!("{TARGET}action: CUSTOM\n")));
+        assert!(e(&format!("{TARGET}rules: [{{when: []}}]\n")));
+        assert!(e(&format!(
+            "{TARGET}rules: [{{from: [{{source: {{ipBlocks: [10.0.0.0/8]}}}}]}}]\n"
+        )));
+    }
+
+    #[test]
+    fn only_a_service_can_be_targeted() {
+        let p = policy("targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n");
+        assert_eq!(p.validate().unwrap_err().field, "targetRef.kind");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(
+            invalid("[{from: [{source: {}}]}]"),
+            "rules[0].from[0].source: must set at least one field (leave `from` out to match every caller)"
+        );
+        assert!(
+            invalid("[{}, {to: [{operation: {}}]}]")
+                .starts_with("rules[1].to[0].operation: must set at least one field"),
+        );
+        assert!(
+            invalid("[{from: [{source: {principals: [frontend]}}]}]").starts_with(
+                "rules[0].from[0].source.principals[0]: \"frontend\" is not a full SPIFFE ID"
+            )
+        );
+        assert!(
+            invalid("[{from: [{source: {notPrincipals: ['spiffe://a/*/sa/x']}}]}]")
+                .starts_with("rules[0].from[0].source.notPrincipals[0]: \"spiffe://a/*/sa/x\": `*` is allowed only once")
+        );
+        assert!(
+            invalid("[{from: [{source: {namespaces: ['*web*']}}]}]")
+                .starts_with("rules[0].from[0].source.namespaces[0]: \"*web*\"")
+        );
+        assert_eq!(
+            invalid("[{from: [{source: {trustDomains: ['']}}]}]"),
+            "rules[0].from[0].source.trustDomains[0]: must not be empty"
+        );
+        assert_eq!(
+            invalid("[{to: [{operation: {methods: [GET, 'G T']}}]}]"),
+            "rules[0].to[0].operation.methods[1]: \"G T\" is not an HTTP method"
+        );
+        assert!(
+            invalid("[{to: [{operation: {notPaths: [api]}}]}]")
+                .starts_with("rules[0].to[0].operation.notPaths[0]: \"api\" must start with `/`")
+        );
+    }
+
+    #[test]
+    fn wildcards_at_either_end_are_valid() {
+        for ok in ["*", "/api/*", "*.json", "/exact"] {
+            assert!(check_pattern("f", ok).is_ok(), "{ok}");
+        }
+        for bad in ["**", "/a*b", "*a*", ""] {
+            assert!(check_pattern("f", bad).is_err(), "{bad}");
+        }
+    }
+}

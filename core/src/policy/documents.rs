@@ -6,7 +6,7 @@
 //! Kinds: the Gateway API's `HTTPRoute` and `GRPCRoute` (`gateway.networking.k8s.io/v1`; a
 //! `GRPCRoute` is held as the `HTTPRoute` it means, see `grpc_route`), and ours
 //! (`mesh.dev/v1alpha1`, see `attachment`): `FaultPolicy`, `RateLimitPolicy`, `CachePolicy`,
-//! `BackendPolicy`. Our kinds are also validated here (target and body), so a bad value is
+//! `BackendPolicy`, `AuthorizationPolicy` (see `authorization`). Our kinds are also validated here (target and body), so a bad value is
 //! refused at load with the line it is written on; references to other objects are resolved
 //! later, by `compile`.
 
@@ -17,6 +17,7 @@ use super::attachment::{
     AttachmentError, BackendPolicy, CachePolicy, FaultPolicy, MESH_API_VERSION, PolicyTarget,
     PolicyTargetRef, RateLimitPolicy,
 };
+use super::authorization::AuthorizationPolicy;
 use super::field_lines::field_line;
 use super::grpc_route::GrpcRouteAsHttp;
 use super::http_route::{GATEWAY_API_VERSION, HttpRouteSpec};
@@ -85,6 +86,8 @@ pub enum PolicySpec {
     CachePolicy(CachePolicy),
     /// Our `BackendPolicy`.
     BackendPolicy(BackendPolicy),
+    /// Our `AuthorizationPolicy`.
+    AuthorizationPolicy(AuthorizationPolicy),
 }
 
 /// Reads a whole document of one kind.
@@ -92,7 +95,7 @@ type Reader = fn(&str) -> Result<(ObjectMeta, PolicySpec), serde_saphyr::Error>;
 
 /// Every kind read: its name, its `apiVersion` and its reader, in the order error messages
 /// list them.
-const KINDS: [(&str, &str, Reader); 6] = [
+const KINDS: [(&str, &str, Reader); 7] = [
     ("HTTPRoute", GATEWAY_API_VERSION, |d| {
         read(d, PolicySpec::HttpRoute)
     }),
@@ -111,6 +114,9 @@ const KINDS: [(&str, &str, Reader); 6] = [
     ("BackendPolicy", MESH_API_VERSION, |d| {
         read(d, PolicySpec::BackendPolicy)
     }),
+    ("AuthorizationPolicy", MESH_API_VERSION, |d| {
+        read(d, PolicySpec::AuthorizationPolicy)
+    }),
 ];
 
 impl PolicySpec {
@@ -122,6 +128,7 @@ impl PolicySpec {
             Self::RateLimitPolicy(_) => "RateLimitPolicy",
             Self::CachePolicy(_) => "CachePolicy",
             Self::BackendPolicy(_) => "BackendPolicy",
+            Self::AuthorizationPolicy(_) => "AuthorizationPolicy",
         }
     }
 
@@ -133,6 +140,7 @@ impl PolicySpec {
             Self::RateLimitPolicy(p) => Some(&p.target_ref),
             Self::CachePolicy(p) => Some(&p.target_ref),
             Self::BackendPolicy(p) => Some(&p.target_ref),
+            Self::AuthorizationPolicy(p) => Some(&p.target_ref),
         }
     }
 
@@ -145,6 +153,7 @@ impl PolicySpec {
             Self::RateLimitPolicy(p) => Some(p.validate()),
             Self::CachePolicy(p) => Some(p.validate()),
             Self::BackendPolicy(p) => Some(p.validate()),
+            Self::AuthorizationPolicy(p) => Some(p.validate()),
         }
     }
 }
@@ -471,5 +480,52 @@ spec:
             "  total",
         ));
         assert!(missing.contains("targetRef"), "{missing}");
+    }
+
+    const AUTHZ: &str = "\
+apiVersion: mesh.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: frontend-only, namespace: demo}
+spec:
+  targetRef: {group: '', kind: Service, name: echo}
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: ['spiffe://eu-central.mesh/ns/web/sa/frontend']
+    to:
+    - operation: {methods: [GET], paths: ['/api/*']}
+";
+
+    #[test]
+    fn authorization_policies_are_read_and_refused_at_the_field_line() {
+        let objects = parse_documents(AUTHZ, "p.yaml", 0).unwrap();
+        let PolicySpec::AuthorizationPolicy(p) = &objects[0].spec else {
+            panic!("{:?}", objects[0].spec)
+        };
+        assert_eq!(
+            p.action,
+            crate::policy::authorization::AuthorizationAction::Deny
+        );
+        assert_eq!(
+            objects[0].display_name(),
+            "AuthorizationPolicy demo/frontend-only"
+        );
+        let e = |text: &str| parse_documents(text, "p.yaml", 0).unwrap_err().to_string();
+        let principal =
+            e(&AUTHZ.replace("'spiffe://eu-central.mesh/ns/web/sa/frontend'", "frontend"));
+        assert!(
+            principal.starts_with(
+                "p.yaml: line 10: field `spec.rules[0].from[0].source.principals[0]`: \"frontend\" is not a full SPIFFE ID"
+            ),
+            "{principal}"
+        );
+        let path = e(&AUTHZ.replace("'/api/*'", "'/a*b'"));
+        assert!(
+            path.starts_with("p.yaml: line 12: field `spec.rules[0].to[0].operation.paths[0]`"),
+            "{path}"
+        );
+        let action = e(&AUTHZ.replace("action: DENY", "action: CUSTOM"));
+        assert!(action.starts_with("p.yaml: line 6:"), "{action}");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::authorization::AuthorizationRules;
 use super::backend_policy::BackendPolicySpec;
 use super::fault::FaultSpec;
 use super::http_cache::CacheRule;
@@ -29,12 +30,19 @@ pub struct ServicePolicy {
     /// service), applied by the sidecars serving it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound_rate_limit: Option<RateLimitSpec>,
+    /// The `AuthorizationPolicy`s targeting the service, oldest first, checked by the sidecars
+    /// serving it; empty: every caller is allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization: Vec<AuthorizationRules>,
 }
 
 impl ServicePolicy {
     /// Whether the service has no policy at all.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.backend.is_none() && self.inbound_rate_limit.is_none()
+        self.rules.is_empty()
+            && self.backend.is_none()
+            && self.inbound_rate_limit.is_none()
+            && self.authorization.is_empty()
     }
 }
 

@@ -10,11 +10,14 @@
 //!   `<namespace>/<name>`, as for routes), the others are not accepted (`Conflicted`).
 //! - A policy on a route that does not exist, or is not accepted, or has no rule of the name
 //!   given, or on a service no cluster knows, is not accepted (`TargetNotFound`).
+//! - `AuthorizationPolicy`s never conflict: all those on a service apply together (DENY
+//!   before ALLOW, as Istio), oldest first.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use super::super::attachment::PolicyTarget;
+use super::super::authorization::AuthorizationRules;
 use super::super::backend_policy::BackendPolicySpec;
 use super::super::documents::{PolicyObject, PolicySpec};
 use super::super::fault::FaultSpec;
@@ -31,16 +34,23 @@ enum Setting {
     RateLimit(RateLimitSpec),
     Cache(CacheRule),
     Backend(BackendPolicySpec),
+    Authorization(AuthorizationRules),
 }
 
 impl Setting {
-    fn of(spec: &PolicySpec) -> Option<Self> {
-        match spec {
+    fn of(object: &PolicyObject) -> Option<Self> {
+        match &object.spec {
             PolicySpec::HttpRoute(_) => None,
             PolicySpec::FaultPolicy(p) => Some(Self::Fault(p.fault())),
             PolicySpec::RateLimitPolicy(p) => Some(Self::RateLimit(p.rate_limit())),
             PolicySpec::CachePolicy(p) => Some(Self::Cache(p.cache_rule())),
             PolicySpec::BackendPolicy(p) => Some(Self::Backend(p.backend())),
+            PolicySpec::AuthorizationPolicy(p) => {
+                Some(Self::Authorization(AuthorizationRules::of(
+                    format!("{}/{}", object.meta.namespace, object.meta.name),
+                    p,
+                )))
+            }
         }
     }
 }
@@ -92,8 +102,8 @@ impl Attachments {
                     Setting::Fault(f) => rule.fault = Some(f.clone()),
                     Setting::RateLimit(r) => rule.rate_limit = Some(r.clone()),
                     Setting::Cache(c) => rule.cache = Some(c.clone()),
-                    // Refused at validation: a backend policy targets a service.
-                    Setting::Backend(_) => {}
+                    // Refused at validation: these target services.
+                    Setting::Backend(_) | Setting::Authorization(_) => {}
                 }
             }
         }
@@ -110,6 +120,8 @@ impl Attachments {
             match setting {
                 Setting::RateLimit(r) => policy.inbound_rate_limit = Some(r.clone()),
                 Setting::Backend(b) => policy.backend = Some(b.clone()),
+                // Candidates are sorted oldest first: so is the list.
+                Setting::Authorization(a) => policy.authorization.push(a.clone()),
                 // Refused at validation: faults and caches target routes.
                 Setting::Fault(_) | Setting::Cache(_) => {}
             }
@@ -154,6 +166,7 @@ pub(super) fn resolve(
         let kind = object.spec.kind();
         if let Some((w, wf)) = winner
             && objects[w].spec.kind() == kind
+            && !matches!(object.spec, PolicySpec::AuthorizationPolicy(_))
             && wf == found
         {
             let older = &objects[w];
@@ -167,7 +180,7 @@ pub(super) fn resolve(
             continue;
         }
         winner = Some((*i, found));
-        let Some(setting) = Setting::of(&object.spec) else {
+        let Some(setting) = Setting::of(object) else {
             continue;
         };
         statuses[*i].conditions = vec![Condition {

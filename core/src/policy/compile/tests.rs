@@ -336,3 +336,51 @@ fn an_invalid_policy_built_without_the_loader_is_refused() {
     );
     assert!(c.services.is_empty());
 }
+
+#[test]
+fn authorization_policies_on_a_service_all_apply_oldest_first() {
+    let c = compile_text(&format!(
+        "{}---\n{}---\n{}",
+        policy(
+            "AuthorizationPolicy",
+            "allow-web",
+            &format!("{ON_ECHO}  rules: [{{from: [{{source: {{namespaces: [web]}}}}]}}]\n")
+        ),
+        policy(
+            "AuthorizationPolicy",
+            "no-admin",
+            &format!(
+                "{ON_ECHO}  action: DENY\n  rules: [{{to: [{{operation: {{paths: ['/admin/*']}}}}]}}]\n"
+            )
+        ),
+        policy(
+            "AuthorizationPolicy",
+            "gone",
+            "  targetRef: {group: '', kind: Service, name: nope}\n"
+        ),
+    ));
+    assert!(
+        c.statuses[0].accepted() && c.statuses[1].accepted(),
+        "{:?}",
+        c.statuses
+    );
+    assert_eq!(c.statuses[2].conditions[0].reason, "TargetNotFound");
+    assert!(
+        c.errors[0].to_string().starts_with(
+            "p.yaml: line 16: AuthorizationPolicy demo/gone (TargetNotFound): spec.targetRef: service nope.demo"
+        ),
+        "{}",
+        c.errors[0]
+    );
+    let echo = service(&c, "echo");
+    assert!(echo.rules.is_empty() && !echo.is_empty());
+    let names: Vec<&str> = echo.authorization.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["demo/allow-web", "demo/no-admin"]);
+    assert_eq!(
+        echo.authorization[1].action,
+        crate::policy::authorization::AuthorizationAction::Deny
+    );
+    // They travel in snapshots.
+    let json = serde_json::to_string(echo).unwrap();
+    assert_eq!(serde_json::from_str::<ServicePolicy>(&json).unwrap(), *echo);
+}

@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// `outbound` or `inbound`.
     pub direction: &'static str,
-    /// The destination service (`name.namespace`), or `-` when the authority was not one.
+    /// The destination service (`name.namespace`), `unknown` for a service the mesh does not
+    /// know (bounded: see `request_metrics`), or `-` when the authority was not one.
     pub service: String,
     /// The cluster that answered, or `-` when none did (the sidecar answered itself).
     pub cluster: String,
@@ -26,7 +27,7 @@ pub struct RequestLabels {
 pub struct GrpcLabels {
     /// `outbound` or `inbound`.
     pub direction: &'static str,
-    /// The destination service, or `-`.
+    /// The destination service, `unknown`, or `-` (as in [`RequestLabels`]).
     pub service: String,
     /// The cluster that answered, or `-`.
     pub cluster: String,

@@ -4,6 +4,13 @@
 //! Service and cluster come from the response's [`ServiceName`] and [`ServedBy`] facts, `-`
 //! when the request never got that far.
 //!
+//! The label set is bounded: a service label only ever names a service the mesh knows (one
+//! a snapshot lists, or the inbound sidecar's own), since a request for a service that does
+//! not exist is counted under [`UNKNOWN_SERVICE`] (its answer carries
+//! [`UnknownServiceAnswer`], not the name), and an authority that is no mesh name under `-`.
+//! Otherwise a client sending random `Host` values would add a series per request and grow
+//! the sidecar's memory and its `/metrics` page without bound.
+//!
 //! A gRPC answer (`content-type: application/grpc`) is also counted by its `grpc-status`
 //! (`mesh_sidecar_grpc_responses_total`): from the head of a trailers-only answer at once, else
 //! from the trailers when the body ends ([`GrpcStatusBody`]), `-` when it ends or is dropped
@@ -24,6 +31,16 @@ use crate::facts::{ServedBy, ServiceName};
 use crate::metrics::{GrpcLabels, Metrics};
 use crate::outbound::grpc_status::{grpc_status, is_grpc};
 use crate::stack::{Concern, ConcernLayer};
+
+/// The service label of requests for a service the mesh does not know. Never a real service's
+/// label: those are `name.namespace`, with a dot.
+pub const UNKNOWN_SERVICE: &str = "unknown";
+
+/// Response (outbound): the request named a service that no snapshot lists (unknown, or not
+/// listed within the discovery wait). Set by the errors layer instead of [`ServiceName`];
+/// read by the metrics layer, which counts the request under [`UNKNOWN_SERVICE`].
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownServiceAnswer;
 
 /// Which way the requests go, the `direction` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +92,12 @@ where
             .extensions()
             .get::<ServedBy>()
             .map(|s| s.0.cluster.as_str());
-        let service = service.as_deref().unwrap_or("-");
+        let unknown = rsp.extensions().get::<UnknownServiceAnswer>().is_some();
+        let service = match service.as_deref() {
+            Some(service) => service,
+            None if unknown => UNKNOWN_SERVICE,
+            None => "-",
+        };
         let cluster = cluster.unwrap_or("-");
         self.metrics.observe_request(
             self.direction.label(),
@@ -282,5 +304,73 @@ mod tests {
                 "{code}: {text}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn random_hosts_cannot_grow_the_label_set() {
+        use rand::{Rng, SeedableRng};
+
+        use crate::outbound::errors::{self, ProxyError};
+        use crate::outbound::resolve::destination;
+
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        // What `resolve` does with an authority, the snapshot knowing only `echo.demo`.
+        let inner = tower::service_fn(|req: Request<()>| async move {
+            let host = req.headers()[http::header::HOST]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let dest = destination(&host)?;
+            if dest.service.to_string() != "echo.demo" {
+                return Err(ProxyError::UnknownService {
+                    service: dest.service,
+                    asked: "controller at 127.0.0.1:7000".into(),
+                });
+            }
+            let mut rsp = text(StatusCode::OK, "ok");
+            rsp.extensions_mut().insert(ServiceName(dest.service));
+            Ok(rsp)
+        });
+        let svc = tower::Layer::layer(
+            &layer(metrics, Direction::Outbound),
+            tower::Layer::layer(&errors::layer(), inner),
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for i in 0..10_000 {
+            let host = match i % 3 {
+                0 => format!("svc-{}.ns-{}", rng.random::<u32>(), rng.random::<u16>()),
+                1 => format!("{}.example.com", rng.random::<u64>()),
+                _ => "echo.demo".to_string(),
+            };
+            let req = Request::builder()
+                .uri("/")
+                .header(http::header::HOST, host)
+                .body(())
+                .unwrap();
+            svc.clone().oneshot(req).await.unwrap();
+        }
+
+        let text = encoded(&registry);
+        let series = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .count()
+        };
+        // echo.demo (200), unknown (503), and `-` for names that are no mesh name (400).
+        assert_eq!(series("mesh_sidecar_requests_total"), 3, "{text}");
+        assert_eq!(
+            series("mesh_sidecar_request_duration_seconds_count"),
+            3,
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"service="unknown",cluster="-",status="503"} 3334"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"service="-",cluster="-",status="400"} 3333"#),
+            "{text}"
+        );
     }
 }

@@ -18,6 +18,7 @@ use super::balancer::EndpointRef;
 use super::fault::HEADER_MESH_FAULT;
 use super::pool::ConnectError;
 use crate::facts::ServiceName;
+use crate::request_metrics::UnknownServiceAnswer;
 use crate::stack::{Concern, ConcernLayer};
 
 /// Why the outbound proxy answered a request itself.
@@ -269,6 +270,16 @@ impl ProxyError {
         }
     }
 
+    /// Whether the request named a service the mesh does not know (no snapshot lists it):
+    /// its name came from the caller's authority alone, so anything keyed by it (a metrics
+    /// label) would grow with every random `Host` a client sends.
+    pub fn is_unknown_service(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownService { .. } | Self::DiscoveryTimeout { .. }
+        )
+    }
+
     /// The plain-text answer, with `x-mesh-error`.
     pub fn response(&self) -> Response<BoxBody> {
         let mut rsp = text(self.status(), self.to_string());
@@ -302,7 +313,8 @@ pub fn layer() -> ConcernLayer<Errors> {
 }
 
 /// Answers every [`ProxyError`] of the layers below with its status, `x-mesh-error` label and
-/// message, logs it with the request, and marks the answer with the service when one was named.
+/// message, logs it with the request, and marks the answer with the service when one was named
+/// and the mesh knows it ([`UnknownServiceAnswer`] when it does not).
 #[derive(Debug, Clone, Copy)]
 pub struct Errors;
 
@@ -329,7 +341,9 @@ where
             tracing::info!(%method, %uri, service = ?e.service(), status, error = %e, "answered by the sidecar");
         }
         let mut rsp = e.response();
-        if let Some(service) = e.service() {
+        if e.is_unknown_service() {
+            rsp.extensions_mut().insert(UnknownServiceAnswer);
+        } else if let Some(service) = e.service() {
             rsp.extensions_mut().insert(ServiceName(service.clone()));
         }
         Ok(rsp)

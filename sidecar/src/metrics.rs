@@ -99,6 +99,18 @@ pub struct RateLimitedLabels {
     pub mode: &'static str,
 }
 
+/// Labels of an inbound request judged by the served service's authorization policies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AuthorizationLabels {
+    /// The served service.
+    pub service: String,
+    /// The policy that decided (`<namespace>/<name>`), or `-` when none did (no ALLOW policy
+    /// matched, or there is none).
+    pub policy: String,
+    /// `allow`, `deny` or `audit` (an AUDIT policy matched: counted beside the decision).
+    pub decision: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~33 s: loopback hops up to the longest per-try timeout people configure.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -132,6 +144,8 @@ pub struct Metrics {
     pub faults_injected: Family<FaultLabels, Counter>,
     /// `mesh_sidecar_rate_limited_total{direction,service,mode}`.
     pub rate_limited: Family<RateLimitedLabels, Counter>,
+    /// `mesh_sidecar_authorization_total{service,policy,decision}`.
+    pub authorization: Family<AuthorizationLabels, Counter>,
     /// `mesh_sidecar_cache_lookups_total{service,result}`.
     pub cache_lookups: Family<CacheLabels, Counter>,
     /// `mesh_sidecar_cache_bytes`: bytes the response cache holds.
@@ -156,6 +170,7 @@ impl Metrics {
             captured: Family::default(),
             faults_injected: Family::default(),
             rate_limited: Family::default(),
+            authorization: Family::default(),
             cache_lookups: Family::default(),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
@@ -225,6 +240,12 @@ impl Metrics {
             metrics.rate_limited.clone(),
         );
         registry.register(
+            "mesh_sidecar_authorization",
+            "Inbound requests judged by authorization policies, by served service, deciding \
+             policy (- for none) and decision (allow, deny; audit for each AUDIT policy matched)",
+            metrics.authorization.clone(),
+        );
+        registry.register(
             "mesh_sidecar_cache_lookups",
             "Requests the response cache handled, by destination service and result (hit, \
              stale, miss, bypass)",
@@ -270,6 +291,17 @@ impl Metrics {
                 direction,
                 service: service.to_string(),
                 mode,
+            })
+            .inc();
+    }
+
+    /// Counts one authorization decision (`allow`, `deny`, `audit`) by `policy` for `service`.
+    pub fn count_authorization(&self, service: &str, policy: &str, decision: &'static str) {
+        self.authorization
+            .get_or_create(&AuthorizationLabels {
+                service: service.to_string(),
+                policy: policy.to_string(),
+                decision,
             })
             .inc();
     }

@@ -31,6 +31,9 @@ pub enum InboundError {
     /// and the `RateLimit` fields); the decision is boxed to keep the error small.
     #[error("over the service's inbound rate limit; retry later")]
     RateLimited(Box<Decision>),
+    /// The service's `AuthorizationPolicy`s refuse the caller (403); says which policy.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The service's inbound policy cannot be applied here.
     #[error("the service's inbound policy cannot be applied: {0}")]
     PolicyInvalid(String),
@@ -47,6 +50,7 @@ impl InboundError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadUri => StatusCode::BAD_REQUEST,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized(_) => StatusCode::FORBIDDEN,
             Self::PolicyInvalid(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,6 +65,7 @@ impl InboundError {
             Self::Timeout(_) => "app-timeout",
             Self::BadUri => "bad-request",
             Self::RateLimited(_) => "rate-limited",
+            Self::Unauthorized(_) => "unauthorized",
             Self::PolicyInvalid(_) => "invalid-policy",
         }
     }
@@ -96,8 +101,9 @@ where
             Err(e) => e,
         };
         let Self { service, cluster } = self;
-        if let InboundError::RateLimited(_) = e {
-            // Expected, possibly for much of the traffic: not worth a line each.
+        if let InboundError::RateLimited(_) | InboundError::Unauthorized(_) = e {
+            // Expected, possibly for much of the traffic: not worth a line each (the
+            // authorization layer logs its denials itself).
             tracing::debug!(%service, error = %e, "answered by the sidecar");
         } else {
             tracing::info!(%service, error = %e, "app did not answer");

@@ -3,6 +3,7 @@
 //! of its layers is a module here.
 
 pub mod app;
+pub mod authorization;
 pub mod errors;
 pub mod opaque;
 pub mod origin_form;

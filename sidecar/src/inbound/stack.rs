@@ -10,7 +10,7 @@ use tower::ServiceBuilder;
 use super::app::AppClient;
 use super::errors::{self, InboundError};
 use super::origin_form::OriginFormLayer;
-use super::{opaque, rate_limit, served_by, upgrade};
+use super::{authorization, opaque, rate_limit, served_by, upgrade};
 use crate::outbound::balancer::EndpointRef;
 use crate::request_metrics::{self, Direction};
 use crate::stack::HttpStack;
@@ -25,8 +25,10 @@ use crate::timeout;
 /// 3. **served by**: `x-mesh-cluster` on every answer;
 /// 4. *trace* (not built yet: the server span, observability issue);
 /// 5. **errors**: the one mapping of every error below to a status and `x-mesh-error`;
-/// 6. *authorization* (not built yet: the zero-trust issue adds it here; the caller's SPIFFE
-///    ID is the `PeerIdentity` fact `server` sets from the TLS handshake);
+/// 6. **authorization**: the service's `AuthorizationPolicy`s from the latest snapshot, on the
+///    caller's SPIFFE ID (the `PeerIdentity` fact `server` sets from the TLS handshake), the
+///    method and the path (an opaque stream is `CONNECT` on `/`); denied: 403 naming the
+///    policy; AUDIT policies only log;
 /// 7. **rate limit**: the service's inbound `RateLimitPolicy` from the latest snapshot, per
 ///    caller identity (over it: 429 with `Retry-After` and the `RateLimit` fields; shadow
 ///    mode only counts);
@@ -57,6 +59,7 @@ pub fn inbound_stack(
         ))
         .layer(served_by::layer(own, service.clone()))
         .layer(errors::layer(service.clone(), state.cluster().to_string()))
+        .layer(authorization::layer(state.clone(), service.clone()))
         .layer(rate_limit::layer(state.clone(), service))
         .layer(timeout::layer(
             state.request_timeout(),

@@ -119,7 +119,7 @@ fn refusal(
     policies: &[mesh_core::policy::authorization::AuthorizationRules],
 ) -> String {
     if decision.policy.is_some() {
-        return format!("{} (caller refused)", decision.reason());
+        return decision.reason();
     }
     let allow: Vec<&str> = policies
         .iter()
@@ -282,7 +282,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             admin.to_string(),
-            "unauthorized: denied by DENY policy demo/no-admin (caller refused)"
+            "unauthorized: denied by DENY policy demo/no-admin"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let out = exported();

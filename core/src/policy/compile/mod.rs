@@ -1,8 +1,8 @@
 //! From policy objects to what sidecars get (pure): each `HTTPRoute` is checked, its
 //! references resolved against the services the controller knows, and its rules attached to
 //! its parent services' [`ServicePolicy`]; then each of our policies (`FaultPolicy`,
-//! `RateLimitPolicy`, `CachePolicy`, `BackendPolicy`) is attached to what it targets: a
-//! route's rules or a service. Each object gets the Gateway API's status conditions
+//! `RateLimitPolicy`, `CachePolicy`, `BackendPolicy`, `AuthorizationPolicy`) is attached to
+//! what it targets: a route's rules or a service. Each object gets the Gateway API's status conditions
 //! (`Accepted`, and `ResolvedRefs` for routes) with a reason. A local policy file with any
 //! condition false is refused as a whole (the last good policy stays); in Kubernetes an object
 //! that is not accepted is left out and the others apply.

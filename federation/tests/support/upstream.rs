@@ -43,9 +43,18 @@ impl FakeUpstream {
     }
 
     async fn start(answers: bool) -> anyhow::Result<Self> {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr).await?;
+        // One port for both protocols: a free UDP port may be taken for TCP by another test
+        // running at the same time, so a clash picks another port.
+        let mut attempt = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+            let addr = udp.local_addr()?;
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, addr, tcp),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 20 => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let udp_task = {
             let seen = seen.clone();

@@ -92,3 +92,65 @@ pub(crate) fn snapshot(localities: Vec<LocalityRoute>) -> SidecarSnapshot {
         warming: false,
     }
 }
+
+/// What an inbound layer's tests drive: the state, the layer over an app answering 200 (as a
+/// boxed service), the app's call count, and the state's metrics as text.
+pub(crate) type InboundHarness = (
+    Arc<SidecarState>,
+    tower::util::BoxCloneService<
+        http::Request<()>,
+        http::Response<mesh_core::http::BoxBody>,
+        crate::inbound::errors::InboundError,
+    >,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Box<dyn Fn() -> String>,
+);
+
+/// The app below an inbound layer in its tests.
+pub(crate) type CountedApp = tower::util::BoxCloneService<
+    http::Request<()>,
+    http::Response<mesh_core::http::BoxBody>,
+    crate::inbound::errors::InboundError,
+>;
+
+/// An inbound layer built by `layer` on a test state with registered metrics, over an app that
+/// counts its calls and answers 200.
+pub(crate) fn inbound_harness<L>(layer: impl FnOnce(Arc<SidecarState>) -> L) -> InboundHarness
+where
+    L: tower::Layer<CountedApp>,
+    L::Service: tower::Service<
+            http::Request<()>,
+            Response = http::Response<mesh_core::http::BoxBody>,
+            Error = crate::inbound::errors::InboundError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut registry = prometheus_client::registry::Registry::default();
+    let state = state_with(Duration::from_secs(1), Metrics::new(&mut registry));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = CountedApp::new(tower::service_fn(move |_: http::Request<()>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok::<_, crate::inbound::errors::InboundError>(mesh_core::http::text(
+                http::StatusCode::OK,
+                "app",
+            ))
+        }
+    }));
+    let svc = layer(state.clone()).layer(app);
+    let exported = Box::new(move || {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    });
+    (
+        state,
+        tower::util::BoxCloneService::new(svc),
+        calls,
+        exported,
+    )
+}

@@ -109,24 +109,21 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::sync::atomic::Ordering;
 
     use http::StatusCode;
     use http::header::RETRY_AFTER;
     use mesh_core::api::HEADER_MESH_ERROR;
-    use mesh_core::http::text;
+
     use mesh_core::identity::SpiffeId;
     use mesh_core::policy::rate_limit::{
         RATELIMIT, RATELIMIT_POLICY, Rate, RateLimitMode, RateLimitOverride,
     };
     use mesh_core::policy::service_policy::ServicePolicy;
-    use prometheus_client::registry::Registry;
-    use tower::Layer;
 
     use super::*;
-    use crate::metrics::Metrics;
-    use crate::test_state::{echo, snapshot, state_with};
+
+    use crate::test_state::{echo, snapshot};
 
     const VIP: &str = "spiffe://eu-central.mesh/ns/demo/sa/vip";
 
@@ -166,35 +163,11 @@ mod tests {
         req
     }
 
-    type Harness = (
-        Arc<SidecarState>,
-        tower::util::BoxCloneService<Request<()>, Response<BoxBody>, InboundError>,
-        Arc<AtomicUsize>,
-        Box<dyn Fn() -> String>,
-    );
+    type Harness = crate::test_state::InboundHarness;
 
     /// The layer of `echo.demo` in a test sidecar over an app that counts its calls.
     fn limited() -> Harness {
-        let mut registry = Registry::default();
-        let state = state_with(Duration::from_secs(1), Metrics::new(&mut registry));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let app = tower::service_fn(move |_: Request<()>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, InboundError>(text(StatusCode::OK, "app")) }
-        });
-        let svc = layer(state.clone(), echo()).layer(app);
-        let exported = Box::new(move || {
-            let mut out = String::new();
-            prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
-            out
-        });
-        (
-            state,
-            tower::util::BoxCloneService::new(svc),
-            calls,
-            exported,
-        )
+        crate::test_state::inbound_harness(|state| layer(state, echo()))
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,8 +12,9 @@ use mesh_core::names::{ServiceKey, check_label};
 pub(crate) const TRACEPARENT: &str = "traceparent";
 
 /// Where a tunnel goes.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ConnectTarget {
+pub struct ConnectTarget {
     /// The peer cluster.
     pub cluster: String,
     /// The service the endpoint serves.
@@ -92,7 +93,8 @@ impl IngressError {
 }
 
 /// Parses a tunnel request: `CONNECT ip:port` with the target cluster and service headers.
-pub(crate) fn parse_connect<B>(req: &Request<B>) -> Result<ConnectTarget, IngressError> {
+#[doc(hidden)]
+pub fn parse_connect<B>(req: &Request<B>) -> Result<ConnectTarget, IngressError> {
     if req.method() != Method::CONNECT {
         return Err(IngressError::NotConnect(req.method().to_string()));
     }

@@ -46,6 +46,9 @@ pub use args::{GatewayArgs, GatewayConfig};
 pub use catalog_frame::{FrameError, MAX_FRAME_LEN, encode_frame, read_frame, write_frame};
 pub use catalog_sink::{CatalogSink, Delivery, DeliveryError, DeliveryFuture};
 pub use connect_request::IngressError;
+/// For the fuzz targets (`fuzz/`): the tunnel port's request parsing.
+#[doc(hidden)]
+pub use connect_request::{ConnectTarget, parse_connect};
 pub use controller_set::{ResolveControllers, ResolveFuture, SystemResolver};
 pub use error::GatewayError;
 pub use export_policy::{Refusal, authorise_tunnel};

@@ -270,20 +270,7 @@ impl ControlApi {
 
     async fn gateway_report(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, ApiError> {
         let report: GatewayReport = read_json(req.into_body(), MAX_REPORT_BODY).await?;
-        for p in &report.peers {
-            if !(0.0..=1.0).contains(&p.loss) {
-                return Err(ApiError::BadRequest(format!(
-                    "peer {}: loss {} is not in [0, 1]",
-                    p.cluster, p.loss
-                )));
-            }
-            if p.rtt_seconds.is_some_and(|r| !r.is_finite() || r < 0.0) {
-                return Err(ApiError::BadRequest(format!(
-                    "peer {}: rtt_seconds must be finite and >= 0",
-                    p.cluster
-                )));
-            }
-        }
+        check_gateway_report(&report)?;
         self.controller
             .update(|state, now| state.gateway_report(report, now));
         Ok(no_content())
@@ -322,6 +309,25 @@ impl ControlApi {
             }
         }
     }
+}
+
+/// Refuses a gateway report whose measurements make no sense.
+pub(crate) fn check_gateway_report(report: &GatewayReport) -> Result<(), ApiError> {
+    for p in &report.peers {
+        if !(0.0..=1.0).contains(&p.loss) {
+            return Err(ApiError::BadRequest(format!(
+                "peer {}: loss {} is not in [0, 1]",
+                p.cluster, p.loss
+            )));
+        }
+        if p.rtt_seconds.is_some_and(|r| !r.is_finite() || r < 0.0) {
+            return Err(ApiError::BadRequest(format!(
+                "peer {}: rtt_seconds must be finite and >= 0",
+                p.cluster
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn registration_error(e: RegistrationError) -> ApiError {

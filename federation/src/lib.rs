@@ -25,6 +25,8 @@ mod dns;
 mod error;
 mod export_cache;
 mod failover;
+#[doc(hidden)]
+pub mod fuzz_entry;
 mod injection;
 mod kubernetes;
 mod links;

@@ -89,7 +89,7 @@ fn evaluate(
     paths: &[PathBuf],
     known: &BTreeSet<ServiceKey>,
 ) {
-    let compiled = read_files(paths).map(|objects| compile(&objects, &|k| known.contains(k)));
+    let compiled = read_files(paths).map(|objects| compile(&objects, known));
     let errors = match &compiled {
         Err(errors) => errors.clone(),
         Ok(c) => c.errors.iter().map(ToString::to_string).collect(),

@@ -504,7 +504,7 @@ spec:
             panic!("{:?}", objects[0].spec)
         };
         assert_eq!(
-            p.action,
+            p.action(),
             crate::policy::authorization::AuthorizationAction::Deny
         );
         assert_eq!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::authorization::AuthorizationRules;
+use super::authorization::{AuthorizationRules, NamespaceDefault};
 use super::backend_policy::BackendPolicySpec;
 use super::fault::FaultSpec;
 use super::http_cache::CacheRule;
@@ -30,10 +30,13 @@ pub struct ServicePolicy {
     /// service), applied by the sidecars serving it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound_rate_limit: Option<RateLimitSpec>,
-    /// The `AuthorizationPolicy`s targeting the service, oldest first, checked by the sidecars
-    /// serving it; empty: every caller is allowed.
+    /// The `AuthorizationPolicy`s targeting the service or its namespace, oldest first,
+    /// checked by the sidecars serving it; empty: the namespace's default decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<AuthorizationRules>,
+    /// The namespace's default when the service has no ALLOW policy; `None`: allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_default: Option<NamespaceDefault>,
 }
 
 impl ServicePolicy {
@@ -43,6 +46,7 @@ impl ServicePolicy {
             && self.backend.is_none()
             && self.inbound_rate_limit.is_none()
             && self.authorization.is_empty()
+            && self.authorization_default.is_none()
     }
 }
 

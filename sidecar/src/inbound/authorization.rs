@@ -1,29 +1,37 @@
 //! The inbound authorization layer: the `AuthorizationPolicy`s that target the service this
-//! sidecar serves (`ServicePolicy::authorization`), judged per request by
+//! sidecar serves or its namespace, and the namespace's default (`ServicePolicy::authorization`
+//! and `authorization_default`), judged per request by
 //! [`mesh_core::policy::authorization::decide`] on the caller's SPIFFE ID (the
-//! [`PeerIdentity`] fact from the mTLS handshake; none for a caller without one), the method
-//! and the path without the query.
+//! [`PeerIdentity`] fact from the mTLS handshake; none for a caller without one), the method,
+//! the path without the query, and the port of the app the request is delivered to.
 //!
 //! - The policies are read from the latest snapshot on each request, so a new policy applies
 //!   without a restart; the served service is added to the sidecar's interest set when the
 //!   layer is built, so that the controller sends its policy.
 //! - Denied: 403 (`InboundError::Unauthorized`, `x-mesh-error: unauthorized`, a body naming
-//!   the DENY policy, or the ALLOW policies none of which matched); the app is not called.
+//!   the DENY policy, the policy setting the namespace's default, or the ALLOW policies none
+//!   of which matched; a gRPC call gets `grpc-status: 7` instead, see `errors`); the app is not
+//!   called.
 //! - AUDIT policies that match are logged and counted, and change nothing.
 //! - Every judged request is counted in
-//!   `mesh_sidecar_authorization_total{service,policy,decision}` (services without policies
+//!   `mesh_sidecar_authorization_total{service,policy,decision}` (`policy` is the deciding
+//!   policy's `<namespace>/<name>`, `-` when none did; services without policies nor default
 //!   are not judged, so not counted).
-//! - An opaque stream (a CONNECT another sidecar's capture sent) reaches this layer as a
-//!   request like any other: it is judged as `CONNECT` on `/` (its authority-form target has
-//!   no path), so `to` rules on paths other than `/` or `*` never admit it.
+//! - An opaque connection (a CONNECT another sidecar's capture sent) is judged without method
+//!   nor path: only `from` and ports can match it, a `to` naming methods or paths never does
+//!   (as Istio judges TCP). A denied one is answered 403 before any byte reaches the app, so
+//!   the caller's sidecar closes the captured connection. An upgrade (an extended CONNECT,
+//!   see `upgrade`) is the HTTP `GET` it stands for, on its path.
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use mesh_core::http::BoxBody;
+use mesh_core::identity::default_trust_domain;
 use mesh_core::names::ServiceKey;
 use mesh_core::policy::authorization::{
-    AuthorizationAction, AuthorizationRequest, Decision, decide,
+    AuthorizationAction, AuthorizationRequest, AuthorizationRules, Decision, HttpRequestLine,
+    decide,
 };
 use tower::{Service, ServiceExt};
 
@@ -35,13 +43,20 @@ use crate::state::SidecarState;
 /// The metric label of a decision no single policy made.
 const NO_POLICY: &str = "-";
 
-/// The inbound authorization layer of `service`, served by the sidecar of `state`; asks the
-/// controller for `service` so that its policies are in the snapshots.
-pub fn layer(state: Arc<SidecarState>, service: ServiceKey) -> ConcernLayer<Authorization> {
+/// The inbound authorization layer of `service`, whose app listens on `app_port`, served by
+/// the sidecar of `state`; asks the controller for `service` so that its policies are in the
+/// snapshots.
+pub fn layer(
+    state: Arc<SidecarState>,
+    service: ServiceKey,
+    app_port: u16,
+) -> ConcernLayer<Authorization> {
     state.ask_for([service.clone()]);
     ConcernLayer(Authorization {
         label: Arc::from(service.to_string()),
         service: Arc::new(service),
+        trust_domain: Arc::from(default_trust_domain(state.cluster())),
+        app_port,
         state,
     })
 }
@@ -52,6 +67,8 @@ pub struct Authorization {
     state: Arc<SidecarState>,
     service: Arc<ServiceKey>,
     label: Arc<str>,
+    trust_domain: Arc<str>,
+    app_port: u16,
 }
 
 impl<S, B> Concern<Request<B>, S> for Authorization
@@ -65,35 +82,46 @@ where
 
     async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, InboundError> {
         let snapshot = self.state.snapshot();
-        let policies = snapshot
+        let service_policy = snapshot
             .as_ref()
-            .and_then(|s| s.policies.get(&*self.service))
+            .and_then(|s| s.policies.get(&*self.service));
+        let policies = service_policy
             .map(|p| p.authorization.as_slice())
             .unwrap_or_default();
-        if policies.is_empty() {
+        let default = service_policy.and_then(|p| p.authorization_default.as_ref());
+        if policies.is_empty() && default.is_none() {
             return next.oneshot(req).await;
         }
         let caller = req.extensions().get::<PeerIdentity>();
-        // An authority-form target (CONNECT) has no path: it is judged on `/`.
-        let path = match req.uri().path() {
-            "" => "/",
-            path => path,
+        let upgrade = req.extensions().get::<hyper::ext::Protocol>().is_some();
+        let http = match (req.method(), upgrade) {
+            (&Method::CONNECT, false) => None,
+            (&Method::CONNECT, true) => Some(HttpRequestLine {
+                method: Method::GET.as_str(),
+                path: req.uri().path(),
+            }),
+            (method, _) => Some(HttpRequestLine {
+                method: method.as_str(),
+                path: req.uri().path(),
+            }),
         };
         let decision = decide(
             policies,
+            default,
             &AuthorizationRequest {
                 caller: caller.map(|c| &*c.id),
-                method: req.method().as_str(),
-                path,
+                http,
+                port: self.app_port,
+                own_trust_domain: &self.trust_domain,
             },
         );
         let who = caller.map_or("(no identity)", |c| &*c.uri);
+        let (method, path) = http.map_or(("CONNECT", "(opaque)"), |h| (h.method, h.path));
         let metrics = self.state.metrics();
         for audit in &decision.audit {
             tracing::info!(
-                service = %self.service, policy = %audit, caller = who,
-                method = %req.method(), path, allowed = decision.allowed,
-                "authorization audit"
+                service = %self.service, policy = %audit, caller = who, method, path,
+                allowed = decision.allowed, "authorization audit"
             );
             metrics.count_authorization(&self.label, audit, "audit");
         }
@@ -105,19 +133,16 @@ where
         metrics.count_authorization(&self.label, policy, "deny");
         let reason = refusal(&decision, policies);
         tracing::debug!(
-            service = %self.service, caller = who, method = %req.method(), path, %reason,
+            service = %self.service, caller = who, method, path, %reason,
             "authorization denied"
         );
         Err(InboundError::Unauthorized(reason))
     }
 }
 
-/// Why a request is refused, naming the policy: the DENY policy that matched, or the ALLOW
-/// policies of which none did.
-fn refusal(
-    decision: &Decision,
-    policies: &[mesh_core::policy::authorization::AuthorizationRules],
-) -> String {
+/// Why a request is refused, naming the policy: the DENY policy that matched, the one setting
+/// the namespace's default, or the ALLOW policies of which none did.
+fn refusal(decision: &Decision, policies: &[AuthorizationRules]) -> String {
     if decision.policy.is_some() {
         return decision.reason();
     }
@@ -140,7 +165,9 @@ mod tests {
     use mesh_core::api::HEADER_MESH_ERROR;
 
     use mesh_core::identity::SpiffeId;
-    use mesh_core::policy::authorization::{AuthorizationPolicy, AuthorizationRules};
+    use mesh_core::policy::authorization::{
+        AuthorizationDefault, AuthorizationPolicy, AuthorizationRules, NamespaceDefault,
+    };
     use mesh_core::policy::service_policy::ServicePolicy;
 
     use super::*;
@@ -176,12 +203,26 @@ mod tests {
 
     /// Puts a snapshot of `version` whose `echo.demo` has `policies` into `state`.
     fn publish(state: &SidecarState, version: u64, policies: Vec<AuthorizationRules>) {
+        publish_with(state, version, policies, None);
+    }
+
+    /// As [`publish`], with the namespace's default.
+    fn publish_with(
+        state: &SidecarState,
+        version: u64,
+        policies: Vec<AuthorizationRules>,
+        default: Option<AuthorizationDefault>,
+    ) {
         let mut s = snapshot(vec![]);
         s.version = version;
         s.policies.insert(
             echo(),
             ServicePolicy {
                 authorization: policies,
+                authorization_default: default.map(|default| NamespaceDefault {
+                    policy: "demo/defaults".into(),
+                    default,
+                }),
                 ..Default::default()
             },
         );
@@ -205,7 +246,7 @@ mod tests {
 
     /// The layer of `echo.demo` in a test sidecar over an app that counts its calls.
     fn guarded() -> Harness {
-        crate::test_state::inbound_harness(|state| layer(state, echo()))
+        crate::test_state::inbound_harness(|state| layer(state, echo(), 8080))
     }
 
     #[tokio::test]
@@ -305,18 +346,88 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_opaque_stream_is_judged_as_connect_on_the_root() {
-        let (state, svc, calls, _) = guarded();
-        let no_tcp = policy(
-            "no-tcp",
-            r#""action": "DENY", "rules": [{"to": [{"operation": {"methods": ["CONNECT"], "paths": ["/"]}}]}]"#,
+    async fn an_opaque_stream_is_judged_on_its_caller_and_port_only() {
+        let (state, svc, calls, exported) = guarded();
+        let by_path = policy(
+            "by-path",
+            r#""rules": [{"to": [{"operation": {"methods": ["CONNECT"], "paths": ["*"]}}]}]"#,
         );
-        publish(&state, 1, vec![no_tcp]);
-        let connect = from(Some(FRONTEND), Method::CONNECT, "echo.demo:5432");
-        assert_eq!(connect.uri().path(), "");
-        let e = svc.clone().oneshot(connect).await.unwrap_err();
-        assert!(e.to_string().contains("demo/no-tcp"), "{e}");
-        assert!(svc.clone().oneshot(get(Some(FRONTEND), "/")).await.is_ok());
+        let by_port = policy(
+            "frontend-tcp",
+            &format!(
+                r#""rules": [{{"from": [{{"source": {{"principals": ["{FRONTEND}"]}}}}], "to": [{{"operation": {{"ports": [8080]}}}}]}}]"#
+            ),
+        );
+        publish(&state, 1, vec![by_path, by_port]);
+        let connect = |caller| from(Some(caller), Method::CONNECT, "echo.demo:5432");
+        let e = svc.clone().oneshot(connect(BATCH)).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unauthorized: no ALLOW policy of the service matches (demo/by-path, demo/frontend-tcp)"
+        );
+        assert!(svc.clone().oneshot(connect(FRONTEND)).await.is_ok());
+        // An HTTP request is matched by the path rule.
+        assert!(svc.clone().oneshot(get(Some(BATCH), "/")).await.is_err());
+        let mut upgrade = from(Some(BATCH), Method::CONNECT, "/chat");
+        upgrade
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert!(
+            svc.clone().oneshot(upgrade).await.is_err(),
+            "an upgrade is a GET"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(exported().contains(
+            "mesh_sidecar_authorization_total{service=\"echo.demo\",policy=\"demo/frontend-tcp\",decision=\"allow\"} 1"
+        ));
+        // A port the rule does not name.
+        let other_port = crate::test_state::inbound_harness(|state| layer(state, echo(), 9090));
+        publish(
+            &other_port.0,
+            1,
+            vec![policy(
+                "frontend-tcp",
+                &format!(
+                    r#""rules": [{{"from": [{{"source": {{"principals": ["{FRONTEND}"]}}}}], "to": [{{"operation": {{"ports": [8080]}}}}]}}]"#
+                ),
+            )],
+        );
+        assert!(other_port.1.oneshot(connect(FRONTEND)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_namespace_default_applies_without_allow_policies() {
+        let (state, svc, calls, exported) = guarded();
+        publish_with(&state, 1, vec![], Some(AuthorizationDefault::SameCluster));
+        let east = "spiffe://us-east.mesh/ns/demo/sa/client";
+        assert!(svc.clone().oneshot(get(Some(east), "/")).await.is_ok());
+        let e = svc
+            .clone()
+            .oneshot(get(Some(FRONTEND), "/"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("namespace default sameCluster of demo/defaults"),
+            "{e}"
+        );
+        publish_with(
+            &state,
+            2,
+            vec![allow_frontend()],
+            Some(AuthorizationDefault::Deny),
+        );
+        assert!(svc.clone().oneshot(get(Some(FRONTEND), "/")).await.is_ok());
+        assert!(svc.clone().oneshot(get(Some(east), "/")).await.is_err());
+        publish_with(&state, 3, vec![], Some(AuthorizationDefault::Deny));
+        assert!(svc.clone().oneshot(get(Some(FRONTEND), "/")).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let out = exported();
+        for line in [
+            "mesh_sidecar_authorization_total{service=\"echo.demo\",policy=\"demo/defaults\",decision=\"allow\"} 1",
+            "mesh_sidecar_authorization_total{service=\"echo.demo\",policy=\"demo/defaults\",decision=\"deny\"} 2",
+        ] {
+            assert!(out.contains(line), "{line} in\n{out}");
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! The inbound errors layer: the one place inbound failures map to a status and an
 //! `x-mesh-error` label, with a plain-text body naming the service, the cluster and the cause.
+//! A gRPC call refused by authorization is answered the gRPC way instead: HTTP 200,
+//! trailers-only, `grpc-status: 7` (PERMISSION_DENIED) and the same words in `grpc-message`,
+//! so a gRPC client sees the policy rather than an unexplained 403.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -7,12 +10,13 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::api::HEADER_MESH_ERROR;
-use mesh_core::http::{BoxBody, text};
+use mesh_core::http::{BoxBody, empty, text};
 use mesh_core::names::ServiceKey;
 use mesh_core::policy::rate_limit::{Decision, insert_fields};
 use tower::{Service, ServiceExt};
 
 use super::app::AppError;
+use crate::outbound::grpc_status::{HEADER_GRPC_STATUS, is_grpc};
 use crate::stack::{Concern, ConcernLayer};
 
 /// Why an inbound request got no answer from the app.
@@ -96,6 +100,7 @@ where
     type Error = Infallible;
 
     async fn handle(self, req: Request<B>, next: S) -> Result<Response<BoxBody>, Infallible> {
+        let grpc = is_grpc(req.headers());
         let e = match next.oneshot(req).await {
             Ok(rsp) => return Ok(rsp),
             Err(e) => e,
@@ -108,10 +113,11 @@ where
         } else {
             tracing::info!(%service, error = %e, "app did not answer");
         }
-        let mut rsp = text(
-            e.status(),
-            format!("service {service} in cluster {cluster}: {e}"),
-        );
+        let message = format!("service {service} in cluster {cluster}: {e}");
+        let mut rsp = match e {
+            InboundError::Unauthorized(_) if grpc => grpc_refusal(PERMISSION_DENIED, &message),
+            _ => text(e.status(), message),
+        };
         rsp.headers_mut()
             .insert(HEADER_MESH_ERROR, HeaderValue::from_static(e.label()));
         if let InboundError::RateLimited(decision) = &e {
@@ -119,6 +125,38 @@ where
         }
         Ok(rsp)
     }
+}
+
+/// gRPC's PERMISSION_DENIED.
+const PERMISSION_DENIED: u32 = 7;
+
+/// A trailers-only gRPC answer: HTTP 200 with the status `code` and `message` in its head.
+fn grpc_refusal(code: u32, message: &str) -> Response<BoxBody> {
+    let mut rsp = Response::new(empty());
+    let headers = rsp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(HEADER_GRPC_STATUS, HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&grpc_message(message)) {
+        headers.insert("grpc-message", v);
+    }
+    rsp
+}
+
+/// `message` as `grpc-message` carries it: percent-encoded outside printable ASCII and `%`
+/// (gRPC's PROTOCOL-HTTP2.md).
+fn grpc_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -161,5 +199,38 @@ mod tests {
         );
         let ok = svc.oneshot(req("/")).await.unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_grpc_call_refused_by_authorization_gets_permission_denied() {
+        let inner = tower::service_fn(|_: Request<()>| async move {
+            Err::<Response<BoxBody>, _>(InboundError::Unauthorized(
+                "denied by DENY policy demo/no-grpc".into(),
+            ))
+        });
+        let svc = tower::Layer::layer(
+            &layer("echo.demo".parse().unwrap(), "us-west".into()),
+            inner,
+        );
+        let grpc = Request::builder()
+            .uri("/demo.Echo/Say")
+            .header("content-type", "application/grpc+proto")
+            .body(())
+            .unwrap();
+        let rsp = svc.clone().oneshot(grpc).await.unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert_eq!(rsp.headers()[HEADER_GRPC_STATUS], "7");
+        assert_eq!(rsp.headers()[HEADER_MESH_ERROR], "unauthorized");
+        assert_eq!(rsp.headers()["content-type"], "application/grpc");
+        assert_eq!(
+            rsp.headers()["grpc-message"],
+            "service echo.demo in cluster us-west: unauthorized: denied by DENY policy demo/no-grpc"
+        );
+        // Not gRPC: the plain 403.
+        let plain = Request::builder().uri("/").body(()).unwrap();
+        let rsp = svc.oneshot(plain).await.unwrap();
+        assert_eq!(rsp.status(), StatusCode::FORBIDDEN);
+        assert!(rsp.headers().get(HEADER_GRPC_STATUS).is_none());
+        assert_eq!(grpc_message("a%b\u{e9}\n"), "a%25b%C3%A9%0A");
     }
 }

@@ -25,10 +25,11 @@ use crate::timeout;
 /// 3. **served by**: `x-mesh-cluster` on every answer;
 /// 4. *trace* (not built yet: the server span, observability issue);
 /// 5. **errors**: the one mapping of every error below to a status and `x-mesh-error`;
-/// 6. **authorization**: the service's `AuthorizationPolicy`s from the latest snapshot, on the
-///    caller's SPIFFE ID (the `PeerIdentity` fact `server` sets from the TLS handshake), the
-///    method and the path (an opaque stream is `CONNECT` on `/`); denied: 403 naming the
-///    policy; AUDIT policies only log;
+/// 6. **authorization**: the `AuthorizationPolicy`s of the service and its namespace, and the
+///    namespace's default, from the latest snapshot, on the caller's SPIFFE ID (the
+///    `PeerIdentity` fact `server` sets from the TLS handshake), the method, the path and the
+///    app's port (an opaque stream has no method nor path); denied: 403 naming the policy
+///    (gRPC: `grpc-status: 7`); AUDIT policies only log;
 /// 7. **rate limit**: the service's inbound `RateLimitPolicy` from the latest snapshot, per
 ///    caller identity (over it: 429 with `Retry-After` and the `RateLimit` fields; shadow
 ///    mode only counts);
@@ -47,6 +48,7 @@ pub fn inbound_stack(
     app: SocketAddr,
     advertised: SocketAddr,
 ) -> impl HttpStack {
+    let app_port = app.port();
     let app = AppClient::new(app, state.connect_timeout());
     let own = EndpointRef {
         cluster: state.cluster().to_string(),
@@ -59,7 +61,11 @@ pub fn inbound_stack(
         ))
         .layer(served_by::layer(own, service.clone()))
         .layer(errors::layer(service.clone(), state.cluster().to_string()))
-        .layer(authorization::layer(state.clone(), service.clone()))
+        .layer(authorization::layer(
+            state.clone(),
+            service.clone(),
+            app_port,
+        ))
         .layer(rate_limit::layer(state.clone(), service))
         .layer(timeout::layer(
             state.request_timeout(),

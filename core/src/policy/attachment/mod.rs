@@ -19,6 +19,7 @@
 //! | `CachePolicy` | an `HTTPRoute` (same) | [`CacheRule`] |
 //! | `RateLimitPolicy` | an `HTTPRoute` (client side, per rule) or a `Service` (its inbound servers) | [`RateLimitSpec`] |
 //! | `BackendPolicy` | a `Service` | [`BackendPolicySpec`] |
+//! | `AuthorizationPolicy` | a `Service` or the `Namespace` | see `authorization` |
 //!
 //! Each kind is one struct with `targetRef` and the body's fields side by side, rather than the
 //! body under `#[serde(flatten)]`: serde cannot refuse unknown fields through `flatten`, and a
@@ -79,6 +80,8 @@ pub enum TargetKind {
     Route,
     /// A `Service`.
     Service,
+    /// A `Namespace`: the policy's own (every service in it).
+    Namespace,
 }
 
 /// What a policy applies to, checked.
@@ -96,6 +99,11 @@ pub enum PolicyTarget {
         /// The service's name.
         name: String,
     },
+    /// A `Namespace`, which must be the policy's own (checked by `compile`, which knows it).
+    Namespace {
+        /// The namespace's name.
+        name: String,
+    },
 }
 
 impl PolicyTargetRef {
@@ -104,6 +112,7 @@ impl PolicyTargetRef {
         let kind = match (self.group.as_str(), self.kind.as_str()) {
             (GATEWAY_API_GROUP, "HTTPRoute") => TargetKind::Route,
             ("", "Service") => TargetKind::Service,
+            ("", "Namespace") => TargetKind::Namespace,
             (group, "HTTPRoute") => {
                 return Err(error(
                     "targetRef.group",
@@ -114,6 +123,12 @@ impl PolicyTargetRef {
                 return Err(error(
                     "targetRef.group",
                     format!("a Service is in the core group \"\", not {group:?}"),
+                ));
+            }
+            (group, "Namespace") => {
+                return Err(error(
+                    "targetRef.group",
+                    format!("a Namespace is in the core group \"\", not {group:?}"),
                 ));
             }
             (_, other) => return Err(error("targetRef.kind", refused_kind(other, allowed))),
@@ -151,6 +166,19 @@ impl PolicyTargetRef {
                     name: self.name.clone(),
                 })
             }
+            TargetKind::Namespace => {
+                crate::names::check_label(&self.name)
+                    .map_err(|e| error("targetRef.name", e.to_string()))?;
+                if self.section_name.is_some() {
+                    return Err(error(
+                        "targetRef.sectionName",
+                        "a Namespace has no sections: leave it out",
+                    ));
+                }
+                Ok(PolicyTarget::Namespace {
+                    name: self.name.clone(),
+                })
+            }
         }
     }
 }
@@ -161,6 +189,7 @@ fn refused_kind(kind: &str, allowed: &[TargetKind]) -> String {
         .map(|k| match k {
             TargetKind::Route => "HTTPRoute",
             TargetKind::Service => "Service",
+            TargetKind::Namespace => "Namespace",
         })
         .collect();
     format!(

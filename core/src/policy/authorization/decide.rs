@@ -1,14 +1,16 @@
 //! A service's authorization policies as snapshots carry them, and the decision for one
-//! request, in Istio's order: DENY, then (if the service has any) ALLOW; AUDIT only reported.
+//! request, in Istio's order: DENY, then (if the service has any) ALLOW, else the namespace's
+//! default; AUDIT only reported.
 
 use serde::{Deserialize, Serialize};
 
+use super::default::{AuthorizationDefault, NamespaceDefault};
 use super::matching::Caller;
 use super::spec::{AuthorizationAction, AuthorizationPolicy, AuthorizationRule};
 use crate::identity::SpiffeId;
 
-/// One accepted `AuthorizationPolicy` of a service, as the controller sends it to the
-/// sidecars serving the service.
+/// One accepted `AuthorizationPolicy` of a service (on the service or on its namespace), as
+/// the controller sends it to the sidecars serving the service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationRules {
     /// `<namespace>/<name>` of the policy: what answers, logs and metrics name.
@@ -25,7 +27,7 @@ impl AuthorizationRules {
     pub fn of(name: String, policy: &AuthorizationPolicy) -> Self {
         Self {
             name,
-            action: policy.action,
+            action: policy.action(),
             rules: policy.rules.clone(),
         }
     }
@@ -35,15 +37,27 @@ impl AuthorizationRules {
     }
 }
 
+/// The method and path of an HTTP request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequestLine<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+}
+
 /// What one request is judged on.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthorizationRequest<'a> {
     /// The caller's SPIFFE ID from the mTLS handshake; `None`: no identity (plain text).
     pub caller: Option<&'a SpiffeId>,
-    /// The method (`CONNECT` for an opaque stream).
-    pub method: &'a str,
-    /// The path, without the query (`/` for an opaque stream).
-    pub path: &'a str,
+    /// The method and path; `None` for an opaque connection (a CONNECT tunnel carrying bytes
+    /// the mesh does not read), which only `from` and ports can match.
+    pub http: Option<HttpRequestLine<'a>>,
+    /// The port the request reached (the app's, see `Operation::ports`).
+    pub port: u16,
+    /// The trust domain of the sidecar judging (for the `sameCluster` default).
+    pub own_trust_domain: &'a str,
 }
 
 /// The outcome for one request.
@@ -51,11 +65,14 @@ pub struct AuthorizationRequest<'a> {
 pub struct Decision {
     /// Whether the request may go on.
     pub allowed: bool,
-    /// The policy that decided: the matching DENY, or the first matching ALLOW; `None` when
-    /// no policy did (allowed as the service has no ALLOW policy, or denied as none matches).
+    /// The policy that decided: the matching DENY, the first matching ALLOW, or the one
+    /// setting the namespace's default when it decided; `None` when no policy did (allowed as
+    /// the service has no ALLOW policy nor default, or denied as no ALLOW policy matches).
     pub policy: Option<String>,
-    /// That policy's action.
+    /// That policy's action (`None` when the default decided).
     pub action: Option<AuthorizationAction>,
+    /// The namespace's default, when it decided.
+    pub default: Option<AuthorizationDefault>,
     /// The AUDIT policies that match, to be logged.
     pub audit: Vec<String>,
 }
@@ -63,19 +80,36 @@ pub struct Decision {
 impl Decision {
     /// Why, in words, for the body of a refusal and for logs.
     pub fn reason(&self) -> String {
-        match (&self.policy, self.allowed) {
-            (Some(policy), true) => format!("allowed by ALLOW policy {policy}"),
-            (Some(policy), false) => format!("denied by DENY policy {policy}"),
-            (None, true) => "allowed: the service has no ALLOW policy".into(),
-            (None, false) => "denied: no ALLOW policy of the service matches".into(),
+        match (&self.policy, self.default, self.allowed) {
+            (Some(policy), Some(d), true) => {
+                format!(
+                    "allowed by the namespace default {} of {policy}",
+                    d.as_str()
+                )
+            }
+            (Some(policy), Some(d), false) => format!(
+                "denied by the namespace default {} of {policy} ({}; the service has no ALLOW \
+                 policy)",
+                d.as_str(),
+                d.admitted()
+            ),
+            (Some(policy), None, true) => format!("allowed by ALLOW policy {policy}"),
+            (Some(policy), None, false) => format!("denied by DENY policy {policy}"),
+            (None, _, true) => "allowed: the service has no ALLOW policy".into(),
+            (None, _, false) => "denied: no ALLOW policy of the service matches".into(),
         }
     }
 }
 
-/// The decision of `policies` (one service's) for `request`: a matching DENY denies; then,
-/// if there is no ALLOW policy the request is allowed, else only if one matches. The first
-/// policy in the given order names the decision.
-pub fn decide(policies: &[AuthorizationRules], request: &AuthorizationRequest<'_>) -> Decision {
+/// The decision of `policies` (one service's, its namespace's included) and its namespace's
+/// `default` for `request`: a matching DENY denies; then, if there is no ALLOW policy the
+/// default decides (none: allowed), else only a request one of them matches is allowed. The
+/// first policy in the given order names the decision.
+pub fn decide(
+    policies: &[AuthorizationRules],
+    default: Option<&NamespaceDefault>,
+    request: &AuthorizationRequest<'_>,
+) -> Decision {
     let caller = Caller::of(request);
     let matching = |action: AuthorizationAction| {
         policies
@@ -90,6 +124,7 @@ pub fn decide(policies: &[AuthorizationRules], request: &AuthorizationRequest<'_
         allowed,
         policy: by.map(|p| p.name.clone()),
         action: by.map(|p| p.action),
+        default: None,
         audit: audit.clone(),
     };
     if let Some(deny) = matching(AuthorizationAction::Deny).next() {
@@ -99,8 +134,16 @@ pub fn decide(policies: &[AuthorizationRules], request: &AuthorizationRequest<'_
         .iter()
         .any(|p| p.action == AuthorizationAction::Allow)
     {
-        // The namespace's default (issue 12) is not built yet: it is allow, as Istio's.
-        return decided(true, None);
+        return match default {
+            None => decided(true, None),
+            Some(d) => Decision {
+                allowed: d.default.admits(request.caller, request.own_trust_domain),
+                policy: Some(d.policy.clone()),
+                action: None,
+                default: Some(d.default),
+                audit,
+            },
+        };
     }
     match matching(AuthorizationAction::Allow).next() {
         Some(allow) => decided(true, Some(allow)),
@@ -126,13 +169,27 @@ mod tests {
     const LOCAL: &str = "spiffe://us-east.mesh/ns/demo/sa/client";
 
     fn judge(policies: &[AuthorizationRules], caller: Option<&str>, path: &str) -> Decision {
+        judge_with(policies, None, caller, path)
+    }
+
+    fn judge_with(
+        policies: &[AuthorizationRules],
+        default: Option<&NamespaceDefault>,
+        caller: Option<&str>,
+        path: &str,
+    ) -> Decision {
         let id: Option<SpiffeId> = caller.map(|c| c.parse().unwrap());
         decide(
             policies,
+            default,
             &AuthorizationRequest {
                 caller: id.as_ref(),
-                method: "GET",
-                path,
+                http: Some(HttpRequestLine {
+                    method: "GET",
+                    path,
+                }),
+                port: 8080,
+                own_trust_domain: "us-east.mesh",
             },
         )
     }
@@ -222,6 +279,74 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<AuthorizationRules>(&json).unwrap(),
             p
+        );
+    }
+
+    fn default(d: AuthorizationDefault) -> NamespaceDefault {
+        NamespaceDefault {
+            policy: "demo/defaults".into(),
+            default: d,
+        }
+    }
+
+    #[test]
+    fn the_namespace_default_decides_only_without_allow_policies() {
+        let deny_all = default(AuthorizationDefault::Deny);
+        let d = judge_with(&[], Some(&deny_all), Some(LOCAL), "/");
+        assert!(!d.allowed);
+        assert_eq!(d.policy.as_deref(), Some("demo/defaults"));
+        assert_eq!(d.default, Some(AuthorizationDefault::Deny));
+        assert_eq!(
+            d.reason(),
+            "denied by the namespace default deny of demo/defaults (nobody without an ALLOW \
+             policy; the service has no ALLOW policy)"
+        );
+        // An ALLOW policy replaces the default; a DENY or AUDIT policy does not.
+        let allow = [allow_frontend()];
+        assert!(judge_with(&allow, Some(&deny_all), Some(FRONTEND), "/").allowed);
+        let audit = policy("watch", "action: AUDIT\nrules: [{}]");
+        let d = judge_with(
+            std::slice::from_ref(&audit),
+            Some(&deny_all),
+            Some(FRONTEND),
+            "/",
+        );
+        assert!(!d.allowed);
+        assert_eq!(d.audit, ["demo/watch"]);
+        // DENY still comes first under an allowing default.
+        let allow_all = default(AuthorizationDefault::Allow);
+        let deny = policy(
+            "no-admin",
+            "action: DENY\nrules: [{to: [{operation: {paths: [/admin]}}]}]",
+        );
+        let d = judge_with(
+            std::slice::from_ref(&deny),
+            Some(&allow_all),
+            None,
+            "/admin",
+        );
+        assert_eq!(d.policy.as_deref(), Some("demo/no-admin"));
+        let d = judge_with(std::slice::from_ref(&deny), Some(&allow_all), None, "/");
+        assert!(d.allowed);
+        assert_eq!(
+            d.reason(),
+            "allowed by the namespace default allow of demo/defaults"
+        );
+    }
+
+    #[test]
+    fn authenticated_and_same_cluster_defaults_look_at_the_caller() {
+        let authenticated = default(AuthorizationDefault::Authenticated);
+        assert!(judge_with(&[], Some(&authenticated), Some(FRONTEND), "/").allowed);
+        assert!(!judge_with(&[], Some(&authenticated), None, "/").allowed);
+        let same = default(AuthorizationDefault::SameCluster);
+        assert!(judge_with(&[], Some(&same), Some(LOCAL), "/").allowed);
+        let d = judge_with(&[], Some(&same), Some(FRONTEND), "/");
+        assert!(!d.allowed);
+        assert!(
+            d.reason().contains("callers of this cluster only"),
+            "{}",
+            d.reason()
         );
     }
 }

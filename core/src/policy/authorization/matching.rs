@@ -71,11 +71,24 @@ impl Source {
 }
 
 impl Operation {
+    /// Whether the operation matches. An opaque connection has no method nor path: an
+    /// operation naming either never matches it (Istio's reading for TCP), only one with
+    /// ports alone can.
     fn matches(&self, request: &AuthorizationRequest<'_>) -> bool {
-        let method = |methods: &[String]| methods.iter().any(|m| m == request.method);
-        (self.methods.is_empty() || method(&self.methods))
+        let ports = |ports: &[u16]| ports.contains(&request.port);
+        let port_holds = (self.ports.is_empty() || ports(&self.ports)) && !ports(&self.not_ports);
+        let http_fields = !(self.methods.is_empty()
+            && self.not_methods.is_empty()
+            && self.paths.is_empty()
+            && self.not_paths.is_empty());
+        let Some(http) = &request.http else {
+            return port_holds && !http_fields;
+        };
+        let method = |methods: &[String]| methods.iter().any(|m| m == http.method);
+        port_holds
+            && (self.methods.is_empty() || method(&self.methods))
             && !method(&self.not_methods)
-            && field_holds(&self.paths, &self.not_paths, Some(request.path))
+            && field_holds(&self.paths, &self.not_paths, Some(http.path))
     }
 }
 
@@ -91,6 +104,7 @@ impl AuthorizationRule {
 mod tests {
     use super::*;
     use crate::identity::SpiffeId;
+    use crate::policy::authorization::HttpRequestLine;
 
     #[test]
     fn patterns_match_exactly_by_prefix_suffix_or_presence() {
@@ -107,12 +121,25 @@ mod tests {
         serde_saphyr::from_str(yaml).unwrap()
     }
 
+    /// Whether `rule` matches a request of `caller` to port 8080: HTTP `method` on `path`,
+    /// or an opaque connection when `method` is empty.
     fn check(rule: &AuthorizationRule, caller: Option<&str>, method: &str, path: &str) -> bool {
+        check_port(rule, caller, method, path, 8080)
+    }
+
+    fn check_port(
+        rule: &AuthorizationRule,
+        caller: Option<&str>,
+        method: &str,
+        path: &str,
+        port: u16,
+    ) -> bool {
         let id: Option<SpiffeId> = caller.map(|c| c.parse().unwrap());
         let req = AuthorizationRequest {
             caller: id.as_ref(),
-            method,
-            path,
+            http: (!method.is_empty()).then_some(HttpRequestLine { method, path }),
+            port,
+            own_trust_domain: "us-east.mesh",
         };
         rule.matches(&Caller::of(&req), &req)
     }
@@ -175,7 +202,7 @@ mod tests {
         assert!(!check(&r, None, "GET", "/api/admin"));
         assert!(!check(&r, None, "GET", "/other"));
         let not_post = rule("to: [{operation: {notMethods: [POST]}}]");
-        assert!(check(&not_post, None, "CONNECT", "/"));
+        assert!(check(&not_post, None, "PUT", "/"));
         assert!(!check(&not_post, None, "POST", "/"));
         let both = rule(&format!(
             "from: [{{source: {{principals: ['{FRONTEND}']}}}}]\nto: [{{operation: {{methods: [GET]}}}}]"
@@ -183,5 +210,39 @@ mod tests {
         assert!(check(&both, Some(FRONTEND), "GET", "/"));
         assert!(!check(&both, Some(FRONTEND), "PUT", "/"), "from AND to");
         assert!(!check(&both, Some(BATCH), "GET", "/"));
+    }
+
+    #[test]
+    fn ports_match_the_port_reached_for_http_and_opaque_alike() {
+        let r = rule("to: [{operation: {ports: [8080, 9090]}}]");
+        assert!(check_port(&r, None, "GET", "/", 9090));
+        assert!(check_port(&r, None, "", "", 8080), "an opaque connection");
+        assert!(!check_port(&r, None, "GET", "/", 8443));
+        let not = rule("to: [{operation: {notPorts: [9090], methods: [GET]}}]");
+        assert!(check_port(&not, None, "GET", "/", 8080));
+        assert!(!check_port(&not, None, "GET", "/", 9090));
+    }
+
+    #[test]
+    fn an_opaque_connection_matches_no_operation_with_methods_or_paths() {
+        for http_only in [
+            "{methods: [CONNECT]}",
+            "{paths: ['*']}",
+            "{notPaths: [/admin]}",
+            "{notMethods: [POST]}",
+            "{ports: [8080], paths: ['/']}",
+        ] {
+            let r = rule(&format!("to: [{{operation: {http_only}}}]"));
+            assert!(!check(&r, Some(EAST), "", ""), "{http_only}");
+        }
+        // `from` alone, or with ports, judges it.
+        let from = rule(&format!(
+            "from: [{{source: {{principals: ['{FRONTEND}']}}}}]\nto: [{{operation: {{ports: [8080]}}}}]"
+        ));
+        assert!(check(&from, Some(FRONTEND), "", ""));
+        assert!(!check(&from, Some(BATCH), "", ""));
+        // One `to` entry of several that can match is enough.
+        let either = rule("to: [{operation: {paths: [/x]}}, {operation: {ports: [8080]}}]");
+        assert!(check(&either, None, "", ""));
     }
 }

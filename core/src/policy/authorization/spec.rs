@@ -1,24 +1,30 @@
 //! The `AuthorizationPolicy` kind as users write it (`mesh.dev/v1alpha1`), close to Istio's:
-//! `targetRef` (a `Service`), `action` and `rules[]`, and the checks that name the field.
+//! `targetRef` (a `Service`, or a `Namespace`: every service in it), `action` and `rules[]`,
+//! or, on a `Namespace` only, `default` (see `default.rs`); and the checks that name the field.
 
 use serde::{Deserialize, Serialize};
 
 use super::super::attachment::{AttachmentError, PolicyTarget, PolicyTargetRef, TargetKind, error};
+use super::default::AuthorizationDefault;
 
-/// The `spec` of an `AuthorizationPolicy`: who may call a service, checked by the sidecars
-/// serving it.
+/// The `spec` of an `AuthorizationPolicy`: who may call a service (or every service of a
+/// namespace), checked by the sidecars serving it; or a namespace's default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthorizationPolicy {
-    /// The `Service` (group `""`).
+    /// The `Service` or the `Namespace` (group `""`), in the policy's namespace.
     pub target_ref: PolicyTargetRef,
-    /// What a match does; default `ALLOW`, as in Istio.
-    #[serde(default)]
-    pub action: AuthorizationAction,
+    /// What a match does; unset, `ALLOW`, as in Istio (see [`Self::action`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<AuthorizationAction>,
     /// The rules (OR); an ALLOW policy without rules allows nothing, a DENY or AUDIT policy
     /// without rules matches nothing (Istio's reading).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<AuthorizationRule>,
+    /// On a `Namespace` only, and then alone (no `action`, no `rules`): what the namespace's
+    /// services do with a request when none of their policies is an ALLOW policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<AuthorizationDefault>,
 }
 
 /// What a matching policy does.
@@ -105,7 +111,8 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Operation {
-    /// HTTP methods, exactly (`GET`); an opaque stream is `CONNECT`.
+    /// HTTP methods, exactly (`GET`); an opaque connection has none (a `to` with methods or
+    /// paths never matches it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     /// Methods that must not match.
@@ -117,15 +124,47 @@ pub struct Operation {
     /// Paths that must not match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_paths: Vec<String>,
+    /// The port the request reached: the port of the app the serving sidecar delivers to
+    /// (as Istio's `ports` name the workload's port, not the Service's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Ports that must not match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<u16>,
 }
 
 impl AuthorizationPolicy {
     /// What it targets.
-    pub const TARGETS: &'static [TargetKind] = &[TargetKind::Service];
+    pub const TARGETS: &'static [TargetKind] = &[TargetKind::Service, TargetKind::Namespace];
+
+    /// What a match does: `action`, `ALLOW` when unset.
+    pub fn action(&self) -> AuthorizationAction {
+        self.action.unwrap_or_default()
+    }
 
     /// Checks the target and the rules; errors name the field under `spec`.
     pub fn validate(&self) -> Result<PolicyTarget, AttachmentError> {
         let target = self.target_ref.target(Self::TARGETS)?;
+        if self.default.is_some() {
+            if !matches!(target, PolicyTarget::Namespace { .. }) {
+                return Err(error(
+                    "default",
+                    "only a policy whose targetRef is the Namespace sets a default",
+                ));
+            }
+            if self.action.is_some() || !self.rules.is_empty() {
+                let field = if self.action.is_some() {
+                    "action"
+                } else {
+                    "rules"
+                };
+                return Err(error(
+                    field,
+                    "a policy setting the namespace's `default` has no action nor rules: \
+                     write them in another AuthorizationPolicy",
+                ));
+            }
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             rule.validate(&format!("rules[{i}]"))?;
         }
@@ -192,7 +231,18 @@ impl Operation {
             ("paths", &self.paths),
             ("notPaths", &self.not_paths),
         ];
-        if fields.iter().all(|(_, values)| values.is_empty()) {
+        for (name, ports) in [("ports", &self.ports), ("notPorts", &self.not_ports)] {
+            if let Some(i) = ports.iter().position(|p| *p == 0) {
+                return Err(error(
+                    format!("{at}.{name}[{i}]"),
+                    "0 is not a port (1 to 65535)",
+                ));
+            }
+        }
+        if fields.iter().all(|(_, values)| values.is_empty())
+            && self.ports.is_empty()
+            && self.not_ports.is_empty()
+        {
             return Err(error(
                 at,
                 "must set at least one field (leave `to` out to match every operation)",
@@ -264,7 +314,7 @@ mod tests {
         let p = policy(&format!(
             "{TARGET}rules:\n- from: [{{source: {{principals: ['spiffe://eu-central.mesh/ns/web/sa/*'], notNamespaces: [kube-system]}}}}]\n  to: [{{operation: {{methods: [GET], paths: ['/api/*']}}}}]\n"
         ));
-        assert_eq!(p.action, AuthorizationAction::Allow);
+        assert_eq!(p.action(), AuthorizationAction::Allow);
         assert_eq!(
             p.validate(),
             Ok(PolicyTarget::Service {
@@ -274,8 +324,8 @@ mod tests {
         assert_eq!(p.rules[0].from[0].source.not_namespaces, ["kube-system"]);
         assert_eq!(p.rules[0].to[0].operation.paths, ["/api/*"]);
         let deny = policy(&format!("{TARGET}action: DENY\n"));
-        assert_eq!(deny.action, AuthorizationAction::Deny);
-        assert_eq!(deny.action.as_str(), "DENY");
+        assert_eq!(deny.action(), AuthorizationAction::Deny);
+        assert_eq!(deny.action().as_str(), "DENY");
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(
             serde_json::from_str::<AuthorizationPolicy>(&json).unwrap(),
@@ -294,9 +344,59 @@ mod tests {
     }
 
     #[test]
-    fn only_a_service_can_be_targeted() {
+    fn a_service_or_a_namespace_can_be_targeted() {
         let p = policy("targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}\n");
         assert_eq!(p.validate().unwrap_err().field, "targetRef.kind");
+        let ns = policy("targetRef: {group: '', kind: Namespace, name: demo}\naction: DENY\n");
+        assert_eq!(
+            ns.validate(),
+            Ok(PolicyTarget::Namespace {
+                name: "demo".into()
+            })
+        );
+        let grouped = policy("targetRef: {group: core, kind: Namespace, name: demo}\n");
+        assert_eq!(grouped.validate().unwrap_err().field, "targetRef.group");
+    }
+
+    #[test]
+    fn a_default_is_set_alone_on_a_namespace() {
+        const NS: &str = "targetRef: {group: '', kind: Namespace, name: demo}\n";
+        let p = policy(&format!("{NS}default: sameCluster\n"));
+        assert!(p.validate().is_ok());
+        assert_eq!(p.default, Some(AuthorizationDefault::SameCluster));
+        let e = |yaml: &str| policy(yaml).validate().unwrap_err().to_string();
+        assert_eq!(
+            e(&format!("{TARGET}default: deny\n")),
+            "default: only a policy whose targetRef is the Namespace sets a default"
+        );
+        assert!(
+            e(&format!("{NS}default: deny\naction: ALLOW\n"))
+                .starts_with("action: a policy setting the namespace's `default` has no action")
+        );
+        assert!(e(&format!("{NS}default: deny\nrules: [{{}}]\n")).starts_with("rules: "));
+        assert!(
+            serde_saphyr::from_str::<AuthorizationPolicy>(&format!("{NS}default: closed\n"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ports_are_read_and_zero_is_refused() {
+        let p = policy(&format!(
+            "{TARGET}rules: [{{to: [{{operation: {{ports: [8080], notPorts: [9090]}}}}]}}]\n"
+        ));
+        assert!(p.validate().is_ok());
+        assert_eq!(p.rules[0].to[0].operation.ports, [8080]);
+        assert_eq!(
+            invalid("[{to: [{operation: {notPorts: [1, 0]}}]}]"),
+            "rules[0].to[0].operation.notPorts[1]: 0 is not a port (1 to 65535)"
+        );
+        assert!(
+            serde_saphyr::from_str::<AuthorizationPolicy>(&format!(
+                "{TARGET}rules: [{{to: [{{operation: {{ports: [70000]}}}}]}}]\n"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,21 +10,23 @@
 //!   `<namespace>/<name>`, as for routes), the others are not accepted (`Conflicted`).
 //! - A policy on a route that does not exist, or is not accepted, or has no rule of the name
 //!   given, or on a service no cluster knows, is not accepted (`TargetNotFound`).
-//! - `AuthorizationPolicy`s never conflict: all those on a service apply together (DENY
-//!   before ALLOW, as Istio), oldest first.
+//! - `AuthorizationPolicy`s with rules never conflict: all those on a service and on its
+//!   namespace apply together (DENY before ALLOW, as Istio), oldest first. One on a namespace
+//!   applies to every service of the namespace some cluster knows. A namespace's `default` is
+//!   set by one policy: a second one conflicts.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use super::super::attachment::PolicyTarget;
-use super::super::authorization::AuthorizationRules;
+use super::super::authorization::{AuthorizationRules, NamespaceDefault};
 use super::super::backend_policy::BackendPolicySpec;
 use super::super::documents::{PolicyObject, PolicySpec};
 use super::super::fault::FaultSpec;
 use super::super::http_cache::CacheRule;
 use super::super::rate_limit::RateLimitSpec;
 use super::super::service_policy::{RouteRule, ServicePolicy};
-use super::{Condition, ObjectStatus, Refusal};
+use super::{Condition, KnownServices, ObjectStatus, Refusal};
 use crate::names::ServiceKey;
 
 /// What one policy sets on its target.
@@ -35,6 +37,7 @@ enum Setting {
     Cache(CacheRule),
     Backend(BackendPolicySpec),
     Authorization(AuthorizationRules),
+    AuthorizationDefault(NamespaceDefault),
 }
 
 impl Setting {
@@ -46,10 +49,14 @@ impl Setting {
             PolicySpec::CachePolicy(p) => Some(Self::Cache(p.cache_rule())),
             PolicySpec::BackendPolicy(p) => Some(Self::Backend(p.backend())),
             PolicySpec::AuthorizationPolicy(p) => {
-                Some(Self::Authorization(AuthorizationRules::of(
-                    format!("{}/{}", object.meta.namespace, object.meta.name),
-                    p,
-                )))
+                let name = format!("{}/{}", object.meta.namespace, object.meta.name);
+                Some(match p.default {
+                    Some(default) => Self::AuthorizationDefault(NamespaceDefault {
+                        policy: name,
+                        default,
+                    }),
+                    None => Self::Authorization(AuthorizationRules::of(name, p)),
+                })
             }
         }
     }
@@ -62,6 +69,10 @@ enum Found {
     Rules { route: String, rule: Option<String> },
     /// A service.
     Service(ServiceKey),
+    /// Every service of a namespace.
+    Namespace(String),
+    /// A namespace's default (one per namespace).
+    NamespaceDefault(String),
 }
 
 impl fmt::Display for Found {
@@ -73,6 +84,8 @@ impl fmt::Display for Found {
                 rule: Some(rule),
             } => write!(f, "rule {rule} of HTTPRoute {route}"),
             Self::Service(key) => write!(f, "service {key}"),
+            Self::Namespace(namespace) => write!(f, "namespace {namespace}"),
+            Self::NamespaceDefault(namespace) => write!(f, "the default of namespace {namespace}"),
         }
     }
 }
@@ -103,27 +116,44 @@ impl Attachments {
                     Setting::RateLimit(r) => rule.rate_limit = Some(r.clone()),
                     Setting::Cache(c) => rule.cache = Some(c.clone()),
                     // Refused at validation: these target services.
-                    Setting::Backend(_) | Setting::Authorization(_) => {}
+                    Setting::Backend(_)
+                    | Setting::Authorization(_)
+                    | Setting::AuthorizationDefault(_) => {}
                 }
             }
         }
     }
 
-    /// Sets the backend policies and inbound limits of services, adding a policy without
-    /// rules for a service that had none.
-    pub(super) fn apply_to_services(&self, services: &mut BTreeMap<ServiceKey, ServicePolicy>) {
+    /// Sets the backend policies, inbound limits and authorization of services (those of a
+    /// namespace's policy on each service `known` has in it), adding a policy without rules
+    /// for a service that had none.
+    pub(super) fn apply_to_services(
+        &self,
+        services: &mut BTreeMap<ServiceKey, ServicePolicy>,
+        known: &dyn KnownServices,
+    ) {
         for (found, setting) in &self.0 {
-            let Found::Service(key) = found else {
-                continue;
+            let keys = match found {
+                Found::Service(key) => vec![key.clone()],
+                Found::Namespace(namespace) | Found::NamespaceDefault(namespace) => {
+                    known.in_namespace(namespace)
+                }
+                Found::Rules { .. } => continue,
             };
-            let policy = services.entry(key.clone()).or_default();
-            match setting {
-                Setting::RateLimit(r) => policy.inbound_rate_limit = Some(r.clone()),
-                Setting::Backend(b) => policy.backend = Some(b.clone()),
-                // Candidates are sorted oldest first: so is the list.
-                Setting::Authorization(a) => policy.authorization.push(a.clone()),
-                // Refused at validation: faults and caches target routes.
-                Setting::Fault(_) | Setting::Cache(_) => {}
+            for key in keys {
+                let policy = services.entry(key).or_default();
+                match setting {
+                    Setting::RateLimit(r) => policy.inbound_rate_limit = Some(r.clone()),
+                    Setting::Backend(b) => policy.backend = Some(b.clone()),
+                    // Candidates are sorted oldest first: so is the list (a service's own
+                    // policies before its namespace's).
+                    Setting::Authorization(a) => policy.authorization.push(a.clone()),
+                    Setting::AuthorizationDefault(d) => {
+                        policy.authorization_default = Some(d.clone());
+                    }
+                    // Refused at validation: faults and caches target routes.
+                    Setting::Fault(_) | Setting::Cache(_) => {}
+                }
             }
         }
     }
@@ -133,7 +163,7 @@ impl Attachments {
 /// each policy's `Accepted` condition into `statuses`, and returns the accepted settings.
 pub(super) fn resolve(
     objects: &[PolicyObject],
-    known: &dyn Fn(&ServiceKey) -> bool,
+    known: &dyn KnownServices,
     statuses: &mut [ObjectStatus],
 ) -> Attachments {
     let mut candidates: Vec<(usize, Found)> = Vec::new();
@@ -164,9 +194,12 @@ pub(super) fn resolve(
     for (i, found) in &candidates {
         let object = &objects[*i];
         let kind = object.spec.kind();
+        // Authorization rules never conflict; a namespace's default does.
+        let conflicts = !matches!(object.spec, PolicySpec::AuthorizationPolicy(_))
+            || matches!(found, Found::NamespaceDefault(_));
         if let Some((w, wf)) = winner
             && objects[w].spec.kind() == kind
-            && !matches!(object.spec, PolicySpec::AuthorizationPolicy(_))
+            && conflicts
             && wf == found
         {
             let older = &objects[w];
@@ -199,7 +232,7 @@ fn find(
     objects: &[PolicyObject],
     policy: &PolicyObject,
     target: &PolicyTarget,
-    known: &dyn Fn(&ServiceKey) -> bool,
+    known: &dyn KnownServices,
     statuses: &[ObjectStatus],
 ) -> Result<Found, Refusal> {
     let namespace = &policy.meta.namespace;
@@ -245,13 +278,33 @@ fn find(
         PolicyTarget::Service { name } => {
             let key = ServiceKey::new(name, namespace)
                 .map_err(|e| ("Invalid", format!("spec.targetRef.name: {e}")))?;
-            if !known(&key) {
+            if !known.knows(&key) {
                 return Err((
                     "TargetNotFound",
                     format!("spec.targetRef: service {key} is not known in any cluster"),
                 ));
             }
             Ok(Found::Service(key))
+        }
+        PolicyTarget::Namespace { name } => {
+            if name != namespace {
+                return Err((
+                    "Invalid",
+                    format!(
+                        "spec.targetRef.name: a policy applies in its own namespace {namespace}, \
+                         not in {name}"
+                    ),
+                ));
+            }
+            let sets_default = matches!(
+                &policy.spec,
+                PolicySpec::AuthorizationPolicy(p) if p.default.is_some()
+            );
+            Ok(if sets_default {
+                Found::NamespaceDefault(name.clone())
+            } else {
+                Found::Namespace(name.clone())
+            })
         }
     }
 }

@@ -13,7 +13,7 @@
 mod attach;
 mod routes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::documents::{DocumentError, PolicyObject, PolicySpec, SourceRef};
 use super::route_match::RouteMatch;
@@ -79,8 +79,41 @@ pub struct CompiledPolicy {
     pub errors: Vec<DocumentError>,
 }
 
-/// Compiles `objects`; `known` says whether a service exists in some cluster.
-pub fn compile(objects: &[PolicyObject], known: &dyn Fn(&ServiceKey) -> bool) -> CompiledPolicy {
+/// The services references resolve against: those some cluster has.
+pub trait KnownServices {
+    /// Whether `key` exists in some cluster.
+    fn knows(&self, key: &ServiceKey) -> bool;
+    /// The services of `namespace` (what a policy on the namespace applies to).
+    fn in_namespace(&self, namespace: &str) -> Vec<ServiceKey>;
+}
+
+impl KnownServices for BTreeSet<ServiceKey> {
+    fn knows(&self, key: &ServiceKey) -> bool {
+        self.contains(key)
+    }
+
+    fn in_namespace(&self, namespace: &str) -> Vec<ServiceKey> {
+        self.iter()
+            .filter(|k| k.namespace == namespace)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A predicate (tests and benchmarks that need no namespace-wide policy): it cannot list a
+/// namespace's services, so a policy on a namespace applies to none.
+impl<F: Fn(&ServiceKey) -> bool> KnownServices for F {
+    fn knows(&self, key: &ServiceKey) -> bool {
+        self(key)
+    }
+
+    fn in_namespace(&self, _: &str) -> Vec<ServiceKey> {
+        Vec::new()
+    }
+}
+
+/// Compiles `objects` against the services `known` lists.
+pub fn compile(objects: &[PolicyObject], known: &dyn KnownServices) -> CompiledPolicy {
     let mut out = CompiledPolicy::default();
     // Each accepted route's rules per parent, with the compiled matches to find conflicts.
     let mut attached: BTreeMap<ServiceKey, Vec<(usize, RouteRule, Vec<RouteMatch>)>> =
@@ -103,7 +136,7 @@ pub fn compile(objects: &[PolicyObject], known: &dyn Fn(&ServiceKey) -> bool) ->
             reason: "ResolvedRefs".into(),
             message: "every reference resolves".into(),
         };
-        let accepted = match route_rules(object, spec, known, &mut resolved) {
+        let accepted = match route_rules(object, spec, &|k| known.knows(k), &mut resolved) {
             Ok(per_parent) => {
                 for (parent, rules) in per_parent {
                     attached
@@ -187,7 +220,7 @@ pub fn compile(objects: &[PolicyObject], known: &dyn Fn(&ServiceKey) -> bool) ->
     }
     // A service with only a backend policy or an inbound limit gets a policy without rules:
     // sidecars route it implicitly.
-    attachments.apply_to_services(&mut out.services);
+    attachments.apply_to_services(&mut out.services, known);
     for (object, status) in objects.iter().zip(&out.statuses) {
         for c in status.conditions.iter().filter(|c| !c.status) {
             out.errors.push(DocumentError {
@@ -212,5 +245,7 @@ pub fn source_of(
         .map(|o| o.source.clone())
 }
 
+#[cfg(test)]
+mod authorization_tests;
 #[cfg(test)]
 mod tests;

@@ -204,7 +204,7 @@ impl PolicySource {
     /// Compiles the objects read and puts the accepted ones in force; logs the problems not in
     /// `before`.
     fn evaluate(&self, (read, known): &Compiled, before: &[String]) -> Judged {
-        let mut compiled = compile(&read.objects, &|k| known.contains(k));
+        let mut compiled = compile(&read.objects, known);
         own_kinds(&mut compiled.statuses);
         let mut problems: Vec<String> = compiled.errors.iter().map(ToString::to_string).collect();
         for s in &read.unreadable {

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::http::{BoxBody, full, text};
+use crate::serve::Listening;
 
 /// Whether a component is ready to serve; flipped by the component, read by `/readyz`. A
 /// ready component may still be degraded (serving its last known state while a dependency is
@@ -139,6 +140,17 @@ impl AdminServer {
     /// Serves admin requests on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         serve_http(listener, move |req| self.clone().handle(req)).await
+    }
+
+    /// [`Self::serve`] within `listening`'s bounds: limits per connection, and how many
+    /// connections at once.
+    pub async fn serve_within(self: Arc<Self>, listener: TcpListener, listening: Listening) {
+        let service = tower::service_fn(move |req| {
+            let answer = self.clone().handle(req);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+        });
+        let Listening { limits, cap } = listening;
+        crate::serve::serve_plain_with(listener, "admin", limits, cap, service).await
     }
 }
 

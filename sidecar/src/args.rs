@@ -8,6 +8,9 @@ use mesh_core::argv::{Argv, parse_flags};
 use mesh_core::member_args::{ClusterMemberArgs, DEFAULT_LISTEN};
 use mesh_core::names::{ServiceKey, check_label};
 use mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES;
+use mesh_core::serve::{
+    DEFAULT_MAX_ADMIN_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES, ServeLimits,
+};
 
 use crate::capture::Cidr;
 use crate::error::SidecarError;
@@ -81,6 +84,28 @@ pub struct SidecarArgs {
     /// 0 stores nothing.
     #[arg(long, default_value_t = DEFAULT_CAPACITY_BYTES)]
     pub cache_max_bytes: usize,
+    /// Most connections the inbound listener holds at once; one more is closed at once and
+    /// counted in `mesh_sidecar_connections_refused_total{listener="inbound"}`.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_inbound_connections: usize,
+    /// Most connections the outbound listener holds at once (the app's, and captured ones).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_outbound_connections: usize,
+    /// Most connections the admin listener holds at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_ADMIN_CONNECTIONS)]
+    pub max_admin_connections: usize,
+    /// Largest request head a client may send to any listener (the request target, and each
+    /// header field's name and value plus 32), in bytes; over it: 431.
+    #[arg(long, default_value_t = DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// Time a client has to send a complete HTTP/1 request head, or its first HTTP/2 request,
+    /// before its connection is closed (slowloris), e.g. `30s`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_HEADER_READ_TIMEOUT)]
+    pub header_read_timeout: Duration,
+    /// Time a client connection may sit with no request in flight before it is closed
+    /// (HTTP/2: GOAWAY), e.g. `5m`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_IDLE_TIMEOUT)]
+    pub idle_timeout: Duration,
 }
 
 /// The controllers' default VIP range (`mesh controller --vip-range`).
@@ -93,6 +118,10 @@ const DEFAULT_NAMESPACE: &str = "demo";
 const DEFAULT_CONNECT_TIMEOUT: &str = "1s";
 /// Long enough for a slow upstream, short enough that a hung one is retried elsewhere.
 const DEFAULT_REQUEST_TIMEOUT: &str = "15s";
+/// `mesh_core::serve::DEFAULT_HEADER_READ_TIMEOUT`, as a flag value (see its reason there).
+const DEFAULT_HEADER_READ_TIMEOUT: &str = "30s";
+/// `mesh_core::serve::DEFAULT_IDLE_TIMEOUT`, as a flag value (see its reason there).
+const DEFAULT_IDLE_TIMEOUT: &str = "5m";
 
 impl SidecarArgs {
     /// The arguments of workload `id` in the cluster `member` names, every other flag at its
@@ -121,7 +150,13 @@ impl SidecarArgs {
             .flag("outbound-policy", policy_name(self.outbound_policy))
             .flag("inbound-policy", policy_name(self.inbound_policy))
             .flag("vip-range", self.vip_range)
-            .flag("cache-max-bytes", self.cache_max_bytes);
+            .flag("cache-max-bytes", self.cache_max_bytes)
+            .flag("max-inbound-connections", self.max_inbound_connections)
+            .flag("max-outbound-connections", self.max_outbound_connections)
+            .flag("max-admin-connections", self.max_admin_connections)
+            .flag("max-header-bytes", self.max_header_bytes)
+            .duration("header-read-timeout", self.header_read_timeout)
+            .duration("idle-timeout", self.idle_timeout);
         argv
     }
 }
@@ -178,6 +213,21 @@ pub struct SidecarConfig {
     pub vip_range: Cidr,
     /// The response cache's byte budget.
     pub cache_max_bytes: usize,
+    /// What a client may make one connection of any listener hold.
+    pub serve_limits: ServeLimits,
+    /// Connection caps of the inbound, outbound and admin listeners.
+    pub max_connections: ListenerCaps,
+}
+
+/// How many connections each of the sidecar's listeners holds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerCaps {
+    /// The inbound (mTLS) listener.
+    pub inbound: usize,
+    /// The outbound (proxy) listener.
+    pub outbound: usize,
+    /// The admin listener.
+    pub admin: usize,
 }
 
 impl SidecarConfig {
@@ -224,6 +274,27 @@ impl SidecarConfig {
         if args.request_timeout.is_zero() {
             return Err(config("request-timeout", "must be above 0".into()));
         }
+        for (flag, zero) in [
+            ("max-inbound-connections", args.max_inbound_connections == 0),
+            (
+                "max-outbound-connections",
+                args.max_outbound_connections == 0,
+            ),
+            ("max-admin-connections", args.max_admin_connections == 0),
+            ("max-header-bytes", args.max_header_bytes == 0),
+            ("header-read-timeout", args.header_read_timeout.is_zero()),
+            ("idle-timeout", args.idle_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(config(flag, "must be above 0".into()));
+            }
+        }
+        let serve_limits = ServeLimits {
+            max_header_bytes: args.max_header_bytes,
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            ..ServeLimits::default()
+        };
         Ok(Self {
             member: args.member,
             id: args.id,
@@ -241,6 +312,12 @@ impl SidecarConfig {
             inbound_policy: args.inbound_policy,
             vip_range: args.vip_range,
             cache_max_bytes: args.cache_max_bytes,
+            serve_limits,
+            max_connections: ListenerCaps {
+                inbound: args.max_inbound_connections,
+                outbound: args.max_outbound_connections,
+                admin: args.max_admin_connections,
+            },
         })
     }
 }
@@ -293,6 +370,15 @@ mod tests {
         assert_eq!(cfg.connect_timeout, Duration::from_secs(1));
         assert_eq!(cfg.request_timeout, Duration::from_secs(15));
         assert_eq!(cfg.cache_max_bytes, 64 * 1024 * 1024);
+        assert_eq!(cfg.serve_limits, ServeLimits::default());
+        assert_eq!(
+            cfg.max_connections,
+            ListenerCaps {
+                inbound: 4096,
+                outbound: 4096,
+                admin: 256,
+            }
+        );
         let client = SidecarConfig::from_args(parse(&[])).unwrap();
         assert_eq!(client.service_account, "client");
         assert!(client.served.is_none());
@@ -345,6 +431,16 @@ mod tests {
             (&["--service-account", "a/b"][..], "--service-account"),
             (&["--request-timeout", "0s"][..], "--request-timeout"),
             (&["--connect-timeout", "0s"][..], "--connect-timeout"),
+            (&["--idle-timeout", "0s"][..], "--idle-timeout"),
+            (
+                &["--header-read-timeout", "0s"][..],
+                "--header-read-timeout",
+            ),
+            (&["--max-header-bytes", "0"][..], "--max-header-bytes"),
+            (
+                &["--max-inbound-connections", "0"][..],
+                "--max-inbound-connections",
+            ),
         ] {
             let err = SidecarConfig::from_args(parse(extra)).unwrap_err();
             assert!(
@@ -375,6 +471,10 @@ mod tests {
             "--no-latency-weighting",
             "--cache-max-bytes",
             "1048576",
+            "--max-inbound-connections",
+            "10",
+            "--idle-timeout",
+            "90s",
             "--ready-file",
             "/run/echo-0.json",
         ]);

@@ -46,6 +46,7 @@ use std::sync::Arc;
 use mesh_core::admin::{AdminServer, Readiness};
 use mesh_core::api::{ReadyFile, WorkloadRegistration};
 use mesh_core::latency_weight::LatencyWeightConfig;
+use mesh_core::serve::{Listening, RefusedConnections};
 use mesh_core::telemetry::{bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -78,6 +79,12 @@ pub async fn run_until(
 
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::new(&mut registry);
+    let refused = RefusedConnections::register(&mut registry, "mesh_sidecar");
+    let caps = config.max_connections;
+    let listening = |listener: &str, max| Listening {
+        limits: config.serve_limits,
+        cap: refused.cap(listener, max),
+    };
     let state = SidecarState::new(
         StateOptions {
             cluster: member.cluster.clone(),
@@ -113,20 +120,31 @@ pub async fn run_until(
 
     let readiness = Readiness::default();
     let mut tasks = JoinSet::new();
-    tasks.spawn(AdminServer::new(Arc::new(registry), readiness.clone(), None).serve(admin));
+    tasks.spawn(
+        AdminServer::new(Arc::new(registry), readiness.clone(), None)
+            .serve_within(admin, listening("admin", caps.admin)),
+    );
     let own_ports = addrs.values().map(SocketAddr::port).collect();
-    let capture = Arc::new(transparent::Capture::new(
-        transparent::CaptureSettings {
-            vip_range: config.vip_range,
-            outbound: config.outbound_policy,
-            inbound: config.inbound_policy,
-            own_ports,
-        },
-        transparent::VipLookup::from_controller(client.clone()),
-        state.metrics().clone(),
-        config.connect_timeout,
+    let capture = Arc::new(
+        transparent::Capture::new(
+            transparent::CaptureSettings {
+                vip_range: config.vip_range,
+                outbound: config.outbound_policy,
+                inbound: config.inbound_policy,
+                own_ports,
+            },
+            transparent::VipLookup::from_controller(client.clone()),
+            state.metrics().clone(),
+            config.connect_timeout,
+        )
+        .serving_within(config.serve_limits),
+    );
+    tasks.spawn(outbound::serve_within(
+        outbound,
+        state.clone(),
+        capture.clone(),
+        refused.cap("outbound", caps.outbound),
     ));
-    tasks.spawn(outbound::serve(outbound, state.clone(), capture.clone()));
     tasks.spawn(discovery::run(state.clone(), client.clone()));
     tasks.spawn(breaker_reports::run(
         state.clone(),
@@ -138,13 +156,14 @@ pub async fn run_until(
     if let (Some(served), Some(listener)) = (&config.served, inbound) {
         let bound = local_addr(&listener, "inbound")?;
         let advertised = config.advertise.unwrap_or(bound);
-        tasks.spawn(inbound::serve(
+        tasks.spawn(inbound::server::serve_within(
             listener,
             state.clone(),
             served.service.clone(),
             served.app,
             advertised,
             capture,
+            listening("inbound", caps.inbound),
         ));
         let (health_tx, mut health_rx) = tokio::sync::watch::channel(false);
         tasks.spawn(registration::check_app(

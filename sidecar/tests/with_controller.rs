@@ -23,6 +23,7 @@ use mesh_core::http::{BoxBody, json, read_json, text};
 use mesh_core::identity::SpiffeId;
 use mesh_core::member_args::ClusterMemberArgs;
 use mesh_core::names::ServiceKey;
+use mesh_core::serve;
 use mesh_sidecar::SidecarArgs;
 
 const TOKEN: &str = "join-secret";
@@ -242,6 +243,12 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         inbound_policy: InboundPolicy::Permissive,
         vip_range: "240.240.0.0/16".parse().expect("a valid range"),
         cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
+        max_inbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
+        max_outbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
+        max_admin_connections: serve::DEFAULT_MAX_ADMIN_CONNECTIONS,
+        max_header_bytes: serve::DEFAULT_MAX_HEADER_BYTES,
+        header_read_timeout: serve::DEFAULT_HEADER_READ_TIMEOUT,
+        idle_timeout: serve::DEFAULT_IDLE_TIMEOUT,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sidecar = tokio::spawn(mesh_sidecar::run_until(args, async {
@@ -439,6 +446,12 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         inbound_policy: InboundPolicy::Permissive,
         vip_range: "240.240.0.0/16".parse().expect("a valid range"),
         cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
+        max_inbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
+        max_outbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
+        max_admin_connections: serve::DEFAULT_MAX_ADMIN_CONNECTIONS,
+        max_header_bytes: serve::DEFAULT_MAX_HEADER_BYTES,
+        header_read_timeout: serve::DEFAULT_HEADER_READ_TIMEOUT,
+        idle_timeout: serve::DEFAULT_IDLE_TIMEOUT,
     };
     let err = tokio::time::timeout(
         Duration::from_secs(10),

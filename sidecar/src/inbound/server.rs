@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use mesh_core::identity::peer_spiffe_id;
 use mesh_core::names::ServiceKey;
-use mesh_core::serve::{accept_loop, serve_connection, tls_handshake};
+use mesh_core::serve::{
+    Listening, ServeLimits, accept_loop_capped, serve_connection_with, tls_handshake,
+};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -23,7 +25,8 @@ use crate::transparent::original_dst::redirected_from;
 
 /// Serves inbound mTLS on `listener` for `service`, forwarding to the app at `app`, until the
 /// future is dropped, which also closes every connection it accepted. `advertised` is the
-/// address peers reach this sidecar at (its endpoint in the catalog).
+/// address peers reach this sidecar at (its endpoint in the catalog). Within the default
+/// [`ServeLimits`], no connection cap.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<SidecarState>,
@@ -32,9 +35,27 @@ pub async fn serve(
     advertised: SocketAddr,
     capture: Arc<Capture>,
 ) {
+    let listening = Listening::uncapped(ServeLimits::default());
+    serve_within(
+        listener, state, service, app, advertised, capture, listening,
+    )
+    .await
+}
+
+/// [`serve`] within `listening`'s bounds.
+pub async fn serve_within(
+    listener: TcpListener,
+    state: Arc<SidecarState>,
+    service: ServiceKey,
+    app: SocketAddr,
+    advertised: SocketAddr,
+    capture: Arc<Capture>,
+    listening: Listening,
+) {
     let acceptor = TlsAcceptor::from(state.identity().server.clone());
     let stack = inbound_stack(&state, service, app, advertised);
-    accept_loop(listener, "inbound", move |stream, peer| {
+    let Listening { limits, cap } = listening;
+    accept_loop_capped(listener, "inbound", cap, move |stream, peer| {
         let acceptor = acceptor.clone();
         let stack = stack.clone();
         let capture = capture.clone();
@@ -56,7 +77,7 @@ pub async fn serve(
                 }
                 req
             });
-            serve_connection(tls, peer, "inbound", stack).await;
+            serve_connection_with(tls, peer, "inbound", limits, stack).await;
         }
     })
     .await

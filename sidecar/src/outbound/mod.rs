@@ -31,6 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::body::Incoming;
+use mesh_core::serve::ConnectionCap;
 use tokio::net::TcpListener;
 
 use crate::state::SidecarState;
@@ -38,12 +39,22 @@ use crate::transparent::Capture;
 
 /// Serves the outbound listener until the future is dropped, which also closes every
 /// connection it accepted: the app's proxy requests, and the connections capture redirects
-/// to it (`capture` decides what becomes of those).
+/// to it (`capture` decides what becomes of those, within its limits). No connection cap.
 pub async fn serve(listener: TcpListener, state: Arc<SidecarState>, capture: Arc<Capture>) {
+    serve_within(listener, state, capture, ConnectionCap::unlimited()).await
+}
+
+/// [`serve`] holding at most `cap` connections (one more is closed at once and counted).
+pub async fn serve_within(
+    listener: TcpListener,
+    state: Arc<SidecarState>,
+    capture: Arc<Capture>,
+    cap: ConnectionCap,
+) {
     let budgets = stack::retry_budgets(&state);
     let http = stack::outbound_service::<Incoming>(&state, budgets.clone());
     let opaque = stack::outbound_service::<Empty<Bytes>>(&state, budgets);
-    mesh_core::serve::accept_loop(listener, "outbound", move |stream, peer| {
+    mesh_core::serve::accept_loop_capped(listener, "outbound", cap, move |stream, peer| {
         let (capture, http, opaque) = (capture.clone(), http.clone(), opaque.clone());
         async move { capture.outbound(stream, peer, http, opaque).await }
     })

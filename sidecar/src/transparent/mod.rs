@@ -36,7 +36,7 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mesh_core::api::{HEADER_MESH_ERROR, VipTarget};
-use mesh_core::serve::serve_connection;
+use mesh_core::serve::{ServeLimits, serve_connection_with};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tower::{ServiceBuilder, ServiceExt};
@@ -66,6 +66,8 @@ pub struct Capture {
     /// Local ports of the sidecar's own passthrough dials in progress: one of them arriving
     /// at the outbound listener means the sidecar's traffic is captured too.
     own_dials: Mutex<HashSet<u16>>,
+    /// What a client may make an HTTP connection hold (the outbound listener's limits).
+    limits: ServeLimits,
 }
 
 impl Capture {
@@ -82,7 +84,13 @@ impl Capture {
             metrics,
             connect_timeout,
             own_dials: Mutex::default(),
+            limits: ServeLimits::default(),
         }
+    }
+
+    /// The same, serving HTTP connections within `limits` (the outbound listener's).
+    pub fn serving_within(self, limits: ServeLimits) -> Self {
+        Self { limits, ..self }
     }
 
     /// Handles one connection accepted by the outbound listener: the app's proxy requests, or
@@ -107,7 +115,9 @@ impl Capture {
             );
         }
         match self.settings.outbound(original, peer) {
-            Outbound::Proxy => serve_connection(stream, peer, "outbound", http).await,
+            Outbound::Proxy => {
+                serve_connection_with(stream, peer, "outbound", self.limits, http).await
+            }
             Outbound::Refused(why) => self.refuse_outbound(stream, peer, &why),
             Outbound::Passthrough(dest) => self.passthrough(stream, peer, dest).await,
             Outbound::Vip(dest) => match self.vips.lookup(dest.ip()).await {
@@ -187,7 +197,7 @@ impl Capture {
                     req
                 })
                 .service(http);
-            return serve_connection(client, peer, "outbound", stack).await;
+            return serve_connection_with(client, peer, "outbound", self.limits, stack).await;
         }
         self.metrics.count_captured("outbound", "opaque");
         let authority = format!("{}:{}", target.host(), dest.port());

@@ -25,6 +25,8 @@ pub struct Readiness(Arc<ReadinessState>);
 struct ReadinessState {
     ready: AtomicBool,
     detail: Mutex<Option<String>>,
+    /// Conditions other parts hold on readiness (e.g. `certificate`): `(ready, detail)`.
+    conditions: Mutex<std::collections::BTreeMap<&'static str, (bool, String)>>,
 }
 
 impl Readiness {
@@ -33,9 +35,24 @@ impl Readiness {
         self.0.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether ready.
+    /// Whether ready: the component says so and no condition holds it back.
     pub fn get(&self) -> bool {
-        self.0.ready.load(Ordering::SeqCst)
+        self.0.ready.load(Ordering::SeqCst) && self.conditions().iter().all(|(_, (ok, _))| *ok)
+    }
+
+    /// Sets (or clears, with `None`) the condition `name`: whether it lets the component be
+    /// ready, and a line for `/readyz` detail (the certificate renewal reports here).
+    pub fn set_condition(&self, name: &'static str, state: Option<(bool, String)>) {
+        let mut conditions = self.0.conditions.lock().unwrap_or_else(|p| p.into_inner());
+        match state {
+            Some(state) => conditions.insert(name, state),
+            None => conditions.remove(name),
+        };
+    }
+
+    fn conditions(&self) -> Vec<(&'static str, (bool, String))> {
+        let conditions = self.0.conditions.lock().unwrap_or_else(|p| p.into_inner());
+        conditions.iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 
     /// Sets (or clears) what `/readyz` adds about a degraded state.
@@ -43,13 +60,19 @@ impl Readiness {
         *self.0.detail.lock().unwrap_or_else(|p| p.into_inner()) = detail;
     }
 
-    /// The detail now set.
+    /// The detail now set, then one line per condition.
     pub fn detail(&self) -> Option<String> {
-        self.0
+        let own = self
+            .0
             .detail
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        let lines: Vec<String> = own
+            .into_iter()
+            .chain(self.conditions().into_iter().map(|(_, (_, d))| d))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::control_client::{ControlClient, ControlError};
-use crate::identity::{SpiffeId, TrustBundle, WorkloadIdentity};
+use crate::identity::{RotatingIdentity, SpiffeId, TrustBundle};
 
 /// How long an unreachable controller is retried: as long as the launcher waits for a
 /// component's ready file, so a component gives up no later than its supervisor would.
@@ -85,7 +85,7 @@ pub async fn bootstrap(
     cluster: &str,
     credentials: &JoinCredentials,
     id: &SpiffeId,
-) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), BootstrapError> {
+) -> Result<(Arc<ControlClient>, RotatingIdentity, TrustBundle), BootstrapError> {
     bootstrap_any(std::slice::from_ref(controller), cluster, credentials, id).await
 }
 
@@ -97,7 +97,7 @@ pub async fn bootstrap_any(
     cluster: &str,
     credentials: &JoinCredentials,
     id: &SpiffeId,
-) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), BootstrapError> {
+) -> Result<(Arc<ControlClient>, RotatingIdentity, TrustBundle), BootstrapError> {
     let deadline = Instant::now() + BOOTSTRAP_PATIENCE;
     let mut backoff = Backoff::default();
     let mut attempts = 0u32;

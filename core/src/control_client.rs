@@ -26,8 +26,8 @@ use crate::api::{ALPN_H2, CsrRequest, CsrResponse, PATH_CERTIFICATES};
 use crate::host_port::{HostPort, HostPorts};
 use crate::http::{BoxBody, empty, full};
 use crate::identity::{
-    CaError, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadCsr, WorkloadIdentity,
-    client_config,
+    CaError, RotatingIdentity, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadCsr,
+    WorkloadIdentity, client_config,
 };
 
 /// Bound on connecting (TCP and TLS) to the controller: it is on the same network, so a slow
@@ -99,43 +99,86 @@ impl std::fmt::Debug for ControlClient {
 impl ControlClient {
     /// Obtains a certificate for `id` from the controller at `addr` with the join `token`, and
     /// returns a client that authenticates with it. `ca_pem` is the cluster's root, which the
-    /// controller's serving certificate chains to.
+    /// controller's serving certificate chains to. The identity is a [`RotatingIdentity`]: the
+    /// client presents whatever it holds at each new connection, so renewing it
+    /// ([`renew`](Self::renew)) also renews what this client (and every client derived from
+    /// it) presents.
     pub async fn bootstrap(
         addr: HostPort,
         cluster: &str,
         ca_pem: &str,
         token: &str,
         id: &SpiffeId,
-    ) -> Result<(Arc<Self>, WorkloadIdentity, TrustBundle), ControlError> {
-        let bundle = TrustBundle {
-            trust_domain: id.trust_domain.clone(),
-            cluster: cluster.to_string(),
-            ca_pem: ca_pem.to_string(),
-        };
-        let trust = TrustStore::new(std::slice::from_ref(&bundle))?;
-        let anonymous = Self::new(
-            addr.clone(),
-            client_config(None, trust.clone(), &[ALPN_H2])?,
-        );
+    ) -> Result<(Arc<Self>, RotatingIdentity, TrustBundle), ControlError> {
+        let (identity, bundle) =
+            Self::request_certificate(addr.clone(), cluster, ca_pem, token, id).await?;
+        let identity = RotatingIdentity::new(identity)?;
+        let trust = TrustStore::new(&[root_bundle(id, cluster, ca_pem)])?;
+        let client = Self::new(addr, client_config(Some(&identity), trust, &[ALPN_H2])?);
+        Ok((Arc::new(client), identity, bundle))
+    }
+
+    /// Asks the controller at `addr` to sign a certificate for `id`, authenticated by the join
+    /// `token` over a connection without a client certificate (the first certificate, or one
+    /// after the current certificate expired). Returns the identity and the cluster's bundle.
+    pub async fn request_certificate(
+        addr: HostPort,
+        cluster: &str,
+        ca_pem: &str,
+        token: &str,
+        id: &SpiffeId,
+    ) -> Result<(WorkloadIdentity, TrustBundle), ControlError> {
+        let trust = TrustStore::new(&[root_bundle(id, cluster, ca_pem)])?;
+        let anonymous = Self::new(addr, client_config(None, trust, &[ALPN_H2])?);
+        anonymous.sign(id, Some(token)).await
+    }
+
+    /// Renews this client's certificate for `id`: a CSR authenticated by the certificate the
+    /// client presents (no join token). The caller swaps the identity in
+    /// ([`RotatingIdentity::replace`]).
+    pub async fn renew(&self, id: &SpiffeId) -> Result<WorkloadIdentity, ControlError> {
+        self.sign(id, None).await.map(|(identity, _)| identity)
+    }
+
+    /// Posts a CSR for `id` with `token` as bearer, or none (then the client certificate is
+    /// what authenticates the request).
+    async fn sign(
+        &self,
+        id: &SpiffeId,
+        token: Option<&str>,
+    ) -> Result<(WorkloadIdentity, TrustBundle), ControlError> {
         let csr = WorkloadCsr::generate(id)?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
             .uri(format!("https://controller{PATH_CERTIFICATES}"))
-            .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.trim()));
+        }
+        let req = req
             .body(full(
                 serde_json::to_vec(&CsrRequest {
                     csr_pem: csr.csr_pem.clone(),
                 })
-                .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?,
+                .map_err(|e| self.malformed(PATH_CERTIFICATES, e))?,
             ))
-            .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?;
-        let bytes = anonymous.call(PATH_CERTIFICATES, req).await?;
-        let answer: CsrResponse = serde_json::from_slice(&bytes)
-            .map_err(|e| anonymous.malformed(PATH_CERTIFICATES, e))?;
+            .map_err(|e| self.malformed(PATH_CERTIFICATES, e))?;
+        let bytes = self.call(PATH_CERTIFICATES, req).await?;
+        let answer: CsrResponse =
+            serde_json::from_slice(&bytes).map_err(|e| self.malformed(PATH_CERTIFICATES, e))?;
         let identity = WorkloadIdentity::from_pem(&answer.cert_chain_pem, &csr.key_pem)?;
-        let client = Self::new(addr, client_config(Some(&identity), trust, &[ALPN_H2])?);
-        Ok((Arc::new(client), identity, answer.trust_bundle))
+        if identity.id != *id {
+            return Err(self.malformed(
+                PATH_CERTIFICATES,
+                format!("asked for {id}, the certificate names {}", identity.id),
+            ));
+        }
+        Ok((identity, answer.trust_bundle))
+    }
+
+    /// Every replica address this client may reach.
+    pub fn replicas(&self) -> &[HostPort] {
+        &self.addr
     }
 
     fn new(addr: HostPort, cfg: rustls::ClientConfig) -> Self {
@@ -342,6 +385,16 @@ impl ControlClient {
             buf: BytesMut::new(),
             _t: std::marker::PhantomData,
         })
+    }
+}
+
+/// The bundle of `id`'s trust domain with the root `ca_pem`: what a controller's serving
+/// certificate is verified against.
+fn root_bundle(id: &SpiffeId, cluster: &str, ca_pem: &str) -> TrustBundle {
+    TrustBundle {
+        trust_domain: id.trust_domain.clone(),
+        cluster: cluster.to_string(),
+        ca_pem: ca_pem.to_string(),
     }
 }
 

@@ -6,11 +6,13 @@
 //! to that trust domain's own root; errors name the trust domain and what to run to fix it.
 
 mod ca;
+mod rotating;
 mod spiffe;
 mod tls;
 mod verify;
 
 pub use ca::{CA_CERT_FILE, CaError, ClusterCa, WorkloadCsr, WorkloadIdentity};
+pub use rotating::{IdentitySource, RotatingIdentity, Validity, not_after};
 pub use spiffe::{
     SpiffeError, SpiffeId, certificate_expiry, default_trust_domain, peer_spiffe_id,
     spiffe_id_of_cert,

@@ -30,6 +30,7 @@ pub mod outlier;
 pub mod peer_catalogs;
 pub mod policy;
 pub mod retry_budget;
+pub mod renewal;
 pub mod serve;
 pub mod spill;
 pub mod telemetry;

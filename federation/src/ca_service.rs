@@ -1,10 +1,12 @@
 //! The cluster CA as a service: loads the CA and join token from the state directory, issues the
 //! controller's own serving certificate, and signs CSRs of sidecars and the gateway that present
-//! the join token.
+//! the join token (bootstrap) or their current certificate (renewal: exactly the caller's own
+//! identity). CSRs are rate limited per identity and per token ([`CallerRate`]), so a looping
+//! client cannot make the CA sign without end.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mesh_core::api::{CsrRequest, CsrResponse};
 use mesh_core::identity::{
@@ -12,6 +14,7 @@ use mesh_core::identity::{
 };
 use mesh_core::names::check_label;
 
+use crate::caller_rate::CallerRate;
 use crate::error::{ApiError, FederationError};
 use crate::kubernetes::token_review::{ReviewError, ServiceAccountRef, TokenReviewer};
 
@@ -37,6 +40,48 @@ pub(crate) struct KubernetesAuth {
     pub gateway: ServiceAccountRef,
 }
 
+/// CSRs per identity (renewals, ServiceAccount tokens): per second, then burst. Several
+/// replicas of a workload share one identity; at the shortest lifetimes they renew every few
+/// seconds each.
+const CSR_PER_IDENTITY: (u32, u32) = (2, 20);
+/// CSRs with the join token, shared by every component bootstrapping in the cluster.
+const CSR_PER_JOIN_TOKEN: (u32, u32) = (50, 200);
+/// Most identities with a bucket at once.
+const CSR_MAX_IDENTITIES: usize = 10_000;
+
+/// Token buckets of CSRs.
+#[derive(Debug)]
+struct CsrLimits {
+    per_identity: CallerRate<String>,
+    join_token: CallerRate<()>,
+}
+
+impl Default for CsrLimits {
+    fn default() -> Self {
+        Self {
+            per_identity: CallerRate::new(
+                CSR_PER_IDENTITY.0,
+                CSR_PER_IDENTITY.1,
+                CSR_MAX_IDENTITIES,
+            ),
+            join_token: CallerRate::new(CSR_PER_JOIN_TOKEN.0, CSR_PER_JOIN_TOKEN.1, 1),
+        }
+    }
+}
+
+fn rate_limited(whose: &str, (rate, burst): (u32, u32), retry_after: Duration) -> CsrRefusal {
+    CsrRefusal {
+        reason: "rate_limited",
+        error: ApiError::TooManyRequests {
+            message: format!(
+                "certificate requests {whose} are over the limit of {rate} per second (burst \
+                 {burst})"
+            ),
+            retry_after,
+        },
+    }
+}
+
 /// The CA, the join token and the signing policy.
 pub(crate) struct CaService {
     ca: ClusterCa,
@@ -44,6 +89,7 @@ pub(crate) struct CaService {
     token: String,
     cert_ttl: Duration,
     kubernetes: Option<KubernetesAuth>,
+    limits: Mutex<CsrLimits>,
 }
 
 impl std::fmt::Debug for CaService {
@@ -104,6 +150,7 @@ impl CaService {
             token,
             cert_ttl,
             kubernetes: None,
+            limits: Mutex::default(),
         }
     }
 
@@ -125,6 +172,11 @@ impl CaService {
     /// The trust domain.
     pub(crate) fn trust_domain(&self) -> &str {
         self.ca.trust_domain()
+    }
+
+    /// How long the certificates it issues live (`--cert-ttl`).
+    pub(crate) fn cert_ttl(&self) -> Duration {
+        self.cert_ttl
     }
 
     /// Issues the controller's own serving certificate.
@@ -149,30 +201,54 @@ impl CaService {
         )
     }
 
-    /// Checks the `authorization` header and signs the request: the join token lets the
-    /// request name any workload or the gateway of this trust domain; a ServiceAccount token
-    /// (Kubernetes mode) only the identity of its own ServiceAccount.
+    /// Signs a CSR. With `authorization: Bearer <token>`: the join token lets the request name
+    /// any workload or the gateway of this trust domain; a ServiceAccount token (Kubernetes
+    /// mode) only the identity of its own ServiceAccount. Without a token, the client
+    /// certificate `caller` authenticates a renewal of exactly the caller's own identity.
     pub(crate) async fn sign(
         &self,
         authorization: Option<&str>,
+        caller: Option<&SpiffeId>,
         request: &CsrRequest,
+    ) -> Result<(SpiffeId, CsrResponse), CsrRefusal> {
+        self.sign_at(authorization, caller, request, Instant::now())
+            .await
+    }
+
+    /// [`sign`](Self::sign) at `now` (for the rate limits).
+    pub(crate) async fn sign_at(
+        &self,
+        authorization: Option<&str>,
+        caller: Option<&SpiffeId>,
+        request: &CsrRequest,
+        now: Instant,
     ) -> Result<(SpiffeId, CsrResponse), CsrRefusal> {
         let refuse = |msg: String| CsrRefusal {
             reason: "token",
             error: ApiError::Unauthorized(msg),
         };
-        let presented = bearer(authorization).ok_or_else(|| {
-            refuse(match self.kubernetes {
-                Some(_) => "certificate requests need `authorization: Bearer <token>`: the pod's \
-                            projected ServiceAccount token (audience `mesh`), or the cluster's \
-                            join token"
-                    .into(),
-                None => "certificate requests need `authorization: Bearer <join token>` (the \
-                         cluster's join-token file)"
-                    .into(),
-            })
-        })?;
+        let presented = match (bearer(authorization), caller) {
+            (Some(token), _) => token,
+            (None, Some(caller)) => return self.renew(caller, request, now),
+            (None, None) => {
+                return Err(refuse(match self.kubernetes {
+                    Some(_) => "certificate requests need `authorization: Bearer <token>`: the \
+                                pod's projected ServiceAccount token (audience `mesh`), or the \
+                                cluster's join token; or, to renew, the current certificate as \
+                                client certificate"
+                        .into(),
+                    None => "certificate requests need `authorization: Bearer <join token>` (the \
+                             cluster's join-token file), or, to renew, the current certificate as \
+                             client certificate"
+                        .into(),
+                }));
+            }
+        };
         if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
+            self.limits()
+                .join_token
+                .check((), now)
+                .map_err(|wait| rate_limited("with the join token", CSR_PER_JOIN_TOKEN, wait))?;
             return self.sign_as(request, authorise_path);
         }
         let Some(kubernetes) = &self.kubernetes else {
@@ -199,6 +275,7 @@ impl CaService {
         } else {
             SpiffeId::workload(trust_domain, &account.namespace, &account.name)
         };
+        self.limit_identity(&allowed, now)?;
         self.sign_as(request, |id| {
             if *id == allowed {
                 Ok(())
@@ -209,6 +286,54 @@ impl CaService {
                 ))
             }
         })
+    }
+
+    /// A renewal authenticated by the client certificate of `caller`: only its own identity,
+    /// in this trust domain, never the controller's.
+    fn renew(
+        &self,
+        caller: &SpiffeId,
+        request: &CsrRequest,
+        now: Instant,
+    ) -> Result<(SpiffeId, CsrResponse), CsrRefusal> {
+        let forbid = |msg: String| CsrRefusal {
+            reason: "policy",
+            error: ApiError::Forbidden(format!("certificate request refused: {msg}")),
+        };
+        if caller.trust_domain != self.ca.trust_domain() {
+            return Err(forbid(format!(
+                "the client certificate is {caller}, of another trust domain; this controller \
+                 renews certificates of {} only",
+                self.ca.trust_domain()
+            )));
+        }
+        if caller.path == "controller" {
+            return Err(forbid(format!(
+                "{caller} is the controller's own identity and is never issued"
+            )));
+        }
+        self.limit_identity(caller, now)?;
+        self.sign_as(request, |id| {
+            if id == caller {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the client certificate is {caller}'s; a renewal may only ask for that \
+                     identity, not {id}"
+                ))
+            }
+        })
+    }
+
+    fn limits(&self) -> std::sync::MutexGuard<'_, CsrLimits> {
+        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn limit_identity(&self, id: &SpiffeId, now: Instant) -> Result<(), CsrRefusal> {
+        self.limits()
+            .per_identity
+            .check(id.to_string(), now)
+            .map_err(|wait| rate_limited(&format!("of {id}"), CSR_PER_IDENTITY, wait))
     }
 
     fn sign_as(
@@ -305,214 +430,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use mesh_core::identity::WorkloadCsr;
-
-    use super::*;
-
-    fn service() -> CaService {
-        let ca = ClusterCa::generate("us-east.mesh").unwrap();
-        CaService::new(ca, "us-east", "s3cret".into(), Duration::from_secs(3600))
-    }
-
-    fn csr(id: &SpiffeId) -> CsrRequest {
-        CsrRequest {
-            csr_pem: WorkloadCsr::generate(id).unwrap().csr_pem,
-        }
-    }
-
-    #[tokio::test]
-    async fn signs_workloads_and_the_gateway_with_the_token() {
-        let svc = service();
-        let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
-        let (signed, rsp) = svc.sign(Some("Bearer s3cret"), &csr(&id)).await.unwrap();
-        assert_eq!(signed, id);
-        assert_eq!(rsp.trust_bundle.cluster, "us-east");
-        assert!(rsp.cert_chain_pem.contains("BEGIN CERTIFICATE"));
-        let gw = SpiffeId::gateway("us-east.mesh");
-        assert!(svc.sign(Some("Bearer s3cret"), &csr(&gw)).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn refuses_bad_tokens_the_controller_identity_and_odd_paths() {
-        let svc = service();
-        let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
-        for auth in [
-            None,
-            Some("Bearer wrong"),
-            Some("s3cret"),
-            Some("Bearer s3cre"),
-        ] {
-            let err = svc.sign(auth, &csr(&id)).await.unwrap_err();
-            assert_eq!(err.reason, "token", "{auth:?}");
-            assert_eq!(err.error.status(), http::StatusCode::UNAUTHORIZED);
-        }
-        let ctl = SpiffeId::controller("us-east.mesh");
-        let err = svc
-            .sign(Some("Bearer s3cret"), &csr(&ctl))
-            .await
-            .unwrap_err();
-        assert_eq!(err.error.status(), http::StatusCode::FORBIDDEN);
-        assert!(
-            err.error.to_string().contains("never issued"),
-            "{}",
-            err.error
-        );
-        let odd: SpiffeId = "spiffe://us-east.mesh/admin".parse().unwrap();
-        assert_eq!(
-            svc.sign(Some("Bearer s3cret"), &csr(&odd))
-                .await
-                .unwrap_err()
-                .reason,
-            "policy"
-        );
-        let foreign = SpiffeId::gateway("eu-central.mesh");
-        assert_eq!(
-            svc.sign(Some("Bearer s3cret"), &csr(&foreign))
-                .await
-                .unwrap_err()
-                .reason,
-            "policy"
-        );
-        let garbage = CsrRequest {
-            csr_pem: "not a csr".into(),
-        };
-        assert_eq!(
-            svc.sign(Some("Bearer s3cret"), &garbage)
-                .await
-                .unwrap_err()
-                .reason,
-            "malformed"
-        );
-    }
-
-    #[derive(Debug)]
-    struct FixedReviewer(Result<ServiceAccountRef, ReviewError>);
-
-    impl TokenReviewer for FixedReviewer {
-        fn review<'a>(
-            &'a self,
-            _token: &'a str,
-        ) -> crate::kubernetes::token_review::ReviewFuture<'a> {
-            let answer = self.0.clone();
-            Box::pin(async move { answer })
-        }
-    }
-
-    fn kubernetes_service(answer: Result<ServiceAccountRef, ReviewError>) -> CaService {
-        service().with_kubernetes_auth(KubernetesAuth {
-            reviewer: Arc::new(FixedReviewer(answer)),
-            gateway: ServiceAccountRef {
-                namespace: "mesh-system".into(),
-                name: "mesh-gateway".into(),
-            },
-        })
-    }
-
-    fn account(namespace: &str, name: &str) -> ServiceAccountRef {
-        ServiceAccountRef {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_service_account_token_gets_exactly_its_own_identity() {
-        let svc = kubernetes_service(Ok(account("demo", "echo")));
-        let echo = SpiffeId::workload("us-east.mesh", "demo", "echo");
-        let (signed, _) = svc
-            .sign(Some("Bearer sa-token"), &csr(&echo))
-            .await
-            .unwrap();
-        assert_eq!(signed, echo);
-        for other in [
-            SpiffeId::workload("us-east.mesh", "demo", "admin"),
-            SpiffeId::workload("us-east.mesh", "prod", "echo"),
-            SpiffeId::gateway("us-east.mesh"),
-        ] {
-            let err = svc
-                .sign(Some("Bearer sa-token"), &csr(&other))
-                .await
-                .unwrap_err();
-            assert_eq!(err.reason, "policy", "{other}");
-            assert!(
-                err.error.to_string().contains("ServiceAccount demo/echo"),
-                "{}",
-                err.error
-            );
-        }
-        let gateway = kubernetes_service(Ok(account("mesh-system", "mesh-gateway")));
-        let gw = SpiffeId::gateway("us-east.mesh");
-        assert_eq!(
-            gateway.sign(Some("Bearer t"), &csr(&gw)).await.unwrap().0,
-            gw
-        );
-        // The join token still works for workloads outside Kubernetes.
-        assert!(svc.sign(Some("Bearer s3cret"), &csr(&gw)).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn rejected_and_unreviewable_tokens_are_refused_with_the_reason() {
-        let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
-        let rejected = kubernetes_service(Err(ReviewError::Rejected("token expired".into())));
-        let err = rejected
-            .sign(Some("Bearer t"), &csr(&id))
-            .await
-            .unwrap_err();
-        assert_eq!(err.error.status(), http::StatusCode::UNAUTHORIZED);
-        assert!(
-            err.error.to_string().contains("token expired"),
-            "{}",
-            err.error
-        );
-        let down = kubernetes_service(Err(ReviewError::Unavailable("connection refused".into())));
-        let err = down.sign(Some("Bearer t"), &csr(&id)).await.unwrap_err();
-        assert_eq!(err.error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-    }
-
-    #[tokio::test]
-    async fn missing_state_files_name_the_path_and_the_fix() {
-        let dir = std::env::temp_dir().join(format!("mesh-fed-ca-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let err = CaService::load(&dir, "us-east", Duration::from_secs(60)).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("ca.crt") && msg.contains("mesh ca"), "{msg}");
-        ClusterCa::generate("us-east.mesh")
-            .unwrap()
-            .write_to(&dir)
-            .unwrap();
-        let err = CaService::load(&dir, "us-east", Duration::from_secs(60)).unwrap_err();
-        assert!(err.to_string().contains(JOIN_TOKEN_FILE), "{err}");
-        std::fs::write(dir.join(JOIN_TOKEN_FILE), "tok\n").unwrap();
-        let svc = CaService::load(&dir, "us-east", Duration::from_secs(60)).unwrap();
-        assert!(
-            svc.sign(Some("Bearer tok"), &csr(&SpiffeId::gateway("us-east.mesh")))
-                .await
-                .is_ok()
-        );
-        std::fs::write(dir.join("ca.key"), "garbage").unwrap();
-        let err = CaService::load(&dir, "us-east", Duration::from_secs(60)).unwrap_err();
-        assert!(err.to_string().contains("mesh ca"), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn the_hint_names_the_command_that_creates_the_files() {
-        let hint = ca_hint(Path::new("/srv/mesh/us-east"), "us-east");
-        assert!(
-            hint.contains("mesh ca --cluster us-east --state-dir /srv/mesh"),
-            "{hint}"
-        );
-        let hint = ca_hint(Path::new("us-east"), "us-east");
-        assert!(hint.contains("--state-dir ."), "{hint}");
-        let hint = ca_hint(Path::new("/tmp/elsewhere"), "us-east");
-        assert!(hint.contains("/tmp/elsewhere is not one"), "{hint}");
-    }
-
-    #[test]
-    fn constant_time_eq_compares_whole_secrets() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
-}
+mod tests;

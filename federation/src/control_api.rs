@@ -131,7 +131,7 @@ impl ControlApi {
             });
         }
         if route == Route::Certificates {
-            return self.sign(req).await;
+            return self.sign(req, caller.as_ref()).await;
         }
         let caller = self.authenticate(caller.as_ref(), &route)?;
         match route {
@@ -151,7 +151,7 @@ impl ControlApi {
             Route::Federation(peer) => self.federation(req, &peer).await,
             Route::Vip(ip) => self.vip(&ip),
             // Answered above without a client certificate; with one it is the same call.
-            Route::Certificates => self.sign(req).await,
+            Route::Certificates => self.sign(req, Some(caller)).await,
         }
     }
 
@@ -198,7 +198,11 @@ impl ControlApi {
         }
     }
 
-    async fn sign(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, ApiError> {
+    async fn sign(
+        &self,
+        req: Request<Incoming>,
+        caller: Option<&SpiffeId>,
+    ) -> Result<Response<BoxBody>, ApiError> {
         let metrics = self.controller.metrics();
         let authorization = req
             .headers()
@@ -213,7 +217,7 @@ impl ControlApi {
         match self
             .controller
             .ca()
-            .sign(authorization.as_deref(), &csr)
+            .sign(authorization.as_deref(), caller, &csr)
             .await
         {
             Ok((id, answer)) => {

@@ -31,6 +31,7 @@ mod injection;
 mod kubernetes;
 mod links;
 mod metrics;
+mod own_cert;
 mod peering;
 mod policy_board;
 pub mod policy_files;
@@ -44,8 +45,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::admin::{AdminServer, Readiness};
-use mesh_core::api::{ALPN_H2, ReadyFile};
-use mesh_core::identity::{TrustStore, server_config};
+use mesh_core::api::ReadyFile;
+use mesh_core::renewal::RenewalStatus;
 use mesh_core::locality::LocalityPolicy;
 use mesh_core::telemetry::{bind_error, bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
@@ -76,8 +77,6 @@ use crate::state::{FederationState, StateConfig};
 const TICK: Duration = Duration::from_millis(500);
 /// Breaker quorum: a majority of reporting sidecars (see `LocalityPolicy`).
 const BREAKER_QUORUM: f64 = 0.5;
-/// Retry delay when reissuing the serving certificate failed.
-const CERT_RETRY: Duration = Duration::from_secs(60);
 
 /// A controller started by [`start`]: its bound addresses and the handle to stop it.
 #[derive(Debug)]
@@ -144,10 +143,14 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         }
         None => None,
     };
-    let tls = ServingTls::new(serving_config(&ca)?);
+    let own_identity = own_cert::issue(&ca)?;
+    let tls = ServingTls::new(own_cert::serving_config(&ca, &own_identity)?);
 
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let readiness = Readiness::default();
+    let own_status =
+        RenewalStatus::register(&mut registry, &own_identity, Some(readiness.clone()));
     let extra_backends: Vec<Arc<dyn registry::ServiceRegistry>> = kubernetes
         .iter()
         .map(|k| k.registry.clone() as Arc<dyn registry::ServiceRegistry>)
@@ -172,7 +175,6 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let controller = Controller::new(state, ca, metrics, shutdown_rx.clone());
-    let readiness = Readiness::default();
     let vips = Arc::new(Mutex::new(config.dns.vip_table()));
     let kube_client = kubernetes.as_ref().map(|runner| runner.client());
     let policy_board = Arc::new(PolicyBoard::default());
@@ -252,15 +254,15 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     tasks.extend([
         tokio::spawn(serve_control(
             control,
-            tls.clone(),
+            tls,
             ControlApi::new(controller.clone(), vips),
             shutdown_rx.clone(),
         )),
         tokio::spawn(tick_loop(controller.clone(), shutdown_rx.clone())),
-        tokio::spawn(rotate_serving_cert(
+        tokio::spawn(own_cert::renew(
             controller.clone(),
-            tls,
-            config.cert_ttl,
+            own_identity,
+            own_status,
             shutdown_rx.clone(),
         )),
     ]);
@@ -328,13 +330,6 @@ pub async fn run(args: ControllerArgs) -> Result<(), FederationError> {
     Ok(())
 }
 
-fn serving_config(ca: &CaService) -> Result<rustls::ServerConfig, FederationError> {
-    let identity = ca.controller_identity()?;
-    // Only this cluster's own sidecars and gateway talk to its controller.
-    let trust = TrustStore::new(&[ca.bundle()])?;
-    Ok(server_config(&identity, trust, &[ALPN_H2], true)?)
-}
-
 fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -349,34 +344,6 @@ async fn tick_loop(controller: Arc<Controller>, mut shutdown: watch::Receiver<bo
         tokio::select! {
             _ = tick.tick() => controller.tick(),
             _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// Reissues the controller's serving certificate at half its validity, so clients never see
-/// an expired one.
-async fn rotate_serving_cert(
-    controller: Arc<Controller>,
-    tls: ServingTls,
-    validity: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut wait = validity / 2;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
-        }
-        match serving_config(controller.ca()) {
-            Ok(config) => {
-                tls.replace(config);
-                tracing::info!("controller serving certificate reissued");
-                wait = validity / 2;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reissuing the serving certificate failed; retrying");
-                wait = CERT_RETRY;
-            }
         }
     }
 }

@@ -14,7 +14,7 @@ use mesh_core::bootstrap::JoinCredentials;
 use mesh_core::catalog::CatalogMessage;
 use mesh_core::control_client::{ControlClient, ControlError};
 use mesh_core::host_port::{HostPort, HostPorts};
-use mesh_core::identity::{SpiffeId, TrustBundle, WorkloadIdentity, default_trust_domain};
+use mesh_core::identity::{RotatingIdentity, SpiffeId, TrustBundle, default_trust_domain};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -38,7 +38,7 @@ pub(crate) async fn bootstrap(
     resolver: &dyn ResolveControllers,
     cluster: &str,
     credentials: &JoinCredentials,
-) -> Result<(Arc<ControlClient>, WorkloadIdentity, TrustBundle), GatewayError> {
+) -> Result<(Arc<ControlClient>, RotatingIdentity, TrustBundle), GatewayError> {
     let id = SpiffeId::gateway(&default_trust_domain(cluster));
     let replicas: Vec<HostPort> = match resolve_all(resolver, controller).await {
         Ok(addrs) if !addrs.is_empty() => addrs.into_iter().map(HostPort::from).collect(),

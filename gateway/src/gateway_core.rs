@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mesh_core::api::{GatewayReport, GatewaySnapshot, PeerLinkStatus};
 use mesh_core::catalog::ExportCatalog;
-use mesh_core::identity::{TrustBundle, TrustBundles, TrustStore, WorkloadIdentity};
+use mesh_core::identity::{IdentitySource, TrustBundle, TrustBundles, TrustStore};
 use mesh_core::telemetry::bind_tcp;
 use prometheus_client::registry::Registry;
 use quinn::Endpoint;
@@ -108,16 +108,18 @@ pub struct GatewayCore {
 impl GatewayCore {
     /// Binds the QUIC endpoint and the tunnel port and starts following `snapshots`. Until the
     /// first snapshot there are no peers; when the sender goes away the last snapshot stays in
-    /// force.
+    /// force. `identity` is fixed or a [`mesh_core::identity::RotatingIdentity`]: every new
+    /// handshake (QUIC links both ways, the tunnel port) presents what it holds then.
     pub async fn start(
         settings: GatewaySettings,
-        identity: WorkloadIdentity,
+        identity: impl IdentitySource,
         own_bundle: TrustBundle,
         snapshots: watch::Receiver<Option<GatewaySnapshot>>,
         sink: Arc<dyn CatalogSink>,
         registry: &mut Registry,
     ) -> Result<Self, GatewayError> {
         check_timing(settings.keep_alive, settings.idle_timeout)?;
+        let identity = identity.rotating()?;
         let trust = TrustStore::new(std::slice::from_ref(&own_bundle))?;
         let transport =
             quic_endpoint::transport_config(settings.keep_alive, settings.idle_timeout)?;
@@ -155,7 +157,7 @@ impl GatewayCore {
             false,
         )?;
         let ingress = Arc::new(TunnelIngress {
-            trust_domain: identity.id.trust_domain.clone(),
+            trust_domain: identity.id().trust_domain.clone(),
             table: table.clone(),
             metrics: metrics.clone(),
             tls: TlsAcceptor::from(Arc::new(tls)),
@@ -173,7 +175,7 @@ impl GatewayCore {
             tokio::spawn(follower.run(snapshots)),
             tokio::spawn(refresh_link_metrics(table.clone(), metrics)),
         ];
-        tracing::info!(cluster = %settings.cluster, %quic_addr, %tunnel_addr, id = %identity.id, "gateway listening");
+        tracing::info!(cluster = %settings.cluster, %quic_addr, %tunnel_addr, id = %identity.id(), "gateway listening");
         Ok(Self {
             board: LinkBoard {
                 table,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::api::ALPN_MESH_LINK;
-use mesh_core::identity::{SpiffeId, TrustStore, WorkloadIdentity, peer_spiffe_id};
+use mesh_core::identity::{IdentitySource, RotatingIdentity, SpiffeId, TrustStore, peer_spiffe_id};
 use mesh_core::telemetry::bind_error;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, ConnectionError, Endpoint, IdleTimeout, TransportConfig, VarInt};
@@ -67,7 +67,7 @@ pub(crate) fn transport_config(
 
 /// The server side: client certificates are mandatory and verified against `trust`.
 pub(crate) fn server_config(
-    identity: &WorkloadIdentity,
+    identity: &RotatingIdentity,
     trust: TrustStore,
     transport: Arc<TransportConfig>,
 ) -> Result<quinn::ServerConfig, GatewayError> {
@@ -80,11 +80,15 @@ pub(crate) fn server_config(
 
 /// The client side used to dial peers.
 pub(crate) fn client_config(
-    identity: &WorkloadIdentity,
+    identity: &RotatingIdentity,
     trust: TrustStore,
     transport: Arc<TransportConfig>,
 ) -> Result<quinn::ClientConfig, GatewayError> {
-    let tls = mesh_core::identity::client_config(Some(identity), trust, &[ALPN_MESH_LINK])?;
+    let tls = mesh_core::identity::client_config(
+        Some(identity as &dyn IdentitySource),
+        trust,
+        &[ALPN_MESH_LINK],
+    )?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(transport);

@@ -8,6 +8,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use mesh_core::admin::{AdminRoutes, AdminServer, Readiness, ResponseFuture};
 use mesh_core::api::{PATH_STATUS, ReadyFile};
+use mesh_core::renewal::{ControllerIssuer, RenewAt, RenewalStatus, Renewer, TokenFallback};
 use mesh_core::telemetry::{bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -54,6 +55,8 @@ pub async fn run_with_resolver(
     };
 
     let mut registry = Registry::default();
+    // Renewals go to whichever replica answers (the replicas share the CA).
+    let renew_client = client.with_replicas(&member.controller);
     let set = ControllerSet::new(
         member.controller.clone(),
         resolver,
@@ -65,7 +68,7 @@ pub async fn run_with_resolver(
     let sink = Arc::new(FederationSink { set: set.clone() });
     let core = GatewayCore::start(
         settings,
-        identity,
+        identity.clone(),
         own_bundle,
         snapshots_rx,
         sink,
@@ -75,6 +78,20 @@ pub async fn run_with_resolver(
     let board = core.board();
 
     let readiness = Readiness::default();
+    let renewal_status = RenewalStatus::register(&mut registry, &identity, Some(readiness.clone()));
+    let renewer = Renewer::new(
+        identity,
+        Arc::new(ControllerIssuer::new(
+            renew_client,
+            Some(TokenFallback {
+                cluster: member.cluster.clone(),
+                ca_file: member.ca_file.clone(),
+                token_file: member.token_file.clone(),
+            }),
+        )),
+        RenewAt::default(),
+        renewal_status,
+    );
     let admin = AdminServer::new(
         Arc::new(registry),
         readiness.clone(),
@@ -91,6 +108,7 @@ pub async fn run_with_resolver(
             snapshots_tx,
         )),
         tokio::spawn(report_loops(set, board.clone())),
+        tokio::spawn(renewer.run()),
     ];
     readiness.set(true);
     if let Some(path) = &member.ready_file {

@@ -1,15 +1,17 @@
 //! The sidecar's workload identity: bootstrap from the controller, the trust store (own bundle
 //! plus linked clusters' bundles from every snapshot), and the rustls configurations of both
-//! directions built on it.
+//! directions built on it. The certificate is a [`RotatingIdentity`] that [`renewal`] renews in
+//! place: the configurations are built once and every new connection presents the current one.
 
 use std::sync::Arc;
 
 use mesh_core::api::ALPN_H2;
 use mesh_core::control_client::ControlClient;
 use mesh_core::identity::{
-    SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadIdentity, client_config,
+    RotatingIdentity, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadIdentity, client_config,
     default_trust_domain, server_config,
 };
+use mesh_core::renewal::{ControllerIssuer, RenewAt, RenewalStatus, Renewer, TokenFallback};
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::args::SidecarConfig;
@@ -18,8 +20,8 @@ use crate::error::SidecarError;
 /// The identity a sidecar presents and the trust it verifies peers with.
 #[derive(Debug, Clone)]
 pub struct SidecarIdentity {
-    /// Certificate and key.
-    pub identity: WorkloadIdentity,
+    /// Certificate and key, renewed in place.
+    pub identity: RotatingIdentity,
     /// The own cluster's bundle, always kept in the trust store.
     pub own_bundle: TrustBundle,
     /// Own and linked bundles; swapped on every snapshot, consulted on every handshake.
@@ -31,8 +33,14 @@ pub struct SidecarIdentity {
 }
 
 impl SidecarIdentity {
-    /// Builds the TLS configurations for `identity`, trusting `own_bundle` to begin with.
+    /// Builds the TLS configurations for a fixed `identity`, trusting `own_bundle` to begin
+    /// with.
     pub fn new(identity: WorkloadIdentity, own_bundle: TrustBundle) -> Result<Self, TlsError> {
+        Self::rotating(RotatingIdentity::new(identity)?, own_bundle)
+    }
+
+    /// Builds the TLS configurations presenting whatever `identity` holds at each handshake.
+    pub fn rotating(identity: RotatingIdentity, own_bundle: TrustBundle) -> Result<Self, TlsError> {
         let trust = TrustStore::new(std::slice::from_ref(&own_bundle))?;
         let server = Arc::new(server_config(&identity, trust.clone(), &[ALPN_H2], false)?);
         let client = Arc::new(client_config(Some(&identity), trust.clone(), &[ALPN_H2])?);
@@ -59,8 +67,8 @@ impl SidecarIdentity {
     }
 
     /// The SPIFFE ID this sidecar presents.
-    pub fn id(&self) -> &SpiffeId {
-        &self.identity.id
+    pub fn id(&self) -> SpiffeId {
+        self.identity.id()
     }
 }
 
@@ -82,5 +90,27 @@ pub async fn bootstrap(
     )
     .await?;
     let client = client.with_replicas(&member.controller);
-    Ok((client, SidecarIdentity::new(identity, bundle)?))
+    Ok((client, SidecarIdentity::rotating(identity, bundle)?))
+}
+
+/// Renews the sidecar's certificate for its whole life through the controller `client` talks
+/// to, authenticated by the current certificate (the join token after an expiry).
+pub fn renewal(
+    config: &SidecarConfig,
+    client: Arc<ControlClient>,
+    identity: &SidecarIdentity,
+    status: RenewalStatus,
+) -> Renewer {
+    let member = &config.member;
+    let fallback = TokenFallback {
+        cluster: member.cluster.clone(),
+        ca_file: member.ca_file.clone(),
+        token_file: member.token_file.clone(),
+    };
+    Renewer::new(
+        identity.identity.clone(),
+        Arc::new(ControllerIssuer::new(client, Some(fallback))),
+        RenewAt::default(),
+        status,
+    )
 }

@@ -119,7 +119,15 @@ pub async fn run_until(
     }
 
     let readiness = Readiness::default();
+    let renewal_status = mesh_core::renewal::RenewalStatus::register(
+        &mut registry,
+        &state.identity().identity,
+        Some(readiness.clone()),
+    );
     let mut tasks = JoinSet::new();
+    tasks.spawn(
+        identity::renewal(&config, client.clone(), state.identity(), renewal_status).run(),
+    );
     tasks.spawn(
         AdminServer::new(Arc::new(registry), readiness.clone(), None)
             .serve_within(admin, listening("admin", caps.admin)),

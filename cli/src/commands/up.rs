@@ -35,6 +35,11 @@ pub struct UpArgs {
     /// policy stays.
     #[arg(long = "policy", value_delimiter = ',')]
     pub policy: Vec<PathBuf>,
+    /// Lifetime of the certificates every cluster's controller signs (its `--cert-ttl`; 24h
+    /// when not given, at least 10s, a minute being the practical floor). Every component
+    /// renews at 2/3 of it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub cert_ttl: Option<std::time::Duration>,
 }
 
 /// Errors of `mesh up`.
@@ -109,6 +114,9 @@ pub async fn run(args: UpArgs) -> Result<(), UpError> {
     let placements = apps.placements();
     let mut set = ClusterSet::plan_placed(&topology, &args.state_dir, &mesh_bin, &placements);
     set.set_policy_files(&policy);
+    if let Some(ttl) = args.cert_ttl {
+        set.set_cert_ttl(ttl);
+    }
     let mut set = set.launch().await?;
     println!("{}", instructions(&set, &apps, &args.state_dir));
     mesh_core::telemetry::shutdown_signal().await;

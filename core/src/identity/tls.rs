@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rustls::{ClientConfig, ServerConfig};
 
-use super::ca::WorkloadIdentity;
+use super::rotating::IdentitySource;
 use super::verify::{SpiffeVerifier, TrustStore};
 
 /// Errors building TLS configurations.
@@ -25,11 +25,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A server configuration presenting `identity`. When `client_auth_optional`, clients without a
-/// certificate are let through the handshake (the controller's CSR endpoint) and the handler
-/// must check for a peer identity itself.
+/// A server configuration presenting `identity`: a fixed [`super::WorkloadIdentity`], or a
+/// [`super::RotatingIdentity`] whose current certificate every new handshake presents. When
+/// `client_auth_optional`, clients without a certificate are let through the handshake (the
+/// controller's CSR endpoint) and the handler must check for a peer identity itself.
 pub fn server_config(
-    identity: &WorkloadIdentity,
+    identity: &dyn IdentitySource,
     trust: TrustStore,
     alpn: &[&[u8]],
     client_auth_optional: bool,
@@ -39,15 +40,15 @@ pub fn server_config(
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.chain.clone(), identity.private_key())?;
+        .with_cert_resolver(Arc::new(identity.rotating()?));
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(cfg)
 }
 
-/// A client configuration presenting `identity` (or none, for the first CSR) and verifying the
-/// server against `trust`.
+/// A client configuration presenting `identity` (fixed or rotating, see [`server_config`]; or
+/// none, for the first CSR) and verifying the server against `trust`.
 pub fn client_config(
-    identity: Option<&WorkloadIdentity>,
+    identity: Option<&dyn IdentitySource>,
     trust: TrustStore,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, TlsError> {
@@ -58,7 +59,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut cfg = match identity {
-        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.private_key())?,
+        Some(id) => builder.with_client_cert_resolver(Arc::new(id.rotating()?)),
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -73,7 +74,7 @@ mod tests {
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     use super::*;
-    use crate::identity::{ClusterCa, SpiffeId, TrustBundle, peer_spiffe_id};
+    use crate::identity::{ClusterCa, SpiffeId, TrustBundle, WorkloadIdentity, peer_spiffe_id};
 
     fn bundle(ca: &ClusterCa, cluster: &str) -> TrustBundle {
         TrustBundle {
@@ -84,11 +85,23 @@ mod tests {
     }
 
     async fn handshake(
-        server_id: &WorkloadIdentity,
+        server_id: &dyn IdentitySource,
         server_trust: TrustStore,
-        client_id: &WorkloadIdentity,
+        client_id: &dyn IdentitySource,
         client_trust: TrustStore,
     ) -> Result<Option<SpiffeId>, String> {
+        handshake_seeing(server_id, server_trust, client_id, client_trust)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// A handshake; the server's view of the client's SPIFFE ID and leaf certificate.
+    async fn handshake_seeing(
+        server_id: &dyn IdentitySource,
+        server_trust: TrustStore,
+        client_id: &dyn IdentitySource,
+        client_trust: TrustStore,
+    ) -> Result<(Option<SpiffeId>, Vec<u8>), String> {
         let server = TlsAcceptor::from(Arc::new(
             server_config(server_id, server_trust, &[b"h2"], false).unwrap(),
         ));
@@ -98,16 +111,48 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let srv = tokio::spawn(async move {
             let mut s = server.accept(a).await.map_err(|e| e.to_string())?;
-            let peer = peer_spiffe_id(s.get_ref().1.peer_certificates());
+            let certs = s.get_ref().1.peer_certificates();
+            let peer = peer_spiffe_id(certs);
+            let leaf = certs
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
             let mut buf = [0u8; 4];
             s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(peer)
+            Ok::<_, String>((peer, leaf))
         });
         let name = rustls::pki_types::ServerName::try_from("mesh.invalid").unwrap();
         let mut c = client.connect(name, b).await.map_err(|e| e.to_string())?;
         c.write_all(b"ping").await.map_err(|e| e.to_string())?;
         c.flush().await.map_err(|e| e.to_string())?;
         srv.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rotated_identity_is_presented_on_the_next_handshake() {
+        let east = ClusterCa::generate("us-east.mesh").unwrap();
+        let trust = TrustStore::new(&[bundle(&east, "us-east")]).unwrap();
+        let id = SpiffeId::workload("us-east.mesh", "demo", "client");
+        let first = east.issue(&id, Duration::from_secs(60)).unwrap();
+        let server: WorkloadIdentity = east
+            .issue(&SpiffeId::gateway("us-east.mesh"), Duration::from_secs(60))
+            .unwrap();
+        let client = crate::identity::RotatingIdentity::new(first.clone()).unwrap();
+        let (_, seen) = handshake_seeing(&server, trust.clone(), &client, trust.clone())
+            .await
+            .unwrap();
+        assert_eq!(seen, first.chain[0].to_vec());
+        let second = east.issue(&id, Duration::from_secs(60)).unwrap();
+        client.replace(second.clone()).unwrap();
+        let (peer, seen) = handshake_seeing(&server, trust.clone(), &client, trust)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen,
+            second.chain[0].to_vec(),
+            "the renewed certificate is presented"
+        );
+        assert_eq!(peer, Some(id));
     }
 
     #[tokio::test]

@@ -33,8 +33,9 @@ const DEFAULT_DNS_FORWARD_TIMEOUT: &str = "2s";
 /// usual 1024 file descriptors with the DNS TCP connections (128) and everything else, and
 /// at an upstream's usual millisecond still carries hundreds of thousands of queries a second.
 const DEFAULT_DNS_FORWARD_MAX_INFLIGHT: usize = 512;
-/// Shorter certificates would expire between a sidecar's rotation checks.
-const MIN_CERT_TTL: Duration = Duration::from_secs(60);
+/// Shortest certificate lifetime: every component renews at 2/3 of it, so shorter would leave
+/// no time to retry a failed renewal. A minute is the practical floor outside tests.
+const MIN_CERT_TTL: Duration = Duration::from_secs(10);
 
 /// `mesh controller`: the federation controller of one cluster (registry, CA, peering, failover
 /// decisions, discovery streams to sidecars and the gateway, link management).
@@ -176,7 +177,8 @@ pub struct ControllerArgs {
     #[arg(long = "policy", value_delimiter = ',')]
     pub policy_files: Vec<PathBuf>,
 
-    /// Validity of the certificates the CA signs (e.g. `24h`, the default).
+    /// Validity of the certificates the CA signs (e.g. `24h`, the default; at least `10s`, a
+    /// minute being the practical floor). Every component renews at 2/3 of it.
     #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_CERT_TTL)]
     pub cert_ttl: Duration,
 
@@ -346,7 +348,12 @@ impl ControllerConfig {
             ));
         }
         if args.cert_ttl < MIN_CERT_TTL {
-            return Err(config("cert-ttl", "must be at least 1m".into()));
+            return Err(config(
+                "cert-ttl",
+                "must be at least 10s (components renew at 2/3 of it; a minute is the practical \
+                 floor outside tests)"
+                    .into(),
+            ));
         }
         if args.dns_ttl < Duration::from_secs(1) || args.dns_ttl > Duration::from_secs(3600) {
             return Err(config(

@@ -44,8 +44,13 @@ fn bad_values_name_the_flag() {
     })
     .unwrap_err();
     assert!(err.to_string().starts_with("invalid --cluster"), "{err}");
-    let err = parse(&["--cert-ttl", "10s"]).unwrap_err();
+    let err = parse(&["--cert-ttl", "9s"]).unwrap_err();
     assert!(err.to_string().contains("--cert-ttl"), "{err}");
+    assert!(err.to_string().contains("at least 10s"), "{err}");
+    assert_eq!(
+        parse(&["--cert-ttl", "10s"]).unwrap().cert_ttl,
+        Duration::from_secs(10)
+    );
     let err = parse(&["--registration-ttl", "0s"]).unwrap_err();
     assert!(err.to_string().contains("--registration-ttl"), "{err}");
     let err = parse(&["--lease-grace", "0ms"]).unwrap_err();

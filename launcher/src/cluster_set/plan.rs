@@ -76,6 +76,18 @@ impl ClusterSet {
         }
     }
 
+    /// Gives every cluster's controller the certificate lifetime `ttl` (`--cert-ttl`): every
+    /// component of the cluster renews at 2/3 of it (tests of rotation use 30 s).
+    pub fn set_cert_ttl(&mut self, ttl: std::time::Duration) {
+        for cluster in &mut self.clusters {
+            for (_, process) in &mut cluster.processes {
+                if let ComponentArgs::Controller(args) = &mut process.args {
+                    args.cert_ttl = ttl;
+                }
+            }
+        }
+    }
+
     /// Adds `replicas` demo app replicas serving `service` (each with its sidecar) to the plan
     /// of `cluster`, on loopback: a second service for routing between services (canaries,
     /// splits). False when the plan has no such cluster.

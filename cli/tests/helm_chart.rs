@@ -323,6 +323,7 @@ fn helm_lint_is_clean_and_template_renders() {
         "kind: RoleBinding\nmetadata:\n  name: mesh-controller",
         "kind: MutatingWebhookConfiguration\nmetadata:\n  name: mesh-sidecar-injector",
         "kind: ConfigMap\nmetadata:\n  name: mesh-injection",
+        "kind: Secret\nmetadata:\n  name: mesh-admin-token",
     ] {
         assert!(
             rendered.contains(kind_and_name),
@@ -566,6 +567,7 @@ fn helm_install_succeeds_in_each_cluster_with_crds_established_and_every_object(
                     "rolebinding/mesh-controller",
                     "clusterrole/mesh-controller",
                     "clusterrolebinding/mesh-controller",
+                    "secret/mesh-admin-token",
                 ],
             ),
             None,
@@ -608,6 +610,8 @@ fn check_controller(c: &Cluster, install: &Install) {
         "0.0.0.0:15012",
         "--admin",
         "0.0.0.0:15014",
+        "--admin-token-file",
+        "/etc/mesh/admin/token",
         "--ca-secret",
         ca,
         "--gateway-service-account",
@@ -1065,7 +1069,7 @@ const INJECTOR_CONFIG: &str =
     "mutatingwebhookconfigurations.admissionregistration.k8s.io/mesh-sidecar-injector";
 
 /// The traffic policy kinds the controller watches, with their status subresource.
-const POLICY_RESOURCES: [(&str, &str); 6] = [
+const POLICY_RESOURCES: [(&str, &str); 7] = [
     (
         "httproutes.gateway.networking.k8s.io",
         "httproutes.gateway.networking.k8s.io/status",
@@ -1083,6 +1087,10 @@ const POLICY_RESOURCES: [(&str, &str); 6] = [
     (
         "backendpolicies.mesh.dev",
         "backendpolicies.mesh.dev/status",
+    ),
+    (
+        "authorizationpolicies.mesh.dev",
+        "authorizationpolicies.mesh.dev/status",
     ),
 ];
 

@@ -6,7 +6,9 @@
 //! object's conditions to its `status`. A route with a missing backend, a conflicting route and a rate
 //! limit of zero each get the condition and reason the Gateway API defines, and the good route
 //! stays in force throughout. A `GRPCRoute` with a method match is compiled as the `HTTPRoute`
-//! it means, and its conditions are written on the `GRPCRoute`.
+//! it means, and its conditions are written on the `GRPCRoute`. `AuthorizationPolicy`s (on the
+//! Service, and a default on the Namespace) are accepted and reach the compiled policy; one with
+//! a `*` in the middle of a principal is `Invalid`, naming the field.
 //!
 //! One test walks the phases in order: the API server and the controller are expensive to
 //! start. Without the Kubernetes binaries it fails with the reason, never skips.
@@ -57,6 +59,7 @@ async fn policy_objects_are_compiled_applied_and_given_status() {
     a_conflicting_route_is_not_accepted(east).await;
     a_rate_of_zero_is_invalid_until_fixed(east).await;
     a_grpc_route_is_accepted_and_in_force(east).await;
+    authorization_policies_reach_the_compiled_policy(east).await;
 
     for c in &mut clusters {
         c.stop().await;
@@ -446,4 +449,84 @@ async fn a_grpc_route_is_accepted_and_in_force(c: &MeshCluster) {
                 && o["source"] == "kubernetes GRPCRoute demo/calls"),
         "{report}"
     );
+}
+
+/// Waits until our policy `name` of `resource` has the `Accepted` condition `want`
+/// (`(status, reason)`) for its current generation; the object.
+async fn wait_accepted(c: &MeshCluster, resource: &str, name: &str, want: (&str, &str)) -> Value {
+    let mut last = Value::Null;
+    let seen = mesh_test_support::wait_for(
+        &format!("{resource} {name}'s Accepted"),
+        SETTLE,
+        async || {
+            let Some(p) = get_json(c.kube, &[resource, name, "-n", DEMO_NS]) else {
+                return false;
+            };
+            let generation = p["metadata"]["generation"].as_i64();
+            last = p.clone();
+            kube_support::condition(&p, "Accepted")
+                .is_some_and(|(s, r, _)| (s.as_str(), r.as_str()) == want)
+                && p["status"]["conditions"][0]["observedGeneration"].as_i64() == generation
+        },
+    )
+    .await;
+    assert!(seen.is_ok(), "{want:?}: last seen {last}\n{}", c.logs());
+    last
+}
+
+/// An `AuthorizationPolicy` on the Service and a namespace default are accepted and in
+/// `GET /v1/policy`'s compiled echo; a bad principal pattern is `Invalid` with its field.
+async fn authorization_policies_reach_the_compiled_policy(c: &MeshCluster) {
+    let admin = c.addr("controller-0", "admin");
+    apply(
+        c.kube,
+        &format!(
+            "apiVersion: mesh.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: no-admin, namespace: {DEMO_NS}}}\n\
+             spec:\n  targetRef: {{group: \"\", kind: Service, name: echo}}\n  action: DENY\n\
+             \x20 rules: [{{to: [{{operation: {{paths: ['/admin/*']}}}}]}}]\n---\n\
+             apiVersion: mesh.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: defaults, namespace: {DEMO_NS}}}\n\
+             spec:\n  targetRef: {{group: \"\", kind: Namespace, name: {DEMO_NS}}}\n  default: authenticated\n---\n\
+             apiVersion: mesh.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: bad-principal, namespace: {DEMO_NS}}}\n\
+             spec:\n  targetRef: {{group: \"\", kind: Service, name: echo}}\n\
+             \x20 rules: [{{from: [{{source: {{principals: ['spiffe://east.mesh/ns/*/sa/x']}}}}]}}]\n"
+        ),
+    );
+    for name in ["no-admin", "defaults"] {
+        wait_accepted(c, "authorizationpolicy", name, ("True", "Accepted")).await;
+    }
+    let bad = wait_accepted(
+        c,
+        "authorizationpolicy",
+        "bad-principal",
+        ("False", "Invalid"),
+    )
+    .await;
+    let (_, _, message) = kube_support::condition(&bad, "Accepted").unwrap();
+    assert!(
+        message.contains("spec.rules[0].from[0].source.principals[0]"),
+        "the message names the field: {message}"
+    );
+    eventually("the authorization in force", SETTLE, async || {
+        let echo = &policy_report(admin).await["services"]["echo.demo"];
+        echo["authorization"][0]["name"] == "demo/no-admin"
+            && echo["authorization_default"]["policy"] == "demo/defaults"
+    })
+    .await;
+    let report = policy_report(admin).await;
+    let echo = &report["services"]["echo.demo"];
+    assert_eq!(
+        echo["authorization"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(echo["authorization"][0]["action"], "DENY", "{report}");
+    assert_eq!(
+        echo["authorization_default"]["default"], "authenticated",
+        "{report}"
+    );
+    assert_eq!(
+        report["services"]["echo-canary.demo"]["authorization_default"]["policy"], "demo/defaults",
+        "every service of the namespace: {report}"
+    );
+    assert!(split_in_force(&report), "{report}");
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::names::ServiceKey;
-use mesh_core::policy::compile::compile;
+use mesh_core::policy::compile::compile_known;
 use mesh_core::policy::documents::{PolicyObject, parse_documents};
 use tokio::sync::watch;
 
@@ -89,7 +89,7 @@ fn evaluate(
     paths: &[PathBuf],
     known: &BTreeSet<ServiceKey>,
 ) {
-    let compiled = read_files(paths).map(|objects| compile(&objects, known));
+    let compiled = read_files(paths).map(|objects| compile_known(&objects, known));
     let errors = match &compiled {
         Err(errors) => errors.clone(),
         Ok(c) => c.errors.iter().map(ToString::to_string).collect(),

@@ -26,7 +26,7 @@ use crate::names::{
 };
 
 /// The CRDs the chart installs.
-pub const CRDS: [&str; 9] = [
+pub const CRDS: [&str; 10] = [
     "links.mesh.dev",
     "serviceexports.multicluster.x-k8s.io",
     "serviceimports.multicluster.x-k8s.io",
@@ -36,6 +36,7 @@ pub const CRDS: [&str; 9] = [
     "ratelimitpolicies.mesh.dev",
     "cachepolicies.mesh.dev",
     "backendpolicies.mesh.dev",
+    "authorizationpolicies.mesh.dev",
 ];
 
 /// A root certificate closer to expiry than this is reported.

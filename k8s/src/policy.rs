@@ -1,8 +1,8 @@
 //! The traffic policy objects as the API server holds them: the Gateway API's `HTTPRoute` and
 //! `GRPCRoute` (`gateway.networking.k8s.io/v1`, whose CRDs are upstream's, vendored in the
-//! chart) and our four policy attachments (`mesh.dev/v1alpha1`: `FaultPolicy`,
-//! `RateLimitPolicy`, `CachePolicy`, `BackendPolicy`), whose CRDs are generated from the types
-//! here.
+//! chart) and our five policy attachments (`mesh.dev/v1alpha1`: `FaultPolicy`,
+//! `RateLimitPolicy`, `CachePolicy`, `BackendPolicy`, `AuthorizationPolicy`), whose CRDs are
+//! generated from the types here.
 //!
 //! Each `spec` is kept as JSON: the controller reads it into `mesh_core`'s spec types per
 //! object, so one object with a field the mesh does not know is refused with a status condition
@@ -114,13 +114,13 @@ fn attachment_spec_schema(targets: &str) -> Schema {
                     "group": {
                         "type": "string",
                         "maxLength": 253,
-                        "description": "gateway.networking.k8s.io for an HTTPRoute, \"\" for a Service."
+                        "description": "gateway.networking.k8s.io for an HTTPRoute, \"\" for a Service or a Namespace."
                     },
                     "kind": {
                         "type": "string",
                         "minLength": 1,
                         "maxLength": 63,
-                        "description": "HTTPRoute or Service."
+                        "description": "HTTPRoute, Service or (AuthorizationPolicy) Namespace."
                     },
                     "name": {
                         "type": "string",
@@ -217,6 +217,17 @@ attachment_spec!(
     "Service"
 );
 
+attachment_spec!(
+    /// An `AuthorizationPolicy`'s spec: `targetRef` (a `Service`, or the policy's `Namespace`)
+    /// and the body of `mesh_core::policy::authorization::AuthorizationPolicy` (`action`,
+    /// `rules`; or, on a Namespace, `default`).
+    AuthorizationPolicySpec,
+    "AuthorizationPolicy",
+    "authorizationpolicies",
+    "Who may call a Service, or every Service of a Namespace (ALLOW, DENY, AUDIT rules on the caller's SPIFFE ID, method, path and port), checked by the sidecars serving it; on a Namespace, `default` sets what its Services do without an ALLOW policy (allow, deny, authenticated, sameCluster).",
+    "Service or Namespace"
+);
+
 /// The file in `charts/mesh/crds/` of each of our policy CRDs, with the CRD.
 pub fn policy_crds() -> Vec<(
     &'static str,
@@ -228,6 +239,10 @@ pub fn policy_crds() -> Vec<(
         ("mesh.dev_ratelimitpolicies.yaml", RateLimitPolicy::crd()),
         ("mesh.dev_cachepolicies.yaml", CachePolicy::crd()),
         ("mesh.dev_backendpolicies.yaml", BackendPolicy::crd()),
+        (
+            "mesh.dev_authorizationpolicies.yaml",
+            AuthorizationPolicy::crd(),
+        ),
     ]
 }
 
@@ -270,7 +285,7 @@ mod tests {
     #[test]
     fn the_crds_check_the_target_and_keep_the_body() {
         let crds = policy_crds();
-        assert_eq!(crds.len(), 4);
+        assert_eq!(crds.len(), 5);
         for (_, crd) in &crds {
             let version = &crd.spec.versions[0];
             assert!(

@@ -24,7 +24,7 @@ fn authz(namespace: &str, name: &str, body: &str) -> String {
 
 fn compile_docs(docs: &[String]) -> CompiledPolicy {
     let text = docs.join("---\n");
-    compile(&parse_documents(&text, "p.yaml", 0).unwrap(), &known())
+    compile_known(&parse_documents(&text, "p.yaml", 0).unwrap(), &known())
 }
 
 const ON_DEMO: &str = "  targetRef: {group: '', kind: Namespace, name: demo}\n";

@@ -80,7 +80,7 @@ pub struct CompiledPolicy {
 }
 
 /// The services references resolve against: those some cluster has.
-pub trait KnownServices {
+trait KnownServices {
     /// Whether `key` exists in some cluster.
     fn knows(&self, key: &ServiceKey) -> bool;
     /// The services of `namespace` (what a policy on the namespace applies to).
@@ -100,11 +100,12 @@ impl KnownServices for BTreeSet<ServiceKey> {
     }
 }
 
-/// A predicate (tests and benchmarks that need no namespace-wide policy): it cannot list a
-/// namespace's services, so a policy on a namespace applies to none.
-impl<F: Fn(&ServiceKey) -> bool> KnownServices for F {
+/// A predicate: it cannot list a namespace's services.
+struct Predicate<'a>(&'a dyn Fn(&ServiceKey) -> bool);
+
+impl KnownServices for Predicate<'_> {
     fn knows(&self, key: &ServiceKey) -> bool {
-        self(key)
+        (self.0)(key)
     }
 
     fn in_namespace(&self, _: &str) -> Vec<ServiceKey> {
@@ -112,8 +113,19 @@ impl<F: Fn(&ServiceKey) -> bool> KnownServices for F {
     }
 }
 
-/// Compiles `objects` against the services `known` lists.
-pub fn compile(objects: &[PolicyObject], known: &dyn KnownServices) -> CompiledPolicy {
+/// Compiles `objects` against the services `known` lists: what the controller does.
+pub fn compile_known(objects: &[PolicyObject], known: &BTreeSet<ServiceKey>) -> CompiledPolicy {
+    compile_with(objects, known)
+}
+
+/// Compiles `objects`, `known` saying whether a service exists in some cluster (tests and
+/// benchmarks): a predicate cannot list a namespace's services, so a policy on a namespace is
+/// accepted but applies to none; [`compile_known`] applies it to each.
+pub fn compile(objects: &[PolicyObject], known: &dyn Fn(&ServiceKey) -> bool) -> CompiledPolicy {
+    compile_with(objects, &Predicate(known))
+}
+
+fn compile_with(objects: &[PolicyObject], known: &dyn KnownServices) -> CompiledPolicy {
     let mut out = CompiledPolicy::default();
     // Each accepted route's rules per parent, with the compiled matches to find conflicts.
     let mut attached: BTreeMap<ServiceKey, Vec<(usize, RouteRule, Vec<RouteMatch>)>> =

@@ -1,7 +1,8 @@
 //! The traffic policy source of Kubernetes mode: `HTTPRoute`s and `GRPCRoute`s
 //! (`gateway.networking.k8s.io/v1`, those with a `kind: Service` parent, GAMMA; a `GRPCRoute`
 //! is compiled as the `HTTPRoute` it means, as in local mode) and our `FaultPolicy`, `RateLimitPolicy`,
-//! `CachePolicy` and `BackendPolicy` (`mesh.dev/v1alpha1`), watched in every namespace.
+//! `CachePolicy`, `BackendPolicy` and `AuthorizationPolicy` (`mesh.dev/v1alpha1`), watched in
+//! every namespace.
 //!
 //! Every replica compiles them (`mesh_core::policy::compile`) against the services the
 //! controller knows, on every change of an object and of that set, and puts the result in force
@@ -29,9 +30,10 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use mesh_core::names::ServiceKey;
-use mesh_core::policy::compile::{ObjectStatus, compile};
+use mesh_core::policy::compile::{ObjectStatus, compile_known};
 use mesh_k8s::policy::{
-    BackendPolicy, CachePolicy, FaultPolicy, GrpcRoute, HttpRoute, RateLimitPolicy,
+    AuthorizationPolicy, BackendPolicy, CachePolicy, FaultPolicy, GrpcRoute, HttpRoute,
+    RateLimitPolicy,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -62,6 +64,7 @@ struct PolicyStores {
     rate_limits: Store<RateLimitPolicy>,
     caches: Store<CachePolicy>,
     backends: Store<BackendPolicy>,
+    authorizations: Store<AuthorizationPolicy>,
 }
 
 impl PolicyStores {
@@ -73,6 +76,7 @@ impl PolicyStores {
             rate_limits: self.rate_limits.state(),
             caches: self.caches.state(),
             backends: self.backends.state(),
+            authorizations: self.authorizations.state(),
         }
     }
 
@@ -84,6 +88,7 @@ impl PolicyStores {
             self.rate_limits.wait_until_ready(),
             self.caches.wait_until_ready(),
             self.backends.wait_until_ready(),
+            self.authorizations.wait_until_ready(),
         );
     }
 }
@@ -142,6 +147,7 @@ impl PolicySource {
             rate_limits: watch_all!("RateLimitPolicy"),
             caches: watch_all!("CachePolicy"),
             backends: watch_all!("BackendPolicy"),
+            authorizations: watch_all!("AuthorizationPolicy"),
         };
         tasks.push(tokio::spawn(
             self.run(stores, health, changed, leading, shutdown),
@@ -204,7 +210,7 @@ impl PolicySource {
     /// Compiles the objects read and puts the accepted ones in force; logs the problems not in
     /// `before`.
     fn evaluate(&self, (read, known): &Compiled, before: &[String]) -> Judged {
-        let mut compiled = compile(&read.objects, known);
+        let mut compiled = compile_known(&read.objects, known);
         own_kinds(&mut compiled.statuses);
         let mut problems: Vec<String> = compiled.errors.iter().map(ToString::to_string).collect();
         for s in &read.unreadable {
@@ -279,6 +285,7 @@ impl StatusWriter {
         policies!(&watched.rate_limits, "RateLimitPolicy");
         policies!(&watched.caches, "CachePolicy");
         policies!(&watched.backends, "BackendPolicy");
+        policies!(&watched.authorizations, "AuthorizationPolicy");
         // Forget deleted objects.
         self.patched.retain(|(kind, namespace, name), _| {
             judged

@@ -21,7 +21,8 @@ use mesh_core::policy::compile::{Condition, ObjectStatus};
 use mesh_core::policy::documents::{ObjectMeta, PolicyObject, PolicySpec, SourceRef};
 use mesh_core::policy::grpc_route::GrpcRouteAsHttp;
 use mesh_k8s::policy::{
-    BackendPolicy, CachePolicy, FaultPolicy, GrpcRoute, HttpRoute, RateLimitPolicy,
+    AuthorizationPolicy, BackendPolicy, CachePolicy, FaultPolicy, GrpcRoute, HttpRoute,
+    RateLimitPolicy,
 };
 use serde::de::DeserializeOwned;
 
@@ -40,6 +41,8 @@ pub(crate) struct WatchedPolicy {
     pub caches: Vec<Arc<CachePolicy>>,
     /// `BackendPolicy`s.
     pub backends: Vec<Arc<BackendPolicy>>,
+    /// `AuthorizationPolicy`s.
+    pub authorizations: Vec<Arc<AuthorizationPolicy>>,
 }
 
 /// What the objects read to: those to compile, and those refused before compiling.
@@ -113,6 +116,15 @@ pub(crate) fn read(watched: &WatchedPolicy) -> ReadPolicy {
             &p.metadata,
             &p.spec.0,
             PolicySpec::BackendPolicy,
+        );
+    }
+    for p in &watched.authorizations {
+        add(
+            &mut out,
+            "AuthorizationPolicy",
+            &p.metadata,
+            &p.spec.0,
+            PolicySpec::AuthorizationPolicy,
         );
     }
     // The source last: a `GRPCRoute` and an `HTTPRoute` of one name have the same spec kind.

@@ -77,7 +77,7 @@ fn stack(routed: bool) -> (Routed, Arc<Mutex<Vec<Seen>>>, Arc<SidecarSnapshot>) 
     );
     if routed {
         let objects = parse_documents(ROUTES, "routes.yaml", 0).unwrap();
-        let compiled = compile(&objects, &|k: &ServiceKey| k.name != "gone");
+        let compiled = compile(&objects, &|k| k.name != "gone");
         assert_eq!(compiled.statuses.len(), 1);
         snap.policies = compiled.services;
     }

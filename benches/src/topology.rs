@@ -184,7 +184,8 @@ impl MeshPair {
         }
         let admin_a = self.need(&format!("controller-{CLUSTER_A}"), "admin")?;
         let admin_b = self.need(&format!("controller-{CLUSTER_B}"), "admin")?;
-        link_pair(admin_a, admin_b, Duration::from_secs(30))
+        let tokens = mesh_launcher::admin_client::AdminTokens::in_state_dir(&self.dir);
+        link_pair(admin_a, admin_b, &tokens, Duration::from_secs(30))
             .await
             .map_err(|e| LaunchError::Link {
                 a: CLUSTER_A.into(),

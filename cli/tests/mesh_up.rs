@@ -110,9 +110,18 @@ async fn mesh_up_serves_curl_and_stops_everything_on_sigint() {
         "{report}"
     );
     let east_admin = manifest.clusters[0].controller_admin.unwrap();
-    mesh_launcher::admin_client::call(east_admin, http::Method::DELETE, "/v1/links/us-west", None)
-        .await
-        .expect("unlink one side");
+    let token = mesh_launcher::admin_client::AdminTokens::in_state_dir(&scratch.0)
+        .token_for(east_admin, "us-east")
+        .expect("mesh up's admin token");
+    mesh_launcher::admin_client::call_with(
+        east_admin,
+        Some(&token),
+        http::Method::DELETE,
+        "/v1/links/us-west",
+        None,
+    )
+    .await
+    .expect("unlink one side");
     let broken = check(true);
     assert!(!broken.status.success());
     let findings: serde_json::Value = serde_json::from_slice(&broken.stdout).expect("JSON");

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::admin_token::AdminAuth;
 use crate::http::{BoxBody, full, text};
 use crate::serve::Listening;
 
@@ -90,6 +91,7 @@ pub struct AdminServer {
     registry: Arc<Registry>,
     readiness: Readiness,
     routes: Option<Arc<dyn AdminRoutes>>,
+    auth: Option<AdminAuth>,
 }
 
 impl AdminServer {
@@ -103,11 +105,34 @@ impl AdminServer {
             registry,
             readiness,
             routes,
+            auth: None,
+        })
+    }
+
+    /// Like [`AdminServer::new`], but every call whose method is not `GET` or `HEAD` must pass
+    /// `auth` first (401 otherwise, before any route sees it).
+    pub fn guarded(
+        registry: Arc<Registry>,
+        readiness: Readiness,
+        routes: Option<Arc<dyn AdminRoutes>>,
+        auth: AdminAuth,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            readiness,
+            routes,
+            auth: Some(auth),
         })
     }
 
     /// Answers one admin request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<BoxBody> {
+        if let Some(auth) = &self.auth
+            && let Err(refused) = auth.check(req.method(), req.headers())
+        {
+            tracing::warn!(method = %req.method(), path = req.uri().path(), "admin call refused: no valid admin token");
+            return *refused;
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
             (&Method::GET, "/readyz") => {

@@ -346,9 +346,10 @@ pub struct EndpointCount {
 pub struct BreakerSummary {
     /// The locality.
     pub cluster: String,
-    /// Sidecars reporting it open (half-open ones are probing and do not count).
+    /// Workload identities whose vote is open (one vote per identity, however many sidecars
+    /// share it; half-open ones are probing and do not count).
     pub open: u32,
-    /// Sidecars reporting on it at all.
+    /// Workload identities reporting on it at all.
     pub reporters: u32,
 }
 

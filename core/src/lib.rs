@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_token;
 pub mod api;
 pub mod argv;
 pub mod backoff;

@@ -25,9 +25,10 @@ pub struct LocalityCandidate {
     pub healthy_endpoints: u32,
     /// All endpoints of the service there.
     pub total_endpoints: u32,
-    /// Own sidecars reporting this service's breaker for this locality open.
+    /// Own workload identities whose vote on this service's breaker for this locality is
+    /// open.
     pub breaker_open_reports: u32,
-    /// Own sidecars reporting breaker state for this service at all.
+    /// Own workload identities reporting breaker state for this service at all.
     pub reporting_sidecars: u32,
 }
 
@@ -49,9 +50,10 @@ pub struct LocalityPolicy {
     /// Regions in order of preference for failover. Default empty: no preference, remote
     /// clusters are ordered by RTT.
     pub region_priority: Vec<String>,
-    /// Share of reporting sidecars that must report the breaker open (strictly more than it)
-    /// to mark the locality unhealthy. Default 0.5: a majority, so one sidecar's bad luck does
-    /// not fail a whole cluster over.
+    /// Share of reporting workload identities (one vote each, however many sidecars share
+    /// it) that must see the breaker open (strictly more than it) to mark the locality
+    /// unhealthy. Default 0.5: a majority, so one sidecar's bad luck does not fail a whole
+    /// cluster over.
     pub breaker_quorum: f64,
 }
 
@@ -133,7 +135,7 @@ fn entry(candidate: &LocalityCandidate, position: String, quorum: f64) -> Locali
         );
         (
             0.0,
-            format!("{position}, breaker open ({reports} sidecars)"),
+            format!("{position}, breaker open ({reports} identities)"),
         )
     } else if candidate.healthy_endpoints == 0 {
         (0.0, format!("{position}, no healthy endpoints"))
@@ -250,7 +252,7 @@ mod tests {
         home.breaker_open_reports = 3;
         let order = locality_order("home", &LocalityPolicy::default(), &[home]);
         assert_eq!(order[0].health, 0.0);
-        assert_eq!(order[0].reason, "local, breaker open (3/4 sidecars)");
+        assert_eq!(order[0].reason, "local, breaker open (3/4 identities)");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! of this cluster's trust domain (gateway-only calls also need the gateway's identity).
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use mesh_core::api::{
     BreakerReport, CsrRequest, GatewayReport, PATH_BREAKER_REPORTS, PATH_CERTIFICATES,
@@ -15,12 +17,15 @@ use mesh_core::catalog::{CatalogError, CatalogMessage};
 use mesh_core::http::{BoxBody, json, read_json, text};
 use mesh_core::identity::SpiffeId;
 
+use crate::breaker_reports::BreakerRefusal;
+use crate::caller_rate::CallerRate;
 use crate::controller::Controller;
 use crate::discovery::{gateway_stream, parse_services_query, sidecar_stream};
 use crate::dns::VipTable;
 use crate::error::{ApiError, into_response};
 use crate::registry::RegistrationError;
 use crate::state::CatalogRefusal;
+use crate::stream_holders::StreamHolders;
 
 /// Largest CSR body.
 const MAX_CSR_BODY: usize = 64 * 1024;
@@ -32,6 +37,14 @@ const MAX_BREAKER_BODY: usize = 4 * 1024 * 1024;
 const MAX_REPORT_BODY: usize = 1024 * 1024;
 /// Largest catalog message: the frame limit of the control stream between gateways.
 const MAX_CATALOG_BODY: usize = 16 * 1024 * 1024;
+/// Registrations per second one identity may make on average: each workload heartbeats once
+/// a second, so this allows 50 replicas sharing an identity, and bounds what a flood from one
+/// certificate costs the controller's lock.
+const REGISTRATIONS_PER_IDENTITY: u32 = 50;
+/// Registrations one identity may make at once (a burst of replicas starting together).
+const REGISTRATION_BURST: u32 = 100;
+/// Most identities with a registration bucket (a backstop: identities are authenticated).
+const MAX_RATED_IDENTITIES: usize = 10_000;
 
 /// The control routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +108,25 @@ impl Route {
 pub(crate) struct ControlApi {
     controller: Arc<Controller>,
     vips: Arc<Mutex<VipTable>>,
+    /// Identities with a discovery stream open: known workloads even when not registered.
+    holders: StreamHolders,
+    /// Registrations per identity.
+    registration_rate: Arc<Mutex<CallerRate<String>>>,
 }
 
 impl ControlApi {
     /// The API over `controller`, answering VIP lookups from `vips` (the DNS server's).
     pub(crate) fn new(controller: Arc<Controller>, vips: Arc<Mutex<VipTable>>) -> Self {
-        Self { controller, vips }
+        Self {
+            controller,
+            vips,
+            holders: StreamHolders::default(),
+            registration_rate: Arc::new(Mutex::new(CallerRate::new(
+                REGISTRATIONS_PER_IDENTITY,
+                REGISTRATION_BURST,
+                MAX_RATED_IDENTITIES,
+            ))),
+        }
     }
 
     /// Answers one request from a client that presented `caller` (verified by the TLS layer).
@@ -141,7 +167,15 @@ impl ControlApi {
             Route::Discovery => {
                 let services = parse_services_query(req.uri().query())?;
                 tracing::debug!(%caller, services = services.len(), "discovery stream opened");
-                Ok(sidecar_stream(&self.controller, services))
+                // The stream's body holds the caller's place among the known workloads.
+                let held = self.holders.hold(&caller.to_string());
+                Ok(sidecar_stream(&self.controller, services).map(|body| {
+                    body.map_frame(move |frame| {
+                        let _ = &held;
+                        frame
+                    })
+                    .boxed()
+                }))
             }
             Route::GatewayStream => {
                 tracing::info!(%caller, "gateway stream opened");
@@ -239,6 +273,7 @@ impl ControlApi {
         id: &str,
         caller: &SpiffeId,
     ) -> Result<Response<BoxBody>, ApiError> {
+        self.limit_registration(caller, Instant::now())?;
         let reg: WorkloadRegistration = read_json(req.into_body(), MAX_REGISTRATION_BODY).await?;
         let service = reg.service.clone();
         let address = reg.address;
@@ -250,6 +285,26 @@ impl ControlApi {
             tracing::info!(workload = %id, %service, %address, identity = %caller, "workload registered");
         }
         Ok(no_content())
+    }
+
+    /// Takes a registration token of `caller`, or answers 429 with when to retry.
+    fn limit_registration(&self, caller: &SpiffeId, now: Instant) -> Result<(), ApiError> {
+        let checked = self
+            .registration_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(caller.to_string(), now);
+        checked.map_err(|retry_after| {
+            self.controller.metrics().registrations_limited.inc();
+            tracing::debug!(%caller, "registration over the identity's rate");
+            ApiError::TooManyRequests {
+                message: format!(
+                    "registrations of {caller} are over {REGISTRATIONS_PER_IDENTITY}/s \
+                     (bursts of {REGISTRATION_BURST})"
+                ),
+                retry_after,
+            }
+        })
     }
 
     fn deregister(&self, id: &str, caller: &SpiffeId) -> Result<Response<BoxBody>, ApiError> {
@@ -266,10 +321,32 @@ impl ControlApi {
         caller: &SpiffeId,
     ) -> Result<Response<BoxBody>, ApiError> {
         let report: BreakerReport = read_json(req.into_body(), MAX_BREAKER_BODY).await?;
-        self.controller
-            .update(|state, now| state.put_breakers(caller, report, now))
-            .map_err(ApiError::BadRequest)?;
-        Ok(no_content())
+        let identity = caller.to_string();
+        let metrics = self.controller.metrics();
+        let streaming = self.holders.holds(&identity);
+        let stored = self.controller.update(|state, now| {
+            if !streaming && !state.has_workload(&identity, now) {
+                return Err(None);
+            }
+            state.put_breakers(caller, report, now).map_err(Some)
+        });
+        match stored {
+            Ok(()) => Ok(no_content()),
+            Err(None) => {
+                metrics.breaker_report_ignored("unknown_identity");
+                tracing::debug!(%caller, "breaker report ignored: no workload of this identity");
+                Err(ApiError::Forbidden(format!(
+                    "breaker report ignored: {caller} has no registered workload and no open \
+                     discovery stream here; only the cluster's workloads vote on breakers"
+                )))
+            }
+            Err(Some(e @ BreakerRefusal::TooManyReporters { .. })) => {
+                metrics.breaker_report_ignored("reporter_limit");
+                tracing::debug!(%caller, "breaker report ignored: too many reporter ids");
+                Err(ApiError::Forbidden(e.to_string()))
+            }
+            Err(Some(e @ BreakerRefusal::Invalid(_))) => Err(ApiError::BadRequest(e.to_string())),
+        }
     }
 
     async fn gateway_report(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, ApiError> {

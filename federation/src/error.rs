@@ -97,6 +97,14 @@ pub enum ApiError {
     /// Not possible yet; retry later (503).
     #[error("{0}")]
     Unavailable(String),
+    /// Over a rate limit: retry after the wait (429 with `Retry-After`).
+    #[error("{message}; retry in {}s", retry_after.as_secs())]
+    TooManyRequests {
+        /// What was limited, and whose limit.
+        message: String,
+        /// How long until a call may pass (whole seconds).
+        retry_after: std::time::Duration,
+    },
     /// A body that could not be read or decoded (400 or 413).
     #[error(transparent)]
     Body(#[from] BodyError),
@@ -116,6 +124,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Body(BodyError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +137,12 @@ impl ApiError {
         if let ApiError::MethodNotAllowed { allowed, .. } = self {
             rsp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        if let ApiError::TooManyRequests { retry_after, .. } = self {
+            rsp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs()),
+            );
         }
         if let ApiError::Unauthorized(_) = self {
             rsp.headers_mut().insert(
@@ -175,6 +190,18 @@ mod tests {
             err.to_string(),
             "PATCH is not supported on /v1/links; use GET, POST"
         );
+    }
+
+    #[test]
+    fn too_many_requests_says_when_to_retry() {
+        let err = ApiError::TooManyRequests {
+            message: "registrations of spiffe://us-east.mesh/ns/demo/sa/echo are over 100/s".into(),
+            retry_after: std::time::Duration::from_secs(2),
+        };
+        let rsp = err.response();
+        assert_eq!(rsp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(rsp.headers()[header::RETRY_AFTER], "2");
+        assert!(err.to_string().ends_with("retry in 2s"), "{err}");
     }
 
     #[test]

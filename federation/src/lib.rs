@@ -17,6 +17,7 @@ mod admin_api;
 mod breaker_reports;
 mod ca_service;
 mod config;
+mod caller_rate;
 mod control_api;
 mod control_listener;
 mod controller;
@@ -38,6 +39,7 @@ pub mod policy_files;
 mod registry;
 mod state;
 mod view;
+mod stream_holders;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -135,6 +137,8 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         }
     };
     let trust_domain = ca.trust_domain().to_string();
+    // After the state directory proved usable (a missing one says to run `mesh ca`).
+    let admin_auth = config.admin_token.load()?;
     let static_services = match &config.services_file {
         Some(path) => {
             let s = StaticServices::load(path, &trust_domain)?;
@@ -225,7 +229,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let control_addr = bound(&control, config.control);
     let admin_addr = bound(&admin, config.admin);
 
-    let admin_server = AdminServer::new(
+    let admin_server = AdminServer::guarded(
         Arc::new(registry),
         readiness.clone(),
         Some(Arc::new(AdminApi::new(
@@ -241,6 +245,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     };
     vips.lock()
         .unwrap_or_else(|p| p.into_inner())
+        admin_auth,
         .restore(vip_store.load());
     let dns = match dns::start(&config.dns, controller.clone(), vips.clone(), vip_store).await {
         Ok(dns) => dns,

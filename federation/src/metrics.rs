@@ -28,10 +28,11 @@ pub(crate) struct CatalogMessageLabels {
     pub result: String,
 }
 
-/// Labels of a refused CSR.
+/// Labels of a refusal: a CSR's, an ignored breaker report's.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RefusalLabels {
-    /// `token`, `policy` or `malformed`.
+    /// Why: `token`, `policy` or `malformed` (CSRs); `unknown_identity` or `reporter_limit`
+    /// (breaker reports).
     pub reason: String,
 }
 
@@ -124,6 +125,10 @@ pub(crate) struct Metrics {
     pub dns_upstream_tries: Family<DnsUpstreamLabels, Counter>,
     /// Admission requests to the injection webhook, by result.
     pub injections: Family<InjectionLabels, Counter>,
+    /// Breaker reports ignored (`unknown_identity`, `reporter_limit`).
+    pub breaker_reports_ignored: Family<RefusalLabels, Counter>,
+    /// Registrations refused by the per-identity rate limit.
+    pub registrations_limited: Counter,
     /// Label values set last time, so vanished peers and services are removed.
     known: Mutex<KnownLabels>,
 }
@@ -156,6 +161,8 @@ impl Metrics {
             dns_forwards: Family::default(),
             dns_upstream_tries: Family::default(),
             injections: Family::default(),
+            breaker_reports_ignored: Family::default(),
+            registrations_limited: Counter::default(),
             known: Mutex::new(KnownLabels::default()),
         };
         registry.register(
@@ -222,6 +229,16 @@ impl Metrics {
             "mesh_controller_catalog_messages",
             "Catalog messages received from peers, by kind and result",
             m.catalog_messages.clone(),
+        );
+        registry.register(
+            "mesh_controller_breaker_reports_ignored",
+            "Breaker reports that did not count, by reason: unknown_identity (no registered workload or open discovery stream of the caller's identity), reporter_limit (too many workload ids under one identity)",
+            m.breaker_reports_ignored.clone(),
+        );
+        registry.register(
+            "mesh_controller_registrations_rate_limited",
+            "Workload registrations answered 429 because their identity was over its rate",
+            m.registrations_limited.clone(),
         );
         registry.register(
             "mesh_controller_csrs_signed",
@@ -291,7 +308,16 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a refused CSR.
+    /// Counts a breaker report that did not count, by reason.
+    pub(crate) fn breaker_report_ignored(&self, reason: &str) {
+        self.breaker_reports_ignored
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused certificate request.
     pub(crate) fn csr_refused(&self, reason: &str) {
         self.csrs_refused
             .get_or_create(&RefusalLabels {

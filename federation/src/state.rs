@@ -16,7 +16,7 @@ use mesh_core::locality::LocalityPolicy;
 use mesh_core::names::ServiceKey;
 use mesh_core::policy::service_policy::ServicePolicy;
 
-use crate::breaker_reports::{BREAKER_REPORT_TTL, BreakerReports};
+use crate::breaker_reports::{BREAKER_REPORT_TTL, BreakerRefusal, BreakerReports};
 use crate::export_cache::{ExportCache, ExportedServices, merge_warming};
 use crate::failover::{FailoverInputs, PeerInput, decide};
 use crate::links::{LinkChange, LinkError, LinkStore};
@@ -192,11 +192,20 @@ impl FederationState {
         caller: &SpiffeId,
         report: BreakerReport,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), BreakerRefusal> {
         self.breakers.put(&caller.to_string(), report, now)
     }
 
     /// Records the gateway's report.
+    /// Whether `identity` is that of a workload this cluster's registry knows at `now` (a
+    /// registration, a static entry, an EndpointSlice's pod): whose breaker reports count.
+    pub(crate) fn has_workload(&self, identity: &str, now: Instant) -> bool {
+        self.registry
+            .endpoints(now)
+            .iter()
+            .any(|e| e.identity == identity)
+    }
+
     pub(crate) fn gateway_report(&mut self, report: GatewayReport, now: Instant) {
         let linked = self.links.iter().map(|l| l.cluster.as_str());
         self.peering.gateway_report(report, linked, now);

@@ -396,8 +396,9 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
         );
     }
 
-    // A quorum of own sidecars reporting the local breaker open fails the service over and
-    // tells peers (through the exports) to stay away.
+    // A quorum of own workload identities reporting the local breaker open fails the service
+    // over and tells peers (through the exports) to stay away. Two reporter ids of one
+    // identity are one vote.
     for reporter in ["client-0", "client-1"] {
         let report = BreakerReport {
             reporter: reporter.into(),
@@ -415,7 +416,7 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
     let failed = next_until(&mut stream, WAIT, "the local breaker quorum", |s| {
         s.services
             .get(&echo())
-            .is_some_and(|r| r.localities[0].entry.reason.contains("breaker open (2/2"))
+            .is_some_and(|r| r.localities[0].entry.reason.contains("breaker open (1/1"))
     })
     .await?;
     let local = &failed.services[&echo()].localities[0].entry;

@@ -93,6 +93,17 @@ async fn admin(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, String)> {
+    admin_with(addr, None, method, path, body).await
+}
+
+/// An admin request carrying the admin token (`Bearer`), when given.
+async fn admin_with(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String)> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
@@ -101,6 +112,10 @@ async fn admin(
         .uri(path)
         .header("host", addr.to_string())
         .header("content-type", "application/json")
+        .header(
+            "authorization",
+            token.map(|t| format!("Bearer {t}")).unwrap_or_default(),
+        )
         .body(Full::new(Bytes::from(body)))?;
     let rsp = sender.send_request(req).await?;
     let status = rsp.status().as_u16();
@@ -229,9 +244,12 @@ async fn every_replica_is_served_and_one_that_returns_catches_up() -> Result<()>
         trust_bundle: bravo.bundle.clone(),
         gateway_addr: gb.core.quic_addr(),
     };
+    // Both replicas share the state directory, so the token the first one created.
+    let token = std::fs::read_to_string(state.0.join("admin-token"))?;
     for admin_addr in admins {
-        let (code, body) = admin(
+        let (code, body) = admin_with(
             admin_addr,
+            Some(token.trim()),
             Method::POST,
             "/v1/links",
             serde_json::to_vec(&link)?,

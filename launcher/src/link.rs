@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use mesh_core::api::{LinkInfo, PATH_LINK_INFO, PATH_LINKS};
 
-use crate::admin_client::{self, AdminError};
+use crate::admin_client::{self, AdminError, AdminTokens};
 
 /// Fetches a cluster's link info, waiting while its gateway has not reported (503).
 pub async fn link_info(admin: SocketAddr, wait: Duration) -> Result<LinkInfo, AdminError> {
@@ -25,27 +25,41 @@ pub async fn link_info(admin: SocketAddr, wait: Duration) -> Result<LinkInfo, Ad
     }
 }
 
-/// Links the clusters whose controllers' admin APIs are at `a` and `b`, both directions.
-/// Returns their names.
+/// Links the clusters whose controllers' admin APIs are at `a` and `b`, both directions,
+/// with their admin tokens from `tokens` (both read before anything changes). Returns their
+/// names.
 pub async fn link_pair(
     a: SocketAddr,
     b: SocketAddr,
+    tokens: &AdminTokens,
     wait: Duration,
 ) -> Result<(String, String), AdminError> {
     let info_a = link_info(a, wait).await?;
     let info_b = link_info(b, wait).await?;
-    admin_client::send_json(a, Method::POST, PATH_LINKS, &info_b).await?;
-    admin_client::send_json(b, Method::POST, PATH_LINKS, &info_a).await?;
+    let token_a = tokens.token_for(a, &info_a.cluster)?;
+    let token_b = tokens.token_for(b, &info_b.cluster)?;
+    admin_client::send_json_with(a, Some(&token_a), Method::POST, PATH_LINKS, &info_b).await?;
+    admin_client::send_json_with(b, Some(&token_b), Method::POST, PATH_LINKS, &info_a).await?;
     Ok((info_a.cluster, info_b.cluster))
 }
 
-/// Unlinks the two clusters, both directions. A side that was not linked is not an error.
-pub async fn unlink_pair(a: SocketAddr, b: SocketAddr) -> Result<(String, String), AdminError> {
+/// Unlinks the two clusters, both directions, with their admin tokens from `tokens`. A side
+/// that was not linked is not an error.
+pub async fn unlink_pair(
+    a: SocketAddr,
+    b: SocketAddr,
+    tokens: &AdminTokens,
+) -> Result<(String, String), AdminError> {
     let info_a = admin_client::get_json::<LinkInfo>(a, PATH_LINK_INFO).await?;
     let info_b = admin_client::get_json::<LinkInfo>(b, PATH_LINK_INFO).await?;
-    for (admin, peer) in [(a, &info_b.cluster), (b, &info_a.cluster)] {
-        match admin_client::call(admin, Method::DELETE, &format!("{PATH_LINKS}/{peer}"), None).await
-        {
+    let token_a = tokens.token_for(a, &info_a.cluster)?;
+    let token_b = tokens.token_for(b, &info_b.cluster)?;
+    for (admin, token, peer) in [
+        (a, &token_a, &info_b.cluster),
+        (b, &token_b, &info_a.cluster),
+    ] {
+        let path = format!("{PATH_LINKS}/{peer}");
+        match admin_client::call_with(admin, Some(token), Method::DELETE, &path, None).await {
             Ok(_) => {}
             Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {}
             Err(e) => return Err(e),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::Method;
 use mesh_core::api::PATH_LINKS;
-use mesh_launcher::admin_client;
+use mesh_launcher::admin_client::{self, AdminTokens};
 use mesh_launcher::cluster_set::Signal;
 use mesh_launcher::link::{link_info, unlink_pair};
 
@@ -49,10 +49,13 @@ pub(crate) async fn link_via_relays(
     if let Some(r) = env.relays.get(&(b.to_string(), a.to_string())) {
         ia.gateway_addr = r.local_addr();
     }
-    admin_client::send_json(aa, Method::POST, PATH_LINKS, &ib)
+    let tokens = AdminTokens::in_state_dir(&env.state_dir);
+    let ta = tokens.token_for(aa, a).map_err(|e| fail(id, e))?;
+    let tb = tokens.token_for(ba, b).map_err(|e| fail(id, e))?;
+    admin_client::send_json_with(aa, Some(&ta), Method::POST, PATH_LINKS, &ib)
         .await
         .map_err(|e| fail(id, e))?;
-    admin_client::send_json(ba, Method::POST, PATH_LINKS, &ia)
+    admin_client::send_json_with(ba, Some(&tb), Method::POST, PATH_LINKS, &ia)
         .await
         .map_err(|e| fail(id, e))?;
     Ok(())
@@ -188,7 +191,8 @@ pub(crate) async fn inject(env: &mut RunEnv, id: &str, fault: &Fault) -> Result<
             env.tasks.insert(id.to_string(), task);
         }
         Fault::Unlink { a, b } => {
-            unlink_pair(admin_of(env, a, id)?, admin_of(env, b, id)?)
+            let tokens = AdminTokens::in_state_dir(&env.state_dir);
+            unlink_pair(admin_of(env, a, id)?, admin_of(env, b, id)?, &tokens)
                 .await
                 .map_err(|e| fail(id, e))?;
         }

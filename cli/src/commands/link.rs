@@ -1,15 +1,19 @@
 //! `mesh link` / `mesh unlink`: exchange (or revoke) trust bundles and gateway addresses between
 //! two clusters. Idempotent.
 //!
-//! - Local mode: `mesh link <admin-a> <admin-b>`, through the controllers' admin APIs.
+//! - Local mode: `mesh link <admin-a> <admin-b>`, through the controllers' admin APIs, with
+//!   each controller's admin token (`<state-dir>/<cluster>/admin-token`, or
+//!   `--admin-token-file` once per cluster for clusters whose state is elsewhere).
 //! - Kubernetes: `mesh link --kubeconfig a.yaml --kubeconfig b.yaml` (or `--context a --context
 //!   b` in one kubeconfig), through `Link` objects that each cluster's controller reconciles.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_k8s::client::ClusterSource;
 use mesh_k8s::linking::{link_clusters, unlink_clusters};
+use mesh_launcher::admin_client::AdminTokens;
 use mesh_launcher::link::{link_pair, unlink_pair};
 
 use super::clusters::KubeClusters;
@@ -25,6 +29,14 @@ pub struct LinkArgs {
     /// Kubernetes: the two clusters.
     #[command(flatten)]
     pub kube: KubeClusters,
+    /// Local mode: the cluster-set state directory; each controller's admin token is read
+    /// from `<state-dir>/<cluster>/admin-token` (where `mesh up` keeps it).
+    #[arg(long, default_value = ".mesh")]
+    pub state_dir: PathBuf,
+    /// Local mode: the admin token file of the first cluster, and, given twice, of the second
+    /// (for clusters whose state directory is not `--state-dir`, e.g. remote ones).
+    #[arg(long, num_args = 1, action = clap::ArgAction::Append)]
+    pub admin_token_file: Vec<PathBuf>,
     /// How long to wait: local mode, for a controller whose gateway has not reported yet;
     /// Kubernetes, for both `Link`s to become ready (e.g. `60s`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
@@ -41,6 +53,13 @@ enum Target {
 /// The two clusters the flags name.
 fn target(args: &LinkArgs) -> Result<Target, String> {
     if let (Some(a), Some(b)) = (args.a, args.b) {
+        if args.admin_token_file.len() > 2 {
+            return Err(format!(
+                "--admin-token-file is given {} times: at most once per cluster, in the order \
+                 of the admin addresses",
+                args.admin_token_file.len()
+            ));
+        }
         return Ok(Target::Local(a, b));
     }
     let how = "name two clusters: two controller admin addresses (local mode), `--kubeconfig A \
@@ -54,11 +73,21 @@ fn target(args: &LinkArgs) -> Result<Target, String> {
     }
 }
 
+/// Where the two controllers' admin tokens are: `--admin-token-file` in the order of the
+/// addresses, else under `--state-dir`.
+fn tokens(args: &LinkArgs, a: SocketAddr, b: SocketAddr) -> AdminTokens {
+    let mut tokens = AdminTokens::in_state_dir(&args.state_dir);
+    for (admin, file) in [a, b].into_iter().zip(&args.admin_token_file) {
+        tokens = tokens.with_file(admin, file);
+    }
+    tokens
+}
+
 /// Runs `mesh link`.
 pub async fn run_link(args: LinkArgs) -> Result<(), String> {
     match target(&args)? {
         Target::Local(a, b) => {
-            let (a, b) = link_pair(a, b, args.wait)
+            let (a, b) = link_pair(a, b, &tokens(&args, a, b), args.wait)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -81,7 +110,9 @@ pub async fn run_link(args: LinkArgs) -> Result<(), String> {
 pub async fn run_unlink(args: LinkArgs) -> Result<(), String> {
     match target(&args)? {
         Target::Local(a, b) => {
-            let (a, b) = unlink_pair(a, b).await.map_err(|e| e.to_string())?;
+            let (a, b) = unlink_pair(a, b, &tokens(&args, a, b))
+                .await
+                .map_err(|e| e.to_string())?;
             println!(
                 "unlinked {a} and {b}: trust revoked and imported endpoints withdrawn on both sides"
             );
@@ -169,5 +200,38 @@ mod tests {
             assert!(err.contains("name two clusters"), "{bad:?}: {err}");
         }
         assert!(parse(&["127.0.0.1:1", "127.0.0.1:2", "--kubeconfig", "x"]).is_err());
+        let err = parse(&[
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            "--admin-token-file",
+            "a",
+            "--admin-token-file",
+            "b",
+            "--admin-token-file",
+            "c",
+        ])
+        .unwrap_err();
+        assert!(err.contains("at most once per cluster"), "{err}");
+    }
+
+    #[test]
+    fn token_files_follow_the_order_of_the_addresses() {
+        let cli = Cli::try_parse_from([
+            "mesh",
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            "--admin-token-file",
+            "/nonexistent/a-token",
+        ])
+        .unwrap();
+        let (a, b) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let t = tokens(&cli.args, a, b);
+        let err = t.token_for(a, "us-east").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/a-token"), "{err}");
+        let err = t.token_for(b, "us-west").unwrap_err().to_string();
+        assert!(err.contains(".mesh/us-west/admin-token"), "{err}");
     }
 }

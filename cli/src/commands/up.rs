@@ -151,8 +151,13 @@ fn instructions(set: &ClusterSet, apps: &AppNamespaces, state_dir: &std::path::P
             .unwrap_or_else(|| "?".into());
         let _ = writeln!(
             out,
-            "\n{} (region {}), controller admin http://{admin}",
-            c.spec.name, c.spec.region
+            "\n{} (region {}), controller admin http://{admin} (token for changes: {})",
+            c.spec.name,
+            c.spec.region,
+            state_dir
+                .join(&c.spec.name)
+                .join(mesh_launcher::admin_client::ADMIN_TOKEN_FILE)
+                .display()
         );
         let curl = |target: &str| match apps.get(&c.spec.name) {
             Some(app) => app.exec(&format!("curl {target}")),

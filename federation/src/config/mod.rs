@@ -13,6 +13,10 @@ use crate::dns::{DnsSettings, ForwardSettings};
 use crate::error::FederationError;
 use crate::injection::WebhookConfig;
 
+mod admin;
+
+pub(crate) use admin::AdminTokenSource;
+
 /// Sidecars heartbeat every second; three missed beats expire a workload.
 const DEFAULT_REGISTRATION_TTL: &str = "3s";
 /// Matches `peer_catalogs::DEFAULT_LEASE_GRACE`: rides out a gateway restart, not a dead region.
@@ -103,6 +107,14 @@ pub struct ControllerArgs {
     /// /v1/link-info. Keep it on loopback or a private network.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
+
+    /// The admin token: every admin call but GET and HEAD (links, trust changes) needs
+    /// `Authorization: Bearer <token>` with this file's content. Default: `admin-token` in the
+    /// state directory, created (random, mode 0600) when missing. Kubernetes mode: a file that
+    /// must exist (the chart mounts Secret `mesh-admin-token`), required when `--admin` is not
+    /// on loopback.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
 
     /// DNS server (UDP and TCP), authoritative for `clusterset.local`: the cluster-set VIP of
     /// every service (`<svc>.<ns>.svc.clusterset.local`), per-cluster VIPs
@@ -241,6 +253,7 @@ impl ControllerArgs {
         }
         argv.flag("control", self.control)
             .flag("admin", self.admin)
+            .opt_path("admin-token-file", self.admin_token_file.as_deref())
             .flag("dns", self.dns)
             .duration("dns-ttl", self.dns_ttl)
             .flag("dns-client-qps", self.dns_client_qps)
@@ -295,6 +308,8 @@ pub struct ControllerConfig {
     pub control: SocketAddr,
     /// Admin listener address.
     pub admin: SocketAddr,
+    /// Where the admin token comes from.
+    pub(crate) admin_token: AdminTokenSource,
     /// The DNS server.
     pub dns: DnsSettings,
     /// Other regions in failover order.
@@ -396,6 +411,11 @@ impl ControllerConfig {
             &args.webhook_configuration,
             args.injection_config.as_deref(),
         )?;
+        let admin_token = AdminTokenSource::from_flags(
+            args.admin_token_file.as_deref(),
+            args.state_dir.as_deref().filter(|_| !args.kubernetes),
+            args.admin,
+        )?;
         let store = match (args.kubernetes, args.state_dir) {
             (false, Some(dir)) => StateStore::Directory(dir),
             (false, None) => {
@@ -443,6 +463,7 @@ impl ControllerConfig {
             store,
             control: args.control,
             admin: args.admin,
+            admin_token,
             dns,
             region_priority,
             lease_grace: args.lease_grace,

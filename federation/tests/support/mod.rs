@@ -63,9 +63,20 @@ pub(crate) fn args(cluster: &str, state: &Path) -> ControllerArgs {
     }
 }
 
-/// One plain HTTP/1.1 request to the admin port.
+/// One plain HTTP/1.1 request to the admin port, without credentials.
 pub(crate) async fn admin(
     addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(StatusCode, String)> {
+    admin_with(addr, None, method, path, body).await
+}
+
+/// One plain HTTP/1.1 request to the admin port with `authorization` as the header's value.
+pub(crate) async fn admin_with(
+    addr: SocketAddr,
+    authorization: Option<&str>,
     method: Method,
     path: &str,
     body: Option<Vec<u8>>,
@@ -73,12 +84,15 @@ pub(crate) async fn admin(
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        .header("content-type", "application/json");
+    if let Some(value) = authorization {
+        req = req.header("authorization", value);
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let rsp = sender.send_request(req).await?;
     let status = rsp.status();
     let body = rsp.into_body().collect().await?.to_bytes();
@@ -184,7 +198,8 @@ impl Harness {
         Ok(client)
     }
 
-    /// An admin request with an optional JSON body.
+    /// An admin request with an optional JSON body, carrying the admin token the controller
+    /// created in its state directory.
     pub(crate) async fn admin<T: serde::Serialize>(
         &self,
         method: Method,
@@ -192,7 +207,15 @@ impl Harness {
         body: Option<&T>,
     ) -> anyhow::Result<(StatusCode, String)> {
         let body = body.map(serde_json::to_vec).transpose()?;
-        admin(self.ctl.admin_addr, method, path, body).await
+        let bearer = format!("Bearer {}", self.admin_token()?);
+        admin_with(self.ctl.admin_addr, Some(&bearer), method, path, body).await
+    }
+
+    /// The admin token in the state directory.
+    pub(crate) fn admin_token(&self) -> anyhow::Result<String> {
+        let path = self.state.path().join("admin-token");
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        Ok(text.trim().to_string())
     }
 
     /// `GET` on the admin port.

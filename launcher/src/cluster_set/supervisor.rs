@@ -14,6 +14,7 @@ use super::component::Wire;
 use super::plan::DEMO_SERVICE;
 use super::{Cluster, ClusterSet, LaunchError, MANIFEST_FILE, Placement, Process, Signal};
 use crate::admin_client;
+use crate::admin_client::AdminTokens;
 use crate::ca::ensure_cluster_ca;
 use crate::link::link_pair;
 
@@ -118,13 +119,14 @@ impl ClusterSet {
 
     /// Links every pair of clusters through their controllers' admin APIs.
     pub async fn link_all(&self) -> Result<(), LaunchError> {
+        let tokens = AdminTokens::in_state_dir(&self.state_dir);
         for i in 0..self.clusters.len() {
             for j in i + 1..self.clusters.len() {
                 let (a, b) = (&self.clusters[i], &self.clusters[j]);
                 let (Some(aa), Some(ba)) = (a.controller_admin(), b.controller_admin()) else {
                     continue;
                 };
-                link_pair(aa, ba, Duration::from_secs(20))
+                link_pair(aa, ba, &tokens, Duration::from_secs(20))
                     .await
                     .map_err(|e| LaunchError::Link {
                         a: a.spec.name.clone(),

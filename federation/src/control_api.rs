@@ -401,9 +401,13 @@ pub(crate) fn check_gateway_report(report: &GatewayReport) -> Result<(), ApiErro
                 p.cluster, p.loss
             )));
         }
-        if p.rtt_seconds.is_some_and(|r| !r.is_finite() || r < 0.0) {
+        // Finite, >= 0 and a representable duration: 1e20 s is finite but is not one, and
+        // made the controller panic converting it (fuzz/corpus/control_api_json).
+        if p.rtt_seconds
+            .is_some_and(|r| std::time::Duration::try_from_secs_f64(r).is_err())
+        {
             return Err(ApiError::BadRequest(format!(
-                "peer {}: rtt_seconds must be finite and >= 0",
+                "peer {}: rtt_seconds must be finite, >= 0 and below 2^64",
                 p.cluster
             )));
         }
@@ -430,6 +434,29 @@ fn no_content() -> Response<BoxBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gateway_report_with_an_rtt_beyond_any_duration_is_refused() {
+        let report = |rtt: f64| GatewayReport {
+            quic_addr: "127.0.0.1:4433".parse().unwrap(),
+            tunnel_addr: "127.0.0.1:15008".parse().unwrap(),
+            peers: vec![mesh_core::api::PeerLinkStatus {
+                cluster: "eu-central".into(),
+                up: true,
+                rtt_seconds: Some(rtt),
+                loss: 0.0,
+                last_error: None,
+            }],
+        };
+        assert!(check_gateway_report(&report(0.012)).is_ok());
+        for rtt in [1e20, f64::MAX, f64::INFINITY, f64::NAN, -1.0] {
+            let err = check_gateway_report(&report(rtt)).unwrap_err().to_string();
+            assert!(
+                err.contains("eu-central") && err.contains("rtt_seconds"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn routes_are_recognised_with_their_segments() {

@@ -346,6 +346,7 @@ fn catalog(version: u64) -> ExportCatalog {
         cluster: "us-east".into(),
         version,
         services,
+        trust: None,
     }
 }
 

@@ -1,9 +1,8 @@
 //! `mesh`: a multi-cluster gateway and failover mesh. One binary for every component.
 
 use clap::{Parser, Subcommand};
-use mesh_cli::commands::{check, link, status, up};
+use mesh_cli::commands::{ca, check, link, status, up};
 use mesh_cli::demo_app;
-use mesh_launcher::ca;
 
 /// A multi-cluster gateway and failover mesh: sidecars route locally, QUIC gateways join
 /// clusters, controllers fail traffic over between regions and back.
@@ -35,8 +34,9 @@ enum Command {
     /// Check a cluster-set (Kubernetes: `--kubeconfig` per cluster; local: `mesh up`'s) and say
     /// what is wrong and what to do.
     Check(check::CheckArgs),
-    /// Create a cluster's root CA and join token in the state directory.
-    Ca(ca::CaArgs),
+    /// Create a cluster's root CA and join token in the state directory; `mesh ca rotate`
+    /// rotates the root across the linked clusters.
+    Ca(ca::CaCommand),
     /// Run a cluster's federation controller (registry, CA, federation, failover, discovery).
     Controller(mesh_federation::ControllerArgs),
     /// Run a cluster's east-west gateway (QUIC links to other clusters, tunnels).
@@ -109,7 +109,7 @@ fn main() -> std::process::ExitCode {
             Command::Unlink(a) => link::run_unlink(a).await,
             Command::Status(a) => status::run(a).await.map_err(|e| e.to_string()),
             Command::Check(a) => check::run(a).await,
-            Command::Ca(a) => ca::run(a).map_err(|e| e.to_string()),
+            Command::Ca(a) => ca::run(a).await,
             Command::Controller(a) => mesh_federation::run(a).await.map_err(|e| e.to_string()),
             Command::Gateway(a) => mesh_gateway::run(a).await.map_err(|e| e.to_string()),
             Command::Sidecar(a) => mesh_sidecar::run(a).await.map_err(|e| e.to_string()),

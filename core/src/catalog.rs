@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::TrustBundle;
 use crate::names::ServiceKey;
 
 /// One endpoint of an exported service.
@@ -81,6 +82,25 @@ pub struct ExportCatalog {
     pub version: u64,
     /// Services by key.
     pub services: BTreeMap<ServiceKey, ExportedService>,
+    /// The owner's trust as it announces it to its peers. Added after the first release:
+    /// absent from an older peer, which then neither announces nor acknowledges bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<CatalogTrust>,
+}
+
+/// What a cluster tells its peers about trust on the link, so a root rotation reaches them
+/// without `mesh link` being run again: its own bundle (a receiver takes it for this
+/// cluster's trust domain only, see [`crate::identity::rotation::accept_peer_bundle`]) and
+/// the roots it holds for each linked trust domain (the acknowledgement a rotating cluster
+/// waits for).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogTrust {
+    /// The owner's trust bundle: every root it trusts for its own domain.
+    pub bundle: Option<TrustBundle>,
+    /// Per linked trust domain, the fingerprints of the roots the owner holds for it, sorted
+    /// ([`crate::identity::rotation::bundle_fingerprints`]).
+    #[serde(default)]
+    pub held_roots: BTreeMap<String, Vec<String>>,
 }
 
 /// The changes between two versions of one cluster's catalog.
@@ -96,6 +116,9 @@ pub struct CatalogDelta {
     pub upserts: BTreeMap<ServiceKey, ExportedService>,
     /// Services no longer exported.
     pub removals: Vec<ServiceKey>,
+    /// The owner's trust, when it changed (added after the first release; absent: unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<CatalogTrust>,
 }
 
 /// What flows on a control stream from the owning cluster to a peer.
@@ -169,6 +192,7 @@ impl ExportCatalog {
             cluster: cluster.to_string(),
             version: 0,
             services: BTreeMap::new(),
+            trust: None,
         }
     }
 
@@ -192,6 +216,9 @@ impl ExportCatalog {
             to_version: newer.version,
             upserts,
             removals,
+            trust: (newer.trust != self.trust)
+                .then(|| newer.trust.clone())
+                .flatten(),
         }
     }
 
@@ -216,6 +243,9 @@ impl ExportCatalog {
         for (key, svc) in &delta.upserts {
             self.services.insert(key.clone(), svc.clone());
         }
+        if let Some(trust) = &delta.trust {
+            self.trust = Some(trust.clone());
+        }
         self.version = delta.to_version;
         Ok(())
     }
@@ -238,6 +268,7 @@ pub(crate) mod tests {
         services: &[(&str, Vec<ExportedEndpoint>)],
     ) -> ExportCatalog {
         ExportCatalog {
+            trust: None,
             cluster: "eu-central".into(),
             version,
             services: services
@@ -277,6 +308,38 @@ pub(crate) mod tests {
         let mut held = v1.clone();
         held.apply(&delta).unwrap();
         assert_eq!(held, v2);
+    }
+
+    #[test]
+    fn trust_travels_in_deltas_and_an_unchanged_one_is_not_resent() {
+        let v1 = catalog(1, &[("echo.demo", vec![ep(1, true)])]);
+        let mut v2 = v1.clone();
+        v2.version = 2;
+        v2.trust = Some(CatalogTrust {
+            bundle: None,
+            held_roots: BTreeMap::from([("us-east.mesh".into(), vec!["ab".into(), "cd".into()])]),
+        });
+        let delta = v1.diff(&v2);
+        assert_eq!(delta.trust, v2.trust);
+        let mut held = v1.clone();
+        held.apply(&delta).unwrap();
+        assert_eq!(held, v2);
+        // A later change without a trust change carries none, and the held trust stays.
+        let mut v3 = v2.clone();
+        v3.version = 3;
+        v3.services.clear();
+        let delta = v2.diff(&v3);
+        assert_eq!(delta.trust, None);
+        held.apply(&delta).unwrap();
+        assert_eq!(held, v3);
+        // Without the field (a previous release), a catalog decodes with no trust.
+        let old = r#"{"cluster": "eu-central", "version": 1, "services": {}}"#;
+        assert_eq!(
+            serde_json::from_str::<ExportCatalog>(old).unwrap().trust,
+            None
+        );
+        let json = serde_json::to_value(&v1).unwrap();
+        assert!(json.get("trust").is_none(), "absent trust is not sent");
     }
 
     #[test]

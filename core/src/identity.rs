@@ -7,11 +7,14 @@
 
 mod ca;
 mod rotating;
+pub mod rotation;
+mod rotation_store;
 mod spiffe;
 mod tls;
 mod verify;
 
 pub use ca::{CA_CERT_FILE, CaError, ClusterCa, WorkloadCsr, WorkloadIdentity};
+pub use rotation_store::{CaDirectory, ROTATION_FILE, RotationRecord};
 pub use rotating::{IdentitySource, RotatingIdentity, Validity, not_after};
 pub use spiffe::{
     SpiffeError, SpiffeId, certificate_expiry, default_trust_domain, peer_spiffe_id,

@@ -9,8 +9,10 @@ use hyper::body::Incoming;
 use mesh_core::admin::{AdminRoutes, ResponseFuture};
 use mesh_core::api::{LinkInfo, PATH_LINK_INFO, PATH_LINKS, PATH_POLICY, PATH_STATUS};
 use mesh_core::http::{BoxBody, json, read_json};
+use mesh_core::identity::rotation::{PATH_CA_ROTATION, RotationRequest};
 use serde::Serialize;
 
+use crate::ca_rotation::CaRotation;
 use crate::controller::Controller;
 use crate::error::{ApiError, into_response};
 use crate::links::LinkChange;
@@ -31,12 +33,27 @@ struct LinkAnswer {
 pub(crate) struct AdminApi {
     controller: Arc<Controller>,
     policy: Arc<PolicyBoard>,
+    rotation: Arc<CaRotation>,
 }
 
 impl AdminApi {
     /// The routes over `controller`.
-    pub(crate) fn new(controller: Arc<Controller>, policy: Arc<PolicyBoard>) -> Self {
-        Self { controller, policy }
+    pub(crate) fn new(
+        controller: Arc<Controller>,
+        policy: Arc<PolicyBoard>,
+        rotation: Arc<CaRotation>,
+    ) -> Self {
+        Self {
+            controller,
+            policy,
+            rotation,
+        }
+    }
+
+    async fn rotation_step(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, ApiError> {
+        let request: RotationRequest = read_json(req.into_body(), MAX_LINK_BODY).await?;
+        let status = self.rotation.step(&self.controller, request.step)?;
+        Ok(json(StatusCode::OK, &status))
     }
 
     fn link_info(&self) -> Result<Response<BoxBody>, ApiError> {
@@ -102,6 +119,12 @@ impl AdminApi {
             PATH_STATUS => Err(not_allowed("GET")),
             PATH_POLICY if method == Method::GET => Ok(json(StatusCode::OK, &self.policy.report())),
             PATH_POLICY => Err(not_allowed("GET")),
+            PATH_CA_ROTATION if method == Method::GET => Ok(json(
+                StatusCode::OK,
+                &self.rotation.status(&self.controller),
+            )),
+            PATH_CA_ROTATION if method == Method::POST => self.rotation_step(req).await,
+            PATH_CA_ROTATION => Err(not_allowed("GET, POST")),
             _ => match link_segment(&path) {
                 Some(cluster) if method == Method::DELETE => self.remove_link(cluster),
                 Some(_) => Err(not_allowed("DELETE")),
@@ -122,7 +145,7 @@ fn link_segment(path: &str) -> Option<&str> {
 fn owns(path: &str) -> bool {
     matches!(
         path,
-        PATH_LINK_INFO | PATH_LINKS | PATH_STATUS | PATH_POLICY
+        PATH_LINK_INFO | PATH_LINKS | PATH_STATUS | PATH_POLICY | PATH_CA_ROTATION
     ) || link_segment(path).is_some()
 }
 

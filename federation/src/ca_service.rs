@@ -14,6 +14,7 @@ use mesh_core::identity::{
 };
 use mesh_core::names::check_label;
 
+use crate::ca_rotation::signer::SigningCa;
 use crate::caller_rate::CallerRate;
 use crate::error::{ApiError, FederationError};
 use crate::kubernetes::token_review::{ReviewError, ServiceAccountRef, TokenReviewer};
@@ -84,7 +85,7 @@ fn rate_limited(whose: &str, (rate, burst): (u32, u32), retry_after: Duration) -
 
 /// The CA, the join token and the signing policy.
 pub(crate) struct CaService {
-    ca: ClusterCa,
+    ca: SigningCa,
     cluster: String,
     token: String,
     cert_ttl: Duration,
@@ -145,7 +146,7 @@ impl CaService {
     /// A service over an already loaded CA.
     pub(crate) fn new(ca: ClusterCa, cluster: &str, token: String, cert_ttl: Duration) -> Self {
         Self {
-            ca,
+            ca: SigningCa::new(ca, cluster),
             cluster: cluster.to_string(),
             token,
             cert_ttl,
@@ -165,8 +166,13 @@ impl CaService {
         TrustBundle {
             trust_domain: self.ca.trust_domain().to_string(),
             cluster: self.cluster.clone(),
-            ca_pem: self.ca.cert_pem().to_string(),
+            ca_pem: self.ca.trusted_pem(),
         }
+    }
+
+    /// The signing CA (swapped by root rotation steps) and its ledger.
+    pub(crate) fn signer(&self) -> &SigningCa {
+        &self.ca
     }
 
     /// The trust domain.

@@ -15,9 +15,10 @@
 
 mod admin_api;
 mod breaker_reports;
+mod ca_rotation;
 mod ca_service;
-mod config;
 mod caller_rate;
+mod config;
 mod control_api;
 mod control_listener;
 mod controller;
@@ -38,8 +39,8 @@ mod policy_board;
 pub mod policy_files;
 mod registry;
 mod state;
-mod view;
 mod stream_holders;
+mod view;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -136,9 +137,16 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
             (ca, links, cache, Some(runner))
         }
     };
-    let trust_domain = ca.trust_domain().to_string();
     // After the state directory proved usable (a missing one says to run `mesh ca`).
     let admin_auth = config.admin_token.load()?;
+    let trust_domain = ca.trust_domain().to_string();
+    let rotation = Arc::new(ca_rotation::CaRotation::load(
+        &config.cluster,
+        match &config.store {
+            StateStore::Directory(dir) => Some(dir.as_path()),
+            StateStore::Kubernetes(_) => None,
+        },
+    )?);
     let static_services = match &config.services_file {
         Some(path) => {
             let s = StaticServices::load(path, &trust_domain)?;
@@ -235,7 +243,9 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         Some(Arc::new(AdminApi::new(
             controller.clone(),
             policy_board.clone(),
+            rotation,
         ))),
+        admin_auth,
     );
     let admin_task = tokio::spawn(admin_server.serve(admin));
     let mut tasks = kubernetes_tasks;
@@ -245,7 +255,6 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     };
     vips.lock()
         .unwrap_or_else(|p| p.into_inner())
-        admin_auth,
         .restore(vip_store.load());
     let dns = match dns::start(&config.dns, controller.clone(), vips.clone(), vip_store).await {
         Ok(dns) => dns,
@@ -352,3 +361,4 @@ async fn tick_loop(controller: Arc<Controller>, mut shutdown: watch::Receiver<bo
         }
     }
 }
+

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mesh_core::api::LinkInfo;
-use mesh_core::identity::TrustBundles;
+use mesh_core::identity::{TrustBundle, TrustBundles};
 use mesh_core::names::check_label;
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +147,27 @@ impl LinkStore {
         self.save(&next)?;
         self.links = next;
         Ok(change)
+    }
+
+    /// Replaces the trust bundle held for linked `cluster` (a bundle it announced on its link
+    /// during a root rotation, judged by the caller) and saves the links.
+    pub(crate) fn replace_bundle(
+        &mut self,
+        cluster: &str,
+        bundle: TrustBundle,
+    ) -> Result<(), LinkError> {
+        let mut info = self
+            .links
+            .get(cluster)
+            .cloned()
+            .ok_or_else(|| LinkError::NotLinked(cluster.to_string()))?;
+        info.trust_bundle = bundle;
+        self.add(info).map(|_| ())
+    }
+
+    /// The trust bundle held for linked `cluster`.
+    pub(crate) fn bundle(&self, cluster: &str) -> Option<&TrustBundle> {
+        self.links.get(cluster).map(|l| &l.trust_bundle)
     }
 
     /// Removes the link to `cluster`.
@@ -349,6 +370,28 @@ mod tests {
             store.remove("ap-south"),
             Err(LinkError::NotLinked(_))
         ));
+    }
+
+    #[test]
+    fn a_replaced_bundle_is_saved_and_validated() {
+        let dir = temp_dir("bundle");
+        let mut store = LinkStore::load(&dir, "us-east", "us-east.mesh").unwrap();
+        let eu = info("eu-central", 7000);
+        store.add(eu.clone()).unwrap();
+        let second = ClusterCa::generate("eu-central.mesh").unwrap();
+        let mut both = eu.trust_bundle.clone();
+        both.ca_pem.push_str(second.cert_pem());
+        store.replace_bundle("eu-central", both.clone()).unwrap();
+        let reloaded = LinkStore::load(&dir, "us-east", "us-east.mesh").unwrap();
+        assert_eq!(reloaded.bundle("eu-central"), Some(&both));
+        let mut garbage = both.clone();
+        garbage.ca_pem = "nope".into();
+        assert!(store.replace_bundle("eu-central", garbage).is_err());
+        assert!(matches!(
+            store.replace_bundle("ap-south", both),
+            Err(LinkError::NotLinked(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

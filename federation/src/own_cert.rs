@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mesh_core::api::ALPN_H2;
-use mesh_core::identity::{RotatingIdentity, TrustStore, server_config};
+use mesh_core::identity::{RotatingIdentity, server_config};
 use mesh_core::renewal::{IssueFuture, Issuer, RenewAt, RenewalStatus, Renewer};
 use tokio::sync::watch;
 
@@ -25,8 +25,9 @@ pub(crate) fn serving_config(
     ca: &CaService,
     identity: &RotatingIdentity,
 ) -> Result<rustls::ServerConfig, FederationError> {
-    // Only this cluster's own sidecars and gateway talk to its controller.
-    let trust = TrustStore::new(&[ca.bundle()])?;
+    // Only this cluster's own sidecars and gateway talk to its controller; the store follows
+    // root rotation steps.
+    let trust = ca.signer().own_trust();
     Ok(server_config(identity, trust, &[ALPN_H2], true)?)
 }
 

@@ -28,6 +28,7 @@ use crate::view::PublishedView;
 
 #[cfg(test)]
 mod tests;
+mod trust;
 
 /// What the state is built from.
 #[derive(Debug, Clone)]
@@ -130,7 +131,7 @@ impl FederationState {
             config.initial_version,
             exports.clone(),
         );
-        Self {
+        let mut state = Self {
             peering: Peering::new(config.lease_grace),
             breakers: BreakerReports::new(BREAKER_REPORT_TTL),
             registrations,
@@ -144,7 +145,11 @@ impl FederationState {
             export_cache,
             policies: Arc::default(),
             config,
-        }
+        };
+        // The trust announced to peers is part of the export catalog from the start.
+        state.exports.trust = Some(state.announced_trust());
+        Arc::make_mut(&mut state.view).exports = state.exports.clone();
+        state
     }
 
     /// Puts `policies` in force (published with the next recompute); false when they already
@@ -196,7 +201,6 @@ impl FederationState {
         self.breakers.put(&caller.to_string(), report, now)
     }
 
-    /// Records the gateway's report.
     /// Whether `identity` is that of a workload this cluster's registry knows at `now` (a
     /// registration, a static entry, an EndpointSlice's pod): whose breaker reports count.
     pub(crate) fn has_workload(&self, identity: &str, now: Instant) -> bool {
@@ -206,6 +210,7 @@ impl FederationState {
             .any(|e| e.identity == identity)
     }
 
+    /// Records the gateway's report.
     pub(crate) fn gateway_report(&mut self, report: GatewayReport, now: Instant) {
         let linked = self.links.iter().map(|l| l.cluster.as_str());
         self.peering.gateway_report(report, linked, now);
@@ -221,6 +226,7 @@ impl FederationState {
             return Err(CatalogRefusal::NotLinked(peer.to_string()));
         }
         self.peering.apply(peer, msg)?;
+        self.adopt_peer_bundle(peer);
         Ok(())
     }
 
@@ -322,11 +328,13 @@ impl FederationState {
             Some(cached) if warming => merge_warming(&mut exports, cached),
             _ => self.cached_exports = None,
         }
-        if exports != self.exports.services {
+        let trust = Some(self.announced_trust());
+        if exports != self.exports.services || trust != self.exports.trust {
             self.exports = ExportCatalog {
                 cluster: self.config.cluster.clone(),
                 version: self.exports.version + 1,
                 services: exports,
+                trust,
             };
             self.export_cache.save(&self.exports);
         }

@@ -11,6 +11,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mesh_core::api::{PeerLinkConfig, PeerLinkStatus};
+use mesh_core::identity::TrustBundle;
 use quinn::Connection;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -230,22 +231,42 @@ fn loss_ratio(conn: &Connection) -> f64 {
 }
 
 /// Resolves when the configuration changes in a way that needs a new connection: the peer's
-/// trust bundle, or (for the dialer) the address to dial.
+/// trust bundle replaced (not a root rotation step, which keeps a root of the bundle before
+/// it: the connection stays), or (for the dialer) the address to dial.
 async fn relevant_change(
     config: &mut watch::Receiver<PeerLinkConfig>,
     current: &PeerLinkConfig,
     role: Role,
 ) {
+    let mut trusted = current.trust_bundle.clone();
     loop {
         if config.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
         let new = config.borrow_and_update();
         let addr_changed = role == Role::Dial && new.gateway_addr != current.gateway_addr;
-        if addr_changed || new.trust_bundle != current.trust_bundle {
+        if addr_changed {
             return;
         }
+        if new.trust_bundle != trusted {
+            if !rotation_step(&trusted, &new.trust_bundle) {
+                return;
+            }
+            trusted = new.trust_bundle.clone();
+        }
     }
+}
+
+/// Whether `new` is a root rotation step from `old`: the same trust domain, sharing a root.
+fn rotation_step(old: &TrustBundle, new: &TrustBundle) -> bool {
+    use mesh_core::identity::rotation::bundle_fingerprints;
+    let (Ok(a), Ok(b)) = (
+        bundle_fingerprints(&old.ca_pem),
+        bundle_fingerprints(&new.ca_pem),
+    ) else {
+        return false;
+    };
+    old.trust_domain == new.trust_domain && a.iter().any(|f| b.contains(f))
 }
 
 async fn run_dialer(

@@ -48,6 +48,8 @@ fn merge_deltas(first: CatalogDelta, second: CatalogDelta) -> Option<CatalogDelt
         to_version: second.to_version,
         upserts,
         removals,
+        // The later announcement of trust wins; none in either keeps what the receiver holds.
+        trust: second.trust.or(first.trust),
     })
 }
 

@@ -21,8 +21,8 @@ use super::spiffe::SpiffeId;
 /// File name of a CA certificate inside a cluster's state directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
 /// File name of a CA key inside a cluster's state directory.
-const CA_KEY_FILE: &str = "ca.key";
-/// How long a cluster root is valid: roots are rotated by re-linking, not by expiry.
+pub(super) const CA_KEY_FILE: &str = "ca.key";
+/// How long a cluster root is valid: roots are replaced by `mesh ca rotate`, not by expiry.
 const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Clock skew tolerated between a CA and the machines that verify its certificates.
 const BACKDATE: Duration = Duration::from_secs(300);
@@ -53,23 +53,26 @@ pub enum CaError {
     Refused(String),
 }
 
-fn crypto(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CaError {
+pub(super) fn crypto(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CaError {
     let what = what.into();
     move |source| CaError::Crypto { what, source }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     move |source| CaError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-/// A cluster's certificate authority.
+/// A cluster's certificate authority: the root that signs, and the roots the cluster trusts
+/// (the signing root alone, or two while a root rotation is in progress, see
+/// [`super::rotation`]).
 pub struct ClusterCa {
     trust_domain: String,
     cert_pem: String,
     key: KeyPair,
+    trusted_pem: String,
 }
 
 impl std::fmt::Debug for ClusterCa {
@@ -106,16 +109,23 @@ impl ClusterCa {
             .map_err(crypto("self-signing the CA"))?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
+            trusted_pem: cert.pem(),
             cert_pem: cert.pem(),
             key,
         })
     }
 
-    /// Writes `ca.crt` and `ca.key` (mode 0600) into `dir`, creating it.
+    /// The same signing root, trusting the roots of `trusted_pem` (which must hold it).
+    pub(super) fn with_trusted(mut self, trusted_pem: String) -> Self {
+        self.trusted_pem = trusted_pem;
+        self
+    }
+
+    /// Writes `ca.crt` (the trusted roots) and `ca.key` (mode 0600) into `dir`, creating it.
     pub fn write_to(&self, dir: &Path) -> Result<(), CaError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let cert = dir.join(CA_CERT_FILE);
-        std::fs::write(&cert, &self.cert_pem).map_err(io(&cert))?;
+        std::fs::write(&cert, &self.trusted_pem).map_err(io(&cert))?;
         let key = dir.join(CA_KEY_FILE);
         write_private(&key, &self.key_pem())?;
         Ok(())
@@ -126,8 +136,16 @@ impl ClusterCa {
         dir.join(CA_CERT_FILE).exists() && dir.join(CA_KEY_FILE).exists()
     }
 
-    /// Loads CA material written by [`write_to`](Self::write_to).
+    /// Loads CA material written by [`write_to`](Self::write_to), or by a root rotation in
+    /// progress (which it resumes when a crash interrupted one of its writes).
     pub fn load(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        super::rotation_store::CaDirectory::new(dir, trust_domain)
+            .load()
+            .map(|(ca, _)| ca)
+    }
+
+    /// Loads `ca.crt` and `ca.key` as they are, without looking at a rotation.
+    pub(super) fn load_files(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let key_path = dir.join(CA_KEY_FILE);
@@ -144,7 +162,8 @@ impl ClusterCa {
     }
 
     /// The CA of `cert_pem` and `key_pem`; `(cert_source, key_source)` name where they came from
-    /// in errors (a file, a Secret's key).
+    /// in errors (a file, a Secret's key). `cert_pem` may hold several roots (a rotation in
+    /// progress): all are trusted, the one whose public key is `key_pem`'s signs.
     pub fn from_pem(
         cert_pem: &str,
         key_pem: &str,
@@ -153,12 +172,20 @@ impl ClusterCa {
     ) -> Result<Self, CaError> {
         let key = KeyPair::from_pem(key_pem)
             .map_err(crypto(format!("{key_source}: parsing the CA key")))?;
-        Issuer::from_ca_cert_pem(cert_pem, &key)
+        let signing = super::rotation::signing_root_of(cert_pem, key.public_key_raw())
+            .map_err(|e| CaError::Refused(format!("{cert_source}: {e}")))?
+            .ok_or_else(|| {
+                CaError::Refused(format!(
+                    "{cert_source}: no certificate in it belongs to the key in {key_source}"
+                ))
+            })?;
+        Issuer::from_ca_cert_pem(&signing, &key)
             .map_err(crypto(format!("{cert_source}: parsing the CA certificate")))?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
-            cert_pem: cert_pem.to_string(),
+            cert_pem: signing,
             key,
+            trusted_pem: cert_pem.to_string(),
         })
     }
 
@@ -172,9 +199,23 @@ impl ClusterCa {
         &self.trust_domain
     }
 
-    /// The root certificate in PEM: the cluster's trust bundle.
+    /// The signing root certificate in PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// Every root the cluster trusts, in PEM: the cluster's trust bundle (the signing root, plus
+    /// the other root while a rotation is in progress).
+    pub fn trusted_pem(&self) -> &str {
+        &self.trusted_pem
+    }
+
+    /// The SHA-256 fingerprint of the signing root.
+    pub fn signing_fingerprint(&self) -> String {
+        super::rotation::bundle_fingerprints(&self.cert_pem)
+            .ok()
+            .and_then(|f| f.into_iter().next())
+            .unwrap_or_default()
     }
 
     /// Signs a CSR. The CSR must request exactly one SPIFFE ID in this CA's trust domain, and
@@ -283,7 +324,7 @@ fn leaf_params(id: &SpiffeId, validity: Duration) -> Result<CertificateParams, C
     Ok(params)
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), CaError> {
+pub(super) fn write_private(path: &Path, contents: &str) -> Result<(), CaError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -2,18 +2,29 @@
 //! file, enforced by the inbound sidecars. A cross-cluster caller admitted by its principal
 //! (and nobody else), a same-namespace caller denied by a DENY rule, a path-scoped DENY, a
 //! namespace whose default is deny and one whose default is sameCluster, an AUDIT policy that
-//! only logs, and a policy changed while running that applies without a restart.
+//! only logs, an opaque connection (a CONNECT tunnel) judged by its caller alone and refused
+//! before it reaches the app, and a policy changed while running that applies without a
+//! restart.
 //!
 //! Callers: each cluster's client sidecar, `spiffe://<cluster>.mesh/ns/demo/sa/client`.
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::config::Topology;
+use mesh_core::identity::{
+    CA_CERT_FILE, ClusterCa, SpiffeId, TrustBundle, TrustStore, client_config,
+};
 use mesh_launcher::cluster_set::ComponentArgs;
+use rustls::pki_types::ServerName;
 use support::{Answer, Running, eventually, get, metric};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EAST_CLIENT: &str = "spiffe://us-east.mesh/ns/demo/sa/client";
 const EU_CLIENT: &str = "spiffe://eu-central.mesh/ns/demo/sa/client";
@@ -101,6 +112,88 @@ fn without_colours(text: &str) -> String {
         }
     }
     out
+}
+
+/// What an opaque tunnel to us-east's echo answered: the CONNECT's status and `x-mesh-error`,
+/// and (when it opened) what came back through it for an HTTP/1.1 GET, else the body.
+struct Tunnel {
+    status: StatusCode,
+    mesh_error: Option<String>,
+    text: String,
+}
+
+/// Opens an opaque tunnel to us-east's `sidecar-echo-0` (an HTTP/2 CONNECT over mTLS, what a
+/// sidecar's capture sends for traffic that is not HTTP) as eu-central's workload
+/// `ns/demo/sa/<account>`, with a certificate the test issues from eu-central's CA; when it
+/// opens, sends an HTTP/1.1 GET through it to the demo app behind.
+async fn opaque_tunnel(run: &Running, account: &str) -> Tunnel {
+    let state = run.scratch.0.join("state");
+    let ca = ClusterCa::load(&state.join("eu-central"), "eu-central.mesh").expect("eu-central CA");
+    let id: SpiffeId = format!("spiffe://eu-central.mesh/ns/demo/sa/{account}")
+        .parse()
+        .unwrap();
+    let identity = ca.issue(&id, Duration::from_secs(3600)).unwrap();
+    let trust = TrustStore::new(&[TrustBundle {
+        trust_domain: "us-east.mesh".into(),
+        cluster: "us-east".into(),
+        ca_pem: std::fs::read_to_string(state.join("us-east").join(CA_CERT_FILE)).unwrap(),
+    }])
+    .unwrap();
+    let tls = client_config(Some(&identity), trust, &[b"h2"]).unwrap();
+    let inbound = run
+        .set
+        .process("us-east", "sidecar-echo-0")
+        .and_then(|p| p.ready.as_ref())
+        .and_then(|r| r.addr("inbound"))
+        .expect("echo's inbound address");
+    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::IpAddress(inbound.ip().into()), tcp)
+        .await
+        .expect("mTLS to the sidecar");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let connect = Request::builder()
+        .method(Method::CONNECT)
+        .uri("echo.demo.svc.clusterset.local:80")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let mut rsp = sender
+        .send_request(connect)
+        .await
+        .expect("CONNECT answered");
+    let status = rsp.status();
+    let mesh_error = rsp
+        .headers()
+        .get(mesh_core::api::HEADER_MESH_ERROR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if status != StatusCode::OK {
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        return Tunnel {
+            status,
+            mesh_error,
+            text,
+        };
+    }
+    let mut io = TokioIo::new(hyper::upgrade::on(&mut rsp).await.expect("tunnel open"));
+    io.write_all(b"GET /through-the-tunnel HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut answer))
+        .await
+        .expect("the app answers through the tunnel")
+        .unwrap();
+    Tunnel {
+        status,
+        mesh_error,
+        text: String::from_utf8_lossy(&answer).into_owned(),
+    }
 }
 
 fn refused(answer: &Answer, why: &str) {
@@ -208,6 +301,39 @@ async fn authorization_policies_hold_across_two_clusters() {
         &get(eu, &format!("{LEDGER}/")).await,
         "the namespace default sameCluster of internal/cluster-only",
     );
+
+    // An opaque connection: judged by its caller alone (the path rule cannot match it),
+    // refused before any byte reaches the app, and counted.
+    let echo_admin = run.admin_of("us-east", "sidecar-echo-0");
+    let echo_counted = |policy: &'static str, decision: &'static str| {
+        let label = format!("policy=\"{policy}\",decision=\"{decision}\"");
+        async move { metric(echo_admin, "mesh_sidecar_authorization_total", &label).await }
+    };
+    let (allowed_before, denied_before) = (
+        echo_counted("demo/one-client-only", "allow").await,
+        echo_counted("-", "deny").await,
+    );
+    let open = opaque_tunnel(&run, "client").await;
+    assert_eq!(open.status, StatusCode::OK, "{}", open.text);
+    assert!(
+        open.text.starts_with("HTTP/1.1 200"),
+        "the app's answer through the tunnel: {}",
+        open.text
+    );
+    let shut = opaque_tunnel(&run, "batch").await;
+    assert_eq!(shut.status, StatusCode::FORBIDDEN, "{}", shut.text);
+    assert_eq!(shut.mesh_error.as_deref(), Some("unauthorized"));
+    assert!(
+        shut.text
+            .contains("no ALLOW policy of the service matches (demo/one-client-only)"),
+        "{}",
+        shut.text
+    );
+    assert_eq!(
+        echo_counted("demo/one-client-only", "allow").await,
+        allowed_before + 1.0
+    );
+    assert_eq!(echo_counted("-", "deny").await, denied_before + 1.0);
 
     // The policy changed while running: the east client is admitted, eu-central no longer,
     // by the same sidecar processes.

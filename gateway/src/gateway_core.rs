@@ -101,6 +101,7 @@ impl LinkBoard {
 /// A running gateway: QUIC endpoint, links, tunnel port.
 pub struct GatewayCore {
     board: LinkBoard,
+    ctx: Arc<LinkContext>,
     endpoint: Endpoint,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -148,6 +149,8 @@ impl GatewayCore {
             metrics: metrics.clone(),
             changes: changes_tx,
             idle_timeout: settings.idle_timeout,
+            identity: identity.clone(),
+            renewal: std::sync::OnceLock::new(),
         });
         let table = Arc::new(LinkTable::default());
         let tls = mesh_core::identity::server_config(
@@ -185,9 +188,17 @@ impl GatewayCore {
                 advertised_tunnel: settings.advertise_tunnel.unwrap_or(tunnel_addr),
                 changes: changes_rx,
             },
+            ctx,
             endpoint,
             tasks,
         })
+    }
+
+    /// Reports the certificate renewal's state to the links: when the certificate expires,
+    /// every link closes and stays down naming the renewal's last error, until a renewal
+    /// succeeds and the links come back by themselves.
+    pub fn follow_renewal(&self, status: mesh_core::renewal::RenewalStatus) {
+        let _ = self.ctx.renewal.set(status);
     }
 
     /// The link view.

@@ -84,6 +84,11 @@ pub(crate) async fn drive(
                 break Ended::Closed(msg);
             }
             _ = ack_check.tick() => {
+                if let Some(msg) = ctx.expired_certificate() {
+                    tracing::warn!(peer = %link.cluster, remote = %conn.remote_address(), "{msg}; closing the link");
+                    conn.close(codes::CERT_EXPIRED, msg.as_bytes());
+                    break Ended::Closed(msg);
+                }
                 let limit = silence_limit(ctx.idle_timeout, conn.rtt());
                 let (sent, acks) = ack_counters(&conn);
                 if let Some(silence) = ack_watch.check(sent, acks, limit, Instant::now()) {

@@ -30,6 +30,14 @@ pub(crate) async fn dial(
     ctx: &LinkContext,
     cfg: &PeerLinkConfig,
 ) -> Result<Connection, LinkFailure> {
+    if let Some(message) = ctx.expired_certificate() {
+        // The peer would refuse the handshake; say why instead of dialing.
+        return Err(LinkFailure {
+            label: "certificate_expired",
+            message,
+            handshake: false,
+        });
+    }
     let connecting = ctx
         .endpoint
         .connect_with(ctx.client_config.clone(), cfg.gateway_addr, SERVER_NAME)

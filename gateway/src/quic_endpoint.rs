@@ -43,6 +43,8 @@ pub(crate) mod codes {
     pub(crate) const UNCONFIRMED: VarInt = VarInt::from_u32(3);
     /// The peer acknowledged nothing for too long: the path is broken in at least one direction.
     pub(crate) const UNRESPONSIVE: VarInt = VarInt::from_u32(4);
+    /// The closing side's own certificate expired (its renewal failing).
+    pub(crate) const CERT_EXPIRED: VarInt = VarInt::from_u32(5);
     /// A stream refused (bad header, not exported) or broken mid-splice.
     pub(crate) const STREAM_REFUSED: VarInt = VarInt::from_u32(16);
 }

@@ -79,6 +79,7 @@ pub async fn run_with_resolver(
 
     let readiness = Readiness::default();
     let renewal_status = RenewalStatus::register(&mut registry, &identity, Some(readiness.clone()));
+    core.follow_renewal(renewal_status.clone());
     let renewer = Renewer::new(
         identity,
         Arc::new(ControllerIssuer::new(

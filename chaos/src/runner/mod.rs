@@ -215,8 +215,11 @@ async fn drive(
             })?;
         placements.insert(s.load.client.clone(), placement);
     }
-    let set =
-        ClusterSet::start_placed(&s.topology, &env.state_dir, &env.mesh_bin, &placements).await?;
+    let mut plan = ClusterSet::plan_placed(&s.topology, &env.state_dir, &env.mesh_bin, &placements);
+    if let Some(ttl) = s.cert_ttl {
+        plan.set_cert_ttl(ttl);
+    }
+    let set = plan.launch().await?;
     env.set = Some(set);
     env.note_pids();
     setup_relays(env, s).await?;

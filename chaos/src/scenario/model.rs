@@ -19,6 +19,9 @@ pub struct Scenario {
     pub fast: bool,
     /// The cluster-set it runs on.
     pub topology: Topology,
+    /// Lifetime of the certificates its controllers sign, when not the default (24 h):
+    /// certificate-expiry scenarios make it short.
+    pub cert_ttl: Option<Duration>,
     /// The steady load driven through it.
     pub load: LoadSpec,
     /// How long the load runs, from its first request.

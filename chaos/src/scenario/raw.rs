@@ -29,6 +29,9 @@ pub(crate) struct RawTopology {
     pub clusters: Spanned<Vec<RawCluster>>,
     #[serde(default)]
     pub lease_grace: Option<Spanned<FileDuration>>,
+    /// Lifetime of the certificates the controllers sign (`--cert-ttl`).
+    #[serde(default)]
+    pub cert_ttl: Option<Spanned<FileDuration>>,
 }
 
 /// One cluster.

@@ -263,3 +263,24 @@ fn capture_is_off_by_default_and_needs_namespaces_when_on() {
     let bad = with("  rate: 100\n", "  rate: 100\n  capture: maybe\n");
     assert!(err(&bad).contains("capture"), "{}", err(&bad));
 }
+
+#[test]
+fn a_certificate_lifetime_is_optional_and_has_a_floor() {
+    let s = parse(GOOD, Path::new("good.yaml")).unwrap();
+    assert_eq!(s.cert_ttl, None, "the controllers' default");
+    let short = with(
+        "      region_priority: [us-east]\n",
+        "      region_priority: [us-east]\n  cert_ttl: 15s\n",
+    );
+    let s = parse(&short, Path::new("short.yaml")).unwrap();
+    assert_eq!(s.cert_ttl, Some(Duration::from_secs(15)));
+    let too_short = with(
+        "      region_priority: [us-east]\n",
+        "      region_priority: [us-east]\n  cert_ttl: 5s\n",
+    );
+    let e = err(&too_short);
+    assert!(
+        e.starts_with("s.yaml: line 10: field `cert_ttl`") && e.contains("at least 10s"),
+        "{e}"
+    );
+}

@@ -106,6 +106,7 @@ pub(crate) fn validate(raw: RawScenario, path: &Path) -> Result<Scenario, Scenar
         file: path.to_path_buf(),
         summary,
         fast: raw.fast,
+        cert_ttl: cert_ttl(&cx, &raw.topology)?,
         topology,
         load,
         duration,
@@ -124,6 +125,24 @@ pub(crate) fn validate(raw: RawScenario, path: &Path) -> Result<Scenario, Scenar
         scenario.slos.push(spec);
     }
     Ok(scenario)
+}
+
+/// Shortest certificate lifetime a controller accepts (its `--cert-ttl` floor).
+const MIN_CERT_TTL: Duration = Duration::from_secs(10);
+
+fn cert_ttl(cx: &Ctx, raw: &Spanned<RawTopology>) -> Result<Option<Duration>, ScenarioError> {
+    match &raw.value.cert_ttl {
+        Some(ttl) if *ttl.value < MIN_CERT_TTL => Err(cx.err(
+            ttl.referenced.line(),
+            "cert_ttl",
+            format!(
+                "must be at least {MIN_CERT_TTL:?} (the controller's floor), got {:?}",
+                *ttl.value
+            ),
+        )),
+        Some(ttl) => Ok(Some(*ttl.value)),
+        None => Ok(None),
+    }
 }
 
 fn topology(cx: &Ctx, raw: &Spanned<RawTopology>) -> Result<Topology, ScenarioError> {

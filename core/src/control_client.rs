@@ -83,6 +83,9 @@ pub struct ControlClient {
     addr: Vec<HostPort>,
     current: AtomicUsize,
     tls: TlsConnector,
+    /// The roots the controller's certificate is verified against (inside `tls`): shared by
+    /// every client derived from this one, replaced by [`trust_roots`](Self::trust_roots).
+    trust: TrustStore,
     conn: Mutex<Option<SendRequest<BoxBody>>>,
     /// Connections established so far.
     connections: AtomicU64,
@@ -114,7 +117,8 @@ impl ControlClient {
             Self::request_certificate(addr.clone(), cluster, ca_pem, token, id).await?;
         let identity = RotatingIdentity::new(identity)?;
         let trust = TrustStore::new(&[root_bundle(id, cluster, ca_pem)])?;
-        let client = Self::new(addr, client_config(Some(&identity), trust, &[ALPN_H2])?);
+        let config = client_config(Some(&identity), trust.clone(), &[ALPN_H2])?;
+        let client = Self::new(addr, config, trust);
         Ok((Arc::new(client), identity, bundle))
     }
 
@@ -129,7 +133,7 @@ impl ControlClient {
         id: &SpiffeId,
     ) -> Result<(WorkloadIdentity, TrustBundle), ControlError> {
         let trust = TrustStore::new(&[root_bundle(id, cluster, ca_pem)])?;
-        let anonymous = Self::new(addr, client_config(None, trust, &[ALPN_H2])?);
+        let anonymous = Self::new(addr, client_config(None, trust.clone(), &[ALPN_H2])?, trust);
         anonymous.sign(id, Some(token)).await
     }
 
@@ -181,15 +185,16 @@ impl ControlClient {
         &self.addr
     }
 
-    fn new(addr: HostPort, cfg: rustls::ClientConfig) -> Self {
-        Self::with_tls(addr, TlsConnector::from(Arc::new(cfg)))
+    fn new(addr: HostPort, cfg: rustls::ClientConfig, trust: TrustStore) -> Self {
+        Self::with_tls(addr, TlsConnector::from(Arc::new(cfg)), trust)
     }
 
-    fn with_tls(addr: HostPort, tls: TlsConnector) -> Self {
+    fn with_tls(addr: HostPort, tls: TlsConnector, trust: TrustStore) -> Self {
         Self {
             addr: vec![addr],
             current: AtomicUsize::new(0),
             tls,
+            trust,
             conn: Mutex::new(None),
             connections: AtomicU64::new(0),
         }
@@ -208,6 +213,7 @@ impl ControlClient {
             addr,
             current: AtomicUsize::new(0),
             tls: self.tls.clone(),
+            trust: self.trust.clone(),
             conn: Mutex::new(None),
             connections: AtomicU64::new(0),
         })
@@ -217,7 +223,35 @@ impl ControlClient {
     /// this client's identity and trusts the same roots (the replicas share the cluster's CA),
     /// so one bootstrap serves every replica. It opens its own connection.
     pub fn with_addr(&self, addr: HostPort) -> Arc<Self> {
-        Arc::new(Self::with_tls(addr, self.tls.clone()))
+        Arc::new(Self::with_tls(addr, self.tls.clone(), self.trust.clone()))
+    }
+
+    /// Verifies the controller against the roots of the bundle in `bundles` that is of this
+    /// client's trust domain, from the next connection on (a root rotation reaches sidecars
+    /// and gateways in their snapshots; the controller's certificate may then chain to the new
+    /// root). Bundles of other domains are never trusted for the controller. Returns whether
+    /// the roots changed.
+    pub fn trust_roots(&self, bundles: &[TrustBundle]) -> bool {
+        let current = self.trust.current();
+        let Some(own) = current.trust_domains().next().map(str::to_string) else {
+            return false;
+        };
+        let Some(bundle) = bundles.iter().find(|b| b.trust_domain == own) else {
+            return false;
+        };
+        if current.same_roots(bundle) {
+            return false;
+        }
+        match self.trust.replace(std::slice::from_ref(bundle)) {
+            Ok(()) => {
+                tracing::info!(trust_domain = %own, "the controller is verified against new roots");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the cluster's new roots are unusable; the controller is verified against the previous ones");
+                false
+            }
+        }
     }
 
     /// The controller's address (of the replica used now).

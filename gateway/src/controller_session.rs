@@ -85,6 +85,8 @@ pub(crate) async fn follow_snapshots(
                         }
                         failures = 0;
                         backoff.reset();
+                        // A root rotation: verify the controller with the new roots.
+                        client.trust_roots(std::slice::from_ref(&snapshot.trust_bundle));
                         tx.send_replace(Some(snapshot));
                     }
                     Ok(None) => {

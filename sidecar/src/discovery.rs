@@ -44,6 +44,8 @@ pub async fn run(state: Arc<SidecarState>, client: Arc<ControlClient>) {
                         msg = stream.next() => match msg {
                             Ok(Some(snapshot)) => {
                                 backoff.reset();
+                                // A root rotation: verify the controller with the new roots.
+                                client.trust_roots(&snapshot.trust_bundles);
                                 state.apply_snapshot(snapshot);
                             }
                             Ok(None) => {

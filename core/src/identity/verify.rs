@@ -39,12 +39,15 @@ pub struct TrustBundle {
 #[derive(Debug, Default)]
 pub struct TrustBundles {
     by_domain: BTreeMap<String, (String, RootCertStore)>,
+    /// The fingerprints of each domain's roots, sorted (see [`super::rotation`]).
+    fingerprints: BTreeMap<String, Vec<String>>,
 }
 
 impl TrustBundles {
     /// Parses bundles; a bundle whose PEM holds no usable certificate is an error naming it.
     pub fn parse(bundles: &[TrustBundle]) -> Result<Self, TlsError> {
         let mut by_domain = BTreeMap::new();
+        let mut fingerprints = BTreeMap::new();
         for b in bundles {
             let certs: Vec<CertificateDer<'static>> =
                 rustls_pemfile::certs(&mut b.ca_pem.as_bytes())
@@ -59,8 +62,23 @@ impl TrustBundles {
                 ));
             }
             by_domain.insert(b.trust_domain.clone(), (b.cluster.clone(), roots));
+            fingerprints.insert(
+                b.trust_domain.clone(),
+                super::rotation::bundle_fingerprints(&b.ca_pem).unwrap_or_default(),
+            );
         }
-        Ok(Self { by_domain })
+        Ok(Self {
+            by_domain,
+            fingerprints,
+        })
+    }
+
+    /// Whether `bundle`'s domain is held with exactly `bundle`'s roots.
+    pub fn same_roots(&self, bundle: &TrustBundle) -> bool {
+        let Some(held) = self.fingerprints.get(&bundle.trust_domain) else {
+            return false;
+        };
+        super::rotation::bundle_fingerprints(&bundle.ca_pem).is_ok_and(|f| f == *held)
     }
 
     /// Known trust domains.
@@ -99,9 +117,20 @@ impl TrustBundles {
             algs.all,
         )
         .map_err(|e| {
+            let held = self
+                .fingerprints
+                .get(&id.trust_domain)
+                .map(|f| {
+                    f.iter()
+                        .map(|f| super::rotation::short(f))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
             untrusted(format!(
                 "peer {id} claims trust domain {} but its certificate does not chain to that \
-                 domain's root: {e}",
+                 domain's root (roots held here: {held}): {e}; a certificate of a root retired \
+                 by `mesh ca rotate` must be reissued by the domain's current root",
                 id.trust_domain
             ))
         })

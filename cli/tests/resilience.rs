@@ -227,9 +227,12 @@ async fn unlink_withdraws_a_peer_at_once_and_link_restores_it() {
         run.admin("us-east").to_string(),
         run.admin("eu-central").to_string(),
     );
+    // `mesh link` / `unlink` read each controller's admin token in the state directory.
     let mesh = |args: &[&str]| {
         let out = std::process::Command::new(support::mesh_bin())
             .args(args)
+            .arg("--state-dir")
+            .arg(&run.scratch.0)
             .output()
             .unwrap();
         assert!(

@@ -431,4 +431,81 @@ mod tests {
         assert_eq!(c.reason, "Invalid");
         assert!(c.message.contains("totl"), "{}", c.message);
     }
+
+    #[test]
+    fn authorization_policies_are_read_and_compiled_like_local_ones() {
+        use mesh_core::policy::compile::compile_known;
+        use mesh_k8s::policy::AuthorizationPolicySpec;
+        let authz = |name: &str, created: i64, spec: serde_json::Value| {
+            Arc::new(AuthorizationPolicy {
+                metadata: meta(name, created),
+                spec: AuthorizationPolicySpec(spec),
+                status: None,
+            })
+        };
+        let watched = WatchedPolicy {
+            authorizations: vec![
+                authz(
+                    "no-admin",
+                    1,
+                    json!({"targetRef": {"group": "", "kind": "Service", "name": "echo"},
+                           "action": "DENY",
+                           "rules": [{"to": [{"operation": {"paths": ["/admin/*"]}}]}]}),
+                ),
+                authz(
+                    "defaults",
+                    2,
+                    json!({"targetRef": {"group": "", "kind": "Namespace", "name": "demo"},
+                           "default": "deny"}),
+                ),
+                authz(
+                    "typo",
+                    3,
+                    json!({"targetRef": {"group": "", "kind": "Service", "name": "echo"},
+                           "rules": [{"form": []}]}),
+                ),
+                authz(
+                    "bad-principal",
+                    4,
+                    json!({"targetRef": {"group": "", "kind": "Service", "name": "echo"},
+                           "rules": [{"from": [{"source": {"principals": ["spiffe://a/*/x"]}}]}]}),
+                ),
+            ],
+            ..WatchedPolicy::default()
+        };
+        let read = read(&watched);
+        assert_eq!(read.unreadable.len(), 1);
+        assert_eq!(read.unreadable[0].name, "typo");
+        assert!(
+            read.unreadable[0].conditions[0].message.contains("form"),
+            "{:?}",
+            read.unreadable[0]
+        );
+        let known = [ServiceKey::new("echo", "demo").unwrap()].into();
+        let compiled = compile_known(&read.objects, &known);
+        let status = |name: &str| {
+            compiled
+                .statuses
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .conditions[0]
+                .clone()
+        };
+        assert!(status("no-admin").status && status("defaults").status);
+        let bad = status("bad-principal");
+        assert_eq!(bad.reason, "Invalid");
+        assert!(
+            bad.message
+                .starts_with("spec.rules[0].from[0].source.principals[0]"),
+            "{}",
+            bad.message
+        );
+        let echo = &compiled.services[&ServiceKey::new("echo", "demo").unwrap()];
+        assert_eq!(echo.authorization[0].name, "demo/no-admin");
+        assert_eq!(
+            echo.authorization_default.as_ref().unwrap().policy,
+            "demo/defaults"
+        );
+    }
 }

@@ -35,7 +35,12 @@ pub struct LinkArgs {
     pub state_dir: PathBuf,
     /// Local mode: the admin token file of the first cluster, and, given twice, of the second
     /// (for clusters whose state directory is not `--state-dir`, e.g. remote ones).
-    #[arg(long, num_args = 1, action = clap::ArgAction::Append)]
+    #[arg(
+        long,
+        num_args = 1,
+        action = clap::ArgAction::Append,
+        conflicts_with_all = ["kubeconfig", "context"]
+    )]
     pub admin_token_file: Vec<PathBuf>,
     /// How long to wait: local mode, for a controller whose gateway has not reported yet;
     /// Kubernetes, for both `Link`s to become ready (e.g. `60s`).
@@ -212,6 +217,17 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("at most once per cluster"), "{err}");
+        // Kubernetes clusters are linked through Link objects: no admin token involved.
+        let err = parse(&[
+            "--kubeconfig",
+            "e.yaml",
+            "--kubeconfig",
+            "w.yaml",
+            "--admin-token-file",
+            "t",
+        ])
+        .unwrap_err();
+        assert!(err.contains("--admin-token-file"), "{err}");
     }
 
     #[test]

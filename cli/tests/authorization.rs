@@ -356,5 +356,36 @@ async fn authorization_policies_hold_across_two_clusters() {
             .pid(),
         pid
     );
+
+    // A version with a `*` in the middle of a principal is refused with the file, the line and
+    // the field; the last good policy stays in force.
+    std::fs::write(
+        run.policy_file(),
+        policy("spiffe://us-east.mesh/ns/*/sa/client"),
+    )
+    .unwrap();
+    let admin = run.admin("us-east");
+    let refused_now = async || {
+        let report: serde_json::Value =
+            mesh_launcher::admin_client::get_json(admin, mesh_core::api::PATH_POLICY)
+                .await
+                .expect("policy report");
+        report["refused"].as_array().cloned().unwrap_or_default()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the bad version refused",
+        || async { !refused_now().await.is_empty() },
+    )
+    .await;
+    let refusal = serde_json::Value::Array(refused_now().await).to_string();
+    for part in [
+        "policy.yaml: line 7",
+        "spec.rules[0].from[0].source.principals[0]",
+        "`*` is allowed only once",
+    ] {
+        assert!(refusal.contains(part), "{part} in {refusal}");
+    }
+    assert_eq!(get(east, &format!("{ECHO}/")).await.status, StatusCode::OK);
     run.stop().await;
 }

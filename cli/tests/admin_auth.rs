@@ -88,6 +88,24 @@ async fn mutating_admin_calls_need_the_token_and_mesh_link_has_it() {
             .unwrap_or_else(|e| panic!("GET {path} without a token: {e}"));
     }
 
+    // The check is by method, in front of every route: a route that does not exist (yet)
+    // answers 401 to a change without the token, and only then 404.
+    assert_refused(
+        admin_client::call(east, Method::POST, "/v1/not-yet-a-route", None).await,
+        &east_token_file,
+    );
+    let token = AdminToken::read(&east_token_file).unwrap();
+    let err = admin_client::call_with(
+        east,
+        Some(&token),
+        Method::POST,
+        "/v1/not-yet-a-route",
+        None,
+    )
+    .await
+    .expect_err("no such route");
+    assert_eq!(err.status(), Some(StatusCode::NOT_FOUND), "{err}");
+
     // Unlinking without the token, or with a wrong one: 401, the link stays.
     let unlink_west = format!("{PATH_LINKS}/us-west");
     assert_refused(

@@ -145,7 +145,8 @@ impl Controller {
             if status.complete() {
                 return Ok(status);
             }
-            if status.waiting_for != shown {
+            // Printed when what is awaited changes, not when only a countdown moved.
+            if gist(&status.waiting_for) != gist(&shown) {
                 let phase = show::phase_word(status.phase);
                 for wait in &status.waiting_for {
                     println!("{}: {phase}: waiting for {wait}", self.cluster);
@@ -167,6 +168,14 @@ impl Controller {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// `waits` without their numbers.
+fn gist(waits: &[String]) -> Vec<String> {
+    waits
+        .iter()
+        .map(|w| w.chars().filter(|c| !c.is_ascii_digit()).collect())
+        .collect()
 }
 
 /// Runs `mesh ca rotate`.

@@ -42,6 +42,12 @@ pub(crate) async fn drive(
     interrupt: impl Future<Output = Ended>,
 ) -> (Ended, bool) {
     let id = conn.stable_id();
+    if let Some(msg) = ctx.expired_certificate() {
+        // Refused before either side confirms it: the peer sees why, and no link flaps up.
+        conn.close(codes::CERT_EXPIRED, msg.as_bytes());
+        link.record_failure(&msg);
+        return (Ended::Closed(msg), false);
+    }
     link.set_connecting(conn.clone());
     tracing::debug!(peer = %link.cluster, remote = %conn.remote_address(), "connection established; waiting for the peer's control stream");
     let sender = tokio::spawn(control_stream::run_sender(

@@ -42,6 +42,11 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(identity.rotating()?));
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // No session resumption: a resumed TLS 1.3 handshake skips certificate verification, so a
+    // client whose certificate expired, or whose trust domain was unlinked or whose root was
+    // retired since, would still get in. Every handshake verifies the peer afresh.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(cfg)
 }
 
@@ -126,6 +131,55 @@ mod tests {
         c.write_all(b"ping").await.map_err(|e| e.to_string())?;
         c.flush().await.map_err(|e| e.to_string())?;
         srv.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_handshake_verifies_afresh_without_resuming_a_session() {
+        let east = ClusterCa::generate("us-east.mesh").unwrap();
+        let eu = ClusterCa::generate("eu-central.mesh").unwrap();
+        let day = Duration::from_secs(86400);
+        let server_id = east.issue(&SpiffeId::gateway("us-east.mesh"), day).unwrap();
+        let client_id = eu
+            .issue(&SpiffeId::gateway("eu-central.mesh"), day)
+            .unwrap();
+        let both =
+            || TrustStore::new(&[bundle(&east, "us-east"), bundle(&eu, "eu-central")]).unwrap();
+        let server_trust = both();
+        let acceptor = TlsAcceptor::from(Arc::new(
+            server_config(&server_id, server_trust.clone(), &[b"h2"], false).unwrap(),
+        ));
+        // One client configuration for both handshakes: it would offer to resume the first.
+        let connector = TlsConnector::from(Arc::new(
+            client_config(Some(&client_id), both(), &[b"h2"]).unwrap(),
+        ));
+        let once = |acceptor: TlsAcceptor, connector: TlsConnector| async move {
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let srv = tokio::spawn(async move {
+                let mut s = acceptor.accept(a).await.map_err(|e| e.to_string())?;
+                let mut buf = [0u8; 4];
+                s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+                s.write_all(b"pong").await.map_err(|e| e.to_string())?;
+                s.flush().await.map_err(|e| e.to_string())
+            });
+            let name = rustls::pki_types::ServerName::try_from("mesh.invalid").unwrap();
+            let client = async {
+                let mut c = connector
+                    .connect(name, b)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                c.write_all(b"ping").await.map_err(|e| e.to_string())?;
+                c.flush().await.map_err(|e| e.to_string())?;
+                let mut buf = [0u8; 4];
+                c.read_exact(&mut buf).await.map_err(|e| e.to_string())
+            };
+            let (c, s) = tokio::join!(client, srv);
+            c.and(s.unwrap())
+        };
+        once(acceptor.clone(), connector.clone()).await.unwrap();
+        // eu-central is unlinked: the same client must now be refused, not resumed.
+        server_trust.replace(&[bundle(&east, "us-east")]).unwrap();
+        let err = once(acceptor, connector).await.unwrap_err();
+        assert!(!err.is_empty());
     }
 
     #[tokio::test]

@@ -159,7 +159,7 @@ mod tests {
             .unwrap();
         }
         // eu announces both its roots and that it holds home's one root.
-        let home_fps = bundle_fingerprints(&home_root.cert_pem().to_string()).unwrap();
+        let home_fps = bundle_fingerprints(home_root.cert_pem()).unwrap();
         let both = bundle_of("eu", &[&eu_old, &eu_new]);
         let trust = CatalogTrust {
             bundle: Some(both.clone()),

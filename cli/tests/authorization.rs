@@ -2,9 +2,9 @@
 //! file, enforced by the inbound sidecars. A cross-cluster caller admitted by its principal
 //! (and nobody else), a same-namespace caller denied by a DENY rule, a path-scoped DENY, a
 //! namespace whose default is deny and one whose default is sameCluster, an AUDIT policy that
-//! only logs, an opaque connection (a CONNECT tunnel) judged by its caller alone and refused
-//! before it reaches the app, and a policy changed while running that applies without a
-//! restart.
+//! only logs, opaque connections (CONNECT tunnels) judged by their caller and refused before
+//! they reach the app (a DENY on HTTP paths refuses them all), a policy changed while running
+//! that applies without a restart, and a bad version refused with the last good one kept.
 //!
 //! Callers: each cluster's client sidecar, `spiffe://<cluster>.mesh/ns/demo/sa/client`.
 
@@ -122,14 +122,15 @@ struct Tunnel {
     text: String,
 }
 
-/// Opens an opaque tunnel to us-east's `sidecar-echo-0` (an HTTP/2 CONNECT over mTLS, what a
-/// sidecar's capture sends for traffic that is not HTTP) as eu-central's workload
-/// `ns/demo/sa/<account>`, with a certificate the test issues from eu-central's CA; when it
+/// Opens an opaque tunnel to us-east's `sidecar` (an HTTP/2 CONNECT over mTLS, what a
+/// sidecar's capture sends for traffic that is not HTTP) as `<cluster>`'s workload
+/// `ns/demo/sa/<account>`, with a certificate the test issues from that cluster's CA; when it
 /// opens, sends an HTTP/1.1 GET through it to the demo app behind.
-async fn opaque_tunnel(run: &Running, account: &str) -> Tunnel {
+async fn opaque_tunnel(run: &Running, sidecar: &str, cluster: &str, account: &str) -> Tunnel {
     let state = run.scratch.0.join("state");
-    let ca = ClusterCa::load(&state.join("eu-central"), "eu-central.mesh").expect("eu-central CA");
-    let id: SpiffeId = format!("spiffe://eu-central.mesh/ns/demo/sa/{account}")
+    let domain = format!("{cluster}.mesh");
+    let ca = ClusterCa::load(&state.join(cluster), &domain).expect("the caller's CA");
+    let id: SpiffeId = format!("spiffe://{domain}/ns/demo/sa/{account}")
         .parse()
         .unwrap();
     let identity = ca.issue(&id, Duration::from_secs(3600)).unwrap();
@@ -142,10 +143,10 @@ async fn opaque_tunnel(run: &Running, account: &str) -> Tunnel {
     let tls = client_config(Some(&identity), trust, &[b"h2"]).unwrap();
     let inbound = run
         .set
-        .process("us-east", "sidecar-echo-0")
+        .process("us-east", sidecar)
         .and_then(|p| p.ready.as_ref())
         .and_then(|r| r.addr("inbound"))
-        .expect("echo's inbound address");
+        .expect("the sidecar's inbound address");
     let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(ServerName::IpAddress(inbound.ip().into()), tcp)
@@ -158,7 +159,7 @@ async fn opaque_tunnel(run: &Running, account: &str) -> Tunnel {
     tokio::spawn(conn);
     let connect = Request::builder()
         .method(Method::CONNECT)
-        .uri("echo.demo.svc.clusterset.local:80")
+        .uri("service.demo.svc.clusterset.local:80")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let mut rsp = sender
@@ -302,38 +303,42 @@ async fn authorization_policies_hold_across_two_clusters() {
         "the namespace default sameCluster of internal/cluster-only",
     );
 
-    // An opaque connection: judged by its caller alone (the path rule cannot match it),
-    // refused before any byte reaches the app, and counted.
-    let echo_admin = run.admin_of("us-east", "sidecar-echo-0");
-    let echo_counted = |policy: &'static str, decision: &'static str| {
-        let label = format!("policy=\"{policy}\",decision=\"{decision}\"");
-        async move { metric(echo_admin, "mesh_sidecar_authorization_total", &label).await }
-    };
-    let (allowed_before, denied_before) = (
-        echo_counted("demo/one-client-only", "allow").await,
-        echo_counted("-", "deny").await,
-    );
-    let open = opaque_tunnel(&run, "client").await;
+    // Opaque connections: judged by their caller (a `from` rule applies as to HTTP), refused
+    // before any byte reaches the app, and counted; a DENY written for HTTP paths refuses
+    // every tunnel, which could carry those requests past it.
+    let secure_allowed = counted("-", "allow").await;
+    let open = opaque_tunnel(&run, "sidecar-secure-0", "eu-central", "client").await;
     assert_eq!(open.status, StatusCode::OK, "{}", open.text);
     assert!(
         open.text.starts_with("HTTP/1.1 200"),
         "the app's answer through the tunnel: {}",
         open.text
     );
-    let shut = opaque_tunnel(&run, "batch").await;
+    assert_eq!(counted("-", "allow").await, secure_allowed + 1.0);
+    let shut = opaque_tunnel(&run, "sidecar-secure-0", "us-east", "client").await;
     assert_eq!(shut.status, StatusCode::FORBIDDEN, "{}", shut.text);
     assert_eq!(shut.mesh_error.as_deref(), Some("unauthorized"));
     assert!(
         shut.text
-            .contains("no ALLOW policy of the service matches (demo/one-client-only)"),
+            .contains("denied by DENY policy demo/not-the-east-client"),
         "{}",
         shut.text
     );
+    assert_eq!(counted("demo/not-the-east-client", "deny").await, 2.0);
+    let past_a_path_rule = opaque_tunnel(&run, "sidecar-echo-0", "eu-central", "client").await;
     assert_eq!(
-        echo_counted("demo/one-client-only", "allow").await,
-        allowed_before + 1.0
+        past_a_path_rule.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        past_a_path_rule.text
     );
-    assert_eq!(echo_counted("-", "deny").await, denied_before + 1.0);
+    assert!(
+        past_a_path_rule
+            .text
+            .contains("denied by DENY policy demo/no-admin"),
+        "{}",
+        past_a_path_rule.text
+    );
 
     // The policy changed while running: the east client is admitted, eu-central no longer,
     // by the same sidecar processes.

@@ -17,10 +17,11 @@
 //!   `mesh_sidecar_authorization_total{service,policy,decision}` (`policy` is the deciding
 //!   policy's `<namespace>/<name>`, `-` when none did; services without policies nor default
 //!   are not judged, so not counted).
-//! - An opaque connection (a CONNECT another sidecar's capture sent) is judged without method
-//!   nor path: only `from` and ports can match it, a `to` naming methods or paths never does
-//!   (as Istio judges TCP). A denied one is answered 403 before any byte reaches the app, so
-//!   the caller's sidecar closes the captured connection. An upgrade (an extended CONNECT,
+//! - An opaque connection (a CONNECT another sidecar's capture sent, or any mesh client's) is
+//!   judged without method nor path and fails closed, as Istio judges TCP: an ALLOW `to`
+//!   naming methods or paths never admits it, a DENY rule ignores those fields, so a tunnel
+//!   cannot carry to the app the requests a DENY refuses. A denied one is answered 403 before
+//!   any byte reaches the app, so the caller's sidecar closes the captured connection. An upgrade (an extended CONNECT,
 //!   see `upgrade`) is the HTTP `GET` it stands for, on its path.
 
 use std::sync::Arc;
@@ -392,7 +393,33 @@ mod tests {
                 ),
             )],
         );
-        assert!(other_port.1.oneshot(connect(FRONTEND)).await.is_err());
+        assert!(
+            other_port
+                .1
+                .clone()
+                .oneshot(connect(FRONTEND))
+                .await
+                .is_err()
+        );
+        // A DENY written for HTTP paths refuses every tunnel: one could carry those requests.
+        publish(&other_port.0, 2, vec![no_admin()]);
+        let e = other_port
+            .1
+            .clone()
+            .oneshot(connect(FRONTEND))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unauthorized: denied by DENY policy demo/no-admin"
+        );
+        assert!(
+            other_port
+                .1
+                .oneshot(get(Some(FRONTEND), "/api"))
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]

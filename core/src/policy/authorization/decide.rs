@@ -33,7 +33,9 @@ impl AuthorizationRules {
     }
 
     fn matches(&self, caller: &Caller, request: &AuthorizationRequest<'_>) -> bool {
-        self.rules.iter().any(|r| r.matches(caller, request))
+        self.rules
+            .iter()
+            .any(|r| r.matches(caller, request, self.action))
     }
 }
 

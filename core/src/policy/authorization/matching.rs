@@ -1,7 +1,7 @@
 //! Matching: the string patterns of every field, and one rule against one request.
 
 use super::decide::AuthorizationRequest;
-use super::spec::{AuthorizationRule, Operation, Source};
+use super::spec::{AuthorizationAction, AuthorizationRule, Operation, Source};
 
 /// Whether `value` matches `pattern`: `*` matches anything, `prefix*` and `*suffix` match by
 /// prefix and suffix, anything else exactly (Istio's string match).
@@ -71,10 +71,12 @@ impl Source {
 }
 
 impl Operation {
-    /// Whether the operation matches. An opaque connection has no method nor path: an
-    /// operation naming either never matches it (Istio's reading for TCP), only one with
-    /// ports alone can.
-    fn matches(&self, request: &AuthorizationRequest<'_>) -> bool {
+    /// Whether the operation matches, in a policy of `action`. An opaque connection has no
+    /// method nor path, and fails closed as Istio judges TCP: in an ALLOW (or AUDIT) policy an
+    /// operation naming either never matches it; in a DENY policy those fields are left out
+    /// and the rest (ports) decides, so a DENY written for HTTP also refuses the tunnels that
+    /// could carry the same requests past it.
+    fn matches(&self, request: &AuthorizationRequest<'_>, action: AuthorizationAction) -> bool {
         let ports = |ports: &[u16]| ports.contains(&request.port);
         let port_holds = (self.ports.is_empty() || ports(&self.ports)) && !ports(&self.not_ports);
         let http_fields = !(self.methods.is_empty()
@@ -82,7 +84,7 @@ impl Operation {
             && self.paths.is_empty()
             && self.not_paths.is_empty());
         let Some(http) = &request.http else {
-            return port_holds && !http_fields;
+            return port_holds && (action == AuthorizationAction::Deny || !http_fields);
         };
         let method = |methods: &[String]| methods.iter().any(|m| m == http.method);
         port_holds
@@ -93,10 +95,16 @@ impl Operation {
 }
 
 impl AuthorizationRule {
-    /// Whether the rule matches: one `from` (or none given) and one `to` (or none given).
-    pub(super) fn matches(&self, caller: &Caller, request: &AuthorizationRequest<'_>) -> bool {
+    /// Whether the rule of a policy of `action` matches: one `from` (or none given) and one
+    /// `to` (or none given).
+    pub(super) fn matches(
+        &self,
+        caller: &Caller,
+        request: &AuthorizationRequest<'_>,
+        action: AuthorizationAction,
+    ) -> bool {
         (self.from.is_empty() || self.from.iter().any(|f| f.source.matches(caller)))
-            && (self.to.is_empty() || self.to.iter().any(|t| t.operation.matches(request)))
+            && (self.to.is_empty() || self.to.iter().any(|t| t.operation.matches(request, action)))
     }
 }
 
@@ -121,14 +129,26 @@ mod tests {
         serde_saphyr::from_str(yaml).unwrap()
     }
 
-    /// Whether `rule` matches a request of `caller` to port 8080: HTTP `method` on `path`,
-    /// or an opaque connection when `method` is empty.
+    /// Whether `rule` of an ALLOW policy matches a request of `caller` to port 8080: HTTP
+    /// `method` on `path`, or an opaque connection when `method` is empty.
     fn check(rule: &AuthorizationRule, caller: Option<&str>, method: &str, path: &str) -> bool {
         check_port(rule, caller, method, path, 8080)
     }
 
     fn check_port(
         rule: &AuthorizationRule,
+        caller: Option<&str>,
+        method: &str,
+        path: &str,
+        port: u16,
+    ) -> bool {
+        check_in(rule, AuthorizationAction::Allow, caller, method, path, port)
+    }
+
+    /// As [`check_port`], for a rule of a policy of `action`.
+    fn check_in(
+        rule: &AuthorizationRule,
+        action: AuthorizationAction,
         caller: Option<&str>,
         method: &str,
         path: &str,
@@ -141,7 +161,7 @@ mod tests {
             port,
             own_trust_domain: "us-east.mesh",
         };
-        rule.matches(&Caller::of(&req), &req)
+        rule.matches(&Caller::of(&req), &req, action)
     }
 
     const FRONTEND: &str = "spiffe://eu-central.mesh/ns/web/sa/frontend";
@@ -224,7 +244,10 @@ mod tests {
     }
 
     #[test]
-    fn an_opaque_connection_matches_no_operation_with_methods_or_paths() {
+    fn an_opaque_connection_fails_closed_on_methods_and_paths() {
+        let deny = |r: &AuthorizationRule, caller, port| {
+            check_in(r, AuthorizationAction::Deny, caller, "", "", port)
+        };
         for http_only in [
             "{methods: [CONNECT]}",
             "{paths: ['*']}",
@@ -233,9 +256,18 @@ mod tests {
             "{ports: [8080], paths: ['/']}",
         ] {
             let r = rule(&format!("to: [{{operation: {http_only}}}]"));
+            // ALLOW (and AUDIT): never admitted by an operation written for HTTP.
             assert!(!check(&r, Some(EAST), "", ""), "{http_only}");
+            // DENY: refused as if the HTTP fields were not there.
+            assert!(deny(&r, Some(EAST), 8080), "{http_only}");
         }
-        // `from` alone, or with ports, judges it.
+        let admin = rule(&format!(
+            "from: [{{source: {{principals: ['{BATCH}']}}}}]\nto: [{{operation: {{paths: [/admin], ports: [9090]}}}}]"
+        ));
+        assert!(deny(&admin, Some(BATCH), 9090));
+        assert!(!deny(&admin, Some(BATCH), 8080), "ports still count");
+        assert!(!deny(&admin, Some(FRONTEND), 9090), "from still counts");
+        // `from` alone, or with ports, judges it in any policy.
         let from = rule(&format!(
             "from: [{{source: {{principals: ['{FRONTEND}']}}}}]\nto: [{{operation: {{ports: [8080]}}}}]"
         ));

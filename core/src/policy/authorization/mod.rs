@@ -20,7 +20,9 @@
 //! namespace sets `deny`, `authenticated` or `sameCluster`, see `default.rs`), and when it has
 //! some, only a request one of them matches is allowed. AUDIT policies never change the
 //! outcome: their matches are only reported. An opaque connection (a CONNECT tunnel) has no
-//! method nor path: a `to` naming either never matches it; `from` and ports judge it.
+//! method nor path and fails closed, as Istio judges TCP: in an ALLOW policy a `to` naming
+//! either never matches it; a DENY policy leaves those fields out, so a tunnel cannot carry
+//! past it the requests it refuses.
 //!
 //! - `spec.rs`: the kind and its rules as users write them, and their validation;
 //! - `default.rs`: a namespace's default, as written and as sidecars get it;

@@ -112,7 +112,7 @@ pub struct Source {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Operation {
     /// HTTP methods, exactly (`GET`); an opaque connection has none (a `to` with methods or
-    /// paths never matches it).
+    /// paths never matches it in an ALLOW policy; a DENY policy ignores them for it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     /// Methods that must not match.

@@ -16,6 +16,8 @@ use crate::scenario::{EndpointBehaviour, Fault, ProcessRef};
 const PATH_FAULTS: &str = "/v1/faults";
 /// How long link set-up may wait for a peer's gateway to report.
 const LINK_WAIT: Duration = Duration::from_secs(20);
+/// How long `mesh ca rotate` may wait for each step of a root rotation.
+const ROTATION_STEP_TIMEOUT: &str = "3m";
 
 fn fail(id: &str, reason: impl std::fmt::Display) -> ChaosError {
     ChaosError::Fault {
@@ -196,6 +198,41 @@ pub(crate) async fn inject(env: &mut RunEnv, id: &str, fault: &Fault) -> Result<
                 .await
                 .map_err(|e| fail(id, e))?;
         }
+        Fault::RotateRoot { cluster } => rotate_root(env, cluster, id).await?,
+    }
+    Ok(())
+}
+
+/// Runs `mesh ca rotate` against `cluster`'s controller until the rotation is complete.
+async fn rotate_root(env: &RunEnv, cluster: &str, id: &str) -> Result<(), ChaosError> {
+    let admin = admin_of(env, cluster, id)?;
+    let out = tokio::process::Command::new(&env.mesh_bin)
+        .args(["ca", "rotate", "--cluster", cluster])
+        .args(["--timeout", ROTATION_STEP_TIMEOUT])
+        .arg("--admin")
+        .arg(admin.to_string())
+        .arg("--state-dir")
+        .arg(&env.state_dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| fail(id, format!("{}: {e}", env.mesh_bin.display())))?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(fail(
+            id,
+            format!(
+                "mesh ca rotate --cluster {cluster} failed: {}",
+                printed.trim()
+            ),
+        ));
+    }
+    for line in printed.lines() {
+        tracing::info!(fault = id, "{line}");
     }
     Ok(())
 }
@@ -243,6 +280,7 @@ pub(crate) async fn heal(env: &mut RunEnv, id: &str, fault: &Fault) -> Result<()
             set_endpoint(env, targets, None, id).await?;
         }
         Fault::Unlink { a, b } => link_via_relays(env, a, b, id).await?,
+        Fault::RotateRoot { .. } => {}
     }
     Ok(())
 }

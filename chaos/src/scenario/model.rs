@@ -272,6 +272,12 @@ pub enum Fault {
         /// The other.
         b: String,
     },
+    /// Rotate a cluster's root CA with `mesh ca rotate` (add, switch, retire, each waited
+    /// for). Needs no heal: it ends when the rotation is complete.
+    RotateRoot {
+        /// The cluster whose root is rotated.
+        cluster: String,
+    },
 }
 
 impl Fault {
@@ -287,6 +293,7 @@ impl Fault {
             Fault::Endpoint { .. } => "endpoint",
             Fault::Flap { .. } => "flap",
             Fault::Unlink { .. } => "unlink",
+            Fault::RotateRoot { .. } => "rotate_root",
         }
     }
 
@@ -297,7 +304,10 @@ impl Fault {
 
     /// Whether it must not be healed (it ends by itself).
     pub fn self_healing(&self) -> bool {
-        matches!(self, Fault::RollingRestart { .. })
+        matches!(
+            self,
+            Fault::RollingRestart { .. } | Fault::RotateRoot { .. }
+        )
     }
 }
 

@@ -284,3 +284,36 @@ fn a_certificate_lifetime_is_optional_and_has_a_floor() {
         "{e}"
     );
 }
+
+#[test]
+fn a_root_rotation_names_a_cluster_of_the_topology_and_needs_no_heal() {
+    let rotation = "  - at: 12s\n    fault: rotate_root\n    id: rotation\n    cluster: us-east\n";
+    let s = parse(
+        &with("slos:\n", &format!("{rotation}slos:\n")),
+        Path::new("s.yaml"),
+    )
+    .unwrap();
+    let fault = &s.timeline.last().unwrap().action;
+    assert!(
+        matches!(fault, Action::Fault { fault: Fault::RotateRoot { cluster }, .. } if cluster == "us-east"),
+        "{fault:?}"
+    );
+    let e = err(&with(
+        "slos:\n",
+        "  - at: 12s\n    fault: rotate_root\n    id: rotation\nslos:\n",
+    ));
+    assert!(
+        e.contains("field `cluster`") && e.contains("needs `cluster`"),
+        "{e}"
+    );
+    let e = err(&with(
+        "slos:\n",
+        &format!("{}slos:\n", rotation.replace("us-east", "ap-south")),
+    ));
+    assert!(e.contains("ap-south"), "{e}");
+    let e = err(&with(
+        "slos:\n",
+        &format!("{rotation}  - at: 15s\n    heal: rotation\nslos:\n"),
+    ));
+    assert!(e.contains("rotation"), "{e}");
+}

@@ -45,6 +45,7 @@ pub const ACTIONS: &[&str] = &[
     "endpoint",
     "flap",
     "unlink",
+    "rotate_root",
 ];
 /// The SLO kinds, for messages.
 pub const SLO_KINDS: &[&str] = &[

@@ -27,6 +27,7 @@ fn parameters_of(action: &str) -> (&'static [&'static str], &'static [&'static s
         "endpoint" => (&["targets"], &["error_share", "latency", "latency_share"]),
         "flap" => (&["targets", "down", "up"], &[]),
         "unlink" => (&["clusters"], &[]),
+        "rotate_root" => (&["cluster"], &[]),
         _ => (&[], &[]),
     }
 }
@@ -377,6 +378,12 @@ fn fault(
             let (a, b) = pair(cx, catalog, &e.clusters)?;
             Fault::Unlink { a, b }
         }
+        "rotate_root" => match &e.cluster {
+            Some(c) => Fault::RotateRoot {
+                cluster: cluster_name(cx, catalog.topology(), c, "cluster")?,
+            },
+            None => return Err(cx.err(action.referenced.line(), "cluster", "missing")),
+        },
         _ => {
             return Err(cx.err(
                 action.referenced.line(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use mesh_core::api::{GatewayReport, GatewaySnapshot, PeerLinkStatus};
 use mesh_core::catalog::ExportCatalog;
 use mesh_core::identity::{IdentitySource, TrustBundle, TrustBundles, TrustStore};
+use mesh_core::serve::{DEFAULT_MAX_CONNECTIONS, RefusedConnections};
 use mesh_core::telemetry::bind_tcp;
 use prometheus_client::registry::Registry;
 use quinn::Endpoint;
@@ -164,6 +165,8 @@ impl GatewayCore {
             table: table.clone(),
             metrics: metrics.clone(),
             tls: TlsAcceptor::from(Arc::new(tls)),
+            cap: RefusedConnections::register(registry, "mesh_gateway")
+                .cap("tunnel", DEFAULT_MAX_CONNECTIONS),
         });
         let follower = SnapshotFollower {
             link_set: LinkSet::new(ctx.clone(), table.clone()),

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_core::http::{BoxBody, empty};
 use mesh_core::identity::{SpiffeId, peer_spiffe_id};
+use mesh_core::serve::{ConnectionCap, ServeLimits};
 use mesh_core::wire::{StreamHeader, TunnelReply};
 use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,11 +42,14 @@ pub(crate) struct TunnelIngress {
     pub metrics: Arc<Metrics>,
     /// TLS with mandatory client certificates, ALPN h2.
     pub tls: TlsAcceptor,
+    /// How many sidecar connections the tunnel port holds at once.
+    pub cap: ConnectionCap,
 }
 
 /// Accepts sidecar connections until the task is dropped, which also ends them.
 pub(crate) async fn serve(ingress: Arc<TunnelIngress>, listener: TcpListener) {
-    mesh_core::serve::accept_loop(listener, "tunnel", move |tcp, remote| {
+    let cap = ingress.cap.clone();
+    mesh_core::serve::accept_loop_capped(listener, "tunnel", cap, move |tcp, remote| {
         serve_connection(ingress.clone(), tcp, remote)
     })
     .await
@@ -73,10 +77,21 @@ async fn serve_connection(ingress: Arc<TunnelIngress>, tcp: TcpStream, remote: S
         let client = client.clone();
         async move { Ok::<_, Infallible>(handle(&ingress, &client, remote, req).await) }
     });
+    // The limits every HTTP/2 listener has (see `mesh_core::serve`): a CONNECT head is small,
+    // so the header list bound is the default; rapid reset and protocol-error resets end the
+    // connection with GOAWAY; keep-alive pings find a sidecar that vanished while its
+    // tunnels were open.
+    let limits = ServeLimits::default();
     let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(MAX_TUNNELS_PER_CONNECTION)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.max_local_error_reset_streams)
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keep_alive_interval)
+        .keep_alive_timeout(limits.keep_alive_timeout)
         .serve_connection(TokioIo::new(tls), svc)
         .await;
     if let Err(e) = result {

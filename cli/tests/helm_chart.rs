@@ -579,6 +579,42 @@ fn helm_install_succeeds_in_each_cluster_with_crds_established_and_every_object(
 }
 
 /// The controller's Deployment and Service are what the contract with the controller says.
+#[test]
+fn the_admin_token_is_made_once_and_kept_across_upgrades() {
+    require_installed();
+    // The third install: no injection webhook, so an upgrade races nothing else's admission.
+    let install = &INSTALLS[2];
+    let c = cluster(install.test_cluster);
+    let token = || {
+        json(c, &["-n", NAMESPACE, "get", "secret", "mesh-admin-token"])["data"]["token"]
+            .as_str()
+            .map(str::to_string)
+            .expect("the Secret has a token")
+    };
+    let before = token();
+    // 48 random characters, base64-encoded in the Secret.
+    assert_eq!(before.len(), 64, "{before}");
+    let mut upgrade = c.helm();
+    upgrade
+        .args(["upgrade", "mesh"])
+        .arg(chart())
+        .args(["-n", NAMESPACE])
+        .args(install_args(install));
+    ok(c, upgrade, None);
+    assert_eq!(token(), before, "helm upgrade replaced the admin token");
+    let deploy = json(
+        c,
+        &["-n", NAMESPACE, "get", "deployment", "mesh-controller"],
+    );
+    let volumes = &deploy["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes.as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "mesh-admin-token")),
+        "{volumes}"
+    );
+}
+
 fn check_controller(c: &Cluster, install: &Install) {
     let deploy = json(
         c,

@@ -105,7 +105,7 @@ async fn bundles_travel_in_the_catalog_and_the_switch_waits_for_the_peer() -> an
         &mut snapshots,
         WAIT,
         "the peer's two roots in the sidecar's trust",
-        |s| s.trust_bundles.iter().any(|b| *b == eu_both),
+        |s| s.trust_bundles.contains(&eu_both),
     )
     .await?;
     next_until(

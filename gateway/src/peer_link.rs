@@ -341,3 +341,34 @@ async fn run_acceptor(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::identity::ClusterCa;
+
+    use super::*;
+
+    fn bundle(roots: &[&ClusterCa]) -> TrustBundle {
+        TrustBundle {
+            trust_domain: "eu-central.mesh".into(),
+            cluster: "eu-central".into(),
+            ca_pem: roots.iter().map(|r| r.cert_pem()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_root_rotation_step_keeps_the_link_a_replaced_root_does_not() {
+        let old = ClusterCa::generate("eu-central.mesh").unwrap();
+        let new = ClusterCa::generate("eu-central.mesh").unwrap();
+        let (one, both, next) = (bundle(&[&old]), bundle(&[&old, &new]), bundle(&[&new]));
+        assert!(rotation_step(&one, &both), "add");
+        assert!(rotation_step(&both, &next), "retire");
+        assert!(!rotation_step(&one, &next), "a root replaced outright");
+        let mut other_domain = both.clone();
+        other_domain.trust_domain = "ap-south.mesh".into();
+        assert!(!rotation_step(&one, &other_domain));
+        let mut garbage = both.clone();
+        garbage.ca_pem = "garbage".into();
+        assert!(!rotation_step(&one, &garbage));
+    }
+}

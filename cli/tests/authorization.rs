@@ -2,7 +2,7 @@
 //! file, enforced by the inbound sidecars. A cross-cluster caller admitted by its principal
 //! (and nobody else), a same-namespace caller denied by a DENY rule, a path-scoped DENY, a
 //! namespace whose default is deny and one whose default is sameCluster, an AUDIT policy that
-//! only logs, opaque connections (CONNECT tunnels) judged by their caller and refused before
+//! only logs, a refused gRPC call answered with PERMISSION_DENIED, opaque connections (CONNECT tunnels) judged by their caller and refused before
 //! they reach the app (a DENY on HTTP paths refuses them all), a policy changed while running
 //! that applies without a restart, and a bad version refused with the last good one kept.
 //!
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::config::Topology;
 use mesh_core::identity::{
@@ -197,6 +197,26 @@ async fn opaque_tunnel(run: &Running, sidecar: &str, cluster: &str, account: &st
     }
 }
 
+/// A gRPC call (an empty message) to `url` through the proxy at `proxy` over h2c: the status
+/// and the head of the answer.
+async fn grpc_call(proxy: std::net::SocketAddr, url: &str) -> (StatusCode, http::HeaderMap) {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let rsp = sender.send_request(req).await.expect("gRPC call answered");
+    (rsp.status(), rsp.headers().clone())
+}
+
 fn refused(answer: &Answer, why: &str) {
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.text());
     assert_eq!(answer.mesh_error.as_deref(), Some("unauthorized"));
@@ -287,6 +307,17 @@ async fn authorization_policies_hold_across_two_clusters() {
     assert_eq!(counted("demo/watch-eu", "audit").await, 1.0);
     assert_eq!(counted("demo/not-the-east-client", "deny").await, 1.0);
 
+    // A gRPC call refused is answered the gRPC way: 200, PERMISSION_DENIED naming the policy.
+    let (status, head) = grpc_call(east, &format!("{SECURE}/mesh.demo.Echo/Say")).await;
+    assert_eq!(status, StatusCode::OK, "{head:?}");
+    assert_eq!(head["grpc-status"], "7", "{head:?}");
+    assert_eq!(head[mesh_core::api::HEADER_MESH_ERROR], "unauthorized");
+    let message = head["grpc-message"].to_str().unwrap();
+    assert!(
+        message.contains("denied by DENY policy demo/not-the-east-client"),
+        "{message}"
+    );
+
     // A namespace whose default is deny: nobody; one whose default is sameCluster.
     for proxy in [east, eu] {
         refused(
@@ -324,7 +355,7 @@ async fn authorization_policies_hold_across_two_clusters() {
         "{}",
         shut.text
     );
-    assert_eq!(counted("demo/not-the-east-client", "deny").await, 2.0);
+    assert_eq!(counted("demo/not-the-east-client", "deny").await, 3.0);
     let past_a_path_rule = opaque_tunnel(&run, "sidecar-echo-0", "eu-central", "client").await;
     assert_eq!(
         past_a_path_rule.status,

@@ -2,9 +2,10 @@
 //! file, enforced by the inbound sidecars. A cross-cluster caller admitted by its principal
 //! (and nobody else), a same-namespace caller denied by a DENY rule, a path-scoped DENY, a
 //! namespace whose default is deny and one whose default is sameCluster, an AUDIT policy that
-//! only logs, a refused gRPC call answered with PERMISSION_DENIED, opaque connections (CONNECT tunnels) judged by their caller and refused before
-//! they reach the app (a DENY on HTTP paths refuses them all), a policy changed while running
-//! that applies without a restart, and a bad version refused with the last good one kept.
+//! only logs, a refused gRPC call answered with PERMISSION_DENIED, opaque connections
+//! (CONNECT tunnels) judged by their caller and refused before they reach the app (a DENY on
+//! HTTP paths refuses them all), a policy changed while running that applies without a
+//! restart, and a bad version refused with the last good one kept.
 //!
 //! Callers: each cluster's client sidecar, `spiffe://<cluster>.mesh/ns/demo/sa/client`.
 

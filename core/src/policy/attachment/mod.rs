@@ -61,10 +61,10 @@ pub(crate) fn error(field: impl Into<String>, reason: impl Into<String>) -> Atta
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyTargetRef {
-    /// `gateway.networking.k8s.io` for an `HTTPRoute`, `""` (core) for a `Service`; required,
-    /// as upstream, so that a kind is never read in the wrong group.
+    /// `gateway.networking.k8s.io` for an `HTTPRoute`, `""` (core) for a `Service` or a
+    /// `Namespace`; required, as upstream, so that a kind is never read in the wrong group.
     pub group: String,
-    /// `HTTPRoute` or `Service`.
+    /// `HTTPRoute`, `Service` or (an `AuthorizationPolicy` only) `Namespace`.
     pub kind: String,
     /// The object's name.
     pub name: String,

@@ -153,3 +153,28 @@ fn bodies_are_validated_naming_the_field() {
     let p: BackendPolicy = parse(&format!("{SERVICE}limits: {{maxConnections: 0}}\n")).unwrap();
     assert_eq!(p.validate().unwrap_err().field, "limits.maxConnections");
 }
+
+#[test]
+fn only_an_authorization_policy_targets_a_namespace() {
+    let field = |e: AttachmentError| e.to_string();
+    let namespace = "targetRef: {group: '', kind: Namespace, name: demo}\n";
+    let p: BackendPolicy = parse(namespace).unwrap();
+    assert_eq!(
+        field(p.validate().unwrap_err()),
+        "targetRef.kind: \"Namespace\" cannot be targeted by this policy (only Service)"
+    );
+    let p: RateLimitPolicy =
+        parse(&format!("{namespace}total: {{requestsPerSecond: 1}}\n")).unwrap();
+    assert!(field(p.validate().unwrap_err()).starts_with("targetRef.kind: "));
+    let p: crate::policy::authorization::AuthorizationPolicy =
+        parse(&format!("{namespace}action: DENY\n")).unwrap();
+    assert_eq!(
+        p.validate(),
+        Ok(PolicyTarget::Namespace {
+            name: "demo".into()
+        })
+    );
+    let bad: crate::policy::authorization::AuthorizationPolicy =
+        parse("targetRef: {group: '', kind: Namespace, name: Demo_1}\n").unwrap();
+    assert!(field(bad.validate().unwrap_err()).starts_with("targetRef.name: "));
+}

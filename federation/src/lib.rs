@@ -156,6 +156,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         None => None,
     };
     let own_identity = own_cert::issue(&ca)?;
+    ca.signer().renew_on_switch(own_identity.clone());
     let tls = ServingTls::new(own_cert::serving_config(&ca, &own_identity)?);
 
     let mut registry = Registry::default();

@@ -270,6 +270,11 @@ impl SnapshotFollower {
         }
         if TrustBundles::parse(std::slice::from_ref(&snap.trust_bundle)).is_ok() {
             self.own_bundle = snap.trust_bundle.clone();
+            // A root rotation's switch: renew now if the signing root is no longer ours.
+            mesh_core::identity::rotation::renew_if_signing_root_changed(
+                &self.ctx.identity,
+                &self.own_bundle,
+            );
         } else {
             tracing::error!(
                 "the snapshot's own trust bundle is unusable; keeping the previous one"

@@ -11,7 +11,7 @@ use mesh_core::identity::{
     RotatingIdentity, SpiffeId, TlsError, TrustBundle, TrustStore, WorkloadIdentity, client_config,
     default_trust_domain, server_config,
 };
-use mesh_core::renewal::{ControllerIssuer, RenewAt, RenewalStatus, Renewer, TokenFallback};
+use mesh_core::renewal::{ControllerIssuer, RenewalStatus, Renewer, TokenFallback};
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::args::SidecarConfig;
@@ -63,7 +63,15 @@ impl SidecarIdentity {
         {
             all.push(self.own_bundle.clone());
         }
-        self.trust.replace(&all)
+        self.trust.replace(&all)?;
+        // A root rotation's switch: renew now if the signing root is no longer ours.
+        if let Some(own) = all
+            .iter()
+            .find(|b| b.trust_domain == self.own_bundle.trust_domain)
+        {
+            mesh_core::identity::rotation::renew_if_signing_root_changed(&self.identity, own);
+        }
+        Ok(())
     }
 
     /// The SPIFFE ID this sidecar presents.
@@ -110,7 +118,7 @@ pub fn renewal(
     Renewer::new(
         identity.identity.clone(),
         Arc::new(ControllerIssuer::new(client, Some(fallback))),
-        RenewAt::default(),
+        config.renew_at,
         status,
     )
 }

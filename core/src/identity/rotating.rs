@@ -53,6 +53,8 @@ struct Current {
 #[derive(Clone)]
 pub struct RotatingIdentity {
     current: Arc<RwLock<Current>>,
+    /// Asks the renewal loop to renew now (a root rotation switched the signing root).
+    renew_now: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for RotatingIdentity {
@@ -109,7 +111,19 @@ impl RotatingIdentity {
                 },
                 generation: 0,
             })),
+            renew_now: Arc::default(),
         })
+    }
+
+    /// Asks whoever renews this identity to renew it now rather than on schedule (kept until
+    /// the renewal loop next waits).
+    pub fn request_renewal(&self) {
+        self.renew_now.notify_one();
+    }
+
+    /// Resolves when [`request_renewal`](Self::request_renewal) was called.
+    pub async fn renewal_requested(&self) {
+        self.renew_now.notified().await;
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {

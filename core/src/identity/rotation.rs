@@ -89,6 +89,45 @@ pub(super) fn pem_blocks(pem: &str) -> Vec<String> {
     blocks
 }
 
+/// Whether `identity`'s certificate chains to the first root of `own` (its cluster's bundle,
+/// which lists the signing root first).
+pub fn signed_by_first_root(identity: &super::WorkloadIdentity, own: &TrustBundle) -> bool {
+    let Some(first) = pem_blocks(&own.ca_pem).into_iter().next() else {
+        return false;
+    };
+    let Ok(roots) = super::verify::TrustBundles::parse(&[TrustBundle {
+        ca_pem: first,
+        ..own.clone()
+    }]) else {
+        return false;
+    };
+    let Some((leaf, rest)) = identity.chain.split_first() else {
+        return false;
+    };
+    let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    roots
+        .verify_chain(leaf, rest, rustls::pki_types::UnixTime::now(), &algs)
+        .is_ok()
+}
+
+/// The in-band "reissue now" hint of a root rotation: a cluster's bundle lists its signing
+/// root first, so when a component's certificate does not chain to the first root of its own
+/// cluster's bundle (the switch step put the new root first), it asks its renewal loop to renew
+/// now instead of at 2/3 of the lifetime. Returns whether it asked.
+pub fn renew_if_signing_root_changed(
+    identity: &super::RotatingIdentity,
+    own: &TrustBundle,
+) -> bool {
+    if own.trust_domain != identity.id().trust_domain
+        || pem_blocks(&own.ca_pem).len() < 2
+        || signed_by_first_root(&identity.current(), own)
+    {
+        return false;
+    }
+    identity.request_renewal();
+    true
+}
+
 /// Where a rotation stands, as persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

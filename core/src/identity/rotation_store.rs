@@ -107,7 +107,7 @@ impl CaDirectory {
         let Some(mut file) = self.read_rotation()? else {
             return Ok((ClusterCa::load_files(&self.dir, &self.trust_domain)?, None));
         };
-        let both = format!("{}{}", file.old_root_pem, file.new_root_pem);
+        let both = trusted_in(&file);
         let ca = match file.phase {
             RotationPhase::Retired => ClusterCa::load_files(&self.dir, &self.trust_domain)?,
             RotationPhase::Added | RotationPhase::Switched => {
@@ -171,12 +171,12 @@ impl CaDirectory {
     pub fn switch(&self, now_ms: u64) -> Result<(ClusterCa, RotationRecord), CaError> {
         let mut file = self.in_phase(RotationPhase::Added, "switch")?;
         let key = file.new_key_pem.clone().ok_or_else(|| self.missing_key())?;
-        let ca = self
-            .new_root_ca(&file, &key)?
-            .with_trusted(format!("{}{}", file.old_root_pem, file.new_root_pem));
         file.phase = RotationPhase::Switched;
         file.phase_since_unix_ms = now_ms;
+        let both = trusted_in(&file);
+        let ca = self.new_root_ca(&file, &key)?.with_trusted(both.clone());
         self.write_rotation(&file)?;
+        replace_file(&self.path(CA_CERT_FILE), &both, false)?;
         Ok((ca, record(&file)?))
     }
 
@@ -218,6 +218,17 @@ impl CaDirectory {
                 "cannot {step}: the rotation is in phase {:?}, not {phase:?}",
                 other.map(|f| f.phase)
             ))),
+        }
+    }
+}
+
+/// The trusted roots of a rotation in `file`'s phase, the signing root first (components read
+/// the order as the hint to renew, see [`super::rotation::renew_if_signing_root_changed`]).
+fn trusted_in(file: &RotationFile) -> String {
+    match file.phase {
+        RotationPhase::Added => format!("{}{}", file.old_root_pem, file.new_root_pem),
+        RotationPhase::Switched | RotationPhase::Retired => {
+            format!("{}{}", file.new_root_pem, file.old_root_pem)
         }
     }
 }
@@ -302,6 +313,10 @@ mod tests {
         let (switched, rec) = cad.switch(3_000).unwrap();
         assert_eq!(rec.phase, RotationPhase::Switched);
         assert_eq!(switched.signing_fingerprint(), rec.new_root);
+        assert!(
+            switched.trusted_pem().starts_with(switched.cert_pem()),
+            "the signing root is listed first"
+        );
         assert_eq!(cad.load().unwrap().0.signing_fingerprint(), rec.new_root);
         let leaf = switched
             .issue(&SpiffeId::gateway(td), Duration::from_secs(60))

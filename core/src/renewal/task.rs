@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::schedule::{RenewAt, draw_jitter, renewal_time, retry_backoff};
+use super::schedule::{JITTER_SHARE, RenewAt, draw_jitter, renewal_time, retry_backoff};
+
+/// Longest spread of renewals asked for at once (see [`crate::identity::RotatingIdentity::request_renewal`]).
+const REQUESTED_SPREAD: Duration = Duration::from_secs(2);
 use super::status::RenewalStatus;
 use crate::identity::{RotatingIdentity, WorkloadIdentity};
 
@@ -88,11 +91,21 @@ impl Renewer {
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
             tracing::debug!(identity = %self.identity.id(), in_secs = wait.as_secs(), "next certificate renewal scheduled");
-            tokio::time::sleep(wait).await;
             let lifetime = validity
                 .not_after
                 .duration_since(validity.received)
                 .unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.identity.renewal_requested() => {
+                    // A root rotation switched the signing root: renew now, spread over a
+                    // moment so a whole cluster does not ask at once.
+                    let spread = lifetime.mul_f64(JITTER_SHARE).min(REQUESTED_SPREAD);
+                    let delay = spread.mul_f64(rand::Rng::random_range(&mut rng, 0.0..1.0));
+                    tracing::info!(identity = %self.identity.id(), "renewing now: the cluster's signing root changed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
             let mut backoff = retry_backoff(lifetime);
             while self.attempt().await.is_err() {
                 tokio::time::sleep(backoff.next_delay(&mut rng)).await;

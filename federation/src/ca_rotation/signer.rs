@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use mesh_core::identity::rotation::renew_if_signing_root_changed;
 use mesh_core::identity::{
-    CaError, ClusterCa, SpiffeId, TrustBundle, TrustStore, WorkloadIdentity,
+    CaError, ClusterCa, RotatingIdentity, SpiffeId, TrustBundle, TrustStore, WorkloadIdentity,
 };
 
 use super::ledger::IssueLedger;
@@ -26,6 +27,8 @@ pub(crate) struct SigningCa {
     current: RwLock<Current>,
     ledger: Mutex<IssueLedger>,
     own_trust: TrustStore,
+    /// The controller's own identities, renewed at once when a switch changes the signing root.
+    own_identities: Mutex<Vec<RotatingIdentity>>,
 }
 
 impl SigningCa {
@@ -44,6 +47,7 @@ impl SigningCa {
             }),
             ledger: Mutex::new(IssueLedger::new(unix_ms())),
             own_trust,
+            own_identities: Mutex::default(),
         }
     }
 
@@ -60,13 +64,32 @@ impl SigningCa {
     /// Puts `ca` in force (a rotation step): it signs from now on, and the own trust store
     /// holds its trusted roots.
     pub(crate) fn replace(&self, ca: ClusterCa, cluster: &str) -> Result<(), CaError> {
+        let bundle = bundle_of(&ca, cluster);
         self.own_trust
-            .replace(&[bundle_of(&ca, cluster)])
+            .replace(std::slice::from_ref(&bundle))
             .map_err(|e| CaError::Refused(e.to_string()))?;
-        let mut c = self.current.write().unwrap_or_else(|p| p.into_inner());
-        c.fingerprint = ca.signing_fingerprint();
-        c.ca = Arc::new(ca);
+        {
+            let mut c = self.current.write().unwrap_or_else(|p| p.into_inner());
+            c.fingerprint = ca.signing_fingerprint();
+            c.ca = Arc::new(ca);
+        }
+        for identity in self
+            .own_identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            renew_if_signing_root_changed(identity, &bundle);
+        }
         Ok(())
+    }
+
+    /// Renews `identity` (the controller's own) at once when a switch changes the signing root.
+    pub(crate) fn renew_on_switch(&self, identity: RotatingIdentity) {
+        self.own_identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(identity);
     }
 
     /// A trust store of this cluster's roots, kept current through rotations (the controller

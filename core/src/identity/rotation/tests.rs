@@ -254,3 +254,38 @@ fn a_ca_loads_from_a_bundle_with_the_root_of_its_key() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_certificate_not_of_the_first_root_asks_for_a_renewal() {
+    use crate::identity::{RotatingIdentity, SpiffeId};
+    let old = ClusterCa::generate("us-east.mesh").unwrap();
+    let new = ClusterCa::generate("us-east.mesh").unwrap();
+    let id = SpiffeId::workload("us-east.mesh", "demo", "echo");
+    let identity = RotatingIdentity::new(old.issue(&id, Duration::from_secs(60)).unwrap()).unwrap();
+    let added = bundle("us-east", &[&old, &new]);
+    let switched = bundle("us-east", &[&new, &old]);
+    assert!(signed_by_first_root(&identity.current(), &added));
+    assert!(!renew_if_signing_root_changed(&identity, &added), "add");
+    assert!(!renew_if_signing_root_changed(
+        &identity,
+        &bundle("us-east", &[&old])
+    ));
+    assert!(!renew_if_signing_root_changed(
+        &identity,
+        &bundle("us-west", &[&new, &old])
+    ));
+    assert!(
+        renew_if_signing_root_changed(&identity, &switched),
+        "switch"
+    );
+    tokio::time::timeout(Duration::from_secs(1), identity.renewal_requested())
+        .await
+        .expect("the request is kept for the renewal loop");
+    identity
+        .replace(new.issue(&id, Duration::from_secs(60)).unwrap())
+        .unwrap();
+    assert!(
+        !renew_if_signing_root_changed(&identity, &switched),
+        "renewed"
+    );
+}

@@ -25,6 +25,12 @@ use crate::snapshot_merge::merge_warming;
 /// How long a request for a service not yet asked for waits for the controller's answer.
 pub const ON_DEMAND_WAIT: Duration = Duration::from_secs(2);
 
+/// Most services a sidecar follows (asks the controller for): 4096, far above what one
+/// workload calls, while an app that makes names up (random `Host` values) cannot grow the
+/// set, and the discovery request that lists it, without end. A new name past it is answered
+/// 503 `unknown-service` at once.
+pub const MAX_INTEREST: usize = 4096;
+
 /// What a sidecar's state is built from.
 #[derive(Debug, Clone)]
 pub struct StateOptions {
@@ -167,6 +173,23 @@ impl SidecarState {
         });
     }
 
+    /// Adds `service` to the interest set unless the set already holds [`MAX_INTEREST`] others;
+    /// whether the service is in the set.
+    fn ask_for_one(&self, service: &ServiceKey) -> bool {
+        let mut followed = true;
+        self.interest.send_if_modified(|set| {
+            if set.contains(service) {
+                return false;
+            }
+            if set.len() >= MAX_INTEREST {
+                followed = false;
+                return false;
+            }
+            set.insert(service.clone())
+        });
+        followed
+    }
+
     /// Makes `snapshot` the current view: trust bundles, routes, pruned pools and balancers.
     /// A snapshot of another cluster is refused (a mis-wired controller address).
     pub fn apply_snapshot(&self, snapshot: SidecarSnapshot) {
@@ -246,7 +269,12 @@ impl SidecarState {
         if let Some(snap) = check(&rx.borrow_and_update())? {
             return Ok(snap);
         }
-        self.ask_for([dest.service.clone()]);
+        if !self.ask_for_one(&dest.service) {
+            return Err(ProxyError::InterestFull {
+                service: dest.service.clone(),
+                limit: MAX_INTEREST,
+            });
+        }
         let deadline = tokio::time::Instant::now() + ON_DEMAND_WAIT;
         loop {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -353,4 +381,39 @@ impl SidecarState {
 /// The time the pure logic is fed: tokio's clock, so tests with a paused clock drive it.
 pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::resolve::destination;
+    use crate::test_state::{snapshot, state};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_interest_set_refuses_new_names_at_once_and_keeps_the_old() {
+        let state = state();
+        state.apply_snapshot(snapshot(vec![]));
+        let names = (0..MAX_INTEREST).map(|i| format!("svc-{i}.ns").parse::<ServiceKey>().unwrap());
+        state.ask_for(names);
+        let new = destination("made-up.ns.svc.clusterset.local").unwrap();
+        let started = tokio::time::Instant::now();
+        let err = state.route(&new).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProxyError::InterestFull {
+                    limit: MAX_INTEREST,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(started.elapsed() < ON_DEMAND_WAIT, "answered at once");
+        assert!(err.is_unknown_service());
+        assert_eq!(state.interest().len(), MAX_INTEREST);
+        // A name already followed still waits for the controller, as before.
+        let old = destination("svc-7.ns.svc.clusterset.local").unwrap();
+        let err = state.route(&old).await.unwrap_err();
+        assert!(matches!(err, ProxyError::DiscoveryTimeout { .. }), "{err}");
+    }
 }

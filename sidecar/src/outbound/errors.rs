@@ -54,6 +54,18 @@ pub enum ProxyError {
         /// How long the request waited.
         waited: Duration,
     },
+    /// The service was not asked for: the sidecar already follows as many services as it may
+    /// (an app making names up cannot grow what the sidecar holds and asks the controller).
+    #[error(
+        "service {service} was not asked for: this sidecar already follows {limit} services, its \
+         limit (does the app make names up?)"
+    )]
+    InterestFull {
+        /// The service.
+        service: ServiceKey,
+        /// The most services a sidecar follows.
+        limit: usize,
+    },
     /// The authority named a cluster that is not among the service's localities.
     #[error(
         "cluster {cluster} is unknown or unreachable for service {service} (localities now: {known})"
@@ -205,6 +217,7 @@ impl ProxyError {
             Self::ConnectMethod => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnknownService { .. }
             | Self::DiscoveryTimeout { .. }
+            | Self::InterestFull { .. }
             | Self::UnknownCluster { .. }
             | Self::NoEndpoint { .. }
             | Self::LimitExceeded { .. }
@@ -227,7 +240,9 @@ impl ProxyError {
             Self::MissingAuthority => "missing-authority",
             Self::ConnectMethod => "connect-not-supported",
             Self::BadAuthority(_) => "bad-authority",
-            Self::UnknownService { .. } | Self::DiscoveryTimeout { .. } => "unknown-service",
+            Self::UnknownService { .. }
+            | Self::DiscoveryTimeout { .. }
+            | Self::InterestFull { .. } => "unknown-service",
             Self::UnknownCluster { .. } => "unknown-cluster",
             Self::NoEndpoint { .. } => "no-healthy-endpoint",
             Self::LimitExceeded { limit, .. } => limit.label(),
@@ -254,6 +269,7 @@ impl ProxyError {
             | Self::Misassembled(_) => None,
             Self::UnknownService { service, .. }
             | Self::DiscoveryTimeout { service, .. }
+            | Self::InterestFull { service, .. }
             | Self::UnknownCluster { service, .. }
             | Self::NoEndpoint { service, .. }
             | Self::LimitExceeded { service, .. }
@@ -276,7 +292,7 @@ impl ProxyError {
     pub fn is_unknown_service(&self) -> bool {
         matches!(
             self,
-            Self::UnknownService { .. } | Self::DiscoveryTimeout { .. }
+            Self::UnknownService { .. } | Self::DiscoveryTimeout { .. } | Self::InterestFull { .. }
         )
     }
 

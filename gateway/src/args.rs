@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mesh_core::argv::{Argv, parse_flags};
 use mesh_core::member_args::{ClusterMemberArgs, DEFAULT_LISTEN};
+use mesh_core::renewal::{DEFAULT_RENEW_AT_FLAG, RenewAt};
 
 use crate::error::GatewayError;
 use crate::gateway_core::GatewaySettings;
@@ -50,6 +51,11 @@ pub struct GatewayArgs {
     /// keep-alives in a row (at 5% loss, about one chance in 160,000 per interval).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1500ms")]
     pub idle_timeout: Duration,
+
+    /// Share of its certificate's lifetime after which the gateway renews it (±10% of the
+    /// lifetime of jitter), above 0 and at most 0.95.
+    #[arg(long, default_value = DEFAULT_RENEW_AT_FLAG)]
+    pub renew_at: RenewAt,
 }
 
 impl GatewayArgs {
@@ -67,7 +73,8 @@ impl GatewayArgs {
             .opt("advertise-quic", self.advertise_quic)
             .opt("advertise-tunnel", self.advertise_tunnel)
             .duration("keep-alive", self.keep_alive)
-            .duration("idle-timeout", self.idle_timeout);
+            .duration("idle-timeout", self.idle_timeout)
+            .flag("renew-at", self.renew_at);
         argv
     }
 }
@@ -79,6 +86,8 @@ pub struct GatewayConfig {
     pub member: ClusterMemberArgs,
     /// What the gateway core runs with (listeners, advertised addresses, QUIC timing).
     pub settings: GatewaySettings,
+    /// Share of the certificate's lifetime at which it is renewed.
+    pub renew_at: RenewAt,
 }
 
 impl GatewayConfig {
@@ -105,6 +114,7 @@ impl GatewayConfig {
                 idle_timeout: args.idle_timeout,
             },
             member: args.member,
+            renew_at: args.renew_at,
         })
     }
 }

@@ -8,7 +8,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use mesh_core::admin::{AdminRoutes, AdminServer, Readiness, ResponseFuture};
 use mesh_core::api::{PATH_STATUS, ReadyFile};
-use mesh_core::renewal::{ControllerIssuer, RenewAt, RenewalStatus, Renewer, TokenFallback};
+use mesh_core::renewal::{ControllerIssuer, RenewalStatus, Renewer, TokenFallback};
 use mesh_core::telemetry::{bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -32,7 +32,11 @@ pub async fn run_with_resolver(
     args: GatewayArgs,
     resolver: Arc<dyn ResolveControllers>,
 ) -> Result<(), GatewayError> {
-    let GatewayConfig { member, settings } = GatewayConfig::from_args(args)?;
+    let GatewayConfig {
+        member,
+        settings,
+        renew_at,
+    } = GatewayConfig::from_args(args)?;
     let credentials = member.credentials()?;
     let admin_listener = bind_tcp("gateway", "admin", member.admin).await?;
     let admin_addr = admin_listener.local_addr().map_err(|e| {
@@ -90,7 +94,7 @@ pub async fn run_with_resolver(
                 token_file: member.token_file.clone(),
             }),
         )),
-        RenewAt::default(),
+        renew_at,
         renewal_status,
     );
     let admin = AdminServer::new(

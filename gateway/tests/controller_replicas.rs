@@ -205,6 +205,7 @@ async fn every_replica_is_served_and_one_that_returns_catches_up() -> Result<()>
         advertise_tunnel: None,
         keep_alive: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(3),
+        renew_at: Default::default(),
     };
     let resolver = Arc::new(Replicas(controls.iter().map(SocketAddr::ip).collect()));
     let gateway = tokio::spawn(mesh_gateway::run_with_resolver(args, resolver));

@@ -96,6 +96,7 @@ async fn run_bootstraps_reports_links_and_rides_out_a_controller_outage() -> Res
         advertise_tunnel: None,
         keep_alive: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(3),
+        renew_at: Default::default(),
     };
     let gateway = tokio::spawn(mesh_gateway::run(args));
 
@@ -238,6 +239,7 @@ async fn a_refused_join_token_stops_run_with_the_controllers_reason() -> Result<
         advertise_tunnel: None,
         keep_alive: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(3),
+        renew_at: Default::default(),
     };
     let err = within("run fails", async {
         Ok(mesh_gateway::run(args.clone()).await)

@@ -106,6 +106,10 @@ pub struct SidecarArgs {
     /// (HTTP/2: GOAWAY), e.g. `5m`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = DEFAULT_IDLE_TIMEOUT)]
     pub idle_timeout: Duration,
+    /// Share of its certificate's lifetime after which the sidecar renews it (±10% of the
+    /// lifetime of jitter), above 0 and at most 0.95.
+    #[arg(long, default_value = mesh_core::renewal::DEFAULT_RENEW_AT_FLAG)]
+    pub renew_at: mesh_core::renewal::RenewAt,
 }
 
 /// The controllers' default VIP range (`mesh controller --vip-range`).
@@ -156,7 +160,8 @@ impl SidecarArgs {
             .flag("max-admin-connections", self.max_admin_connections)
             .flag("max-header-bytes", self.max_header_bytes)
             .duration("header-read-timeout", self.header_read_timeout)
-            .duration("idle-timeout", self.idle_timeout);
+            .duration("idle-timeout", self.idle_timeout)
+            .flag("renew-at", self.renew_at);
         argv
     }
 }
@@ -217,6 +222,8 @@ pub struct SidecarConfig {
     pub serve_limits: ServeLimits,
     /// Connection caps of the inbound, outbound and admin listeners.
     pub max_connections: ListenerCaps,
+    /// Share of the certificate's lifetime at which it is renewed.
+    pub renew_at: mesh_core::renewal::RenewAt,
 }
 
 /// How many connections each of the sidecar's listeners holds at once.
@@ -318,6 +325,7 @@ impl SidecarConfig {
                 outbound: args.max_outbound_connections,
                 admin: args.max_admin_connections,
             },
+            renew_at: args.renew_at,
         })
     }
 }

@@ -249,6 +249,7 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
         max_header_bytes: serve::DEFAULT_MAX_HEADER_BYTES,
         header_read_timeout: serve::DEFAULT_HEADER_READ_TIMEOUT,
         idle_timeout: serve::DEFAULT_IDLE_TIMEOUT,
+        renew_at: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sidecar = tokio::spawn(mesh_sidecar::run_until(args, async {
@@ -452,6 +453,7 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
         max_header_bytes: serve::DEFAULT_MAX_HEADER_BYTES,
         header_read_timeout: serve::DEFAULT_HEADER_READ_TIMEOUT,
         idle_timeout: serve::DEFAULT_IDLE_TIMEOUT,
+        renew_at: Default::default(),
     };
     let err = tokio::time::timeout(
         Duration::from_secs(10),

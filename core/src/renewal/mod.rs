@@ -18,8 +18,8 @@ mod task;
 
 pub use controller::{ControllerIssuer, TokenFallback};
 pub use schedule::{
-    DEFAULT_RENEW_AT, JITTER_SHARE, LATEST_SHARE, RETRY_MAX, RETRY_MIN, RenewAt, draw_jitter,
-    renewal_time, retry_backoff,
+    DEFAULT_RENEW_AT, DEFAULT_RENEW_AT_FLAG, JITTER_SHARE, LATEST_SHARE, RETRY_MAX, RETRY_MIN,
+    RenewAt, draw_jitter, renewal_time, retry_backoff,
 };
 pub use status::{READINESS_CONDITION, RenewalStatus, describe_expiry};
 pub use task::{IssueFuture, Issuer, Renewer};

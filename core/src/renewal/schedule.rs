@@ -13,8 +13,10 @@ use rand::Rng;
 use crate::backoff::Backoff;
 use crate::identity::Validity;
 
-/// Default share of the lifetime at which a certificate is renewed.
-pub const DEFAULT_RENEW_AT: f64 = 2.0 / 3.0;
+/// Default share of the lifetime at which a certificate is renewed (about 2/3).
+pub const DEFAULT_RENEW_AT: f64 = 0.67;
+/// [`DEFAULT_RENEW_AT`] as the `--renew-at` flag's default.
+pub const DEFAULT_RENEW_AT_FLAG: &str = "0.67";
 /// Jitter, as a share of the lifetime, on either side of the renewal time.
 pub const JITTER_SHARE: f64 = 0.1;
 /// Latest renewal time, as a share of the lifetime, whatever the share and the jitter.
@@ -28,6 +30,9 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The share of the lifetime at which to renew (`--renew-at`), in `(0, 0.95]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RenewAt(f64);
+
+// A share is never NaN (`new` refuses it), so equality is reflexive.
+impl Eq for RenewAt {}
 
 impl Default for RenewAt {
     fn default() -> Self {
@@ -121,7 +126,11 @@ mod tests {
     fn renews_at_the_share_counted_from_receipt() {
         let v = validity(30);
         let at = renewal_time(v, RenewAt::default(), 0.0);
-        assert_eq!(at, v.received + Duration::from_secs(20));
+        assert_eq!(at, v.received + Duration::from_millis(20_100));
+        assert_eq!(
+            DEFAULT_RENEW_AT_FLAG.parse::<RenewAt>().unwrap(),
+            RenewAt::default()
+        );
         let at = renewal_time(v, RenewAt::new(0.5).unwrap(), 0.0);
         assert_eq!(at, v.received + Duration::from_secs(15));
     }

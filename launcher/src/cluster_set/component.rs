@@ -188,6 +188,7 @@ mod tests {
             advertise_tunnel: None,
             keep_alive: Duration::from_millis(300),
             idle_timeout: Duration::from_millis(1500),
+            renew_at: Default::default(),
         })
     }
 

@@ -189,6 +189,25 @@ async fn rotating_a_root_under_cross_cluster_load_fails_no_request() {
         vec![&new_root]
     );
     assert_ne!(vec![new_root.clone()], old_root);
+    // `--status` tells the same to a person.
+    let shown = tokio::process::Command::new(mesh_bin())
+        .args(["ca", "rotate", "--cluster", "us-east", "--status"])
+        .arg("--admin")
+        .arg(east_admin.to_string())
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .await
+        .expect("mesh ca rotate --status runs");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains("rotation phase retire, complete")
+            && shown.contains(&format!("new root {} (signing)", &new_root[..16]))
+            && shown
+                .lines()
+                .any(|l| l.contains("us-west") && l.contains(&new_root[..16])),
+        "{shown}"
+    );
     // ca.crt and the key hold the new root only.
     let new_ca = ClusterCa::load(&east_dir, "us-east.mesh").expect("the rotated CA");
     assert_eq!(fingerprints(new_ca.trusted_pem()), vec![new_root.clone()]);

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use mesh_core::http::{BoxBody, empty};
 use mesh_core::identity::{SpiffeId, peer_spiffe_id};
-use mesh_core::serve::{ConnectionCap, ServeLimits};
+use mesh_core::serve::{ConnectionCap, Http2Windows, ServeLimits, serve_http2_connection_with};
 use mesh_core::wire::{StreamHeader, TunnelReply};
 use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpListener, TcpStream};
@@ -72,31 +72,24 @@ async fn serve_connection(ingress: Arc<TunnelIngress>, tcp: TcpStream, remote: S
         tracing::warn!(%remote, error = %msg, "tunnel port: client refused");
     }
     let client = Arc::new(client);
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = tower::service_fn(move |req| {
         let ingress = ingress.clone();
         let client = client.clone();
         async move { Ok::<_, Infallible>(handle(&ingress, &client, remote, req).await) }
     });
-    // The limits every HTTP/2 listener has (see `mesh_core::serve`): a CONNECT head is small,
-    // so the header list bound is the default; rapid reset and protocol-error resets end the
-    // connection with GOAWAY; keep-alive pings find a sidecar that vanished while its
-    // tunnels were open.
-    let limits = ServeLimits::default();
-    let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .max_concurrent_streams(MAX_TUNNELS_PER_CONNECTION)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.max_local_error_reset_streams)
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.keep_alive_interval)
-        .keep_alive_timeout(limits.keep_alive_timeout)
-        .serve_connection(TokioIo::new(tls), svc)
-        .await;
-    if let Err(e) = result {
-        tracing::debug!(%remote, error = %e, "tunnel port connection ended with an error");
-    }
+    // The bounds every listener has (see `mesh_core::serve`): header list size, first request
+    // and idle timeouts (an open tunnel keeps its connection), rapid-reset and protocol-error
+    // resets end the connection with GOAWAY, keep-alive pings find a sidecar that vanished
+    // while its tunnels were open.
+    let limits = ServeLimits {
+        max_concurrent_streams: MAX_TUNNELS_PER_CONNECTION,
+        ..ServeLimits::default()
+    };
+    let windows = Http2Windows {
+        stream: STREAM_WINDOW,
+        connection: CONNECTION_WINDOW,
+    };
+    serve_http2_connection_with(tls, remote, "tunnel", limits, windows, svc).await;
 }
 
 async fn handle(

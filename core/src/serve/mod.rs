@@ -203,6 +203,56 @@ pub async fn serve_connection_with<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_on(io, peer, role, limits, None, service).await
+}
+
+/// Fixed HTTP/2 flow-control windows, for a listener that carries bulk streams (the gateway's
+/// tunnel port) rather than hyper's adaptive ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Windows {
+    /// Each stream's receive window, in bytes.
+    pub stream: u32,
+    /// The connection's receive window, in bytes.
+    pub connection: u32,
+}
+
+/// Serves HTTP/2 only (prior knowledge, or ALPN `h2` already agreed) on one connection with
+/// `windows`, within `limits`, as [`serve_connection_with`] does.
+pub async fn serve_http2_connection_with<I, S>(
+    io: I,
+    peer: SocketAddr,
+    role: &'static str,
+    limits: ServeLimits,
+    windows: Http2Windows,
+    service: S,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    serve_on(io, peer, role, limits, Some(windows), service).await
+}
+
+/// One connection served within `limits`: HTTP/1.1 or HTTP/2 detected, or HTTP/2 only with
+/// `http2_windows`.
+async fn serve_on<I, S>(
+    io: I,
+    peer: SocketAddr,
+    role: &'static str,
+    limits: ServeLimits,
+    http2_windows: Option<Http2Windows>,
+    service: S,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let activity = Activity::new(tokio::time::Instant::now());
     let counted = activity.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -223,7 +273,7 @@ pub async fn serve_connection_with<I, S>(
             Ok::<_, Infallible>(rsp.map(|body| InFlightBody::new(body, in_flight)))
         }
     });
-    let builder = builder(&limits, CountingExecutor(activity.clone()));
+    let builder = builder(&limits, http2_windows, CountingExecutor(activity.clone()));
     // With upgrades, an HTTP/1.1 request's connection can be handed over after a 101 answer
     // (`hyper::upgrade::on`); without, the 101 would be answered and the connection closed.
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -256,9 +306,13 @@ pub async fn serve_connection_with<I, S>(
     }
 }
 
-/// hyper's HTTP/1.1 + HTTP/2 server within `limits`, spawning HTTP/2 stream tasks on
-/// `executor`.
-fn builder(limits: &ServeLimits, executor: CountingExecutor) -> auto::Builder<CountingExecutor> {
+/// hyper's HTTP/1.1 + HTTP/2 server within `limits` (HTTP/2 only with `http2_windows`),
+/// spawning HTTP/2 stream tasks on `executor`.
+fn builder(
+    limits: &ServeLimits,
+    http2_windows: Option<Http2Windows>,
+    executor: CountingExecutor,
+) -> auto::Builder<CountingExecutor> {
     let mut builder = auto::Builder::new(executor);
     // A head that outgrows the read buffer, or has too many fields, is answered 431 by hyper
     // itself, unparsed: these are the hard bounds, twice ours (see `limits`). The timer bounds
@@ -289,7 +343,18 @@ fn builder(limits: &ServeLimits, executor: CountingExecutor) -> auto::Builder<Co
         .adaptive_window(true)
         .enable_connect_protocol()
         .timer(TokioTimer::new());
-    builder
+    match http2_windows {
+        None => builder,
+        Some(windows) => {
+            let mut builder = builder.http2_only();
+            builder
+                .http2()
+                .adaptive_window(false)
+                .initial_stream_window_size(windows.stream)
+                .initial_connection_window_size(windows.connection);
+            builder
+        }
+    }
 }
 
 #[cfg(test)]

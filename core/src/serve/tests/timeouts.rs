@@ -101,3 +101,35 @@ async fn a_request_in_flight_keeps_its_connection_past_the_idle_timeout() {
     assert_eq!(rsp.status(), http::StatusCode::OK);
     server.abort();
 }
+
+#[tokio::test]
+async fn an_http2_only_connection_serves_and_closes_a_silent_client_at_the_header_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = tower::service_fn(|_req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(text(http::StatusCode::OK, "ok"))
+    });
+    let windows = Http2Windows {
+        stream: 4 * 1024 * 1024,
+        connection: 16 * 1024 * 1024,
+    };
+    let server = tokio::spawn(accept_loop(listener, "test", move |stream, peer| {
+        serve_http2_connection_with(stream, peer, "test", short_timeouts(), windows, service)
+    }));
+    closed_at_the_header_timeout(addr, H2_PREFACE_AND_SETTINGS).await;
+
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let rsp = sender
+        .send_request(Request::new(crate::http::empty()))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), http::StatusCode::OK);
+    server.abort();
+}

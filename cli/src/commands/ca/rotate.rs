@@ -229,3 +229,19 @@ pub(super) async fn run(args: RotateArgs) -> Result<(), String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_countdown_is_not_a_new_wait() {
+        let a = vec!["the bundle to reach this cluster's sidecars (2995 ms left)".to_string()];
+        let b = vec!["the bundle to reach this cluster's sidecars (1493 ms left)".to_string()];
+        assert_eq!(gist(&a), gist(&b));
+        assert_ne!(
+            gist(&a),
+            gist(&["linked cluster us-west to hold both roots".into()])
+        );
+    }
+}

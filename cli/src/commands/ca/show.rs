@@ -97,3 +97,88 @@ pub(super) fn render(status: &RotationStatus) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::identity::rotation::{IssuedCounts, PeerRoots, RootView, RotationStep};
+
+    use super::*;
+
+    fn fp(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    #[test]
+    fn a_status_in_progress_names_roots_peers_certificates_and_waits() {
+        let status = RotationStatus {
+            cluster: "us-east".into(),
+            trust_domain: "us-east.mesh".into(),
+            phase: Some(RotationPhase::Switched),
+            phase_since_unix_ms: Some(1),
+            roots: vec![
+                RootView {
+                    fingerprint: fp('a'),
+                    signing: false,
+                },
+                RootView {
+                    fingerprint: fp('b'),
+                    signing: true,
+                },
+            ],
+            old_root: Some(fp('a')),
+            new_root: Some(fp('b')),
+            peers: vec![
+                PeerRoots {
+                    cluster: "us-west".into(),
+                    held: Some(vec![fp('a'), fp('b')]),
+                },
+                PeerRoots {
+                    cluster: "eu-central".into(),
+                    held: None,
+                },
+            ],
+            issued: vec![IssuedCounts {
+                identity: "spiffe://us-east.mesh/gateway".into(),
+                old_root: 1,
+                new_root: 0,
+            }],
+            waiting_for: vec!["spiffe://us-east.mesh/gateway to be reissued".into()],
+            next_step: None,
+        };
+        let text = render(&status);
+        assert!(
+            text.contains("rotation phase switch, in progress"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "old root {}, new root {} (signing)",
+                &fp('a')[..16],
+                &fp('b')[..16]
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("eu-central") && text.contains("not reported"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spiffe://us-east.mesh/gateway") && text.contains("1 / 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("waiting for: spiffe://us-east.mesh/gateway"),
+            "{text}"
+        );
+        let done = RotationStatus {
+            waiting_for: Vec::new(),
+            next_step: Some(RotationStep::Retire),
+            ..status
+        };
+        assert!(
+            render(&done).contains("next step: retire"),
+            "{}",
+            render(&done)
+        );
+    }
+}

@@ -26,9 +26,6 @@ use super::verify::TrustBundle;
 /// Admin API path of the rotation: `GET` its status, `POST` a [`RotationRequest`].
 pub const PATH_CA_ROTATION: &str = "/v1/ca/rotation";
 
-/// Most roots a peer's announced bundle may hold (two during a rotation; a little slack).
-const MAX_PEER_ROOTS: usize = 4;
-
 /// The hex SHA-256 of a certificate's DER: how roots are named on the wire and in status.
 pub fn root_fingerprint(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))
@@ -267,27 +264,6 @@ pub fn plan_step(
     }
 }
 
-/// What a linked peer reports holding for this cluster's trust domain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerRoots {
-    /// The peer cluster.
-    pub cluster: String,
-    /// The fingerprints of the roots it holds for this cluster, sorted; `None` when it has not
-    /// said (no catalog from it yet, or a release that does not report them).
-    pub held: Option<Vec<String>>,
-}
-
-/// Certificates issued to one identity that are still valid, by root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IssuedCounts {
-    /// The SPIFFE ID.
-    pub identity: String,
-    /// Valid certificates signed by the old root.
-    pub old_root: u32,
-    /// Certificates signed by the new root.
-    pub new_root: u32,
-}
-
 /// Everything the wait of a phase is judged on.
 #[derive(Debug, Clone)]
 pub struct RotationInputs<'a> {
@@ -381,114 +357,10 @@ pub fn waiting_for(inputs: &RotationInputs<'_>) -> Vec<String> {
     waits
 }
 
-/// What a peer's announced bundle does to the one held for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BundleUpdate {
-    /// The same roots: nothing to store.
-    Unchanged,
-    /// Store this bundle for the peer.
-    Replace(TrustBundle),
-}
-
-/// Judges a bundle `held.cluster` announced on its link against the one held for it: it may
-/// only speak for its own trust domain, must name itself, parse, and keep at least one root
-/// of the held bundle (a rotation adds a root, then retires one; a root replaced outright is
-/// a new trust relationship, made with `mesh link`).
-pub fn accept_peer_bundle(
-    held: &TrustBundle,
-    announced: &TrustBundle,
-) -> Result<BundleUpdate, String> {
-    if announced.trust_domain != held.trust_domain {
-        return Err(format!(
-            "cluster {} announced a bundle for trust domain {}, but its own is {}; only its own \
-             domain's roots are taken from it",
-            held.cluster, announced.trust_domain, held.trust_domain
-        ));
-    }
-    if announced.cluster != held.cluster {
-        return Err(format!(
-            "a bundle of cluster {} arrived on the link to {}",
-            announced.cluster, held.cluster
-        ));
-    }
-    let new = bundle_fingerprints(&announced.ca_pem)
-        .map_err(|e| format!("cluster {}'s announced bundle: {e}", held.cluster))?;
-    if new.len() > MAX_PEER_ROOTS {
-        return Err(format!(
-            "cluster {}'s announced bundle holds {} roots (at most {MAX_PEER_ROOTS})",
-            held.cluster,
-            new.len()
-        ));
-    }
-    super::verify::TrustBundles::parse(std::slice::from_ref(announced))
-        .map_err(|e| format!("cluster {}'s announced bundle: {e}", held.cluster))?;
-    let old = bundle_fingerprints(&held.ca_pem).unwrap_or_default();
-    if new == old {
-        return Ok(BundleUpdate::Unchanged);
-    }
-    if !new.iter().any(|f| old.contains(f)) {
-        return Err(format!(
-            "cluster {}'s announced bundle shares no root with the one held for it; a root \
-             replaced outright needs `mesh link` again",
-            held.cluster
-        ));
-    }
-    Ok(BundleUpdate::Replace(announced.clone()))
-}
-
-/// A root as `GET /v1/ca/rotation` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootView {
-    /// SHA-256 fingerprint.
-    pub fingerprint: String,
-    /// Signs new certificates.
-    pub signing: bool,
-}
-
-/// `POST /v1/ca/rotation`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RotationRequest {
-    /// The step to take.
-    pub step: RotationStep,
-}
-
-/// `GET /v1/ca/rotation`: where the cluster's root rotation stands. A wire message: unknown
-/// fields are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RotationStatus {
-    /// The cluster.
-    pub cluster: String,
-    /// Its trust domain.
-    pub trust_domain: String,
-    /// The phase; `None` when no rotation was ever started.
-    pub phase: Option<RotationPhase>,
-    /// When the phase began (Unix milliseconds).
-    #[serde(default)]
-    pub phase_since_unix_ms: Option<u64>,
-    /// The roots trusted now.
-    pub roots: Vec<RootView>,
-    /// The old root of the rotation, when one was started.
-    #[serde(default)]
-    pub old_root: Option<String>,
-    /// The new root of the rotation, when one was started.
-    #[serde(default)]
-    pub new_root: Option<String>,
-    /// What every linked peer holds for this cluster.
-    pub peers: Vec<PeerRoots>,
-    /// Valid certificates per identity, by root (during a rotation).
-    pub issued: Vec<IssuedCounts>,
-    /// What the phase still waits for; empty when it is complete.
-    pub waiting_for: Vec<String>,
-    /// The step to take next, when the phase is complete.
-    pub next_step: Option<RotationStep>,
-}
-
-impl RotationStatus {
-    /// Whether the phase is complete.
-    pub fn complete(&self) -> bool {
-        self.waiting_for.is_empty()
-    }
-}
-
+mod peer_bundle;
+mod status;
 #[cfg(test)]
 mod tests;
+
+pub use peer_bundle::{BundleUpdate, accept_peer_bundle};
+pub use status::{IssuedCounts, PeerRoots, RootView, RotationRequest, RotationStatus};

@@ -161,7 +161,7 @@ fn list_shows_one_line_per_shipped_scenario() {
         String::from_utf8_lossy(&run.stderr)
     );
     let out = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(out.lines().count(), 14, "{out}");
+    assert_eq!(out.lines().count(), 15, "{out}");
     for needs_namespaces in ["partition-two-way", "capture-replicas-die"] {
         assert!(
             out.lines()

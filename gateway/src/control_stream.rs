@@ -23,6 +23,12 @@ use crate::pending_catalog::fold;
 use crate::quic_endpoint::codes;
 use mesh_core::backoff::Backoff;
 
+/// Control streams a peer may have open at once on one connection: the one in use, and the one
+/// its sender reopens before this side has seen the old one end. Each may hold a catalog frame
+/// being read (up to `catalog_frame::MAX_FRAME_LEN`), so more would let a peer make the gateway
+/// buffer without bound.
+pub(crate) const MAX_CONTROL_STREAMS: usize = 2;
+
 /// Messages read ahead of delivery; more means the controller is slow, and the reader then
 /// simply stops reading (QUIC flow control pushes back on the peer).
 const RECEIVE_QUEUE: usize = 16;

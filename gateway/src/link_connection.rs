@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::Connection;
+use tokio::sync::Semaphore;
 
 use crate::ack_watch::{AckWatch, silence_limit};
 use crate::control_stream;
@@ -63,11 +64,13 @@ pub(crate) async fn drive(
     let mut ack_watch = AckWatch::default();
     let mut ack_check = tokio::time::interval(ACK_CHECK_INTERVAL);
     ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let control_slots = Arc::new(Semaphore::new(control_stream::MAX_CONTROL_STREAMS));
     let ended = loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    tokio::spawn(stream_dispatch::handle(ctx.clone(), link.clone(), id, send, recv));
+                    let slots = control_slots.clone();
+                    tokio::spawn(stream_dispatch::handle(ctx.clone(), link.clone(), id, slots, send, recv));
                 }
                 Err(e) => {
                     if link.role == Role::Dial && !link.is_confirmed(id) {

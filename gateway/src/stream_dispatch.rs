@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use mesh_core::wire::{StreamKind, TunnelRefusal};
 use quinn::{RecvStream, SendStream};
+use tokio::sync::Semaphore;
 
 use crate::control_stream;
 use crate::link_context::LinkContext;
@@ -12,11 +13,13 @@ use crate::peer_link::PeerLink;
 use crate::stream_io::{read_header, refuse};
 use crate::tunnel_egress;
 
-/// Handles one stream the peer opened on connection `conn_id`.
+/// Handles one stream the peer opened on connection `conn_id`; a control stream takes one of
+/// the connection's `control_slots` while it runs (see [`control_stream::MAX_CONTROL_STREAMS`]).
 pub(crate) async fn handle(
     ctx: Arc<LinkContext>,
     link: Arc<PeerLink>,
     conn_id: usize,
+    control_slots: Arc<Semaphore>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
@@ -47,6 +50,16 @@ pub(crate) async fn handle(
                 refuse(&mut send, &mut recv, TunnelRefusal::BadHeader, &msg).await;
                 return;
             }
+            let Ok(_slot) = control_slots.try_acquire_owned() else {
+                let msg = format!(
+                    "{} control streams are open on this connection already, the most at once",
+                    control_stream::MAX_CONTROL_STREAMS
+                );
+                ctx.metrics.stream_rejected("too_many_control_streams");
+                tracing::warn!(peer = %link.cluster, error = %msg, "refusing a control stream");
+                refuse(&mut send, &mut recv, TunnelRefusal::BadHeader, &msg).await;
+                return;
+            };
             link.confirm(&ctx, conn_id);
             control_stream::run_receiver(ctx.clone(), link.cluster.clone(), send, recv).await;
         }

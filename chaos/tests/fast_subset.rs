@@ -1,7 +1,8 @@
 //! The fast subset of the chaos suite (scenarios marked `fast: true`: 1, 2, both halves of 4,
-//! 6, 8 and 12, scenario 1 with transparent clients), run inside `cargo test` against the built `mesh` binary, in network namespaces. As
-//! root (CI) it must use namespaces and fails if it cannot; not as root it says loudly that it
-//! skipped.
+//! 6, 8 and 12, scenario 1 with transparent clients) and issue 12's certificate-expiry and
+//! root-rotation scenarios, run inside `cargo test` against the built `mesh` binary, in network
+//! namespaces. As root (CI) they must use namespaces and fail if they cannot; not as root they
+//! say loudly that they skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,8 +55,10 @@ fn scratch(tag: &str) -> PathBuf {
     dir
 }
 
-#[test]
-fn the_fast_subset_passes_its_slos_in_network_namespaces() {
+/// Runs `mesh chaos run <selection>` on the shipped scenarios as root in network namespaces
+/// and checks that every scenario in `expected` ran and every one that ran passed within
+/// `max_wall_s`. Not as root: fails under `CI=true`, else says loudly that it skipped.
+fn run_in_namespaces(tag: &str, selection: &[&str], expected: &[&str], max_wall_s: f64) {
     let in_ci = std::env::var_os("CI").is_some();
     if !is_root() {
         assert!(
@@ -63,15 +66,17 @@ fn the_fast_subset_passes_its_slos_in_network_namespaces() {
             "CI runs as root: the chaos suite must run in network namespaces there"
         );
         eprintln!(
-            "\n*** SKIPPED the chaos fast subset: not root, so no network namespaces (run as root to include it) ***\n"
+            "\n*** SKIPPED chaos scenarios {expected:?}: not root, so no network namespaces (run as root to include them) ***\n"
         );
         return;
     }
     let _one = exclusive();
-    let out = scratch("fast");
+    let out = scratch(tag);
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let run = Command::new(mesh_bin())
-        .args(["chaos", "run", "--fast", "--require-namespaces", "--out"])
+        .args(["chaos", "run"])
+        .args(selection)
+        .args(["--require-namespaces", "--out"])
         .arg(&out)
         .arg(&scenarios)
         .output()
@@ -80,7 +85,7 @@ fn the_fast_subset_passes_its_slos_in_network_namespaces() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         run.status.success(),
-        "the fast chaos subset failed:\n{stdout}\n{stderr}\nreport and logs in {}",
+        "chaos scenarios {expected:?} failed:\n{stdout}\n{stderr}\nreport and logs in {}",
         out.display()
     );
     let report: serde_json::Value =
@@ -91,24 +96,16 @@ fn the_fast_subset_passes_its_slos_in_network_namespaces() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    for name in [
-        "replicas-die",
-        "remote-gateway-killed",
-        "partition-two-way",
-        "partition-one-way",
-        "controller-killed",
-        "slow-region",
-        "capture-replicas-die",
-    ] {
-        assert!(ran.contains(&name), "{name} did not run: {ran:?}");
+    for name in expected {
+        assert!(ran.contains(name), "{name} did not run: {ran:?}");
     }
     for s in report["scenarios"].as_array().unwrap() {
         assert_eq!(s["network"], "namespaces", "{}", s["name"]);
         assert_eq!(s["status"], "passed", "{}", s["name"]);
         let wall = s["wall_s"].as_f64().unwrap();
         assert!(
-            wall < 40.0,
-            "{} took {wall:.0} s; the fast subset must stay under 40 s each",
+            wall < max_wall_s,
+            "{} took {wall:.0} s; it must stay under {max_wall_s:.0} s",
             s["name"]
         );
         assert!(
@@ -117,6 +114,37 @@ fn the_fast_subset_passes_its_slos_in_network_namespaces() {
         );
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_fast_subset_passes_its_slos_in_network_namespaces() {
+    run_in_namespaces(
+        "fast",
+        &["--fast"],
+        &[
+            "replicas-die",
+            "remote-gateway-killed",
+            "partition-two-way",
+            "partition-one-way",
+            "controller-killed",
+            "slow-region",
+            "capture-replicas-die",
+        ],
+        40.0,
+    );
+}
+
+/// Issue 12's two scenarios: a gateway's certificate expiring under traffic (the link goes down
+/// with its reason, traffic fails over, renewal heals it) and a root rotation under load with
+/// no failed request. Longer than the fast subset (60 s of traffic each), so run on their own.
+#[test]
+fn the_certificate_expiry_and_root_rotation_scenarios_pass_in_network_namespaces() {
+    run_in_namespaces(
+        "zero-trust",
+        &["--only", "certificate-expiry,root-rotation"],
+        &["certificate-expiry", "root-rotation"],
+        120.0,
+    );
 }
 
 #[test]

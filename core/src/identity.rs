@@ -14,8 +14,8 @@ mod tls;
 mod verify;
 
 pub use ca::{CA_CERT_FILE, CaError, ClusterCa, WorkloadCsr, WorkloadIdentity};
-pub use rotation_store::{CaDirectory, ROTATION_FILE, RotationRecord};
 pub use rotating::{IdentitySource, RotatingIdentity, Validity, not_after};
+pub use rotation_store::{CaDirectory, ROTATION_FILE, RotationRecord};
 pub use spiffe::{
     SpiffeError, SpiffeId, certificate_expiry, default_trust_domain, peer_spiffe_id,
     spiffe_id_of_cert,

@@ -49,8 +49,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_core::admin::{AdminServer, Readiness};
 use mesh_core::api::ReadyFile;
-use mesh_core::renewal::RenewalStatus;
 use mesh_core::locality::LocalityPolicy;
+use mesh_core::renewal::RenewalStatus;
 use mesh_core::telemetry::{bind_error, bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -162,8 +162,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let readiness = Readiness::default();
-    let own_status =
-        RenewalStatus::register(&mut registry, &own_identity, Some(readiness.clone()));
+    let own_status = RenewalStatus::register(&mut registry, &own_identity, Some(readiness.clone()));
     let extra_backends: Vec<Arc<dyn registry::ServiceRegistry>> = kubernetes
         .iter()
         .map(|k| k.registry.clone() as Arc<dyn registry::ServiceRegistry>)
@@ -362,4 +361,3 @@ async fn tick_loop(controller: Arc<Controller>, mut shutdown: watch::Receiver<bo
         }
     }
 }
-

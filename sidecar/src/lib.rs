@@ -125,9 +125,7 @@ pub async fn run_until(
         Some(readiness.clone()),
     );
     let mut tasks = JoinSet::new();
-    tasks.spawn(
-        identity::renewal(&config, client.clone(), state.identity(), renewal_status).run(),
-    );
+    tasks.spawn(identity::renewal(&config, client.clone(), state.identity(), renewal_status).run());
     tasks.spawn(
         AdminServer::new(Arc::new(registry), readiness.clone(), None)
             .serve_within(admin, listening("admin", caps.admin)),

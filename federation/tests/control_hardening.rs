@@ -94,9 +94,10 @@ async fn forged_breaker_reports_do_not_fail_a_locality_over() -> anyhow::Result<
         let server = server.clone();
         let path = format!("{PATH_WORKLOADS}echo-0");
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
             loop {
+                every.tick().await;
                 let _ = server.send_json(Method::PUT, &path, Some(&reg)).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     };

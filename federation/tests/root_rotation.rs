@@ -58,11 +58,12 @@ async fn bundles_travel_in_the_catalog_and_the_switch_waits_for_the_peer() -> an
     let reporter = {
         let gateway = gateway.clone();
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(300));
             loop {
+                every.tick().await;
                 let _ = gateway
                     .send_json(Method::PUT, PATH_GATEWAY_REPORT, Some(&report))
                     .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         })
     };

@@ -2,10 +2,11 @@
 //! SPIFFE ID, a token), answering how long to wait when a call is over the limit, so the API
 //! can say `429` with `Retry-After`.
 //!
-//! The table is bounded like the DNS server's per-client limit (`dns/rate.rs`): when it is
-//! full, buckets that have refilled completely (callers idle for a whole burst) are forgotten
-//! first; if none has, the table is cleared. Keys here are authenticated identities, so the
-//! bound is a backstop against many minted identities, not the main defence.
+//! The DNS server's per-client limit (`dns/rate.rs`) is this table keyed by source address.
+//! The table is bounded: when it is full, buckets that have refilled completely (callers idle
+//! for a whole burst) are forgotten first; if none has, the table is cleared. Keys here are
+//! authenticated identities, so the bound is a backstop against many minted identities, not
+//! the main defence.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -77,7 +78,7 @@ impl<K: Hash + Eq> CallerRate<K> {
 
     /// How many callers have a bucket.
     #[cfg(test)]
-    fn callers(&self) -> usize {
+    pub(crate) fn callers(&self) -> usize {
         self.buckets.len()
     }
 }

@@ -5,77 +5,32 @@
 //! a flood of spoofed sources costs memory only up to the bound and never locks out a client
 //! for longer than one refill.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-/// Token buckets by client address.
-#[derive(Debug)]
-pub(crate) struct ClientRateLimit {
-    per_second: f64,
-    burst: f64,
-    max_clients: usize,
-    buckets: HashMap<IpAddr, Bucket>,
-}
+use crate::caller_rate::CallerRate;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
+/// Token buckets by client address: the generic per-key bucket ([`CallerRate`]) keyed by the
+/// source address, answering only yes or no (a refused query is dropped, no wait is said).
+#[derive(Debug)]
+pub(crate) struct ClientRateLimit(CallerRate<IpAddr>);
 
 impl ClientRateLimit {
     /// `per_second` queries per client on average, up to `burst` at once; at most
     /// `max_clients` buckets are kept. A zero rate disables the limit.
     pub(crate) fn new(per_second: u32, burst: u32, max_clients: usize) -> Self {
-        Self {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst.max(1)),
-            max_clients: max_clients.max(1),
-            buckets: HashMap::new(),
-        }
+        Self(CallerRate::new(per_second, burst, max_clients))
     }
 
     /// Whether a query from `client` at `now` may be answered (takes a token when it may).
     pub(crate) fn allow(&mut self, client: IpAddr, now: Instant) -> bool {
-        if self.per_second <= 0.0 {
-            return true;
-        }
-        if !self.buckets.contains_key(&client) && self.buckets.len() >= self.max_clients {
-            self.evict(now);
-        }
-        let (per_second, burst) = (self.per_second, self.burst);
-        let bucket = self.buckets.entry(client).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn evict(&mut self, now: Instant) {
-        let (per_second, burst) = (self.per_second, self.burst);
-        self.buckets.retain(|_, b| {
-            let refilled =
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * per_second;
-            refilled < burst
-        });
-        if self.buckets.len() >= self.max_clients {
-            self.buckets.clear();
-        }
+        self.0.check(client, now).is_ok()
     }
 
     /// How many clients have a bucket.
     #[cfg(test)]
     fn clients(&self) -> usize {
-        self.buckets.len()
+        self.0.callers()
     }
 }
 

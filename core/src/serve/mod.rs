@@ -52,6 +52,33 @@ pub use limits::{
 /// for nothing.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What answers the requests of a served connection: a `tower` service, cloned per connection
+/// (and per request), that never fails (errors are answers) and can run on another task.
+/// Every such service is one (a blanket implementation): this only names the bounds once.
+pub trait HttpService:
+    Service<
+        Request<Incoming>,
+        Response = Response<BoxBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<BoxBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The bounds of a listener: per connection, and how many connections at once.
 #[derive(Debug, Clone)]
 pub struct Listening {
@@ -115,11 +142,7 @@ pub async fn accept_loop_capped<F, Fut>(
 /// within the default [`ServeLimits`] and no connection cap, until the future is dropped.
 pub async fn serve_plain<S>(listener: TcpListener, role: &'static str, service: S)
 where
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     serve_plain_with(
         listener,
@@ -139,11 +162,7 @@ pub async fn serve_plain_with<S>(
     cap: ConnectionCap,
     service: S,
 ) where
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     accept_loop_capped(listener, role, cap, move |stream, peer| {
         serve_connection_with(stream, peer, role, limits, service.clone())
@@ -179,11 +198,7 @@ pub async fn tls_handshake(
 pub async fn serve_connection<I, S>(io: I, peer: SocketAddr, role: &'static str, service: S)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     serve_connection_with(io, peer, role, ServeLimits::default(), service).await
 }
@@ -197,11 +212,7 @@ pub async fn serve_connection_with<I, S>(
     service: S,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     serve_on(io, peer, role, limits, None, service).await
 }
@@ -227,11 +238,7 @@ pub async fn serve_http2_connection_with<I, S>(
     service: S,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     serve_on(io, peer, role, limits, Some(windows), service).await
 }
@@ -247,11 +254,7 @@ async fn serve_on<I, S>(
     service: S,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let activity = Activity::new(tokio::time::Instant::now());
     let counted = activity.clone();

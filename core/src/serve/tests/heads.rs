@@ -81,14 +81,7 @@ async fn too_many_header_fields_are_answered_431_naming_the_limit() {
 #[tokio::test]
 async fn an_http2_header_list_over_the_limit_is_answered_431_and_the_connection_serves_on() {
     let (addr, server) = limited_server(ServeLimits::default()).await;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_client(addr).await;
     let request = |value_len: usize| {
         Request::builder()
             .uri("http://x/")

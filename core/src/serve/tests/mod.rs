@@ -59,6 +59,24 @@ async fn limited_server(limits: ServeLimits) -> (SocketAddr, tokio::task::JoinHa
     server_with(limits, ConnectionCap::unlimited(), Duration::ZERO).await
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `addr`: its sender, and the task driving
+/// the connection, which ends when the server closes it.
+async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<BoxBody>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
 /// Reads until the peer closes (or resets) the connection; panics if it stays open past
 /// `within`. Gives what was read.
 async fn assert_closed_within(io: &mut (impl AsyncRead + Unpin), within: Duration) -> Vec<u8> {

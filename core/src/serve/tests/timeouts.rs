@@ -56,14 +56,7 @@ async fn an_http2_client_that_never_sends_a_request_is_closed_at_the_header_time
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_its_requests() {
     let (addr, server) = limited_server(short_timeouts()).await;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_client(addr).await;
     let rsp = sender
         .send_request(Request::new(crate::http::empty()))
         .await
@@ -87,14 +80,7 @@ async fn a_request_in_flight_keeps_its_connection_past_the_idle_timeout() {
         Duration::from_millis(1200),
     )
     .await;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_client(addr).await;
     let rsp = sender
         .send_request(Request::new(crate::http::empty()))
         .await
@@ -119,14 +105,7 @@ async fn an_http2_only_connection_serves_and_closes_a_silent_client_at_the_heade
     }));
     closed_at_the_header_timeout(addr, H2_PREFACE_AND_SETTINGS).await;
 
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2_client(addr).await;
     let rsp = sender
         .send_request(Request::new(crate::http::empty()))
         .await

@@ -6,15 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use anyhow::{Context, Result, bail, ensure};
-use common::{Cluster, SinkMode, TestGateway, exports, link_pair, wait_until};
-use mesh_core::api::ALPN_MESH_LINK;
+use anyhow::{Result, bail, ensure};
+use common::{
+    Cluster, SinkMode, TestGateway, control_frame, dial_as_peer, exports, link_pair, wait_until,
+};
 use mesh_core::catalog::{CatalogMessage, ExportCatalog};
-use mesh_core::identity::TrustStore;
 use mesh_core::wire::{PREFIX_LEN, StreamHeader, VERSION_MAJOR, VERSION_MINOR};
-use quinn::crypto::rustls::QuicClientConfig;
 
 /// The next message bravo's controller received from alpha (bravo's own traffic to alpha's
 /// controller goes to alpha's sink, not here).
@@ -169,11 +167,8 @@ async fn while_the_controller_is_away_only_the_latest_state_is_kept_and_delivere
 }
 
 /// One control-stream frame holding `json` as it is, whatever this release thinks of it.
-fn raw_frame(json: &serde_json::Value) -> Vec<u8> {
-    let body = serde_json::to_vec(json).expect("a JSON value serializes");
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    frame
+fn raw_frame(json: &serde_json::Value) -> Result<Vec<u8>> {
+    control_frame(&serde_json::to_vec(json)?)
 }
 
 /// A control-stream header as the next minor release would send it: minor bumped, a field
@@ -196,23 +191,7 @@ async fn a_peer_of_the_next_release_links_and_its_catalog_is_applied() -> Result
     // "aardvark" sorts lower than "bravo", so the fake next-release peer is the one that dials.
     let (next, bravo) = (Cluster::new("aardvark")?, Cluster::new("bravo")?);
     let mut gb = TestGateway::start(&bravo, None).await?;
-    gb.publish(bravo.snapshot(
-        1,
-        vec![next.peer("127.0.0.1:9".parse()?)],
-        exports("bravo", 1, &[]),
-    ));
-
-    let tls = mesh_core::identity::client_config(
-        Some(&next.gateway_id),
-        TrustStore::new(std::slice::from_ref(&bravo.bundle))?,
-        &[ALPN_MESH_LINK],
-    )?;
-    let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    let conn = endpoint
-        .connect_with(client, gb.core.quic_addr(), mesh_gateway::SERVER_NAME)?
-        .await
-        .context("the next-release peer's handshake")?;
+    let (_endpoint, conn) = dial_as_peer(&next, &bravo, &gb).await?;
     let (mut send, _recv) = conn.open_bi().await?;
     send.write_all(&next_minor_control_header("aardvark")?)
         .await?;
@@ -225,17 +204,17 @@ async fn a_peer_of_the_next_release_links_and_its_catalog_is_applied() -> Result
     snapshot["catalog"]["generation"] = "b".into();
     snapshot["catalog"]["services"]["echo.demo"]["weight"] = 3.into();
     snapshot["catalog"]["services"]["echo.demo"]["endpoints"][0]["zone"] = "a".into();
-    send.write_all(&raw_frame(&snapshot)).await?;
+    send.write_all(&raw_frame(&snapshot)?).await?;
     send.write_all(&raw_frame(
         &serde_json::json!({"type": "load_hint", "share": 0.5}),
-    ))
+    )?)
     .await?;
     let v2 = exports("aardvark", 2, &[("echo.demo", &[addr(7001), addr(7002)])]);
     let mut delta = serde_json::to_value(CatalogMessage::Delta {
         delta: v1.diff(&v2),
     })?;
     delta["delta"]["reason"] = "scaled up".into();
-    send.write_all(&raw_frame(&delta)).await?;
+    send.write_all(&raw_frame(&delta)?).await?;
 
     let (peer, first) = gb.next_catalog().await?;
     ensure!(peer == "aardvark", "attributed to {peer}");

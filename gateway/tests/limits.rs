@@ -4,22 +4,14 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use anyhow::{Context, Result};
-use common::{Cluster, TestGateway, exports, within};
-use mesh_core::api::ALPN_MESH_LINK;
+use anyhow::Result;
+use common::{Cluster, TestGateway, control_frame, dial_as_peer, exports, within};
 use mesh_core::catalog::CatalogMessage;
-use mesh_core::identity::TrustStore;
 use mesh_core::wire::{StreamHeader, TunnelRefusal, TunnelReply};
-use quinn::crypto::rustls::QuicClientConfig;
 
 /// One control-stream frame holding `message`.
 fn frame(message: &CatalogMessage) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(message)?;
-    let mut frame = u32::try_from(body.len())?.to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    Ok(frame)
+    control_frame(&serde_json::to_vec(message)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,22 +19,7 @@ async fn a_third_control_stream_on_one_connection_is_refused_and_the_link_goes_o
     // "aardvark" sorts lower than "bravo", so the hand-driven peer is the one that dials.
     let (peer, bravo) = (Cluster::new("aardvark")?, Cluster::new("bravo")?);
     let mut gb = TestGateway::start(&bravo, None).await?;
-    gb.publish(bravo.snapshot(
-        1,
-        vec![peer.peer("127.0.0.1:9".parse()?)],
-        exports("bravo", 1, &[]),
-    ));
-    let tls = mesh_core::identity::client_config(
-        Some(&peer.gateway_id),
-        TrustStore::new(std::slice::from_ref(&bravo.bundle))?,
-        &[ALPN_MESH_LINK],
-    )?;
-    let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    let conn = endpoint
-        .connect_with(client, gb.core.quic_addr(), mesh_gateway::SERVER_NAME)?
-        .await
-        .context("the peer's handshake")?;
+    let (_endpoint, conn) = dial_as_peer(&peer, &bravo, &gb).await?;
 
     let header = StreamHeader::control("aardvark").encode()?;
     let v1 = exports("aardvark", 1, &[]);

@@ -4,10 +4,13 @@
 #![allow(dead_code)]
 
 pub(crate) mod fake_controller;
+mod hand_peer;
 mod net;
 mod tunnel_client;
 
 #[allow(unused_imports)] // each test binary uses a different subset
+pub(crate) use hand_peer::{control_frame, dial_as_peer};
+#[allow(unused_imports)]
 pub(crate) use net::{EchoEndpoint, UdpRelay};
 #[allow(unused_imports)]
 pub(crate) use tunnel_client::{TunnelClient, round_trip};

@@ -342,27 +342,7 @@ async fn a_rate_of_zero_is_invalid_until_fixed(c: &MeshCluster) {
              spec:\n  targetRef: {{group: \"\", kind: Service, name: echo}}\n  total: {{requestsPerSecond: {rate}}}\n"
         )
     };
-    let accepted = async |want: (&str, &str)| {
-        let mut last = Value::Null;
-        let seen = mesh_test_support::wait_for(
-            "RateLimitPolicy echo-limit's Accepted",
-            SETTLE,
-            async || {
-                let Some(p) = get_json(c.kube, &["ratelimitpolicy", "echo-limit", "-n", DEMO_NS])
-                else {
-                    return false;
-                };
-                let generation = p["metadata"]["generation"].as_i64();
-                last = p.clone();
-                kube_support::condition(&p, "Accepted")
-                    .is_some_and(|(s, r, _)| (s.as_str(), r.as_str()) == want)
-                    && p["status"]["conditions"][0]["observedGeneration"].as_i64() == generation
-            },
-        )
-        .await;
-        assert!(seen.is_ok(), "{want:?}: last seen {last}\n{}", c.logs());
-        last
-    };
+    let accepted = |want| wait_accepted(c, "ratelimitpolicy", "echo-limit", want);
     apply(c.kube, &limit(0));
     let refused = accepted(("False", "Invalid")).await;
     let (_, _, message) = kube_support::condition(&refused, "Accepted").unwrap();

@@ -108,6 +108,21 @@ async fn rotation(admin: SocketAddr) -> RotationStatus {
         .expect("rotation status")
 }
 
+/// Runs `mesh ca rotate --cluster us-east` with `args`, against the controller at `admin`
+/// and the state in `state`: what it printed and how it ended.
+async fn ca_rotate_us_east(admin: SocketAddr, state: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(mesh_bin())
+        .args(["ca", "rotate", "--cluster", "us-east"])
+        .args(args)
+        .arg("--admin")
+        .arg(admin.to_string())
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("mesh ca rotate {args:?} does not run: {e}"))
+}
+
 fn fingerprints(pem: &str) -> Vec<String> {
     bundle_fingerprints(pem).expect("a PEM bundle")
 }
@@ -139,15 +154,7 @@ async fn rotating_a_root_under_cross_cluster_load_fails_no_request() {
     })
     .await;
 
-    let out = tokio::process::Command::new(mesh_bin())
-        .args(["ca", "rotate", "--cluster", "us-east", "--timeout", "3m"])
-        .arg("--admin")
-        .arg(east_admin.to_string())
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .await
-        .expect("mesh ca rotate runs");
+    let out = ca_rotate_us_east(east_admin, &state, &["--timeout", "3m"]).await;
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -190,15 +197,7 @@ async fn rotating_a_root_under_cross_cluster_load_fails_no_request() {
     );
     assert_ne!(vec![new_root.clone()], old_root);
     // `--status` tells the same to a person.
-    let shown = tokio::process::Command::new(mesh_bin())
-        .args(["ca", "rotate", "--cluster", "us-east", "--status"])
-        .arg("--admin")
-        .arg(east_admin.to_string())
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .await
-        .expect("mesh ca rotate --status runs");
+    let shown = ca_rotate_us_east(east_admin, &state, &["--status"]).await;
     let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
     assert!(
         shown.contains("rotation phase retire, complete")

@@ -239,6 +239,19 @@ mod tests {
         }
     }
 
+    /// The conditions compiling gave the object `name`.
+    fn conditions_of<'a>(
+        compiled: &'a mesh_core::policy::compile::CompiledPolicy,
+        name: &str,
+    ) -> &'a [mesh_core::policy::compile::Condition] {
+        &compiled
+            .statuses
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no status for {name}"))
+            .conditions
+    }
+
     fn route(name: &str, created: i64, spec: serde_json::Value) -> Arc<HttpRoute> {
         Arc::new(HttpRoute {
             metadata: meta(name, created),
@@ -314,15 +327,7 @@ mod tests {
         );
 
         let compiled = compile(&read.objects, &known);
-        let status = |name: &str| {
-            compiled
-                .statuses
-                .iter()
-                .find(|s| s.name == name)
-                .unwrap()
-                .conditions
-                .clone()
-        };
+        let status = |name: &str| conditions_of(&compiled, name).to_vec();
         assert_eq!(status("conflicting")[0].reason, "Conflicted");
         assert!(status("good").iter().all(|c| c.status));
         let missing = status("missing-backend");
@@ -483,15 +488,7 @@ mod tests {
         );
         let known = [ServiceKey::new("echo", "demo").unwrap()].into();
         let compiled = compile_known(&read.objects, &known);
-        let status = |name: &str| {
-            compiled
-                .statuses
-                .iter()
-                .find(|s| s.name == name)
-                .unwrap()
-                .conditions[0]
-                .clone()
-        };
+        let status = |name: &str| conditions_of(&compiled, name)[0].clone();
         assert!(status("no-admin").status && status("defaults").status);
         let bad = status("bad-principal");
         assert_eq!(bad.reason, "Invalid");

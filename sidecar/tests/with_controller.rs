@@ -225,32 +225,11 @@ async fn a_sidecar_bootstraps_registers_discovers_on_demand_and_deregisters() ->
     let ready_path = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready_path);
 
-    let args = SidecarArgs {
-        member: member(ctl.addr, &dir, Some(ready_path.clone())),
-        id: "echo-0".into(),
-        namespace: "demo".into(),
-        service_account: None,
-        service: Some(echo()),
-        app: Some(app.addr),
-        inbound: "127.0.0.1:0".parse()?,
-        advertise: None,
-        outbound: "127.0.0.1:0".parse()?,
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(5),
-        no_latency_weighting: false,
-        no_register: false,
-        outbound_policy: OutboundPolicy::AllowAny,
-        inbound_policy: InboundPolicy::Permissive,
-        vip_range: "240.240.0.0/16".parse().expect("a valid range"),
-        cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
-        max_inbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
-        max_outbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
-        max_admin_connections: serve::DEFAULT_MAX_ADMIN_CONNECTIONS,
-        max_header_bytes: serve::DEFAULT_MAX_HEADER_BYTES,
-        header_read_timeout: serve::DEFAULT_HEADER_READ_TIMEOUT,
-        idle_timeout: serve::DEFAULT_IDLE_TIMEOUT,
-        renew_at: Default::default(),
-    };
+    let args = sidecar_args(
+        member(ctl.addr, &dir, Some(ready_path.clone())),
+        "echo-0",
+        Some((echo(), app.addr)),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sidecar = tokio::spawn(mesh_sidecar::run_until(args, async {
         let _ = stop_rx.await;
@@ -429,32 +408,7 @@ async fn a_wrong_join_token_fails_bootstrap_with_the_controllers_reason() -> any
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("ca.crt"), east.ca.cert_pem())?;
     std::fs::write(dir.join("join-token"), "wrong")?;
-    let args = SidecarArgs {
-        member: member(ctl.addr, &dir, None),
-        id: "client-0".into(),
-        namespace: "demo".into(),
-        service_account: None,
-        service: None,
-        app: None,
-        inbound: "127.0.0.1:0".parse()?,
-        advertise: None,
-        outbound: "127.0.0.1:0".parse()?,
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(5),
-        no_latency_weighting: false,
-        no_register: false,
-        outbound_policy: OutboundPolicy::AllowAny,
-        inbound_policy: InboundPolicy::Permissive,
-        vip_range: "240.240.0.0/16".parse().expect("a valid range"),
-        cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
-        max_inbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
-        max_outbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
-        max_admin_connections: serve::DEFAULT_MAX_ADMIN_CONNECTIONS,
-        max_header_bytes: serve::DEFAULT_MAX_HEADER_BYTES,
-        header_read_timeout: serve::DEFAULT_HEADER_READ_TIMEOUT,
-        idle_timeout: serve::DEFAULT_IDLE_TIMEOUT,
-        renew_at: Default::default(),
-    };
+    let args = sidecar_args(member(ctl.addr, &dir, None), "client-0", None);
     let err = tokio::time::timeout(
         Duration::from_secs(10),
         mesh_sidecar::run_until(args, std::future::pending()),
@@ -482,5 +436,41 @@ fn member(
         token_file: dir.join("join-token"),
         admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         ready_file,
+    }
+}
+
+/// The flags of sidecar `id` in namespace `demo` with `member`, in front of `app` (a service
+/// and its app's address) or of nothing, on ephemeral ports, every limit at its default.
+fn sidecar_args(
+    member: ClusterMemberArgs,
+    id: &str,
+    app: Option<(ServiceKey, SocketAddr)>,
+) -> SidecarArgs {
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    SidecarArgs {
+        member,
+        id: id.into(),
+        namespace: "demo".into(),
+        service_account: None,
+        service: app.as_ref().map(|(service, _)| service.clone()),
+        app: app.map(|(_, addr)| addr),
+        inbound: any_port,
+        advertise: None,
+        outbound: any_port,
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        no_latency_weighting: false,
+        no_register: false,
+        outbound_policy: OutboundPolicy::AllowAny,
+        inbound_policy: InboundPolicy::Permissive,
+        vip_range: "240.240.0.0/16".parse().expect("a valid range"),
+        cache_max_bytes: mesh_core::policy::http_cache::DEFAULT_CAPACITY_BYTES,
+        max_inbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
+        max_outbound_connections: serve::DEFAULT_MAX_CONNECTIONS,
+        max_admin_connections: serve::DEFAULT_MAX_ADMIN_CONNECTIONS,
+        max_header_bytes: serve::DEFAULT_MAX_HEADER_BYTES,
+        header_read_timeout: serve::DEFAULT_HEADER_READ_TIMEOUT,
+        idle_timeout: serve::DEFAULT_IDLE_TIMEOUT,
+        renew_at: Default::default(),
     }
 }

@@ -16,7 +16,7 @@ use mesh_core::breaker::BreakerState;
 use mesh_core::identity::SpiffeId;
 
 use support::control::{CallError, Client, Ndjson};
-use support::{Harness, echo, next_until, status_of};
+use support::{Harness, echo, next_until, registration, status_of};
 
 const WAIT: Duration = Duration::from_secs(10);
 const TD: &str = "us-east.mesh";
@@ -82,14 +82,7 @@ async fn forged_breaker_reports_do_not_fail_a_locality_over() -> anyhow::Result<
     // echo.demo has a healthy local endpoint, kept alive by heartbeats.
     let echo_id = SpiffeId::workload(TD, "demo", "echo");
     let server = h.client(&echo_id).await?;
-    let reg = WorkloadRegistration {
-        id: "echo-0".into(),
-        service: echo(),
-        cluster: "us-east".into(),
-        address: "127.0.0.1:15006".parse()?,
-        identity: echo_id.to_string(),
-        healthy: true,
-    };
+    let reg = registration(&echo_id)?;
     let heartbeat = {
         let server = server.clone();
         let path = format!("{PATH_WORKLOADS}echo-0");
@@ -180,14 +173,7 @@ async fn a_registration_flood_from_one_identity_gets_429() -> anyhow::Result<()>
     let h = Harness::start("registration-flood", "us-east").await?;
     let id = SpiffeId::workload(TD, "demo", "echo");
     let flooder = h.client(&id).await?;
-    let reg = WorkloadRegistration {
-        id: "echo-0".into(),
-        service: echo(),
-        cluster: "us-east".into(),
-        address: "127.0.0.1:15006".parse()?,
-        identity: id.to_string(),
-        healthy: true,
-    };
+    let reg = registration(&id)?;
     let path = format!("{PATH_WORKLOADS}echo-0");
     let mut limited = None;
     for i in 0..5_000 {

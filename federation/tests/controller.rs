@@ -12,7 +12,6 @@ use mesh_core::api::{
     BreakerObservation, BreakerReport, ControllerStatus, GatewayReport, GatewaySnapshot, LinkInfo,
     PATH_BREAKER_REPORTS, PATH_DISCOVERY, PATH_FEDERATION, PATH_GATEWAY_REPORT,
     PATH_GATEWAY_STREAM, PATH_WORKLOADS, PeerLinkStatus, ReadyFile, SidecarSnapshot,
-    WorkloadRegistration,
 };
 use mesh_core::breaker::BreakerState;
 use mesh_core::catalog::CatalogMessage;
@@ -22,22 +21,11 @@ use mesh_federation::start;
 use support::control::CallError;
 use support::{
     Harness, TOKEN, anonymous_control, args, echo, localities, next_until, peer_catalog,
-    peer_link_info, status_of,
+    peer_link_info, registration, status_of,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 const NO_BODY: Option<&()> = None;
-
-fn registration(id: &SpiffeId) -> anyhow::Result<WorkloadRegistration> {
-    Ok(WorkloadRegistration {
-        id: "echo-0".into(),
-        service: echo(),
-        cluster: "us-east".into(),
-        address: "127.0.0.1:15006".parse()?,
-        identity: id.to_string(),
-        healthy: true,
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_register_and_expire() -> anyhow::Result<()> {
@@ -189,7 +177,7 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
     let h = Harness::start("link", "us-east").await?;
     let echo_id = SpiffeId::workload("us-east.mesh", "demo", "echo");
     let sidecar = h.client(&echo_id).await?;
-    let gateway = h.client(&SpiffeId::gateway("us-east.mesh")).await?;
+    let gateway = h.gateway_client().await?;
     let path = format!("{PATH_DISCOVERY}?services=echo.demo");
     let mut stream = sidecar
         .stream::<SidecarSnapshot>(&path)
@@ -470,10 +458,8 @@ fn add_field(root: &mut serde_json::Value, path: &[&str], field: &str, value: se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_and_a_peer_of_the_next_release_still_federate() -> anyhow::Result<()> {
     let h = Harness::start("skew", "us-east").await?;
-    let sidecar = h
-        .client(&SpiffeId::workload("us-east.mesh", "demo", "client"))
-        .await?;
-    let gateway = h.client(&SpiffeId::gateway("us-east.mesh")).await?;
+    let sidecar = h.workload_client("client").await?;
+    let gateway = h.gateway_client().await?;
     let mut stream = sidecar
         .stream::<SidecarSnapshot>(&format!("{PATH_DISCOVERY}?services=echo.demo"))
         .await

@@ -17,7 +17,6 @@ use hickory_proto::rr::{Name, RecordType};
 use http::{Method, StatusCode};
 use mesh_core::api::{PATH_FEDERATION, ReadyFile};
 use mesh_core::catalog::{CatalogMessage, ServicePort};
-use mesh_core::identity::SpiffeId;
 use mesh_federation::{ControllerArgs, RunningController, start};
 
 use support::upstream::FakeUpstream;
@@ -97,7 +96,7 @@ async fn dig_gets_every_kind_of_answer() -> anyhow::Result<()> {
         .admin(Method::POST, "/v1/links", Some(&peer_link_info()?))
         .await?;
     ensure!(status == StatusCode::CREATED, "link: {status} {body}");
-    let gateway = h.client(&SpiffeId::gateway("us-east.mesh")).await?;
+    let gateway = h.gateway_client().await?;
     let mut catalog = peer_catalog(3)?;
     if let Some(svc) = catalog.services.get_mut(&echo()) {
         svc.ports = vec![ServicePort {

@@ -40,10 +40,8 @@ async fn rotation(h: &Harness) -> anyhow::Result<RotationStatus> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundles_travel_in_the_catalog_and_the_switch_waits_for_the_peer() -> anyhow::Result<()> {
     let h = Harness::start("rotation", "us-east").await?;
-    let sidecar = h
-        .client(&SpiffeId::workload("us-east.mesh", "demo", "echo"))
-        .await?;
-    let gateway = h.client(&SpiffeId::gateway("us-east.mesh")).await?;
+    let sidecar = h.workload_client("echo").await?;
+    let gateway = h.gateway_client().await?;
     let report = GatewayReport {
         quic_addr: "127.0.0.1:4500".parse()?,
         tunnel_addr: "127.0.0.1:4501".parse()?,

@@ -17,7 +17,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::api::ALPN_H2;
-use mesh_core::api::{LinkInfo, SidecarSnapshot};
+use mesh_core::api::{LinkInfo, SidecarSnapshot, WorkloadRegistration};
 use mesh_core::catalog::{ExportCatalog, ExportedEndpoint, ExportedService};
 use mesh_core::identity::{ClusterCa, SpiffeId, TrustBundle, TrustStore, client_config};
 use mesh_core::names::ServiceKey;
@@ -198,6 +198,20 @@ impl Harness {
         Ok(client)
     }
 
+    /// Bootstraps a client for the workload of service account `demo/<service_account>` of
+    /// this cluster.
+    pub(crate) async fn workload_client(&self, service_account: &str) -> anyhow::Result<Client> {
+        let td = format!("{}.mesh", self.cluster);
+        self.client(&SpiffeId::workload(&td, "demo", service_account))
+            .await
+    }
+
+    /// Bootstraps a client for this cluster's gateway.
+    pub(crate) async fn gateway_client(&self) -> anyhow::Result<Client> {
+        self.client(&SpiffeId::gateway(&format!("{}.mesh", self.cluster)))
+            .await
+    }
+
     /// An admin request with an optional JSON body, carrying the admin token the controller
     /// created in its state directory.
     pub(crate) async fn admin<T: serde::Serialize>(
@@ -222,6 +236,18 @@ impl Harness {
     pub(crate) async fn admin_get(&self, path: &str) -> anyhow::Result<(StatusCode, String)> {
         admin(self.ctl.admin_addr, Method::GET, path, None).await
     }
+}
+
+/// A registration of `echo-0` of `echo.demo` in us-east, healthy, as `id`.
+pub(crate) fn registration(id: &SpiffeId) -> anyhow::Result<WorkloadRegistration> {
+    Ok(WorkloadRegistration {
+        id: "echo-0".into(),
+        service: echo(),
+        cluster: "us-east".into(),
+        address: "127.0.0.1:15006".parse()?,
+        identity: id.to_string(),
+        healthy: true,
+    })
 }
 
 pub(crate) fn echo() -> ServiceKey {

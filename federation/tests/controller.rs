@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use http::{Method, StatusCode};
 use mesh_core::api::{
-    BreakerObservation, BreakerReport, ControllerStatus, GatewayReport, GatewaySnapshot, LinkInfo,
+    BreakerObservation, BreakerReport, ControllerStatus, GatewaySnapshot, LinkInfo,
     PATH_BREAKER_REPORTS, PATH_DISCOVERY, PATH_FEDERATION, PATH_GATEWAY_REPORT,
-    PATH_GATEWAY_STREAM, PATH_WORKLOADS, PeerLinkStatus, ReadyFile, SidecarSnapshot,
+    PATH_GATEWAY_STREAM, PATH_WORKLOADS, ReadyFile, SidecarSnapshot,
 };
 use mesh_core::breaker::BreakerState;
 use mesh_core::catalog::CatalogMessage;
@@ -20,8 +20,8 @@ use mesh_federation::start;
 
 use support::control::CallError;
 use support::{
-    Harness, TOKEN, anonymous_control, args, echo, localities, next_until, peer_catalog,
-    peer_link_info, registration, status_of,
+    Harness, TOKEN, anonymous_control, args, echo, gateway_report, localities, next_until,
+    peer_catalog, peer_link_info, registration, status_of,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -190,17 +190,7 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
         status == StatusCode::SERVICE_UNAVAILABLE && body.contains("gateway has not reported yet"),
         "{status} {body}"
     );
-    let report = GatewayReport {
-        quic_addr: "127.0.0.1:4500".parse()?,
-        tunnel_addr: "127.0.0.1:4501".parse()?,
-        peers: vec![PeerLinkStatus {
-            cluster: "eu-central".into(),
-            up: true,
-            rtt_seconds: Some(0.012),
-            loss: 0.0,
-            last_error: None,
-        }],
-    };
+    let report = gateway_report(0.012)?;
     let reporter = {
         let (gateway, report) = (gateway.clone(), report.clone());
         tokio::spawn(async move {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::ensure;
 use http::{Method, StatusCode};
 use mesh_core::api::{
-    GatewayReport, GatewaySnapshot, LinkInfo, PATH_DISCOVERY, PATH_FEDERATION, PATH_GATEWAY_REPORT,
-    PATH_GATEWAY_STREAM, PeerLinkStatus, SidecarSnapshot,
+    GatewaySnapshot, LinkInfo, PATH_DISCOVERY, PATH_FEDERATION, PATH_GATEWAY_REPORT,
+    PATH_GATEWAY_STREAM, SidecarSnapshot,
 };
 use mesh_core::catalog::{CatalogMessage, CatalogTrust};
 use mesh_core::identity::rotation::{
@@ -23,7 +23,7 @@ use mesh_core::identity::rotation::{
 use mesh_core::identity::{ClusterCa, SpiffeId, TrustBundle};
 
 use support::control::CallError;
-use support::{Harness, next_until, peer_catalog, peer_link_info};
+use support::{Harness, gateway_report, next_until, peer_catalog, peer_link_info};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -42,17 +42,7 @@ async fn bundles_travel_in_the_catalog_and_the_switch_waits_for_the_peer() -> an
     let h = Harness::start("rotation", "us-east").await?;
     let sidecar = h.workload_client("echo").await?;
     let gateway = h.gateway_client().await?;
-    let report = GatewayReport {
-        quic_addr: "127.0.0.1:4500".parse()?,
-        tunnel_addr: "127.0.0.1:4501".parse()?,
-        peers: vec![PeerLinkStatus {
-            cluster: "eu-central".into(),
-            up: true,
-            rtt_seconds: Some(0.01),
-            loss: 0.0,
-            last_error: None,
-        }],
-    };
+    let report = gateway_report(0.01)?;
     let reporter = {
         let gateway = gateway.clone();
         tokio::spawn(async move {

@@ -17,7 +17,9 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::api::ALPN_H2;
-use mesh_core::api::{LinkInfo, SidecarSnapshot, WorkloadRegistration};
+use mesh_core::api::{
+    GatewayReport, LinkInfo, PeerLinkStatus, SidecarSnapshot, WorkloadRegistration,
+};
 use mesh_core::catalog::{ExportCatalog, ExportedEndpoint, ExportedService};
 use mesh_core::identity::{ClusterCa, SpiffeId, TrustBundle, TrustStore, client_config};
 use mesh_core::names::ServiceKey;
@@ -247,6 +249,22 @@ pub(crate) fn registration(id: &SpiffeId) -> anyhow::Result<WorkloadRegistration
         address: "127.0.0.1:15006".parse()?,
         identity: id.to_string(),
         healthy: true,
+    })
+}
+
+/// The report of a gateway at 127.0.0.1:4500 (QUIC) and :4501 (tunnels) whose link to
+/// eu-central is up with a round trip of `rtt_seconds`.
+pub(crate) fn gateway_report(rtt_seconds: f64) -> anyhow::Result<GatewayReport> {
+    Ok(GatewayReport {
+        quic_addr: "127.0.0.1:4500".parse()?,
+        tunnel_addr: "127.0.0.1:4501".parse()?,
+        peers: vec![PeerLinkStatus {
+            cluster: "eu-central".into(),
+            up: true,
+            rtt_seconds: Some(rtt_seconds),
+            loss: 0.0,
+            last_error: None,
+        }],
     })
 }
 

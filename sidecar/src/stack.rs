@@ -6,36 +6,15 @@
 //! [`crate::outbound::stack::outbound_service`] and [`crate::inbound::stack::inbound_stack`].
 //! What a layer learns for another travels in [`crate::facts`].
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
 use hyper::body::Incoming;
-use mesh_core::http::BoxBody;
 use tower::{Layer, Service};
 
 /// A whole stack over requests with bodies of type `B`: answers every request, never fails
-/// (errors are answers), cloned for each connection.
-pub trait Stack<B>:
-    Service<Request<B>, Response = Response<BoxBody>, Error = Infallible, Future: Send + 'static>
-    + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<T, B> Stack<B> for T where
-    T: Service<
-            Request<B>,
-            Response = Response<BoxBody>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
+/// (errors are answers), cloned for each connection; the serve loop's bounds.
+pub use mesh_core::serve::HttpService as Stack;
 
 /// A whole stack as its listener serves it, over the requests hyper reads.
 pub trait HttpStack: Stack<Incoming> {}

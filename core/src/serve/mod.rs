@@ -52,24 +52,21 @@ pub use limits::{
 /// for nothing.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What answers the requests of a served connection: a `tower` service, cloned per connection
-/// (and per request), that never fails (errors are answers) and can run on another task.
-/// Every such service is one (a blanket implementation): this only names the bounds once.
-pub trait HttpService:
-    Service<
-        Request<Incoming>,
-        Response = Response<BoxBody>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
+/// What answers the requests of a served connection (bodies of type `B`, hyper's by default):
+/// a `tower` service, cloned per connection (and per request), that never fails (errors are
+/// answers) and can run on another task. Every such service is one (a blanket implementation):
+/// this only names the bounds once, here and for the stacks built on them (the sidecar's).
+pub trait HttpService<B = Incoming>:
+    Service<Request<B>, Response = Response<BoxBody>, Error = Infallible, Future: Send + 'static>
+    + Clone
     + Send
     + 'static
 {
 }
 
-impl<S> HttpService for S where
+impl<S, B> HttpService<B> for S where
     S: Service<
-            Request<Incoming>,
+            Request<B>,
             Response = Response<BoxBody>,
             Error = Infallible,
             Future: Send + 'static,

@@ -13,4 +13,4 @@ pub mod server;
 pub mod stack;
 pub mod upgrade;
 
-pub use server::serve;
+pub use server::serve_within;

@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use mesh_core::identity::peer_spiffe_id;
 use mesh_core::names::ServiceKey;
-use mesh_core::serve::{
-    Listening, ServeLimits, accept_loop_capped, serve_connection_with, tls_handshake,
-};
+use mesh_core::serve::{Listening, accept_loop_capped, serve_connection_with, tls_handshake};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -25,24 +23,8 @@ use crate::transparent::original_dst::redirected_from;
 
 /// Serves inbound mTLS on `listener` for `service`, forwarding to the app at `app`, until the
 /// future is dropped, which also closes every connection it accepted. `advertised` is the
-/// address peers reach this sidecar at (its endpoint in the catalog). Within the default
-/// [`ServeLimits`], no connection cap.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<SidecarState>,
-    service: ServiceKey,
-    app: SocketAddr,
-    advertised: SocketAddr,
-    capture: Arc<Capture>,
-) {
-    let listening = Listening::uncapped(ServeLimits::default());
-    serve_within(
-        listener, state, service, app, advertised, capture, listening,
-    )
-    .await
-}
-
-/// [`serve`] within `listening`'s bounds.
+/// address peers reach this sidecar at (its endpoint in the catalog). Within `listening`'s
+/// bounds (`Listening::uncapped(ServeLimits::default())` for the defaults and no cap).
 pub async fn serve_within(
     listener: TcpListener,
     state: Arc<SidecarState>,

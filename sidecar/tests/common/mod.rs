@@ -19,6 +19,7 @@ use mesh_core::http::{BoxBody, BoxError, full, text};
 use mesh_core::identity::{ClusterCa, SpiffeId, TrustBundle};
 use mesh_core::locality::LocalityEntry;
 use mesh_core::names::ServiceKey;
+use mesh_core::serve::{Listening, ServeLimits};
 use mesh_sidecar::identity::SidecarIdentity;
 use mesh_sidecar::metrics::Metrics;
 use mesh_sidecar::outbound::balancer::ResilienceConfig;
@@ -228,13 +229,14 @@ impl ServerSidecar {
         let state = cluster.state("echo", Duration::from_secs(5));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = Task(tokio::spawn(mesh_sidecar::inbound::serve(
+        let task = Task(tokio::spawn(mesh_sidecar::inbound::serve_within(
             listener,
             state.clone(),
             echo(),
             app,
             addr,
             no_capture(&state),
+            Listening::uncapped(ServeLimits::default()),
         )));
         Self { addr, state, task }
     }

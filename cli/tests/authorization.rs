@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::config::Topology;
 use mesh_core::identity::{
@@ -24,7 +24,7 @@ use mesh_core::identity::{
 };
 use mesh_launcher::cluster_set::ComponentArgs;
 use rustls::pki_types::ServerName;
-use support::{Answer, Running, eventually, get, metric};
+use support::{Answer, Running, eventually, get, grpc_request, h2c, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EAST_CLIENT: &str = "spiffe://us-east.mesh/ns/demo/sa/client";
@@ -201,19 +201,8 @@ async fn opaque_tunnel(run: &Running, sidecar: &str, cluster: &str, account: &st
 /// A gRPC call (an empty message) to `url` through the proxy at `proxy` over h2c: the status
 /// and the head of the answer.
 async fn grpc_call(proxy: std::net::SocketAddr, url: &str) -> (StatusCode, http::HeaderMap) {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(url)
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-        .unwrap();
+    let mut sender = h2c(proxy).await;
+    let req = grpc_request(url, Bytes::from_static(&[0, 0, 0, 0, 0]));
     let rsp = sender.send_request(req).await.expect("gRPC call answered");
     (rsp.status(), rsp.headers().clone())
 }

@@ -17,15 +17,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
 use mesh_cli::demo_app::grpc::wire::{
     CountReply, CountRequest, SayReply, SayRequest, frame, unframe,
 };
 use mesh_cli::demo_app::grpc::{PATH_COUNT, PATH_SAY};
 use mesh_core::config::Topology;
-use support::{Running, eventually};
+use support::{Running, eventually, grpc_request, h2c};
 
 const EU: &str = "echo.demo.svc.eu-central.clusterset.local";
 
@@ -99,19 +98,8 @@ struct Call {
 
 /// One gRPC call to `EU` through the proxy at `proxy` over h2c, by hand.
 async fn call(proxy: std::net::SocketAddr, path: &str, message: &[u8]) -> Call {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method("POST")
-        .uri(format!("http://{EU}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(frame(message)))
-        .unwrap();
+    let mut sender = h2c(proxy).await;
+    let req = grpc_request(&format!("http://{EU}{path}"), frame(message));
     let started = Instant::now();
     let rsp = sender.send_request(req).await.unwrap();
     let (parts, mut body) = rsp.into_parts();

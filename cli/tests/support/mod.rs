@@ -157,6 +157,29 @@ pub(crate) enum Proto {
     Http2,
 }
 
+/// An HTTP/2 (h2c, prior knowledge) connection to the sidecar proxy at `proxy`: its sender;
+/// the connection is driven by a task of its own.
+pub(crate) async fn h2c(proxy: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A gRPC call's request: `POST` to `url` with `body` (length-prefixed messages).
+pub(crate) fn grpc_request(url: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(body))
+        .unwrap()
+}
+
 /// Sends one request to `url` through the sidecar proxy at `proxy`.
 pub(crate) async fn send(
     proxy: SocketAddr,

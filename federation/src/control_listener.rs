@@ -9,6 +9,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use mesh_core::identity::peer_spiffe_id;
+use mesh_core::serve::{ConnectionCap, ServeLimits};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +24,10 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long shutdown waits for open requests before cutting connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connections held at once: every sidecar of the cluster keeps one (to one replica),
+/// plus the gateway's and passing `mesh` calls; one more is closed at once and counted in
+/// `mesh_controller_connections_refused_total{listener="control"}`.
+pub(crate) const MAX_CONTROL_CONNECTIONS: usize = 16_384;
 
 /// The TLS configuration new connections get; replaced when the certificate is reissued.
 #[derive(Debug, Clone)]
@@ -50,12 +55,19 @@ pub(crate) async fn serve_control(
     listener: TcpListener,
     tls: ServingTls,
     api: ControlApi,
+    cap: ConnectionCap,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             (stream, peer) = mesh_core::telemetry::accept(&listener, "control") => {
+                // Ended connections whose task the loop has not reaped yet do not count.
+                while connections.try_join_next().is_some() {}
+                if !cap.admit(connections.len()) {
+                    tracing::debug!(%peer, max = cap.max(), "control connection refused: listener full");
+                    continue;
+                }
                 let acceptor = tls.acceptor();
                 let api = api.clone();
                 let shutdown = shutdown.clone();
@@ -97,12 +109,20 @@ async fn serve_connection(
         let caller = caller.clone();
         async move { Ok::<_, Infallible>(api.handle(req, caller).await) }
     });
+    // The serving bounds every listener shares (`mesh_core::serve`): header list size (which
+    // also stops CONTINUATION floods), concurrent streams and the rapid-reset limits; the pings
+    // are more frequent here, so a vanished sidecar's discovery stream is freed soon.
+    let limits = ServeLimits::default();
     let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.hard_header_bytes()).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.max_local_error_reset_streams);
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -51,6 +51,7 @@ use mesh_core::admin::{AdminServer, Readiness};
 use mesh_core::api::ReadyFile;
 use mesh_core::locality::LocalityPolicy;
 use mesh_core::renewal::RenewalStatus;
+use mesh_core::serve::{DEFAULT_MAX_ADMIN_CONNECTIONS, Listening, RefusedConnections, ServeLimits};
 use mesh_core::telemetry::{bind_error, bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -161,6 +162,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
 
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let refused = RefusedConnections::register(&mut registry, "mesh_controller");
     let readiness = Readiness::default();
     let own_status = RenewalStatus::register(&mut registry, &own_identity, Some(readiness.clone()));
     let extra_backends: Vec<Arc<dyn registry::ServiceRegistry>> = kubernetes
@@ -247,7 +249,13 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
         ))),
         admin_auth,
     );
-    let admin_task = tokio::spawn(admin_server.serve(admin));
+    let admin_task = tokio::spawn(admin_server.serve_within(
+        admin,
+        Listening {
+            limits: ServeLimits::default(),
+            cap: refused.cap("admin", DEFAULT_MAX_ADMIN_CONNECTIONS),
+        },
+    ));
     let mut tasks = kubernetes_tasks;
     let vip_store = match &config.store {
         StateStore::Directory(dir) => VipStore::in_dir(dir),
@@ -270,6 +278,7 @@ pub async fn start(args: ControllerArgs) -> Result<RunningController, Federation
             control,
             tls,
             ControlApi::new(controller.clone(), vips),
+            refused.cap("control", control_listener::MAX_CONTROL_CONNECTIONS),
             shutdown_rx.clone(),
         )),
         tokio::spawn(tick_loop(controller.clone(), shutdown_rx.clone())),

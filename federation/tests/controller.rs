@@ -155,6 +155,9 @@ async fn bootstrap_register_and_expire() -> anyhow::Result<()> {
         "mesh_controller_csrs_refused_total{reason=\"token\"} 1",
         "mesh_controller_csrs_refused_total{reason=\"policy\"} 1",
         "mesh_controller_discovery_subscribers{stream=\"sidecar\"} 1",
+        // Both listeners are capped (nothing refused here).
+        "mesh_controller_connections_refused_total{listener=\"control\"} 0",
+        "mesh_controller_connections_refused_total{listener=\"admin\"} 0",
     ] {
         ensure!(
             metrics.contains(needle),

@@ -104,6 +104,7 @@ pub struct GatewayCore {
     board: LinkBoard,
     ctx: Arc<LinkContext>,
     endpoint: Endpoint,
+    refused: RefusedConnections,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -160,13 +161,13 @@ impl GatewayCore {
             &[mesh_core::api::ALPN_H2],
             false,
         )?;
+        let refused = RefusedConnections::register(registry, "mesh_gateway");
         let ingress = Arc::new(TunnelIngress {
             trust_domain: identity.id().trust_domain.clone(),
             table: table.clone(),
             metrics: metrics.clone(),
             tls: TlsAcceptor::from(Arc::new(tls)),
-            cap: RefusedConnections::register(registry, "mesh_gateway")
-                .cap("tunnel", DEFAULT_MAX_CONNECTIONS),
+            cap: refused.cap("tunnel", DEFAULT_MAX_CONNECTIONS),
         });
         let follower = SnapshotFollower {
             link_set: LinkSet::new(ctx.clone(), table.clone()),
@@ -193,6 +194,7 @@ impl GatewayCore {
             },
             ctx,
             endpoint,
+            refused,
             tasks,
         })
     }
@@ -207,6 +209,12 @@ impl GatewayCore {
     /// The link view.
     pub fn board(&self) -> LinkBoard {
         self.board.clone()
+    }
+
+    /// The gateway's refused-connections counter (`mesh_gateway_connections_refused_total`),
+    /// for caps on its other listeners (the admin port).
+    pub fn refused_connections(&self) -> RefusedConnections {
+        self.refused.clone()
     }
 
     /// The bound QUIC address.

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use mesh_core::admin::{AdminRoutes, AdminServer, Readiness, ResponseFuture};
 use mesh_core::api::{PATH_STATUS, ReadyFile};
 use mesh_core::renewal::{ControllerIssuer, RenewalStatus, Renewer, TokenFallback};
+use mesh_core::serve::{DEFAULT_MAX_ADMIN_CONNECTIONS, Listening, ServeLimits};
 use mesh_core::telemetry::{bind_tcp, shutdown_signal};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -97,6 +98,12 @@ pub async fn run_with_resolver(
         renew_at,
         renewal_status,
     );
+    let admin_listening = Listening {
+        limits: ServeLimits::default(),
+        cap: core
+            .refused_connections()
+            .cap("admin", DEFAULT_MAX_ADMIN_CONNECTIONS),
+    };
     let admin = AdminServer::new(
         Arc::new(registry),
         readiness.clone(),
@@ -105,7 +112,7 @@ pub async fn run_with_resolver(
         })),
     );
     let tasks = [
-        tokio::spawn(admin.serve(admin_listener)),
+        tokio::spawn(admin.serve_within(admin_listener, admin_listening)),
         tokio::spawn(set.clone().follow_resolution()),
         tokio::spawn(follow_snapshots(
             set.clone(),

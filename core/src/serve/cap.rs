@@ -84,8 +84,9 @@ impl ConnectionCap {
         self.refused.get()
     }
 
-    /// Whether one more connection fits next to `held`; counts the refusal when not.
-    pub(crate) fn admit(&self, held: usize) -> bool {
+    /// Whether one more connection fits next to `held`; counts the refusal when not (for
+    /// accept loops of their own, such as the controller's control listener).
+    pub fn admit(&self, held: usize) -> bool {
         if held < self.max {
             return true;
         }

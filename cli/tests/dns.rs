@@ -99,6 +99,9 @@ async fn per_cluster_names_follow_links_and_leases() {
     };
     let out = std::process::Command::new(support::mesh_bin())
         .args(["unlink", &admin("us-east"), &admin("eu-central")])
+        // `mesh unlink` reads each controller's admin token in the state directory.
+        .arg("--state-dir")
+        .arg(&run.scratch.0)
         .output()
         .expect("mesh unlink runs");
     assert!(

@@ -8,7 +8,7 @@ use mesh_core::api::ALPN_MESH_LINK;
 use mesh_core::identity::TrustStore;
 use quinn::crypto::rustls::QuicClientConfig;
 
-use super::{Cluster, TestGateway, exports};
+use super::{Cluster, TestGateway, exports, wait_until};
 
 /// Publishes to `gateway` (of `local`) a snapshot that knows `peer` at a dead address (so
 /// `gateway` never dials it) and exports nothing, then dials `gateway` as `peer`'s gateway.
@@ -23,6 +23,13 @@ pub(crate) async fn dial_as_peer(
         vec![peer.peer("127.0.0.1:9".parse()?)],
         exports(&local.name, 1, &[]),
     ));
+    // Dial only once the gateway follows that snapshot (it knows the peer and trusts its
+    // bundle): a connection accepted before would find no link to deliver its catalog to.
+    wait_until(
+        &format!("{} knows its peer {}", local.name, peer.name),
+        || gateway.core.board().status(&peer.name).is_some(),
+    )
+    .await?;
     let tls = mesh_core::identity::client_config(
         Some(&peer.gateway_id),
         TrustStore::new(std::slice::from_ref(&local.bundle))?,

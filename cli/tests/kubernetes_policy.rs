@@ -164,7 +164,9 @@ async fn wait_kind_conditions(
 ) -> Value {
     let mut last = Value::Null;
     let got = tokio::time::timeout(SETTLE, async {
+        let mut every = tokio::time::interval(Duration::from_millis(200));
         loop {
+            every.tick().await;
             if let Some(route) = get_json(c.kube, &[resource, name, "-n", DEMO_NS]) {
                 let generation = route["metadata"]["generation"].as_i64();
                 let conditions = route_conditions(&route);
@@ -179,7 +181,6 @@ async fn wait_kind_conditions(
                     return route;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await;

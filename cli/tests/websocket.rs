@@ -154,8 +154,14 @@ async fn a_websocket_echo_crosses_the_mesh_and_outlives_the_request_timeout() {
     ws.echoes(Frame::new(BINARY, big)).await;
     ws.send(&Frame::new(PING, "are you there")).await;
     assert_eq!(ws.receive().await, Frame::new(PONG, "are you there"));
-    // Longer than the route's request timeout: the connection stays.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Longer than the route's request timeout: the connection stays (nothing arrives, not
+    // the end of the stream, for 1.5 s), then still echoes.
+    let mut byte = [0u8; 1];
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), ws.tcp.read(&mut byte)).await;
+    assert!(
+        quiet.is_err(),
+        "the WebSocket was cut or written to within 1.5 s: {quiet:?}"
+    );
     ws.echoes(Frame::new(TEXT, "still here")).await;
     let close = Frame::new(CLOSE, 1000u16.to_be_bytes().to_vec());
     ws.echoes(close).await;

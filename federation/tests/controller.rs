@@ -197,11 +197,12 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
     let reporter = {
         let (gateway, report) = (gateway.clone(), report.clone());
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(300));
             loop {
+                every.tick().await;
                 let _ = gateway
                     .send_json(Method::PUT, PATH_GATEWAY_REPORT, Some(&report))
                     .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         })
     };
@@ -329,8 +330,9 @@ async fn a_linked_peers_catalog_joins_the_locality_order() -> anyhow::Result<()>
     let heartbeat = {
         let sidecar = sidecar.clone();
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(300));
             loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                every.tick().await;
                 let _ = sidecar.send_json(Method::PUT, &workload, Some(&reg)).await;
             }
         })
@@ -469,11 +471,12 @@ async fn a_gateway_and_a_peer_of_the_next_release_still_federate() -> anyhow::Re
     let reporter = {
         let gateway = gateway.clone();
         tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(300));
             loop {
+                every.tick().await;
                 let _ = gateway
                     .send_json(Method::PUT, PATH_GATEWAY_REPORT, Some(&report))
                     .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         })
     };

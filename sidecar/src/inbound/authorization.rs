@@ -34,9 +34,9 @@ use mesh_core::policy::authorization::{
     AuthorizationAction, AuthorizationRequest, AuthorizationRules, Decision, HttpRequestLine,
     decide,
 };
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::errors::InboundError;
+use super::errors::{InboundError, InboundNext};
 use crate::facts::PeerIdentity;
 use crate::stack::{Concern, ConcernLayer};
 use crate::state::SidecarState;
@@ -74,8 +74,7 @@ pub struct Authorization {
 
 impl<S, B> Concern<Request<B>, S> for Authorization
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError> + Send + 'static,
-    S::Future: Send + 'static,
+    S: InboundNext<B>,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;

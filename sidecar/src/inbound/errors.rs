@@ -90,10 +90,30 @@ pub struct Errors {
     cluster: Arc<str>,
 }
 
+/// The rest of the inbound stack below a layer: answers with a response or an
+/// [`InboundError`] (which the errors layer maps), and can run on another task. Every such
+/// service is one (a blanket implementation); this names the bounds once for every layer.
+pub trait InboundNext<B>:
+    Service<Request<B>, Response = Response<BoxBody>, Error = InboundError, Future: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> InboundNext<B> for S where
+    S: Service<
+            Request<B>,
+            Response = Response<BoxBody>,
+            Error = InboundError,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
 impl<S, B> Concern<Request<B>, S> for Errors
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError> + Send + 'static,
-    S::Future: Send + 'static,
+    S: InboundNext<B>,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;

@@ -5,10 +5,10 @@
 use http::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use mesh_core::http::{BoxBody, empty};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::app::AppClient;
-use super::errors::InboundError;
+use super::errors::{InboundError, InboundNext};
 use crate::stack::{Concern, ConcernLayer};
 use crate::transparent::splice::splice;
 
@@ -25,8 +25,7 @@ pub struct OpaqueStreams {
 
 impl<S, B> Concern<Request<B>, S> for OpaqueStreams
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError> + Send + 'static,
-    S::Future: Send + 'static,
+    S: InboundNext<B>,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;

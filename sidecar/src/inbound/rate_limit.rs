@@ -20,9 +20,9 @@ use http::{Request, Response};
 use mesh_core::http::BoxBody;
 use mesh_core::names::ServiceKey;
 use mesh_core::policy::rate_limit::{RateLimitError, RateLimitSpec, RateLimiter};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::errors::InboundError;
+use super::errors::{InboundError, InboundNext};
 use crate::facts::PeerIdentity;
 use crate::outbound::rate_limit::{add_fields, current, over_limit};
 use crate::stack::{Concern, ConcernLayer};
@@ -67,8 +67,7 @@ impl ServerRateLimit {
 
 impl<S, B> Concern<Request<B>, S> for ServerRateLimit
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError> + Send + 'static,
-    S::Future: Send + 'static,
+    S: InboundNext<B>,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;

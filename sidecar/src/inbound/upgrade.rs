@@ -20,10 +20,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use mesh_core::api::HEADER_MESH_ERROR;
 use mesh_core::http::{BoxBody, BoxError, empty, text};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::app::AppClient;
-use super::errors::InboundError;
+use super::errors::{InboundError, InboundNext};
 use crate::headers::strip_hop_by_hop;
 use crate::stack::{Concern, ConcernLayer};
 use crate::transparent::splice::splice;
@@ -44,8 +44,7 @@ pub struct Upgrades {
 
 impl<S, B> Concern<Request<B>, S> for Upgrades
 where
-    S: Service<Request<B>, Response = Response<BoxBody>, Error = InboundError> + Send + 'static,
-    S::Future: Send + 'static,
+    S: InboundNext<B>,
     B: Send + 'static,
 {
     type Response = Response<BoxBody>;
